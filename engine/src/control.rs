@@ -1,0 +1,50 @@
+//! Call control: what the engine tells FreeSWITCH to do with a call.
+//!
+//! One trait, several implementations: in-process (the FreeSWITCH C API, from the module), over ESL
+//! (`bgapi`/`sendmsg`), and recording ones for tests and the simulator.
+
+use compact_str::CompactString;
+
+use crate::cause::HangupCause;
+use crate::domain::Route;
+use crate::id::CallId;
+
+/// A channel variable the engine sets, always named `rtc_*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    pub name: &'static str,
+    pub value: CompactString,
+}
+
+/// One instruction for one call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallCommand {
+    /// Set `rtc_*` channel variables (the decision: partner, rate, route, max duration, reject reason).
+    SetVariables { call: CallId, vars: Vec<Variable> },
+    /// Bridge the (parked) call to `route`; `attempt` counts from 0 for failover. The implementation sets
+    /// `rtc_a_leg=<call>` on the outbound leg so its events can be tied back to this call.
+    Bridge {
+        call: CallId,
+        attempt: u8,
+        route: Route,
+        /// Hang the call up after this many seconds of talk (what the reserved balance pays for); 0: none.
+        max_duration_s: u32,
+    },
+    /// Hang the call up with `cause`.
+    Hangup { call: CallId, cause: HangupCause },
+}
+
+impl CallCommand {
+    pub fn call(&self) -> CallId {
+        match self {
+            CallCommand::SetVariables { call, .. }
+            | CallCommand::Bridge { call, .. }
+            | CallCommand::Hangup { call, .. } => *call,
+        }
+    }
+}
+
+/// Where the engine sends call control.
+pub trait CallControl: Send {
+    fn execute(&mut self, command: CallCommand);
+}
