@@ -10,14 +10,22 @@
 //! - [`config`]: engine settings.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod cause;
+pub mod clock;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod domain;
+pub mod engine;
 pub mod event;
+pub mod fsm;
 pub mod id;
 pub mod reason;
+pub mod registry;
 pub mod service;
+pub mod stats;
+pub mod testkit;
 
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};

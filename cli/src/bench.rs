@@ -1,0 +1,158 @@
+//! `rtc-core bench <name>`: measured figures, last line one JSON object.
+
+use std::time::{Duration, Instant};
+
+use rtc_engine::clock::Clock;
+use rtc_engine::config::EngineConfig;
+use rtc_engine::core::{FailModes, epoch_us};
+use rtc_engine::engine::{Engine, EngineHandle, EngineParts, Query, QueryReply, SubmitError};
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
+use rtc_engine::testkit::{CountingControl, InstantServices};
+use serde_json::json;
+
+use crate::alloc::live_bytes;
+
+/// Options of `bench engine`.
+pub struct EngineBench {
+    /// Concurrent live calls at the peak.
+    pub calls: usize,
+    /// Most events in the engine's queue at once (bounds the queueing part of the latency).
+    pub window: usize,
+}
+
+fn b_leg(n: usize) -> CallId {
+    CallId::from_u128((1 << 64) | n as u128)
+}
+
+fn a_ev(n: usize, kind: EventKind, seq: &mut u64) -> CallEvent {
+    *seq += 1;
+    let mut ev = CallEvent::new(CallId::from_u128(n as u128 + 1), kind, *seq);
+    ev.caller = "441632960001".into();
+    ev.destination = "442079460000".into();
+    ev.source_ip = Some(std::net::IpAddr::from([192, 0, 2, 10]));
+    ev
+}
+
+fn b_ev(n: usize, kind: EventKind, seq: &mut u64) -> CallEvent {
+    *seq += 1;
+    let mut ev = CallEvent::new(b_leg(n), kind, *seq);
+    ev.direction = Direction::Outbound;
+    ev.other_leg = Some(CallId::from_u128(n as u128 + 1));
+    ev
+}
+
+/// Submits like a FreeSWITCH event thread would, but paced: the benchmark's producer keeps at most
+/// `window` events queued, and retries an event the engine refused (FreeSWITCH's handler would count and
+/// drop it instead).
+fn submit(h: &EngineHandle, ev: CallEvent, window: usize) {
+    let mut ev = ev;
+    loop {
+        while h.queue_depth() >= window {
+            std::hint::spin_loop();
+        }
+        ev.timestamp_us = epoch_us();
+        match h.submit_event(ev.clone()) {
+            Err(SubmitError::QueueFull(_)) => continue,
+            Ok(()) | Err(SubmitError::Stopped) => return,
+        }
+    }
+}
+
+fn status(h: &EngineHandle) -> (usize, rtc_engine::stats::Stats) {
+    match h.query(Query::Status, Duration::from_secs(60)) {
+        Ok(QueryReply::Status(s)) => (s.live_calls, s.stats),
+        other => panic!("engine did not answer its status: {other:?}"),
+    }
+}
+
+pub fn engine(opts: EngineBench) -> serde_json::Value {
+    let calls = opts.calls;
+    let cfg = EngineConfig {
+        queue_capacity: opts.window.max(1024) * 2,
+        finished_traces: 0,
+        ..EngineConfig::default()
+    };
+    let control = CountingControl::default();
+    let engine = Engine::start(EngineParts {
+        config: cfg,
+        fail_modes: FailModes::default(),
+        services: Box::new(InstantServices::default()),
+        control: Box::new(control.clone()),
+        clock: Clock::system(),
+    })
+    .expect("engine thread starts");
+    let h = engine.handle();
+    let _ = status(&h);
+    let baseline = live_bytes();
+    let mut seq = 0u64;
+    let started = Instant::now();
+    eprintln!("bench engine: setting up {calls} calls");
+    // Setup: every call created, decided, bridged and connected: `calls` live at once.
+    for n in 0..calls {
+        submit(&h, a_ev(n, EventKind::ChannelCreate, &mut seq), opts.window);
+        submit(&h, a_ev(n, EventKind::ChannelPark, &mut seq), opts.window);
+        submit(&h, b_ev(n, EventKind::ChannelCreate, &mut seq), opts.window);
+        submit(&h, b_ev(n, EventKind::ChannelAnswer, &mut seq), opts.window);
+        submit(&h, a_ev(n, EventKind::ChannelAnswer, &mut seq), opts.window);
+        submit(&h, a_ev(n, EventKind::ChannelBridge, &mut seq), opts.window);
+    }
+    let (live, _) = status(&h);
+    let setup_elapsed = started.elapsed();
+    let peak_bytes = live_bytes() - baseline;
+    assert_eq!(live, calls, "every call is live at the peak");
+    eprintln!(
+        "bench engine: {live} live calls, {:.1} MB heap",
+        peak_bytes as f64 / 1e6
+    );
+    // Teardown: the callee hangs up, the caller follows, FreeSWITCH reports the ends.
+    let teardown = Instant::now();
+    for n in 0..calls {
+        let mut ev = b_ev(n, EventKind::ChannelHangup, &mut seq);
+        ev.hangup_cause = Some(rtc_engine::HangupCause::NORMAL_CLEARING);
+        submit(&h, ev, opts.window);
+        submit(
+            &h,
+            a_ev(n, EventKind::ChannelUnbridge, &mut seq),
+            opts.window,
+        );
+        let mut ev = a_ev(n, EventKind::ChannelHangup, &mut seq);
+        ev.hangup_cause = Some(rtc_engine::HangupCause::NORMAL_CLEARING);
+        submit(&h, ev, opts.window);
+        submit(
+            &h,
+            a_ev(n, EventKind::ChannelHangupComplete, &mut seq),
+            opts.window,
+        );
+        submit(
+            &h,
+            a_ev(n, EventKind::ChannelDestroy, &mut seq),
+            opts.window,
+        );
+        submit(
+            &h,
+            b_ev(n, EventKind::ChannelDestroy, &mut seq),
+            opts.window,
+        );
+    }
+    let (live_after, stats) = status(&h);
+    let elapsed = setup_elapsed + teardown.elapsed();
+    let events = stats.events;
+    assert_eq!(live_after, 0, "every call finished");
+    assert_eq!(stats.completed as usize, calls);
+    drop(engine);
+    let events_per_sec = events as f64 / elapsed.as_secs_f64();
+    json!({
+        "bench": "engine",
+        "calls": calls,
+        "events": events,
+        "events_per_sec": events_per_sec.round() as u64,
+        "p50_us": stats.event_lag_p50_us,
+        "p99_us": stats.event_lag_p99_us,
+        "bytes_per_call": (peak_bytes.max(0) as usize) / calls.max(1),
+        "elapsed_s": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "window": opts.window,
+        "commands": control.commands.load(std::sync::atomic::Ordering::Relaxed),
+        "illegal": stats.illegal_total(),
+    })
+}

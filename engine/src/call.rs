@@ -1,0 +1,574 @@
+//! The call state machine: states, inputs, actions, the transition table, and the compact call record.
+//!
+//! ```text
+//! CREATED → PARTNER_IDENTIFICATION → AUTHENTICATION → BALANCE_CHECK → RATING → ROUTING → PARKED
+//!         → CONNECTING → CONNECTED → COMPLETED          (and REJECTED / FAILED from the steps above)
+//! ```
+//! The table below is the whole behaviour; the engine only applies it and carries out the actions.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use compact_str::CompactString;
+use serde::Serialize;
+
+use crate::cause::HangupCause;
+use crate::domain::{PartnerId, Rate, Reservation, Routes};
+use crate::fsm::{Guard, Symbol, Table, Transition};
+use crate::id::CallId;
+use crate::reason::Reason;
+use crate::symbol_enum;
+
+symbol_enum! {
+    /// Where a call stands.
+    pub enum CallState {
+        Created => "CREATED",
+        PartnerIdentification => "PARTNER_IDENTIFICATION",
+        Authentication => "AUTHENTICATION",
+        BalanceCheck => "BALANCE_CHECK",
+        Rating => "RATING",
+        Routing => "ROUTING",
+        Parked => "PARKED",
+        Connecting => "CONNECTING",
+        Connected => "CONNECTED",
+        Completed => "COMPLETED",
+        Rejected => "REJECTED",
+        Failed => "FAILED",
+    }
+}
+
+impl CallState {
+    /// A call in a final state changes no more; it waits only for its hangup (or the sweep) to leave.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CallState::Completed | CallState::Rejected | CallState::Failed
+        )
+    }
+}
+
+symbol_enum! {
+    /// What moves a call: its channel events, its business results, its timers.
+    pub enum Input {
+        ChannelCreate => "CHANNEL_CREATE",
+        ChannelPark => "CHANNEL_PARK",
+        ChannelProgress => "CHANNEL_PROGRESS",
+        ChannelAnswer => "CHANNEL_ANSWER",
+        ChannelBridge => "CHANNEL_BRIDGE",
+        ChannelUnbridge => "CHANNEL_UNBRIDGE",
+        ChannelHangup => "CHANNEL_HANGUP",
+        BLegAnswer => "B_LEG_ANSWER",
+        BLegHangup => "B_LEG_HANGUP",
+        PartnerFound => "PARTNER_FOUND",
+        PartnerUnknown => "PARTNER_UNKNOWN",
+        AdmissionDenied => "ADMISSION_DENIED",
+        AuthOk => "AUTH_OK",
+        AuthDenied => "AUTH_DENIED",
+        BalanceReserved => "BALANCE_RESERVED",
+        BalanceInsufficient => "BALANCE_INSUFFICIENT",
+        RateFound => "RATE_FOUND",
+        RateNone => "RATE_NONE",
+        RoutesFound => "ROUTES_FOUND",
+        RoutesNone => "ROUTES_NONE",
+        /// A service failed (error, timeout, breaker open) and is fail-closed.
+        ServiceDown => "SERVICE_DOWN",
+        /// A service failed and is fail-open: carry on without its answer.
+        StepSkipped => "STEP_SKIPPED",
+        /// The decision is ready and the channel waits in park: bridge it.
+        Dispatch => "DISPATCH",
+        SetupTimeout => "SETUP_TIMEOUT",
+        ParkTimeout => "PARK_TIMEOUT",
+        DurationTimeout => "DURATION_TIMEOUT",
+        /// The sweep found the call finished or lost (no hangup within its bound).
+        Swept => "SWEPT",
+        /// The engine is shutting down with the call still live.
+        EngineShutdown => "ENGINE_SHUTDOWN",
+    }
+}
+
+/// What a transition asks the engine to do. Data comes from the call record, not the action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    LookupPartner,
+    Authenticate,
+    Reserve,
+    Rate,
+    Route,
+    /// Remember that the channel is parked (waiting for us).
+    MarkParked,
+    /// The decision is made: set `rtc_*` variables, arm the park timer, answer any waiting dialplan app,
+    /// and dispatch at once if the channel is already parked.
+    Decide,
+    /// Bridge to the next route.
+    Bridge,
+    /// Talk started: arm the max-duration timer.
+    Connected,
+    /// The outbound leg hung up while connected: talk time ends here.
+    TalkEnded,
+    /// Refuse the call: record the reason and hang up with its cause.
+    Reject(Reason),
+    /// Give up on the call: record the reason and hang up with its cause (or the last outbound cause).
+    Fail(Reason),
+    /// Hang up a connected call (e.g. its balance runs out) without changing state.
+    HangupFor(Reason),
+    /// The channel is gone: settle the balance, write the CDR, remove the call.
+    Finalize,
+}
+
+/// The guard context: the call as it stands, with the input's data already noted.
+pub type CallTable = Table<CallState, Input, Call, Action>;
+type Row = Transition<CallState, Input, Call, Action>;
+
+const CAN_FAILOVER: Guard<Call> = Guard {
+    name: "can_failover",
+    check: |c: &Call| c.can_failover(),
+};
+
+macro_rules! rows {
+    ($($from:ident, $on:ident $(if $guard:ident)? => $to:ident $([$($act:expr),*])?;)*) => {
+        &[$(Row {
+            from: CallState::$from,
+            on: Input::$on,
+            guard: rows!(@guard $($guard)?),
+            to: CallState::$to,
+            actions: &[$($($act),*)?],
+        }),*]
+    };
+    (@guard) => { None };
+    (@guard $g:ident) => { Some($g) };
+}
+
+use Action::*;
+use Reason::*;
+
+/// Every transition a call can take.
+pub static CALL_TRANSITIONS: &[Row] = rows! {
+    Created, ChannelCreate => PartnerIdentification [LookupPartner];
+
+    PartnerIdentification, PartnerFound => Authentication [Authenticate];
+    PartnerIdentification, PartnerUnknown => Rejected [Reject(UnknownPartner)];
+    PartnerIdentification, AdmissionDenied => Rejected [Reject(LimitReached)];
+    PartnerIdentification, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
+
+    Authentication, AuthOk => BalanceCheck [Reserve];
+    Authentication, StepSkipped => BalanceCheck [Reserve];
+    Authentication, AuthDenied => Rejected [Reject(Reason::AuthDenied)];
+    Authentication, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
+
+    BalanceCheck, BalanceReserved => Rating [Action::Rate];
+    BalanceCheck, StepSkipped => Rating [Action::Rate];
+    BalanceCheck, BalanceInsufficient => Rejected [Reject(NoBalance)];
+    BalanceCheck, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
+
+    Rating, RateFound => Routing [Action::Route];
+    Rating, StepSkipped => Routing [Action::Route];
+    Rating, RateNone => Rejected [Reject(NoRate)];
+    Rating, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
+
+    Routing, RoutesFound => Parked [Decide];
+    Routing, RoutesNone => Rejected [Reject(NoRoute)];
+    Routing, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
+
+    // The channel may reach park (or answer early) while the business steps run.
+    Created, ChannelPark => Created [MarkParked];
+    PartnerIdentification, ChannelPark => PartnerIdentification [MarkParked];
+    Authentication, ChannelPark => Authentication [MarkParked];
+    BalanceCheck, ChannelPark => BalanceCheck [MarkParked];
+    Rating, ChannelPark => Rating [MarkParked];
+    Routing, ChannelPark => Routing [MarkParked];
+
+    Parked, ChannelPark => Connecting [Action::Bridge];
+    Parked, Dispatch => Connecting [Action::Bridge];
+    // A dialplan app bridging by itself answers from PARKED; its own failover is absorbed.
+    Parked, ChannelAnswer => Connected [Connected];
+    Parked, ChannelBridge => Connected [Connected];
+    Parked, BLegAnswer => Connected [Connected];
+    Parked, BLegHangup => Parked;
+    Parked, ParkTimeout => Failed [Fail(ParkTimeout)];
+
+    Connecting, ChannelAnswer => Connected [Connected];
+    Connecting, ChannelBridge => Connected [Connected];
+    Connecting, BLegAnswer => Connected [Connected];
+    Connecting, BLegHangup if CAN_FAILOVER => Connecting [Action::Bridge];
+    Connecting, BLegHangup => Failed [Fail(RoutesExhausted)];
+    Connecting, ChannelPark => Connecting;
+    Connecting, ChannelUnbridge => Connecting;
+
+    Connected, ChannelAnswer => Connected;
+    Connected, ChannelBridge => Connected;
+    Connected, BLegAnswer => Connected;
+    Connected, ChannelUnbridge => Connected;
+    Connected, ChannelPark => Connected;
+    Connected, BLegHangup => Connected [TalkEnded];
+    Connected, DurationTimeout => Connected [HangupFor(MaxDuration)];
+
+    // Progress and early answer are expected anywhere before the end, and change nothing.
+    Created, ChannelProgress => Created;
+    PartnerIdentification, ChannelProgress => PartnerIdentification;
+    Authentication, ChannelProgress => Authentication;
+    BalanceCheck, ChannelProgress => BalanceCheck;
+    Rating, ChannelProgress => Rating;
+    Routing, ChannelProgress => Routing;
+    Parked, ChannelProgress => Parked;
+    Connecting, ChannelProgress => Connecting;
+    Connected, ChannelProgress => Connected;
+    Created, ChannelAnswer => Created;
+    PartnerIdentification, ChannelAnswer => PartnerIdentification;
+    Authentication, ChannelAnswer => Authentication;
+    BalanceCheck, ChannelAnswer => BalanceCheck;
+    Rating, ChannelAnswer => Rating;
+    Routing, ChannelAnswer => Routing;
+
+    // The setup timer runs from creation until the call connects.
+    Created, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    PartnerIdentification, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    Authentication, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    BalanceCheck, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    Rating, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    Routing, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    Parked, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+    Connecting, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
+
+    // A hangup in any state ends the call.
+    Created, ChannelHangup => Completed [Finalize];
+    PartnerIdentification, ChannelHangup => Completed [Finalize];
+    Authentication, ChannelHangup => Completed [Finalize];
+    BalanceCheck, ChannelHangup => Completed [Finalize];
+    Rating, ChannelHangup => Completed [Finalize];
+    Routing, ChannelHangup => Completed [Finalize];
+    Parked, ChannelHangup => Completed [Finalize];
+    Connecting, ChannelHangup => Completed [Finalize];
+    Connected, ChannelHangup => Completed [Finalize];
+    Rejected, ChannelHangup => Rejected [Finalize];
+    Failed, ChannelHangup => Failed [Finalize];
+    // After a refusal FreeSWITCH still reports the channel's last moves; they change nothing.
+    Rejected, ChannelPark => Rejected;
+    Rejected, ChannelProgress => Rejected;
+    Rejected, ChannelAnswer => Rejected;
+    Rejected, ChannelUnbridge => Rejected;
+    Rejected, BLegHangup => Rejected;
+    Failed, ChannelPark => Failed;
+    Failed, ChannelProgress => Failed;
+    Failed, ChannelAnswer => Failed;
+    Failed, ChannelUnbridge => Failed;
+    Failed, BLegHangup => Failed;
+
+    // The sweep removes refused calls whose hangup never came, and calls with no event for too long.
+    Created, Swept => Failed [Fail(Stale), Finalize];
+    PartnerIdentification, Swept => Failed [Fail(Stale), Finalize];
+    Authentication, Swept => Failed [Fail(Stale), Finalize];
+    BalanceCheck, Swept => Failed [Fail(Stale), Finalize];
+    Rating, Swept => Failed [Fail(Stale), Finalize];
+    Routing, Swept => Failed [Fail(Stale), Finalize];
+    Parked, Swept => Failed [Fail(Stale), Finalize];
+    Connecting, Swept => Failed [Fail(Stale), Finalize];
+    Connected, Swept => Failed [Fail(Stale), Finalize];
+    Rejected, Swept => Rejected [Finalize];
+    Failed, Swept => Failed [Finalize];
+
+    // Shutdown settles every live call: calls in setup are refused, connected ones are billed so far.
+    Created, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    PartnerIdentification, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Authentication, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    BalanceCheck, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Rating, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Routing, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Parked, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Connecting, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    Connected, EngineShutdown => Completed [Finalize];
+    Rejected, EngineShutdown => Rejected [Finalize];
+    Failed, EngineShutdown => Failed [Finalize];
+};
+
+/// The compiled call table (built once).
+pub fn call_table() -> &'static CallTable {
+    static TABLE: OnceLock<CallTable> = OnceLock::new();
+    TABLE.get_or_init(|| match Table::new(CALL_TRANSITIONS) {
+        Ok(t) => t,
+        // The table is static data checked by a unit test; this cannot fail in a tested build.
+        Err(e) => panic!("call transition table is malformed: {e}"),
+    })
+}
+
+/// One recorded transition, packed into 8 bytes: from (4 bits), to (4 bits), input (8 bits), and the
+/// time since the call was created in microseconds (48 bits: 8.9 years).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceEntry(u64);
+
+impl TraceEntry {
+    pub fn new(from: CallState, to: CallState, input: Input, at_us: u64) -> Self {
+        TraceEntry(
+            (from as u64) << 60
+                | (to as u64) << 56
+                | (input as u64) << 48
+                | (at_us & 0xFFFF_FFFF_FFFF),
+        )
+    }
+    pub fn from(self) -> CallState {
+        CallState::from_index((self.0 >> 60) as usize).unwrap_or(CallState::Created)
+    }
+    pub fn to(self) -> CallState {
+        CallState::from_index(((self.0 >> 56) & 0xF) as usize).unwrap_or(CallState::Created)
+    }
+    pub fn input(self) -> Input {
+        Input::from_index(((self.0 >> 48) & 0xFF) as usize).unwrap_or(Input::ChannelCreate)
+    }
+    /// Microseconds since the call was created.
+    pub fn at_us(self) -> u64 {
+        self.0 & 0xFFFF_FFFF_FFFF
+    }
+}
+
+/// A call's transitions, bounded: the first [`Trace::HEAD`] are always kept (how the call was decided),
+/// then the most recent ones overwrite each other in the remaining slots.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Trace {
+    entries: [TraceEntry; Trace::CAP],
+    /// Entries recorded in all.
+    recorded: u16,
+}
+
+impl Trace {
+    pub const CAP: usize = 12;
+    pub const HEAD: usize = 8;
+
+    fn new() -> Self {
+        Trace {
+            entries: [TraceEntry(0); Trace::CAP],
+            recorded: 0,
+        }
+    }
+
+    fn push(&mut self, e: TraceEntry) {
+        let n = usize::from(self.recorded);
+        let slot = if n < Self::CAP {
+            n
+        } else {
+            Self::HEAD + (n - Self::HEAD) % (Self::CAP - Self::HEAD)
+        };
+        self.entries[slot] = e;
+        self.recorded = self.recorded.saturating_add(1);
+    }
+
+    /// Entries in time order, and how many were dropped from the middle.
+    pub fn entries(&self) -> (Vec<TraceEntry>, usize) {
+        let n = usize::from(self.recorded);
+        if n <= Self::CAP {
+            return (self.entries[..n].to_vec(), 0);
+        }
+        let tail = Self::CAP - Self::HEAD;
+        let mut out = self.entries[..Self::HEAD].to_vec();
+        let oldest = Self::HEAD + (n - Self::HEAD) % tail;
+        for i in 0..tail {
+            out.push(self.entries[Self::HEAD + (oldest - Self::HEAD + i) % tail]);
+        }
+        (out, n - Self::CAP)
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.recorded)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recorded == 0
+    }
+}
+
+/// Per-call flags.
+pub mod flags {
+    /// CHANNEL_PARK seen: the channel waits for us to bridge it.
+    pub const PARKED: u8 = 1;
+    /// A dialplan app asked for the decision and bridges by itself.
+    pub const APP: u8 = 2;
+    /// Talk has started (answer seen after the decision).
+    pub const ANSWERED: u8 = 4;
+    /// The channel's hangup was seen.
+    pub const HUNG_UP: u8 = 8;
+}
+
+/// Everything the engine keeps about one live call: small and fixed-size (strings inline when short),
+/// so that 100,000 calls fit in a few tens of megabytes.
+#[derive(Clone)]
+pub struct Call {
+    /// The a-leg channel's UUID.
+    pub id: CallId,
+    pub state: CallState,
+    /// [`flags`] bits.
+    pub flags: u8,
+    /// Index of the next route to try.
+    pub route_index: u8,
+    /// Why it was refused or failed.
+    pub reason: Option<Reason>,
+    /// Event kinds already applied to the a-leg (duplicate detection).
+    pub seen: u16,
+    /// Event kinds already applied to the current outbound leg.
+    pub b_seen: u16,
+    /// Cause of the a-leg hangup, or of the last outbound leg that failed.
+    pub last_cause: HangupCause,
+    /// Identified partner (`NO_PARTNER` until then).
+    pub partner: PartnerId,
+    /// Highest `Event-Sequence` applied to this call's legs.
+    pub last_seq: u64,
+    /// Engine clock (µs) when the call was created: trace times are relative to it.
+    pub created_us: u64,
+    /// `Event-Date-Timestamp` of the first event, µs since the epoch (CDR start).
+    pub first_ts_us: u64,
+    /// Milliseconds after `first_ts_us` (FreeSWITCH's clock) when talk started / ended; 0 = not yet.
+    pub answer_ms: u32,
+    pub talk_end_ms: u32,
+    /// Engine-clock milliseconds after creation of the last event: the sweep's staleness measure.
+    pub last_event_ms: u32,
+    /// Engine-clock milliseconds after creation when the current timer fires; 0 = none.
+    pub deadline_ms: u32,
+    /// Which timer `deadline_ms` is.
+    pub timer: Option<Input>,
+    /// Earliest deadline this call has queued in the engine's timer heap; 0 = none.
+    pub queued_ms: u32,
+    pub reservation: Option<Reservation>,
+    pub rate: Option<Rate>,
+    pub routes: Option<Routes>,
+    pub caller: CompactString,
+    pub destination: CompactString,
+    pub auth_user: CompactString,
+    pub source_ip: Option<IpAddr>,
+    /// The outbound leg currently tied to this call.
+    pub b_leg: Option<CallId>,
+    pub trace: Trace,
+}
+
+pub const NO_PARTNER: PartnerId = PartnerId::MAX;
+
+impl Call {
+    pub fn new(id: CallId, created_us: u64) -> Self {
+        Call {
+            id,
+            state: CallState::Created,
+            flags: 0,
+            route_index: 0,
+            reason: None,
+            seen: 0,
+            b_seen: 0,
+            last_cause: HangupCause::NONE,
+            partner: NO_PARTNER,
+            last_seq: 0,
+            created_us,
+            first_ts_us: 0,
+            answer_ms: 0,
+            talk_end_ms: 0,
+            last_event_ms: 0,
+            deadline_ms: 0,
+            timer: None,
+            queued_ms: 0,
+            reservation: None,
+            rate: None,
+            routes: None,
+            caller: CompactString::const_new(""),
+            destination: CompactString::const_new(""),
+            auth_user: CompactString::const_new(""),
+            source_ip: None,
+            b_leg: None,
+            trace: Trace::new(),
+        }
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Another route remains and the last outbound failure is one another carrier could fix.
+    pub fn can_failover(&self) -> bool {
+        let routes = self.routes.as_ref().map_or(0, |r| r.len());
+        usize::from(self.route_index) < routes && self.last_cause.allows_failover()
+    }
+
+    /// Records a transition at engine time `now_us`.
+    pub fn record(&mut self, from: CallState, to: CallState, input: Input, now_us: u64) {
+        self.trace.push(TraceEntry::new(
+            from,
+            to,
+            input,
+            now_us.saturating_sub(self.created_us),
+        ));
+    }
+
+    /// Microseconds from creation to the decision (entering PARKED or a final state), if made.
+    pub fn setup_us(&self) -> Option<u64> {
+        let (entries, _) = self.trace.entries();
+        entries
+            .iter()
+            .find(|e| {
+                e.from() != e.to() && (e.to() == CallState::Parked || e.to() == CallState::Rejected)
+            })
+            .map(|e| e.at_us())
+    }
+
+    /// Seconds of talk, from FreeSWITCH's timestamps.
+    pub fn talk_seconds(&self) -> u64 {
+        if self.answer_ms == 0 || self.talk_end_ms <= self.answer_ms {
+            return 0;
+        }
+        u64::from(self.talk_end_ms - self.answer_ms).div_ceil(1000)
+    }
+}
+
+/// A serialisable view of a call, for queries (`rtc_core call <uuid>`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CallView {
+    pub uuid: CallId,
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub hangup_cause: Option<String>,
+    pub partner: Option<PartnerId>,
+    pub caller: String,
+    pub destination: String,
+    pub source_ip: Option<IpAddr>,
+    pub rate_per_minute: Option<String>,
+    pub routes: Vec<String>,
+    pub route_index: u8,
+    pub age_ms: u64,
+    pub trace: Vec<TraceView>,
+    pub trace_dropped: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceView {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub cause: &'static str,
+    pub at_us: u64,
+}
+
+impl CallView {
+    pub fn of(call: &Call, now_us: u64) -> Self {
+        let (entries, dropped) = call.trace.entries();
+        CallView {
+            uuid: call.id,
+            state: call.state.name(),
+            reason: call.reason.map(Reason::name),
+            hangup_cause: (call.last_cause != HangupCause::NONE)
+                .then(|| call.last_cause.to_string()),
+            partner: (call.partner != NO_PARTNER).then_some(call.partner),
+            caller: call.caller.to_string(),
+            destination: call.destination.to_string(),
+            source_ip: call.source_ip,
+            rate_per_minute: call.rate.map(|r| r.per_minute.to_string()),
+            routes: call
+                .routes
+                .iter()
+                .flat_map(|r| r.iter().map(|r| r.carrier.to_string()))
+                .collect(),
+            route_index: call.route_index,
+            age_ms: now_us.saturating_sub(call.created_us) / 1000,
+            trace: entries
+                .into_iter()
+                .map(|e| TraceView {
+                    from: e.from().name(),
+                    to: e.to().name(),
+                    cause: e.input().name(),
+                    at_us: e.at_us(),
+                })
+                .collect(),
+            trace_dropped: dropped,
+        }
+    }
+}

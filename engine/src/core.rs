@@ -1,0 +1,1108 @@
+//! The engine's logic on its one thread: the registry, the timers, and the application of inputs to call
+//! state machines. [`Core`] does no I/O and takes no locks; it is driven by [`crate::engine`]'s thread,
+//! and directly by tests.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::SystemTime;
+
+use compact_str::{CompactString, ToCompactString};
+use crossbeam_channel::Sender;
+use foldhash::fast::RandomState;
+use serde::Serialize;
+
+use crate::call::{
+    Action, Call, CallState, CallTable, CallView, Input, NO_PARTNER, call_table, flags,
+};
+use crate::cause::HangupCause;
+use crate::clock::Clock;
+use crate::config::{EngineConfig, FailMode};
+use crate::control::{CallCommand, CallControl, Variable};
+use crate::domain::{Cdr, PartnerId, Routes};
+use crate::event::{CallEvent, Direction, EventKind};
+#[cfg(test)]
+use crate::fsm::Table;
+use crate::fsm::{Rejected, Symbol};
+use crate::id::CallId;
+use crate::reason::Reason;
+use crate::registry::{Leg, Registry};
+use crate::service::{Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink};
+use crate::stats::{Counters, Stats};
+
+/// What a dialplan app waiting on a call is told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Bridge over `routes` in order (failover), after setting `vars`.
+    Connect {
+        routes: Routes,
+        vars: Vec<Variable>,
+        /// Seconds of talk the reservation pays for (0: no limit beyond the configured maximum).
+        max_duration_s: u32,
+    },
+    /// Hang up with `cause`.
+    Refuse { reason: Reason, cause: HangupCause },
+}
+
+/// Per-service behaviour when a service cannot answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailModes([FailMode; ServiceKind::ALL.len()]);
+
+impl Default for FailModes {
+    fn default() -> Self {
+        FailModes(ServiceKind::ALL.map(|k| crate::config::ServiceConfig::default_for(k).fail_mode))
+    }
+}
+
+impl FailModes {
+    pub fn from_services(services: &[crate::config::ServiceConfig]) -> Self {
+        let mut m = FailModes::default();
+        for s in services {
+            m.set(s.kind, s.fail_mode);
+        }
+        m
+    }
+
+    pub fn set(&mut self, kind: ServiceKind, mode: FailMode) {
+        if let Some(i) = ServiceKind::ALL.iter().position(|k| *k == kind) {
+            self.0[i] = mode;
+        }
+    }
+
+    pub fn get(&self, kind: ServiceKind) -> FailMode {
+        ServiceKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(FailMode::Closed, |i| self.0[i])
+    }
+}
+
+/// Answers to queries.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub uptime_s: u64,
+    pub live_calls: usize,
+    pub by_state: Vec<(&'static str, u32)>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CallSummary {
+    pub uuid: CallId,
+    pub state: &'static str,
+    pub partner: Option<PartnerId>,
+    pub caller: String,
+    pub destination: String,
+    pub age_ms: u64,
+}
+
+/// A live partner: its name and how many of its calls are live (for concurrency limits).
+struct PartnerSlot {
+    name: CompactString,
+    live: u32,
+}
+
+/// The engine's state and logic.
+pub struct Core {
+    cfg: EngineConfig,
+    fail_modes: FailModes,
+    table: &'static CallTable,
+    pub(crate) registry: Registry,
+    /// (absolute deadline in engine ms, call): lazily cleaned — an entry whose call has moved on is skipped.
+    timers: BinaryHeap<Reverse<(u64, CallId)>>,
+    services: Box<dyn ServiceSink>,
+    control: Box<dyn CallControl>,
+    /// Results answered at once by embedded backends, applied after the current input.
+    immediate: VecDeque<ServiceResult>,
+    /// Inputs a transition asked for (e.g. DISPATCH after the decision), applied after the current one.
+    followups: VecDeque<(CallId, Input)>,
+    partners: HashMap<PartnerId, PartnerSlot, RandomState>,
+    /// Dialplan apps waiting for a call's decision.
+    waiters: HashMap<CallId, Sender<Decision>, RandomState>,
+    pub(crate) counters: Counters,
+    clock: Clock,
+    /// Engine time of the input being applied.
+    now_us: u64,
+    /// FreeSWITCH timestamp of the event being applied (0 for other inputs).
+    event_ts_us: u64,
+    next_sweep_us: u64,
+}
+
+impl Core {
+    pub fn new(
+        cfg: EngineConfig,
+        fail_modes: FailModes,
+        services: Box<dyn ServiceSink>,
+        control: Box<dyn CallControl>,
+        clock: Clock,
+    ) -> Self {
+        let now = clock.now_us();
+        Core {
+            registry: Registry::new(cfg.finished_ids, cfg.finished_traces),
+            next_sweep_us: now + cfg.sweep_interval.as_micros() as u64,
+            cfg,
+            fail_modes,
+            table: call_table(),
+            timers: BinaryHeap::new(),
+            services,
+            control,
+            immediate: VecDeque::new(),
+            followups: VecDeque::new(),
+            partners: HashMap::default(),
+            waiters: HashMap::default(),
+            counters: Counters::new(),
+            clock,
+            now_us: now,
+            event_ts_us: 0,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn live_calls(&self) -> usize {
+        self.registry.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.clock.now_us()
+    }
+
+    // ---- intake -------------------------------------------------------------------------------
+
+    /// Applies one channel event.
+    pub fn on_event(&mut self, ev: CallEvent) {
+        self.now_us = self.clock.now_us();
+        self.counters.events += 1;
+        if self.counters.events & 7 == 0 && ev.timestamp_us != 0 {
+            self.counters
+                .record_lag(epoch_us().saturating_sub(ev.timestamp_us));
+        }
+        self.event_ts_us = ev.timestamp_us;
+        match self.registry.find(&ev.uuid) {
+            Some(Leg::A(slot)) => self.a_leg_event(slot, &ev),
+            Some(Leg::B(slot)) => self.b_leg_event(slot, &ev),
+            None => self.new_channel_event(ev),
+        }
+        self.event_ts_us = 0;
+        self.drain();
+    }
+
+    /// Applies one service result.
+    pub fn on_result(&mut self, result: ServiceResult) {
+        self.now_us = self.clock.now_us();
+        self.counters.results += 1;
+        self.apply_result(result);
+        self.drain();
+    }
+
+    /// A dialplan app asks for `ev`'s call decision; the call is created if CHANNEL_CREATE was not seen.
+    pub fn on_await(&mut self, ev: CallEvent, reply: Sender<Decision>) {
+        self.now_us = self.clock.now_us();
+        let id = ev.uuid;
+        if self.registry.slot_of(&id).is_none() {
+            if ev.direction == Direction::Outbound || self.registry.find(&id).is_some() {
+                // An outbound leg is never a call to decide.
+                let _ = reply.send(Decision::Refuse {
+                    reason: Reason::ServiceDown,
+                    cause: HangupCause::WRONG_CALL_STATE,
+                });
+                return;
+            }
+            let mut ev = ev;
+            ev.kind = EventKind::ChannelCreate;
+            self.event_ts_us = ev.timestamp_us;
+            self.new_channel_event(ev);
+            self.event_ts_us = 0;
+        }
+        if let Some(slot) = self.registry.slot_of(&id)
+            && let Some(call) = self.registry.get_mut(slot)
+        {
+            call.flags |= flags::APP;
+            match self.ready_decision(slot) {
+                Some(d) => {
+                    self.counters.decisions_delivered += 1;
+                    let _ = reply.send(d);
+                }
+                None => {
+                    self.waiters.insert(id, reply);
+                }
+            }
+        } else {
+            // Created and finished at once (e.g. refused synchronously): say why from its trace.
+            let refuse = match self.registry.finished_view(&id) {
+                Some(v) => v.reason.and_then(Reason::from_name),
+                None => None,
+            }
+            .unwrap_or(Reason::ServiceDown);
+            let _ = reply.send(Decision::Refuse {
+                reason: refuse,
+                cause: self.cfg.causes.cause(refuse),
+            });
+        }
+        self.drain();
+    }
+
+    fn new_channel_event(&mut self, ev: CallEvent) {
+        if self.registry.is_finished(&ev.uuid) {
+            self.counters.after_end_events += 1;
+            return;
+        }
+        if ev.direction == Direction::Outbound {
+            if let Some(a) = ev.other_leg
+                && let Some(slot) = self.registry.slot_of(&a)
+            {
+                self.registry.link_b_leg(slot, ev.uuid);
+                self.b_leg_event(slot, &ev);
+            } else {
+                self.counters.foreign_legs += 1;
+            }
+            return;
+        }
+        if !matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark) {
+            self.counters.unknown_events += 1;
+            log::debug!(
+                "call {}: {} for a channel never seen created; ignored",
+                ev.uuid,
+                ev.kind.name()
+            );
+            return;
+        }
+        let mut call = Call::new(ev.uuid, self.now_us);
+        call.first_ts_us = ev.timestamp_us;
+        call.caller = ev.caller.clone();
+        call.destination = ev.destination.clone();
+        call.auth_user = ev.auth_user.clone();
+        call.source_ip = ev.source_ip;
+        call.last_seq = ev.sequence;
+        call.seen = EventKind::ChannelCreate.bit() | ev.kind.bit();
+        let slot = match self.registry.insert(call) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("{e}");
+                return;
+            }
+        };
+        self.counters.calls_created += 1;
+        let deadline = self.cfg.setup_timeout;
+        self.arm(slot, Input::SetupTimeout, deadline.as_millis() as u64);
+        self.apply(slot, Input::ChannelCreate, false);
+        if ev.kind == EventKind::ChannelPark {
+            let id = ev.uuid;
+            self.followups.push_back((id, Input::ChannelPark));
+        }
+    }
+
+    fn a_leg_event(&mut self, slot: u32, ev: &CallEvent) {
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        let bit = ev.kind.bit();
+        let seen = call.seen & bit != 0;
+        if seen && (ev.kind.once_per_channel() || ev.sequence == call.last_seq) {
+            self.counters.duplicate_events += 1;
+            return;
+        }
+        let late = ev.sequence != 0 && ev.sequence < call.last_seq;
+        call.seen |= bit;
+        call.last_seq = call.last_seq.max(ev.sequence);
+        call.last_event_ms = ms_since(call.created_us, self.now_us);
+        if let Some(cause) = ev.hangup_cause
+            && matches!(
+                ev.kind,
+                EventKind::ChannelHangup
+                    | EventKind::ChannelHangupComplete
+                    | EventKind::ChannelDestroy
+            )
+        {
+            call.last_cause = cause;
+        }
+        let input = match ev.kind {
+            EventKind::ChannelCreate => Input::ChannelCreate,
+            EventKind::ChannelPark => Input::ChannelPark,
+            EventKind::ChannelProgress | EventKind::ChannelProgressMedia => Input::ChannelProgress,
+            EventKind::ChannelAnswer => Input::ChannelAnswer,
+            EventKind::ChannelBridge => Input::ChannelBridge,
+            EventKind::ChannelUnbridge => Input::ChannelUnbridge,
+            EventKind::ChannelHangup
+            | EventKind::ChannelHangupComplete
+            | EventKind::ChannelDestroy => {
+                // Whichever of the three comes first ends the call; the others find it finished.
+                call.flags |= flags::HUNG_UP;
+                Input::ChannelHangup
+            }
+        };
+        self.apply(slot, input, late);
+    }
+
+    fn b_leg_event(&mut self, slot: u32, ev: &CallEvent) {
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        let kind = match ev.kind {
+            EventKind::ChannelHangupComplete | EventKind::ChannelDestroy => {
+                EventKind::ChannelHangup
+            }
+            k => k,
+        };
+        let bit = kind.bit();
+        if call.b_seen & bit != 0 && kind.once_per_channel() {
+            self.counters.duplicate_events += 1;
+            return;
+        }
+        call.b_seen |= bit;
+        call.last_seq = call.last_seq.max(ev.sequence);
+        call.last_event_ms = ms_since(call.created_us, self.now_us);
+        let input = match kind {
+            EventKind::ChannelAnswer => Input::BLegAnswer,
+            EventKind::ChannelHangup => {
+                call.last_cause = ev.hangup_cause.unwrap_or(HangupCause::NORMAL_UNSPECIFIED);
+                Input::BLegHangup
+            }
+            _ => {
+                // Create, progress, bridge on the outbound leg: the a-leg's events carry the meaning.
+                self.counters.absorbed += 1;
+                return;
+            }
+        };
+        self.apply(slot, input, false);
+    }
+
+    fn apply_result(&mut self, result: ServiceResult) {
+        let id = result.call;
+        let Some(slot) = self.registry.slot_of(&id) else {
+            self.counters.stale_results += 1;
+            self.release_orphan(&result);
+            return;
+        };
+        let input = match &result.outcome {
+            Outcome::PartnerFound(p) => {
+                if p.max_concurrent > 0
+                    && self
+                        .partners
+                        .get(&p.id)
+                        .is_some_and(|s| s.live >= p.max_concurrent)
+                {
+                    Input::AdmissionDenied
+                } else {
+                    Input::PartnerFound
+                }
+            }
+            Outcome::PartnerUnknown => Input::PartnerUnknown,
+            Outcome::AuthOk => Input::AuthOk,
+            Outcome::AuthDenied => Input::AuthDenied,
+            Outcome::BalanceReserved(_) => Input::BalanceReserved,
+            Outcome::BalanceInsufficient => Input::BalanceInsufficient,
+            Outcome::RateFound(_) => Input::RateFound,
+            Outcome::RateNone => Input::RateNone,
+            Outcome::RoutesFound(r) if r.is_empty() => Input::RoutesNone,
+            Outcome::RoutesFound(_) => Input::RoutesFound,
+            Outcome::RoutesNone => Input::RoutesNone,
+            Outcome::Failed(kind, failure) => {
+                log::info!(
+                    "call {id}: {} service gave no answer ({failure:?})",
+                    kind.name()
+                );
+                match (kind, self.fail_modes.get(*kind)) {
+                    (
+                        ServiceKind::Auth | ServiceKind::Balance | ServiceKind::Rating,
+                        FailMode::Open,
+                    ) => Input::StepSkipped,
+                    _ => Input::ServiceDown,
+                }
+            }
+        };
+        let state = self.registry.get(slot).map(|c| c.state);
+        let accepted = state.is_some_and(|s| {
+            self.table
+                .step(s, input, self.registry.get(slot).expect("slot checked"))
+                .is_ok()
+        });
+        if !accepted {
+            self.counters.stale_results += 1;
+            self.release_orphan(&result);
+            return;
+        }
+        if let Some(call) = self.registry.get_mut(slot) {
+            match result.outcome {
+                Outcome::PartnerFound(p) if input == Input::PartnerFound => {
+                    call.partner = p.id;
+                    let slot = self.partners.entry(p.id).or_insert(PartnerSlot {
+                        name: p.name.clone(),
+                        live: 0,
+                    });
+                    slot.live += 1;
+                    if slot.name != p.name {
+                        slot.name = p.name;
+                    }
+                }
+                Outcome::BalanceReserved(r) => call.reservation = Some(r),
+                Outcome::RateFound(r) => call.rate = Some(r),
+                Outcome::RoutesFound(r) => call.routes = Some(r),
+                _ => {}
+            }
+        }
+        self.apply(slot, input, false);
+    }
+
+    /// A reservation that found no call to hold it goes straight back.
+    fn release_orphan(&mut self, result: &ServiceResult) {
+        if let Outcome::BalanceReserved(reservation) = result.outcome {
+            self.counters.orphan_reservations_released += 1;
+            log::info!(
+                "call {}: reservation {} arrived after the call moved on; released",
+                result.call,
+                reservation.id
+            );
+            let partner = self
+                .registry
+                .by_id(&result.call)
+                .map_or(NO_PARTNER, |c| c.partner);
+            self.submit(ServiceRequest::ReleaseBalance {
+                call: result.call,
+                partner,
+                reservation,
+            });
+        }
+    }
+
+    // ---- the state machine --------------------------------------------------------------------
+
+    fn apply(&mut self, slot: u32, input: Input, late: bool) {
+        let Some(call) = self.registry.get(slot) else {
+            return;
+        };
+        let state = call.state;
+        let row = match self.table.step(state, input, call) {
+            Ok(row) => row,
+            Err(rejected) => {
+                if late {
+                    self.counters.late_events += 1;
+                } else {
+                    self.counters.illegal(state, input);
+                    match rejected {
+                        Rejected::NotAllowed { .. } | Rejected::GuardFailed { .. } => {
+                            log::debug!("call {}: {rejected}", call.id)
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        if row.is_absorb() {
+            self.counters.absorbed += 1;
+            return;
+        }
+        if row.to != state {
+            self.registry.set_state(slot, row.to);
+        }
+        let now = self.now_us;
+        if let Some(call) = self.registry.get_mut(slot) {
+            call.record(state, row.to, input, now);
+        }
+        self.counters.transitions += 1;
+        for action in row.actions {
+            self.act(slot, *action);
+        }
+    }
+
+    fn act(&mut self, slot: u32, action: Action) {
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        let id = call.id;
+        match action {
+            Action::LookupPartner => {
+                let req = ServiceRequest::IdentifyPartner {
+                    call: id,
+                    source_ip: call.source_ip,
+                };
+                self.submit(req);
+            }
+            Action::Authenticate => {
+                let req = ServiceRequest::Authenticate {
+                    call: id,
+                    partner: call.partner,
+                    source_ip: call.source_ip,
+                    caller: call.caller.clone(),
+                    destination: call.destination.clone(),
+                    auth_user: std::mem::take(&mut call.auth_user),
+                };
+                self.submit(req);
+            }
+            Action::Reserve => {
+                let req = ServiceRequest::ReserveBalance {
+                    call: id,
+                    partner: call.partner,
+                    amount: self.cfg.reservation_amount,
+                };
+                self.submit(req);
+            }
+            Action::Rate => {
+                let req = ServiceRequest::Rate {
+                    call: id,
+                    partner: call.partner,
+                    destination: call.destination.clone(),
+                };
+                self.submit(req);
+            }
+            Action::Route => {
+                let req = ServiceRequest::Route {
+                    call: id,
+                    partner: call.partner,
+                    destination: call.destination.clone(),
+                };
+                self.submit(req);
+            }
+            Action::MarkParked => call.flags |= flags::PARKED,
+            Action::Decide => {
+                let dispatch = call.has(flags::PARKED) && !call.has(flags::APP);
+                let vars = self.decision_vars(slot);
+                self.command(CallCommand::SetVariables { call: id, vars });
+                let park = self.cfg.park_timeout.as_millis() as u64;
+                self.arm_earlier(slot, Input::ParkTimeout, park);
+                if let Some(reply) = self.waiters.remove(&id)
+                    && let Some(d) = self.ready_decision(slot)
+                {
+                    self.counters.decisions_delivered += 1;
+                    let _ = reply.send(d);
+                }
+                if dispatch {
+                    self.followups.push_back((id, Input::Dispatch));
+                }
+            }
+            Action::Bridge => {
+                let Some(route) = call
+                    .routes
+                    .as_ref()
+                    .and_then(|r| r.get(usize::from(call.route_index)))
+                    .cloned()
+                else {
+                    return;
+                };
+                let attempt = call.route_index;
+                call.route_index += 1;
+                let max_duration_s = self.max_duration_s(slot);
+                self.command(CallCommand::Bridge {
+                    call: id,
+                    attempt,
+                    route,
+                    max_duration_s,
+                });
+            }
+            Action::Connected => {
+                call.flags |= flags::ANSWERED;
+                let at = self.event_ms(slot).max(1);
+                if let Some(call) = self.registry.get_mut(slot) {
+                    call.answer_ms = at;
+                }
+                let max = self.max_duration_s(slot);
+                let limit = if max == 0 {
+                    self.cfg.max_call_duration.as_secs()
+                } else {
+                    u64::from(max)
+                };
+                let age = self.age_ms(slot);
+                self.arm(slot, Input::DurationTimeout, age + limit * 1000);
+            }
+            Action::TalkEnded => {
+                let at = self.event_ms(slot);
+                if let Some(call) = self.registry.get_mut(slot)
+                    && call.talk_end_ms == 0
+                {
+                    call.talk_end_ms = at;
+                }
+            }
+            Action::Reject(reason) | Action::Fail(reason) => {
+                call.reason = Some(reason);
+                call.timer = None;
+                call.deadline_ms = 0;
+                let cause = match (reason, call.last_cause) {
+                    (Reason::RoutesExhausted, c) if c != HangupCause::NONE => c,
+                    _ => self.cfg.causes.cause(reason),
+                };
+                let hung_up = call.has(flags::HUNG_UP);
+                if let Some(reply) = self.waiters.remove(&id) {
+                    self.counters.decisions_delivered += 1;
+                    let _ = reply.send(Decision::Refuse { reason, cause });
+                }
+                if !hung_up {
+                    self.command(CallCommand::SetVariables {
+                        call: id,
+                        vars: vec![Variable {
+                            name: "rtc_reject_reason",
+                            value: CompactString::const_new(reason.name()),
+                        }],
+                    });
+                    self.command(CallCommand::Hangup { call: id, cause });
+                }
+            }
+            Action::HangupFor(reason) => {
+                call.reason = Some(reason);
+                call.timer = None;
+                call.deadline_ms = 0;
+                let cause = self.cfg.causes.cause(reason);
+                self.command(CallCommand::Hangup { call: id, cause });
+            }
+            Action::Finalize => self.finalize(slot),
+        }
+    }
+
+    /// The call's `rtc_*` variables once routed.
+    fn decision_vars(&self, slot: u32) -> Vec<Variable> {
+        let Some(call) = self.registry.get(slot) else {
+            return Vec::new();
+        };
+        let mut vars = Vec::with_capacity(4);
+        if let Some(p) = self.partners.get(&call.partner) {
+            vars.push(Variable {
+                name: "rtc_partner",
+                value: p.name.clone(),
+            });
+        }
+        if let Some(rate) = call.rate {
+            vars.push(Variable {
+                name: "rtc_rate",
+                value: rate.per_minute.to_compact_string(),
+            });
+        }
+        if let Some(route) = call.routes.as_ref().and_then(|r| r.first()) {
+            vars.push(Variable {
+                name: "rtc_route",
+                value: route.carrier.clone(),
+            });
+        }
+        vars.push(Variable {
+            name: "rtc_max_duration",
+            value: self.max_duration_s(slot).to_compact_string(),
+        });
+        vars
+    }
+
+    /// Seconds of talk the call may have: what its reservation pays for at its rate, capped by the
+    /// configured maximum.
+    fn max_duration_s(&self, slot: u32) -> u32 {
+        let cap = self.cfg.max_call_duration.as_secs();
+        let Some(call) = self.registry.get(slot) else {
+            return cap as u32;
+        };
+        let paid = match (call.rate, call.reservation) {
+            (Some(rate), Some(r)) => rate.seconds_covered(r.amount).unwrap_or(cap),
+            _ => cap,
+        };
+        paid.min(cap).min(u64::from(u32::MAX)) as u32
+    }
+
+    fn ready_decision(&self, slot: u32) -> Option<Decision> {
+        let call = self.registry.get(slot)?;
+        match call.state {
+            CallState::Parked | CallState::Connecting | CallState::Connected => {
+                Some(Decision::Connect {
+                    routes: call.routes.clone()?,
+                    vars: self.decision_vars(slot),
+                    max_duration_s: self.max_duration_s(slot),
+                })
+            }
+            CallState::Rejected | CallState::Failed => {
+                let reason = call.reason.unwrap_or(Reason::ServiceDown);
+                Some(Decision::Refuse {
+                    reason,
+                    cause: self.cfg.causes.cause(reason),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends a call: settles its reservation, writes its CDR, frees its partner slot, removes it.
+    fn finalize(&mut self, slot: u32) {
+        let now = self.now_us;
+        let ended_ms = self.event_ms(slot);
+        let Some(mut call) = self.registry.remove(slot, now) else {
+            return;
+        };
+        self.waiters.remove(&call.id);
+        if call.has(flags::ANSWERED) && call.talk_end_ms == 0 {
+            call.talk_end_ms = ended_ms.max(call.answer_ms);
+        }
+        let talk_s = call.talk_seconds();
+        let (billed_s, cost) = match call.rate {
+            Some(rate) => (rate.billed_seconds(talk_s), rate.cost(talk_s)),
+            None => (0, Default::default()),
+        };
+        if let Some(reservation) = call.reservation {
+            let req = if talk_s > 0 {
+                ServiceRequest::CommitBalance {
+                    call: call.id,
+                    partner: call.partner,
+                    reservation,
+                    cost,
+                }
+            } else {
+                ServiceRequest::ReleaseBalance {
+                    call: call.id,
+                    partner: call.partner,
+                    reservation,
+                }
+            };
+            self.submit(req);
+        }
+        let partner = match self.partners.get_mut(&call.partner) {
+            Some(p) => {
+                p.live = p.live.saturating_sub(1);
+                Some(p.name.clone())
+            }
+            None => None,
+        };
+        match call.state {
+            CallState::Completed => self.counters.completed += 1,
+            CallState::Rejected => self.counters.rejected += 1,
+            _ => self.counters.failed += 1,
+        }
+        if let Some(r) = call.reason {
+            self.counters.by_reason[r.index()] += 1;
+        }
+        let cdr = Cdr {
+            uuid: call.id,
+            setup_us: call.setup_us(),
+            caller: call.caller,
+            destination: call.destination,
+            source_ip: call.source_ip,
+            partner,
+            final_state: call.state.name(),
+            reason: call.reason.map(Reason::name),
+            hangup_cause: call.last_cause,
+            carrier: call
+                .routes
+                .as_ref()
+                .and_then(|r| r.get(usize::from(call.route_index.saturating_sub(1))))
+                .map(|r| r.carrier.clone()),
+            rate_per_minute: call.rate.map(|r| r.per_minute),
+            talk_s,
+            billed_s,
+            cost,
+            started_at_us: call.first_ts_us,
+            ended_at_us: call.first_ts_us + u64::from(ended_ms) * 1000,
+        };
+        self.counters.cdrs += 1;
+        self.submit(ServiceRequest::WriteCdr(Box::new(cdr)));
+    }
+
+    // ---- timers and sweep -----------------------------------------------------------------------
+
+    /// Sets the call's timer to fire `at_ms` after its creation, replacing the current one.
+    fn arm(&mut self, slot: u32, timer: Input, at_ms: u64) {
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        let at_ms = at_ms.clamp(1, u64::from(u32::MAX)) as u32;
+        call.timer = Some(timer);
+        call.deadline_ms = at_ms;
+        if call.queued_ms == 0 || at_ms < call.queued_ms {
+            call.queued_ms = at_ms;
+            let abs = call.created_us / 1000 + u64::from(at_ms);
+            self.timers.push(Reverse((abs, call.id)));
+        }
+    }
+
+    /// Arms `timer` `after_ms` from now unless the current timer fires earlier.
+    fn arm_earlier(&mut self, slot: u32, timer: Input, after_ms: u64) {
+        let at = self.age_ms(slot) + after_ms;
+        let current = self.registry.get(slot).map_or(0, |c| c.deadline_ms);
+        if current == 0 || at < u64::from(current) {
+            self.arm(slot, timer, at);
+        }
+    }
+
+    /// Fires every timer due by now. Returns the engine time (µs) of the next one, if any.
+    pub fn fire_timers(&mut self) -> Option<u64> {
+        self.now_us = self.clock.now_us();
+        let now_ms = self.now_us / 1000;
+        while let Some(&Reverse((abs, id))) = self.timers.peek() {
+            if abs > now_ms {
+                return Some(abs * 1000);
+            }
+            self.timers.pop();
+            let Some(slot) = self.registry.slot_of(&id) else {
+                continue;
+            };
+            let Some(call) = self.registry.get_mut(slot) else {
+                continue;
+            };
+            let entry_ms = (abs - call.created_us / 1000) as u32;
+            if entry_ms != call.queued_ms {
+                continue; // superseded by an earlier entry for the same call
+            }
+            call.queued_ms = 0;
+            let (deadline, timer) = (call.deadline_ms, call.timer);
+            let created_ms = call.created_us / 1000;
+            match timer {
+                Some(input) if deadline != 0 && created_ms + u64::from(deadline) <= now_ms => {
+                    call.timer = None;
+                    call.deadline_ms = 0;
+                    self.counters.timers_fired += 1;
+                    self.apply(slot, input, false);
+                    self.drain();
+                }
+                Some(input) if deadline != 0 => {
+                    // The deadline moved later: queue it again.
+                    self.arm(slot, input, u64::from(deadline));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Runs the sweep if it is due: finished calls whose hangup never came (after `linger`) and calls with
+    /// no event for `stale_after` are removed, settled and written.
+    pub fn sweep_if_due(&mut self) -> Option<u64> {
+        self.now_us = self.clock.now_us();
+        if self.now_us < self.next_sweep_us {
+            return Some(self.next_sweep_us);
+        }
+        self.next_sweep_us = self.now_us + self.cfg.sweep_interval.as_micros() as u64;
+        let linger_ms = self.cfg.linger.as_millis() as u64;
+        let stale_ms = self.cfg.stale_after.as_millis() as u64;
+        let now_us = self.now_us;
+        let due: Vec<CallId> = self
+            .registry
+            .iter()
+            .filter(|c| {
+                let quiet_ms =
+                    now_us.saturating_sub(c.created_us) / 1000 - u64::from(c.last_event_ms);
+                (c.state.is_final() && quiet_ms >= linger_ms) || quiet_ms >= stale_ms
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            if let Some(slot) = self.registry.slot_of(&id) {
+                self.counters.swept += 1;
+                log::info!("call {id}: swept (no hangup seen in time)");
+                self.apply(slot, Input::Swept, false);
+            }
+        }
+        self.drain();
+        Some(self.next_sweep_us)
+    }
+
+    /// Settles every live call (shutdown): calls in setup are refused, connected ones billed so far.
+    pub fn shutdown_calls(&mut self) -> usize {
+        self.now_us = self.clock.now_us();
+        let ids: Vec<CallId> = self.registry.iter().map(|c| c.id).collect();
+        let n = ids.len();
+        for id in ids {
+            if let Some(slot) = self.registry.slot_of(&id) {
+                if let Some(call) = self.registry.get_mut(slot)
+                    && call.state == CallState::Connected
+                {
+                    call.reason = Some(Reason::Shutdown);
+                }
+                self.apply(slot, Input::EngineShutdown, false);
+            }
+        }
+        self.drain();
+        n
+    }
+
+    // ---- queries --------------------------------------------------------------------------------
+
+    pub fn status(&self, uptime_s: u64) -> StatusReport {
+        StatusReport {
+            uptime_s,
+            live_calls: self.registry.len(),
+            by_state: CallState::ALL
+                .iter()
+                .map(|s| (s.name(), self.registry.count(*s)))
+                .collect(),
+            stats: self.counters.snapshot(),
+        }
+    }
+
+    pub fn count(&self, state: CallState) -> u32 {
+        self.registry.count(state)
+    }
+
+    pub fn calls(&self, limit: usize) -> Vec<CallSummary> {
+        let now = self.clock.now_us();
+        self.registry
+            .iter()
+            .take(limit)
+            .map(|c| CallSummary {
+                uuid: c.id,
+                state: c.state.name(),
+                partner: (c.partner != NO_PARTNER).then_some(c.partner),
+                caller: c.caller.to_string(),
+                destination: c.destination.to_string(),
+                age_ms: now.saturating_sub(c.created_us) / 1000,
+            })
+            .collect()
+    }
+
+    /// A live call's view, or a finished one's while its trace is kept.
+    pub fn call(&self, id: &CallId) -> Option<CallView> {
+        let now = self.clock.now_us();
+        match self.registry.by_id(id) {
+            Some(c) => Some(CallView::of(c, now)),
+            None => self.registry.finished_view(id).cloned(),
+        }
+    }
+
+    // ---- plumbing --------------------------------------------------------------------------------
+
+    fn submit(&mut self, req: ServiceRequest) {
+        self.counters.requests += 1;
+        if let Some(result) = self.services.submit(req) {
+            self.counters.immediate_results += 1;
+            self.immediate.push_back(result);
+        }
+    }
+
+    fn command(&mut self, cmd: CallCommand) {
+        self.counters.commands += 1;
+        self.control.execute(cmd);
+    }
+
+    /// Applies what the last input queued: immediate results and follow-up inputs.
+    fn drain(&mut self) {
+        loop {
+            if let Some(result) = self.immediate.pop_front() {
+                self.apply_result(result);
+            } else if let Some((id, input)) = self.followups.pop_front() {
+                if let Some(slot) = self.registry.slot_of(&id) {
+                    self.apply(slot, input, false);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn age_ms(&self, slot: u32) -> u64 {
+        self.registry
+            .get(slot)
+            .map_or(0, |c| self.now_us.saturating_sub(c.created_us) / 1000)
+    }
+
+    /// Milliseconds after the call's first FreeSWITCH timestamp of the current event (or of now, by the
+    /// engine's clock, when the input is not an event or carries no timestamp).
+    fn event_ms(&self, slot: u32) -> u32 {
+        let Some(call) = self.registry.get(slot) else {
+            return 0;
+        };
+        let ms = if self.event_ts_us != 0 && call.first_ts_us != 0 {
+            self.event_ts_us.saturating_sub(call.first_ts_us) / 1000
+        } else {
+            self.now_us.saturating_sub(call.created_us) / 1000
+        };
+        ms.min(u64::from(u32::MAX)) as u32
+    }
+}
+
+fn ms_since(created_us: u64, now_us: u64) -> u32 {
+    (now_us.saturating_sub(created_us) / 1000).min(u64::from(u32::MAX)) as u32
+}
+
+/// Microseconds since the Unix epoch (FreeSWITCH's `Event-Date-Timestamp` clock).
+pub fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CALL_TRANSITIONS;
+    use crate::testkit::{RecordingControl, ScriptedServices, sample_routes};
+
+    fn core() -> Core {
+        let (clock, _) = Clock::manual();
+        Core::new(
+            EngineConfig::default(),
+            FailModes::default(),
+            Box::new(ScriptedServices::silent()),
+            Box::new(RecordingControl::default()),
+            clock,
+        )
+    }
+
+    /// Every row of the table, applied to a call standing in its `from` state, takes it to its `to`
+    /// state — guarded rows with their guard holding, the rows after them with it failing.
+    #[test]
+    fn every_legal_transition_is_taken() {
+        for (i, row) in CALL_TRANSITIONS.iter().enumerate() {
+            let mut core = core();
+            let id = CallId::from_u128(i as u128 + 1);
+            let mut call = Call::new(id, 0);
+            call.state = row.from;
+            call.routes = Some(sample_routes(2));
+            call.route_index = 1;
+            call.last_cause = HangupCause::NO_ANSWER;
+            // The unguarded row that follows a guarded one is reached when the guard fails.
+            let shadowed = CALL_TRANSITIONS[..i]
+                .iter()
+                .any(|r| r.from == row.from && r.on == row.on && r.guard.is_some());
+            if shadowed {
+                call.route_index = 2;
+            }
+            let slot = core.registry.insert(call).unwrap();
+            core.apply(slot, row.on, false);
+            core.drain();
+            let state = match core.registry.by_id(&id) {
+                Some(c) => c.state.name(),
+                None => core.registry.finished_view(&id).expect("finished").state,
+            };
+            assert_eq!(
+                state,
+                row.to.name(),
+                "row {i}: {} --{}--> {}",
+                row.from,
+                row.on,
+                row.to
+            );
+            assert_eq!(core.stats().illegal_total(), 0, "row {i}");
+        }
+    }
+
+    /// Every (state, input) pair the table does not list is refused and counted, never applied.
+    #[test]
+    fn every_other_pair_is_refused_and_counted() {
+        let table = call_table();
+        let mut refused = 0;
+        for &state in CallState::ALL {
+            for &input in Input::ALL {
+                if table.handles(state, input) {
+                    continue;
+                }
+                let mut core = core();
+                let mut call = Call::new(CallId::from_u128(1), 0);
+                call.state = state;
+                let slot = core.registry.insert(call).unwrap();
+                core.apply(slot, input, false);
+                assert_eq!(core.registry.get(slot).unwrap().state, state);
+                assert_eq!(core.stats().illegal_total(), 1);
+                refused += 1;
+            }
+        }
+        assert!(refused > 100);
+    }
+
+    #[test]
+    fn the_table_compiles_and_states_fit_the_trace_encoding() {
+        assert!(Table::new(CALL_TRANSITIONS).is_ok());
+        const { assert!(CallState::COUNT <= 16) };
+        const { assert!(Input::COUNT <= 256) };
+    }
+
+    #[test]
+    fn call_record_stays_compact() {
+        // 100,000 live calls must fit in 512 bytes each, index and timers included.
+        let size = std::mem::size_of::<Call>();
+        assert!(size <= 360, "Call is {size} bytes");
+    }
+}

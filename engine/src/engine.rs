@@ -1,0 +1,394 @@
+//! The engine thread `rtc-engine` and the handle the rest of the world talks to it through.
+//!
+//! Two queues feed the thread. Channel events go on a bounded queue with `try_send`: the event handler
+//! runs on FreeSWITCH's dispatch threads and must never wait, so a full queue is counted and the event
+//! refused. Everything else — service results, queries, the dialplan app's wait, shutdown — goes on an
+//! unbounded control queue, which is bounded in practice by the live calls (a few outstanding results
+//! each) and must not lose a result: a lost reservation would be money lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+
+use crate::call::CallView;
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::control::CallControl;
+use crate::core::{CallSummary, Core, Decision, FailModes, StatusReport};
+use crate::event::CallEvent;
+use crate::id::CallId;
+use crate::service::{ServiceResult, ServiceSink};
+use crate::stats::Stats;
+
+/// A question for the engine thread.
+#[derive(Clone, Debug)]
+pub enum Query {
+    Status,
+    Calls { limit: usize },
+    Call(CallId),
+    Stats,
+}
+
+/// The engine thread's answer.
+#[derive(Clone, Debug)]
+pub enum QueryReply {
+    Status(Box<StatusReport>),
+    Calls(Vec<CallSummary>),
+    Call(Option<Box<CallView>>),
+    Stats(Box<Stats>),
+}
+
+enum Control {
+    Result(ServiceResult),
+    Query(Query, Sender<QueryReply>),
+    Await(Box<CallEvent>, Sender<Decision>),
+    /// Re-check timers now (a manual clock moved).
+    Tick,
+    Shutdown,
+}
+
+/// Why an event or request was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("engine queue full ({0} events waiting): event dropped and counted")]
+    QueueFull(usize),
+    #[error("engine is shut down")]
+    Stopped,
+}
+
+/// Why a query or a decision got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("engine did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("engine is shut down")]
+    Stopped,
+}
+
+/// Counters shared between the handle's callers and the engine thread.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Events refused because the queue was full.
+    queue_full: AtomicU64,
+    /// Events refused after shutdown began.
+    refused_closed: AtomicU64,
+    /// Set when shutdown begins: intake stops.
+    closed: AtomicBool,
+}
+
+/// Intake figures visible without asking the engine thread.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct IntakeStats {
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub queue_full: u64,
+    pub refused_closed: u64,
+    pub control_depth: usize,
+}
+
+/// A cheap, cloneable way to reach the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    events: Sender<CallEvent>,
+    control: Sender<Control>,
+    shared: Arc<Shared>,
+    capacity: usize,
+}
+
+impl EngineHandle {
+    /// Hands a channel event to the engine without ever waiting.
+    #[inline]
+    pub fn submit_event(&self, ev: CallEvent) -> Result<(), SubmitError> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            self.shared.refused_closed.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Stopped);
+        }
+        match self.events.try_send(ev) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                let n = self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    log::warn!(
+                        "engine queue full ({} events): {} events dropped so far",
+                        self.capacity,
+                        n + 1
+                    );
+                }
+                Err(SubmitError::QueueFull(self.capacity))
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Hands a service result back to the engine. Never drops it while the engine runs.
+    pub fn deliver(&self, result: ServiceResult) -> Result<(), SubmitError> {
+        self.control
+            .send(Control::Result(result))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
+    pub fn query(&self, query: Query, timeout: Duration) -> Result<QueryReply, QueryError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control
+            .send(Control::Query(query, tx))
+            .map_err(|_| QueryError::Stopped)?;
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => QueryError::Timeout(timeout),
+            RecvTimeoutError::Disconnected => QueryError::Stopped,
+        })
+    }
+
+    /// Waits (at most `timeout`) for the decision on `ev`'s call, starting its flow if the engine has not
+    /// seen it created. For the dialplan app, on the session's own thread.
+    pub fn await_decision(&self, ev: CallEvent, timeout: Duration) -> Result<Decision, QueryError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control
+            .send(Control::Await(Box::new(ev), tx))
+            .map_err(|_| QueryError::Stopped)?;
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => QueryError::Timeout(timeout),
+            RecvTimeoutError::Disconnected => QueryError::Stopped,
+        })
+    }
+
+    /// Asks the engine to re-check its timers (after a manual clock moved).
+    pub fn tick(&self) {
+        let _ = self.control.send(Control::Tick);
+    }
+
+    /// Events waiting in the queue.
+    #[inline]
+    pub fn queue_depth(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn intake(&self) -> IntakeStats {
+        IntakeStats {
+            queue_depth: self.events.len(),
+            queue_capacity: self.capacity,
+            queue_full: self.shared.queue_full.load(Ordering::Relaxed),
+            refused_closed: self.shared.refused_closed.load(Ordering::Relaxed),
+            control_depth: self.control.len(),
+        }
+    }
+}
+
+/// What shutdown did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ShutdownReport {
+    /// Events still queued when intake stopped, applied before the calls were settled.
+    pub drained_events: usize,
+    /// Live calls settled (refused or billed so far) at shutdown.
+    pub settled_calls: usize,
+    /// Whether draining stopped at the grace bound with work left.
+    pub abandoned: bool,
+    pub stats: Stats,
+}
+
+/// The running engine: its thread and a handle to it. Dropping it shuts it down.
+pub struct Engine {
+    handle: EngineHandle,
+    thread: Option<JoinHandle<ShutdownReport>>,
+}
+
+/// What an engine is made of.
+pub struct EngineParts {
+    pub config: EngineConfig,
+    pub fail_modes: FailModes,
+    pub services: Box<dyn ServiceSink>,
+    pub control: Box<dyn CallControl>,
+    pub clock: Clock,
+}
+
+impl Engine {
+    /// Starts the `rtc-engine` thread.
+    pub fn start(parts: EngineParts) -> std::io::Result<Engine> {
+        let capacity = parts.config.queue_capacity.max(1);
+        let (ev_tx, ev_rx) = crossbeam_channel::bounded(capacity);
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared::default());
+        let handle = EngineHandle {
+            events: ev_tx,
+            control: ctl_tx,
+            shared: shared.clone(),
+            capacity,
+        };
+        let started = Instant::now();
+        let core = Core::new(
+            parts.config,
+            parts.fail_modes,
+            parts.services,
+            parts.control,
+            parts.clock,
+        );
+        let thread = std::thread::Builder::new()
+            .name("rtc-engine".into())
+            .spawn(move || run(core, ev_rx, ctl_rx, started))?;
+        Ok(Engine {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Stops intake, applies what is queued (within the configured grace), settles every live call,
+    /// and joins the thread.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop().unwrap_or_else(|| ShutdownReport {
+            drained_events: 0,
+            settled_calls: 0,
+            abandoned: true,
+            stats: crate::stats::Counters::new().snapshot(),
+        })
+    }
+
+    fn stop(&mut self) -> Option<ShutdownReport> {
+        let thread = self.thread.take()?;
+        self.handle.shared.closed.store(true, Ordering::SeqCst);
+        let _ = self.handle.control.send(Control::Shutdown);
+        match thread.join() {
+            Ok(report) => Some(report),
+            Err(_) => {
+                log::error!("engine thread panicked; calls it held were not settled");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The engine thread's loop.
+fn run(
+    mut core: Core,
+    events: Receiver<CallEvent>,
+    control: Receiver<Control>,
+    started: Instant,
+) -> ShutdownReport {
+    let mut next_due = next_wakeup(&mut core);
+    loop {
+        // Control first (results unblock calls), then a batch of events.
+        loop {
+            match control.try_recv() {
+                Ok(Control::Shutdown) => return shut_down(core, &events, &control),
+                Ok(msg @ (Control::Query(..) | Control::Await(..))) => {
+                    // What was submitted before the question is applied before the answer.
+                    for _ in 0..events.len() {
+                        match events.try_recv() {
+                            Ok(ev) => core.on_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    handle_control(&mut core, msg, started);
+                }
+                Ok(msg) => handle_control(&mut core, msg, started),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return shut_down(core, &events, &control),
+            }
+        }
+        let mut got = 0;
+        while got < 256 {
+            match events.try_recv() {
+                Ok(ev) => {
+                    core.on_event(ev);
+                    got += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let now = core.now_us();
+        if now >= next_due {
+            next_due = next_wakeup(&mut core);
+        }
+        if got > 0 {
+            continue;
+        }
+        // Idle: wait for either queue or the next timer.
+        let wait = Duration::from_micros(next_due.saturating_sub(now)).min(Duration::from_secs(1));
+        let mut sel = Select::new();
+        let ctl_i = sel.recv(&control);
+        let ev_i = sel.recv(&events);
+        match sel.ready_timeout(wait) {
+            Ok(i) if i == ctl_i || i == ev_i => {}
+            _ => next_due = next_wakeup(&mut core),
+        }
+    }
+}
+
+fn next_wakeup(core: &mut Core) -> u64 {
+    let timer = core.fire_timers();
+    let sweep = core.sweep_if_due();
+    match (timer, sweep) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(u64::MAX),
+    }
+}
+
+fn handle_control(core: &mut Core, msg: Control, started: Instant) {
+    match msg {
+        Control::Result(r) => core.on_result(r),
+        Control::Query(q, reply) => {
+            let answer = match q {
+                Query::Status => {
+                    QueryReply::Status(Box::new(core.status(started.elapsed().as_secs())))
+                }
+                Query::Calls { limit } => QueryReply::Calls(core.calls(limit)),
+                Query::Call(id) => QueryReply::Call(core.call(&id).map(Box::new)),
+                Query::Stats => QueryReply::Stats(Box::new(core.stats())),
+            };
+            let _ = reply.send(answer);
+        }
+        Control::Await(ev, reply) => core.on_await(*ev, reply),
+        Control::Tick => {
+            core.fire_timers();
+            core.sweep_if_due();
+        }
+        Control::Shutdown => {}
+    }
+}
+
+fn shut_down(
+    mut core: Core,
+    events: &Receiver<CallEvent>,
+    control: &Receiver<Control>,
+) -> ShutdownReport {
+    let deadline = Instant::now() + core.config().shutdown_grace;
+    let mut drained = 0;
+    let mut abandoned = false;
+    // Apply what was already queued: those events happened, and may end calls properly.
+    loop {
+        if Instant::now() >= deadline {
+            abandoned = !events.is_empty();
+            break;
+        }
+        match events.try_recv() {
+            Ok(ev) => {
+                core.on_event(ev);
+                drained += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    while let Ok(msg) = control.try_recv() {
+        if let Control::Result(r) = msg {
+            core.on_result(r);
+        }
+    }
+    let settled = core.shutdown_calls();
+    ShutdownReport {
+        drained_events: drained,
+        settled_calls: settled,
+        abandoned,
+        stats: core.stats(),
+    }
+}

@@ -1,0 +1,571 @@
+//! Call flows through the real engine core, with recorded call control and scripted services.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rtc_engine::call::CallState;
+use rtc_engine::cause::HangupCause;
+use rtc_engine::config::FailMode;
+use rtc_engine::control::CallCommand;
+use rtc_engine::core::FailModes;
+use rtc_engine::domain::{Money, PartnerInfo, Reservation};
+use rtc_engine::event::EventKind;
+use rtc_engine::reason::Reason;
+use rtc_engine::service::{Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult};
+use rtc_engine::testkit::ScriptedServices;
+
+fn cdrs(r: &Rig) -> Vec<rtc_engine::domain::Cdr> {
+    r.requests()
+        .into_iter()
+        .filter_map(|q| match q {
+            ServiceRequest::WriteCdr(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn count<F: Fn(&ServiceRequest) -> bool>(r: &Rig, f: F) -> usize {
+    r.requests().iter().filter(|q| f(q)).count()
+}
+
+fn commits(r: &Rig) -> usize {
+    count(r, |q| matches!(q, ServiceRequest::CommitBalance { .. }))
+}
+
+fn releases(r: &Rig) -> usize {
+    count(r, |q| matches!(q, ServiceRequest::ReleaseBalance { .. }))
+}
+
+#[test]
+fn answered_call_goes_through_every_state_and_is_billed() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    // All services answered at once: decided, waiting for the channel to park.
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    let cmds = r.control.take();
+    assert!(matches!(&cmds[..], [CallCommand::SetVariables { vars, .. }]
+        if vars.iter().any(|v| v.name == "rtc_partner" && v.value == "acme")
+        && vars.iter().any(|v| v.name == "rtc_route" && v.value == "carrier_0")
+        && vars.iter().any(|v| v.name == "rtc_rate" && v.value == "0.012000")));
+    r.a(1, EventKind::ChannelPark);
+    assert_eq!(r.state(1), Some(CallState::Connecting));
+    let cmds = r.control.take();
+    assert!(
+        matches!(&cmds[..], [CallCommand::Bridge { attempt: 0, route, max_duration_s, .. }]
+        if route.carrier == "carrier_0" && *max_duration_s == 4998)
+    );
+    r.b(1, 100, EventKind::ChannelCreate, None);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    r.a(1, EventKind::ChannelAnswer);
+    r.a(1, EventKind::ChannelBridge);
+    r.clock.advance(Duration::from_secs(61));
+    r.b(
+        1,
+        100,
+        EventKind::ChannelHangup,
+        Some(HangupCause::NORMAL_CLEARING),
+    );
+    r.hangup(1, HangupCause::NORMAL_CLEARING);
+    assert!(!r.live(1));
+    let view = r.core.call(&id(1)).expect("finished trace kept");
+    assert_eq!(view.state, "COMPLETED");
+    let path: Vec<&str> = view.trace.iter().map(|t| t.to).collect();
+    assert_eq!(
+        path,
+        [
+            "PARTNER_IDENTIFICATION",
+            "AUTHENTICATION",
+            "BALANCE_CHECK",
+            "RATING",
+            "ROUTING",
+            "PARKED",
+            "CONNECTING",
+            "CONNECTED",
+            "CONNECTED",
+            "COMPLETED"
+        ]
+    );
+    let cdr = &cdrs(&r)[0];
+    assert_eq!(cdr.final_state, "COMPLETED");
+    assert_eq!(cdr.talk_s, 61);
+    assert_eq!(cdr.billed_s, 66);
+    assert_eq!(cdr.cost, Money(13_200));
+    assert_eq!(cdr.carrier.as_deref(), Some("carrier_0"));
+    assert_eq!(commits(&r), 1);
+    assert_eq!(releases(&r), 0);
+    // Late copies after the end are recognised, not mistaken for new calls.
+    r.a(1, EventKind::ChannelHangupComplete);
+    r.a(1, EventKind::ChannelDestroy);
+    r.b(1, 100, EventKind::ChannelDestroy, None);
+    let s = r.core.stats();
+    assert_eq!(s.after_end_events, 3);
+    assert_eq!(s.completed, 1);
+    assert_eq!(s.illegal_total(), 0);
+    assert_eq!(r.core.live_calls(), 0);
+}
+
+fn refused(services: ScriptedServices, reason: Reason, cause: HangupCause) {
+    let mut r = rig(services);
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    assert_eq!(r.state(1), Some(CallState::Rejected), "{reason:?}");
+    let cmds = r.control.take();
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, CallCommand::SetVariables { vars, .. }
+            if vars.iter().any(|v| v.name == "rtc_reject_reason" && v.value == reason.name()))),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&CallCommand::Hangup { call: id(1), cause }),
+        "{cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| matches!(c, CallCommand::Bridge { .. })));
+    r.hangup(1, cause);
+    assert!(!r.live(1));
+    let cdr = &cdrs(&r)[0];
+    assert_eq!(
+        (cdr.final_state, cdr.reason),
+        ("REJECTED", Some(reason.name()))
+    );
+    // Whatever was reserved went back.
+    let trace = r.core.call(&id(1)).unwrap().trace;
+    let reserved = trace
+        .iter()
+        .filter(|t| t.cause == "BALANCE_RESERVED")
+        .count();
+    assert_eq!(releases(&r), reserved, "{reason:?}");
+    assert_eq!(commits(&r), 0);
+    assert_eq!(r.core.stats().reason_count(reason), 1);
+}
+
+#[test]
+fn each_refusal_has_its_reason_and_cause() {
+    let yes = ScriptedServices::all_yes;
+    refused(
+        ScriptedServices {
+            partner: Some(Outcome::PartnerUnknown),
+            ..yes()
+        },
+        Reason::UnknownPartner,
+        HangupCause::CALL_REJECTED,
+    );
+    refused(
+        ScriptedServices {
+            auth: Some(Outcome::AuthDenied),
+            ..yes()
+        },
+        Reason::AuthDenied,
+        HangupCause::CALL_REJECTED,
+    );
+    refused(
+        ScriptedServices {
+            balance: Some(Outcome::BalanceInsufficient),
+            ..yes()
+        },
+        Reason::NoBalance,
+        HangupCause::OUTGOING_CALL_BARRED,
+    );
+    refused(
+        ScriptedServices {
+            rating: Some(Outcome::RateNone),
+            ..yes()
+        },
+        Reason::NoRate,
+        HangupCause::INCOMPATIBLE_DESTINATION,
+    );
+    refused(
+        ScriptedServices {
+            routing: Some(Outcome::RoutesNone),
+            ..yes()
+        },
+        Reason::NoRoute,
+        HangupCause::NO_ROUTE_DESTINATION,
+    );
+    refused(
+        ScriptedServices {
+            routing: Some(Outcome::Failed(
+                ServiceKind::Routing,
+                ServiceFailure::Timeout,
+            )),
+            ..yes()
+        },
+        Reason::ServiceDown,
+        HangupCause::NORMAL_TEMPORARY_FAILURE,
+    );
+    refused(
+        ScriptedServices {
+            partner: Some(Outcome::Failed(
+                ServiceKind::Partner,
+                ServiceFailure::CircuitOpen,
+            )),
+            ..yes()
+        },
+        Reason::ServiceDown,
+        HangupCause::NORMAL_TEMPORARY_FAILURE,
+    );
+}
+
+#[test]
+fn fail_open_services_are_skipped() {
+    let services = ScriptedServices {
+        auth: Some(Outcome::Failed(ServiceKind::Auth, ServiceFailure::Error)),
+        ..ScriptedServices::all_yes()
+    };
+    let mut modes = FailModes::default();
+    modes.set(ServiceKind::Auth, FailMode::Open);
+    let mut r = rig_with(services, config(), modes);
+    r.a(1, EventKind::ChannelCreate);
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    let trace = r.core.call(&id(1)).unwrap().trace;
+    assert!(trace.iter().any(|t| t.cause == "STEP_SKIPPED"));
+}
+
+#[test]
+fn partner_concurrency_limit_refuses_the_extra_call() {
+    let services = ScriptedServices {
+        partner: Some(Outcome::PartnerFound(PartnerInfo {
+            id: 3,
+            name: "small".into(),
+            max_concurrent: 2,
+        })),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
+    for n in 1..=3 {
+        r.a(n, EventKind::ChannelCreate);
+    }
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    assert_eq!(r.state(2), Some(CallState::Parked));
+    assert_eq!(r.state(3), Some(CallState::Rejected));
+    assert_eq!(r.core.call(&id(3)).unwrap().reason, Some("limit_reached"));
+    // A finished call frees its slot.
+    r.hangup(1, HangupCause::NORMAL_CLEARING);
+    r.a(4, EventKind::ChannelCreate);
+    assert_eq!(r.state(4), Some(CallState::Parked));
+}
+
+#[test]
+fn failover_tries_the_next_route_and_stops_on_busy() {
+    let services = ScriptedServices {
+        routing: Some(Outcome::RoutesFound(rtc_engine::testkit::sample_routes(3))),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
+    r.a(1, EventKind::ChannelPark); // park seen first: the call is created from it
+    r.a(1, EventKind::ChannelCreate); // the late CREATE changes nothing
+    assert_eq!(r.state(1), Some(CallState::Connecting));
+    r.b(1, 100, EventKind::ChannelCreate, None);
+    r.b(
+        1,
+        100,
+        EventKind::ChannelHangup,
+        Some(HangupCause::NO_ANSWER),
+    );
+    assert_eq!(r.state(1), Some(CallState::Connecting));
+    r.b(1, 101, EventKind::ChannelCreate, None);
+    r.b(
+        1,
+        101,
+        EventKind::ChannelHangup,
+        Some(HangupCause::USER_BUSY),
+    );
+    assert_eq!(r.state(1), Some(CallState::Failed));
+    let bridges: Vec<u8> = r
+        .control
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            CallCommand::Bridge { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bridges, [0, 1]);
+    let view = r.core.call(&id(1)).unwrap();
+    assert_eq!(view.reason, Some("routes_exhausted"));
+    assert_eq!(view.hangup_cause.as_deref(), Some("USER_BUSY"));
+    assert_eq!(r.core.stats().duplicate_events, 1);
+}
+
+#[test]
+fn exhausted_routes_fail_with_the_last_cause() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(
+        1,
+        100,
+        EventKind::ChannelHangup,
+        Some(HangupCause::NO_ANSWER),
+    );
+    r.b(
+        1,
+        101,
+        EventKind::ChannelHangup,
+        Some(HangupCause::GATEWAY_DOWN),
+    );
+    assert_eq!(r.state(1), Some(CallState::Failed));
+    assert!(r.control.take().contains(&CallCommand::Hangup {
+        call: id(1),
+        cause: HangupCause::GATEWAY_DOWN
+    }));
+}
+
+#[test]
+fn hangup_in_every_live_state_completes_the_call() {
+    // Drive a call to each live state with pending services, then hang up.
+    // (state, how many of the services answer before the hangup)
+    let steps: [(CallState, usize); 8] = [
+        (CallState::PartnerIdentification, 0),
+        (CallState::Authentication, 1),
+        (CallState::BalanceCheck, 2),
+        (CallState::Rating, 3),
+        (CallState::Routing, 4),
+        (CallState::Parked, 5),
+        (CallState::Connecting, 6),
+        (CallState::Connected, 7),
+    ];
+    for (target, answered) in steps {
+        let yes = ScriptedServices::all_yes();
+        let mut s = ScriptedServices::silent();
+        let answers = [
+            &yes.partner,
+            &yes.auth,
+            &yes.balance,
+            &yes.rating,
+            &yes.routing,
+        ];
+        let slots = [
+            &mut s.partner,
+            &mut s.auth,
+            &mut s.balance,
+            &mut s.rating,
+            &mut s.routing,
+        ];
+        for (i, slot) in slots.into_iter().enumerate() {
+            if i < answered {
+                *slot = answers[i].clone();
+            }
+        }
+        let mut r = rig(s);
+        r.a(1, EventKind::ChannelCreate);
+        if answered >= 6 {
+            r.a(1, EventKind::ChannelPark);
+        }
+        if answered >= 7 {
+            r.b(1, 100, EventKind::ChannelAnswer, None);
+        }
+        assert_eq!(r.state(1), Some(target));
+        r.hangup(1, HangupCause::ORIGINATOR_CANCEL);
+        assert!(!r.live(1), "{target:?}");
+        let cdr = &cdrs(&r)[0];
+        assert_eq!(cdr.final_state, "COMPLETED", "{target:?}");
+        assert_eq!(cdr.hangup_cause, HangupCause::ORIGINATOR_CANCEL);
+        let reserved =
+            count(&r, |q| matches!(q, ServiceRequest::ReserveBalance { .. })) > 0 && answered >= 3;
+        assert_eq!(
+            releases(&r) + commits(&r),
+            usize::from(reserved),
+            "{target:?}: the reservation is settled exactly once"
+        );
+    }
+}
+
+#[test]
+fn results_for_calls_gone_are_stale_and_reservations_go_back() {
+    let mut r = rig(ScriptedServices::silent());
+    r.a(1, EventKind::ChannelCreate);
+    r.hangup(1, HangupCause::ORIGINATOR_CANCEL);
+    let res = Reservation {
+        id: 42,
+        amount: Money(1_000_000),
+    };
+    r.deliver(ServiceResult {
+        call: id(1),
+        outcome: Outcome::BalanceReserved(res),
+    });
+    r.deliver(ServiceResult {
+        call: id(1),
+        outcome: Outcome::PartnerUnknown,
+    });
+    let s = r.core.stats();
+    assert_eq!(s.stale_results, 2);
+    assert_eq!(s.orphan_reservations_released, 1);
+    assert!(r.requests().iter().any(|q| matches!(q,
+        ServiceRequest::ReleaseBalance { reservation, .. } if reservation.id == 42)));
+    // A result out of step for a live call is stale too, and its reservation also goes back.
+    r.a(2, EventKind::ChannelCreate);
+    r.deliver(ServiceResult {
+        call: id(2),
+        outcome: Outcome::BalanceReserved(Reservation {
+            id: 43,
+            amount: Money(1),
+        }),
+    });
+    assert_eq!(r.state(2), Some(CallState::PartnerIdentification));
+    assert_eq!(r.core.stats().orphan_reservations_released, 2);
+}
+
+#[test]
+fn illegal_events_are_counted_per_state_and_input() {
+    let mut r = rig(ScriptedServices::silent());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelBridge); // nothing is bridged while identifying the partner
+    let s = r.core.stats();
+    assert_eq!(s.illegal.len(), 1);
+    assert_eq!(
+        (s.illegal[0].state, s.illegal[0].input, s.illegal[0].count),
+        ("PARTNER_IDENTIFICATION", "CHANNEL_BRIDGE", 1)
+    );
+    assert_eq!(r.state(1), Some(CallState::PartnerIdentification));
+}
+
+#[test]
+fn duplicate_and_late_events_are_told_apart() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a_seq(1, EventKind::ChannelCreate, 10);
+    r.a_seq(1, EventKind::ChannelCreate, 10); // same event twice
+    r.a_seq(1, EventKind::ChannelPark, 12);
+    r.a_seq(1, EventKind::ChannelPark, 12); // same sequence: duplicate
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    r.a_seq(1, EventKind::ChannelAnswer, 13);
+    // A progress from before the park, delivered late by another dispatch thread: no longer applies.
+    r.a_seq(1, EventKind::ChannelUnbridge, 11);
+    let s = r.core.stats();
+    assert_eq!(s.duplicate_events, 2);
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    assert_eq!(s.illegal_total(), 0);
+    // A late event that is not allowed any more is counted as late, not illegal.
+    r.a_seq(1, EventKind::ChannelCreate, 1);
+    assert_eq!(r.core.stats().duplicate_events, 3);
+    let mut r = rig(ScriptedServices::silent());
+    r.a_seq(2, EventKind::ChannelCreate, 10);
+    r.a_seq(2, EventKind::ChannelBridge, 5);
+    assert_eq!(r.core.stats().late_events, 1);
+    assert_eq!(r.core.stats().illegal_total(), 0);
+}
+
+#[test]
+fn unknown_and_foreign_channels_are_counted_not_created() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(5, EventKind::ChannelAnswer);
+    r.a(6, EventKind::ChannelHangup);
+    r.b(77, 700, EventKind::ChannelCreate, None);
+    let s = r.core.stats();
+    assert_eq!(
+        (s.unknown_events, s.foreign_legs, s.calls_created),
+        (2, 1, 0)
+    );
+    assert_eq!(r.core.live_calls(), 0);
+}
+
+#[test]
+fn setup_timeout_fails_a_call_whose_services_never_answer() {
+    let mut r = rig(ScriptedServices::silent());
+    r.a(1, EventKind::ChannelCreate);
+    r.advance(Duration::from_secs(59));
+    assert_eq!(r.state(1), Some(CallState::PartnerIdentification));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state(1), Some(CallState::Failed));
+    assert!(r.control.take().contains(&CallCommand::Hangup {
+        call: id(1),
+        cause: HangupCause::RECOVERY_ON_TIMER_EXPIRE
+    }));
+    // FreeSWITCH hangs it up; the call leaves.
+    r.hangup(1, HangupCause::RECOVERY_ON_TIMER_EXPIRE);
+    assert!(!r.live(1));
+    assert_eq!(r.core.stats().reason_count(Reason::SetupTimeout), 1);
+}
+
+#[test]
+fn park_timeout_fails_a_decided_call_that_never_parks() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    r.advance(Duration::from_secs(29));
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    r.advance(Duration::from_secs(2));
+    assert_eq!(r.state(1), Some(CallState::Failed));
+    assert_eq!(r.core.call(&id(1)).unwrap().reason, Some("park_timeout"));
+}
+
+#[test]
+fn max_duration_hangs_up_a_call_its_balance_no_longer_pays_for() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    // 1.00 reserved at 0.012/min, 6 s increments: 4998 s.
+    r.advance(Duration::from_secs(4997));
+    assert!(
+        !r.control
+            .take()
+            .iter()
+            .any(|c| matches!(c, CallCommand::Hangup { .. }))
+    );
+    r.advance(Duration::from_secs(2));
+    assert!(r.control.take().contains(&CallCommand::Hangup {
+        call: id(1),
+        cause: HangupCause::ALLOTTED_TIMEOUT
+    }));
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    r.hangup(1, HangupCause::ALLOTTED_TIMEOUT);
+    let cdr = &cdrs(&r)[0];
+    assert_eq!(cdr.reason, Some("max_duration"));
+    assert_eq!(cdr.talk_s, 4999);
+}
+
+#[test]
+fn sweep_removes_refused_calls_without_hangup_and_lost_calls() {
+    let services = ScriptedServices {
+        partner: Some(Outcome::PartnerUnknown),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
+    r.a(1, EventKind::ChannelCreate); // refused; its hangup never comes
+    assert_eq!(r.state(1), Some(CallState::Rejected));
+    r.advance(Duration::from_secs(25));
+    assert!(r.live(1));
+    r.advance(Duration::from_secs(10));
+    assert!(!r.live(1));
+    assert_eq!(r.core.stats().swept, 1);
+    assert_eq!(cdrs(&r)[0].final_state, "REJECTED");
+
+    // A connected call whose events stop (link lost, hangup missed) goes after `stale_after`.
+    let mut cfg = config();
+    cfg.stale_after = Duration::from_secs(600);
+    cfg.max_call_duration = Duration::from_secs(3600);
+    let mut r = rig_with(ScriptedServices::all_yes(), cfg, FailModes::default());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    r.advance(Duration::from_secs(599));
+    assert!(r.live(1));
+    r.advance(Duration::from_secs(10));
+    assert!(!r.live(1));
+    let cdr = &cdrs(&r)[0];
+    assert_eq!((cdr.final_state, cdr.reason), ("FAILED", Some("stale")));
+    assert_eq!(releases(&r) + commits(&r), 1);
+}
+
+#[test]
+fn shutdown_settles_every_live_call() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate); // parked, waiting
+    r.a(2, EventKind::ChannelCreate);
+    r.a(2, EventKind::ChannelPark);
+    r.b(2, 200, EventKind::ChannelAnswer, None); // connected
+    r.clock.advance(Duration::from_secs(30));
+    assert_eq!(r.core.shutdown_calls(), 2);
+    assert_eq!(r.core.live_calls(), 0);
+    let cdrs = cdrs(&r);
+    let c1 = cdrs.iter().find(|c| c.uuid == id(1)).unwrap();
+    let c2 = cdrs.iter().find(|c| c.uuid == id(2)).unwrap();
+    assert_eq!((c1.final_state, c1.reason), ("FAILED", Some("shutdown")));
+    assert_eq!((c2.final_state, c2.reason), ("COMPLETED", Some("shutdown")));
+    assert_eq!(c2.talk_s, 30);
+    assert_eq!((commits(&r), releases(&r)), (1, 1));
+}
