@@ -24,6 +24,7 @@ pub mod id;
 pub mod reason;
 pub mod registry;
 pub mod service;
+pub mod sim;
 pub mod stats;
 pub mod testkit;
 

@@ -1,0 +1,545 @@
+//! `rtc-core simulate`: realistic call traffic through the real engine thread.
+//!
+//! A stand-in FreeSWITCH ([`SimSwitch`], the engine's call control) and a traffic driver play the switch's
+//! side: calls arrive at a given rate with the event streams FreeSWITCH raises (both legs), react to the
+//! engine's bridge and hangup commands as a switch would (ringing, no answer, talk, hangup), and include
+//! the awkward cases — unknown partners, empty balances, unrouted destinations, failover after no answer,
+//! callers hanging up during setup, events out of order and twice. Everything runs in real time on real
+//! threads; the business services are whatever sink the caller gives the engine (the embedded local
+//! backends by default).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::cause::HangupCause;
+use crate::control::{CallCommand, CallControl};
+use crate::core::epoch_us;
+use crate::engine::{EngineHandle, Query, QueryReply};
+use crate::event::{CallEvent, Direction, EventKind};
+use crate::id::CallId;
+use crate::stats::Stats;
+
+/// The stand-in switch: forwards the engine's commands to the traffic driver.
+pub struct SimSwitch {
+    tx: Sender<CallCommand>,
+}
+
+impl SimSwitch {
+    pub fn new() -> (SimSwitch, Receiver<CallCommand>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (SimSwitch { tx }, rx)
+    }
+}
+
+impl CallControl for SimSwitch {
+    fn execute(&mut self, command: CallCommand) {
+        let _ = self.tx.send(command);
+    }
+}
+
+/// What a simulated call does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// A known partner calls a routed destination; the first carrier answers.
+    Answered,
+    /// The first carrier does not answer; the next one does.
+    NoAnswerFailover,
+    /// PARK arrives before CREATE, and events come twice.
+    Reordered,
+    /// The caller hangs up while the call is being decided.
+    CallerCancels,
+    /// The source address belongs to no partner.
+    UnknownPartner,
+    /// The partner's balance is empty.
+    NoBalance,
+    /// The destination has a rate but no route.
+    NoRoute,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Answered,
+        Scenario::NoAnswerFailover,
+        Scenario::Reordered,
+        Scenario::CallerCancels,
+        Scenario::UnknownPartner,
+        Scenario::NoBalance,
+        Scenario::NoRoute,
+    ];
+
+    /// Share of the traffic, in percent.
+    fn weight(self) -> u32 {
+        match self {
+            Scenario::Answered => 66,
+            Scenario::NoAnswerFailover => 8,
+            Scenario::Reordered => 6,
+            Scenario::CallerCancels => 5,
+            Scenario::UnknownPartner => 5,
+            Scenario::NoBalance => 5,
+            Scenario::NoRoute => 5,
+        }
+    }
+
+    /// The final state the engine should reach.
+    pub fn expected(self) -> &'static str {
+        match self {
+            Scenario::Answered
+            | Scenario::NoAnswerFailover
+            | Scenario::Reordered
+            | Scenario::CallerCancels => "COMPLETED",
+            _ => "REJECTED",
+        }
+    }
+}
+
+/// Addresses and numbers that produce each scenario with the configured backends. The defaults match
+/// the sample data shipped in `conf/rtc_core/`.
+#[derive(Clone, Debug)]
+pub struct SimProfile {
+    /// A partner with money.
+    pub known_ip: IpAddr,
+    /// An address no partner owns.
+    pub unknown_ip: IpAddr,
+    /// A partner whose balance is empty.
+    pub broke_ip: IpAddr,
+    /// Destination prefix with at least one route.
+    pub routed_prefix: &'static str,
+    /// Destination prefix with at least two routes (for failover).
+    pub failover_prefix: &'static str,
+    /// Destination prefix with a rate and no route.
+    pub unrouted_prefix: &'static str,
+}
+
+impl Default for SimProfile {
+    fn default() -> Self {
+        SimProfile {
+            known_ip: IpAddr::from([127, 0, 0, 1]),
+            unknown_ip: IpAddr::from([203, 0, 113, 9]),
+            broke_ip: IpAddr::from([127, 0, 9, 1]),
+            routed_prefix: "4420",
+            failover_prefix: "44",
+            unrouted_prefix: "882",
+        }
+    }
+}
+
+/// How to run a simulation.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub calls: usize,
+    /// New calls per second.
+    pub cps: f64,
+    /// Talk time of answered calls, drawn uniformly in this range.
+    pub talk: (Duration, Duration),
+    /// Ringing before an answer (or a no-answer).
+    pub ring: Duration,
+    pub seed: u64,
+    pub profile: SimProfile,
+    /// Give up waiting for calls to end after this long past the last arrival.
+    pub drain_timeout: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            calls: 10_000,
+            cps: 1_000.0,
+            talk: (Duration::from_millis(200), Duration::from_millis(2_000)),
+            ring: Duration::from_millis(20),
+            seed: 1,
+            profile: SimProfile::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a simulation saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimReport {
+    pub calls: usize,
+    pub by_scenario: Vec<(Scenario, usize)>,
+    /// Calls whose channel ended (a-leg destroyed) within the run.
+    pub ended: usize,
+    pub events_sent: u64,
+    /// Events the engine refused (queue full): counted by the engine too.
+    pub events_refused: u64,
+    pub elapsed_s: f64,
+    pub events_per_sec: f64,
+    /// Wall-clock time from CHANNEL_CREATE sent to the engine's first command (bridge or hangup).
+    pub setup_p50_us: u64,
+    pub setup_p99_us: u64,
+    pub setup_max_us: u64,
+    pub peak_live_calls: usize,
+    pub bridges: u64,
+    pub hangups_commanded: u64,
+    /// Calls live in the engine when the run ended (0 when every call was settled).
+    pub left_live: usize,
+    pub stats: Stats,
+}
+
+enum Step {
+    Arrive(usize),
+    Emit(CallEvent),
+}
+
+/// The simulator's view of one call.
+struct SimCall {
+    scenario: Scenario,
+    created: Instant,
+    decided: bool,
+    source_ip: IpAddr,
+    destination: compact_str::CompactString,
+    b_legs: u8,
+    ended: bool,
+}
+
+struct Driver {
+    engine: EngineHandle,
+    opts: SimOptions,
+    rng: fastrand::Rng,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    steps: Vec<Option<Step>>,
+    calls: HashMap<CallId, SimCall>,
+    setup: hdrhistogram::Histogram<u64>,
+    report_sent: u64,
+    refused: u64,
+    ended: usize,
+    bridges: u64,
+    hangups: u64,
+    order: u64,
+}
+
+fn call_id(n: usize) -> CallId {
+    CallId::from_u128(0x5157_0000_0000_0000_0000_0000_0000_0000 | n as u128)
+}
+
+fn b_leg_id(a: CallId, attempt: u8) -> CallId {
+    let mut b = *a.as_bytes();
+    b[0] = 0xB0 | (attempt & 0x0F);
+    CallId::from_bytes(b)
+}
+
+impl Driver {
+    fn schedule(&mut self, at: Instant, step: Step) {
+        self.order += 1;
+        self.steps.push(Some(step));
+        self.queue
+            .push(Reverse((at, self.order, self.steps.len() - 1)));
+    }
+
+    fn event(&mut self, call: CallId, kind: EventKind) -> CallEvent {
+        self.seq += 1;
+        let mut ev = CallEvent::new(call, kind, self.seq);
+        if let Some(c) = self.calls.get(&call) {
+            ev.source_ip = Some(c.source_ip);
+            ev.destination = c.destination.clone();
+            ev.caller = "441632960001".into();
+        }
+        ev
+    }
+
+    fn b_event(&mut self, a: CallId, attempt: u8, kind: EventKind) -> CallEvent {
+        self.seq += 1;
+        let mut ev = CallEvent::new(b_leg_id(a, attempt), kind, self.seq);
+        ev.direction = Direction::Outbound;
+        ev.other_leg = Some(a);
+        ev
+    }
+
+    fn send(&mut self, mut ev: CallEvent) {
+        ev.timestamp_us = epoch_us();
+        if ev.kind == EventKind::ChannelDestroy
+            && ev.direction == Direction::Inbound
+            && let Some(c) = self.calls.get_mut(&ev.uuid)
+            && !c.ended
+        {
+            c.ended = true;
+            self.ended += 1;
+        }
+        self.report_sent += 1;
+        if self.engine.submit_event(ev).is_err() {
+            self.refused += 1;
+        }
+    }
+
+    fn pick_scenario(&mut self) -> Scenario {
+        let mut n = self.rng.u32(0..100);
+        for s in Scenario::ALL {
+            if n < s.weight() {
+                return s;
+            }
+            n -= s.weight();
+        }
+        Scenario::Answered
+    }
+
+    fn arrive(&mut self, n: usize, now: Instant) {
+        let id = call_id(n);
+        let scenario = self.pick_scenario();
+        let p = &self.opts.profile;
+        let (ip, prefix) = match scenario {
+            Scenario::UnknownPartner => (p.unknown_ip, p.routed_prefix),
+            Scenario::NoBalance => (p.broke_ip, p.routed_prefix),
+            Scenario::NoRoute => (p.known_ip, p.unrouted_prefix),
+            Scenario::NoAnswerFailover => (p.known_ip, p.failover_prefix),
+            _ => (p.known_ip, p.routed_prefix),
+        };
+        let digits = 12usize.saturating_sub(prefix.len());
+        let mut destination = compact_str::CompactString::from(prefix);
+        for _ in 0..digits {
+            destination.push(char::from(b'0' + self.rng.u8(0..10)));
+        }
+        self.calls.insert(
+            id,
+            SimCall {
+                scenario,
+                created: now,
+                decided: false,
+                source_ip: ip,
+                destination,
+                b_legs: 0,
+                ended: false,
+            },
+        );
+        let create = self.event(id, EventKind::ChannelCreate);
+        let park = self.event(id, EventKind::ChannelPark);
+        match scenario {
+            Scenario::Reordered => {
+                // Two dispatch threads: PARK overtakes CREATE, and CREATE is delivered twice.
+                self.send(park);
+                self.send(create.clone());
+                self.send(create);
+            }
+            Scenario::CallerCancels => {
+                self.send(create);
+                let mut hangup = self.event(id, EventKind::ChannelHangup);
+                hangup.hangup_cause = Some(HangupCause::ORIGINATOR_CANCEL);
+                self.send(hangup);
+                self.end_a_leg(id, now, HangupCause::ORIGINATOR_CANCEL, false);
+            }
+            _ => {
+                self.send(create);
+                self.schedule(now + Duration::from_millis(1), Step::Emit(park));
+            }
+        }
+    }
+
+    /// HANGUP (unless already sent), HANGUP_COMPLETE and DESTROY of the a-leg.
+    fn end_a_leg(&mut self, id: CallId, at: Instant, cause: HangupCause, with_hangup: bool) {
+        if with_hangup {
+            let mut ev = self.event(id, EventKind::ChannelHangup);
+            ev.hangup_cause = Some(cause);
+            self.schedule(at, Step::Emit(ev));
+        }
+        let mut ev = self.event(id, EventKind::ChannelHangupComplete);
+        ev.hangup_cause = Some(cause);
+        self.schedule(at + Duration::from_millis(1), Step::Emit(ev));
+        let mut ev = self.event(id, EventKind::ChannelDestroy);
+        ev.hangup_cause = Some(cause);
+        self.schedule(at + Duration::from_millis(2), Step::Emit(ev));
+    }
+
+    fn on_command(&mut self, cmd: CallCommand, now: Instant) {
+        let id = cmd.call();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !call.decided && !matches!(cmd, CallCommand::SetVariables { .. }) {
+            call.decided = true;
+            let us = now.duration_since(call.created).as_micros() as u64;
+            self.setup.saturating_record(us.max(1));
+        }
+        match cmd {
+            CallCommand::SetVariables { .. } => {}
+            CallCommand::Hangup { cause, .. } => {
+                self.hangups += 1;
+                if !call.ended {
+                    self.end_a_leg(id, now + Duration::from_millis(1), cause, true);
+                }
+            }
+            CallCommand::Bridge { attempt, .. } => {
+                self.bridges += 1;
+                let scenario = call.scenario;
+                call.b_legs += 1;
+                let ring = self.opts.ring;
+                let create = self.b_event(id, attempt, EventKind::ChannelCreate);
+                self.send(create);
+                let answer_at = now + ring;
+                if scenario == Scenario::NoAnswerFailover && attempt == 0 {
+                    let mut ev = self.b_event(id, attempt, EventKind::ChannelHangup);
+                    ev.hangup_cause = Some(HangupCause::NO_ANSWER);
+                    self.schedule(answer_at, Step::Emit(ev));
+                    let ev = self.b_event(id, attempt, EventKind::ChannelDestroy);
+                    self.schedule(answer_at + Duration::from_millis(1), Step::Emit(ev));
+                    return;
+                }
+                let ev = self.b_event(id, attempt, EventKind::ChannelAnswer);
+                self.schedule(answer_at, Step::Emit(ev));
+                let ev = self.event(id, EventKind::ChannelAnswer);
+                self.schedule(answer_at, Step::Emit(ev));
+                let ev = self.event(id, EventKind::ChannelBridge);
+                self.schedule(answer_at, Step::Emit(ev));
+                if scenario == Scenario::Reordered {
+                    // The same ANSWER again, as a second dispatch thread would deliver it.
+                    let ev = self.event(id, EventKind::ChannelAnswer);
+                    self.schedule(answer_at + Duration::from_millis(1), Step::Emit(ev));
+                }
+                let (lo, hi) = self.opts.talk;
+                let talk = Duration::from_micros(
+                    self.rng
+                        .u64(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
+                );
+                let end = answer_at + talk;
+                let mut ev = self.b_event(id, attempt, EventKind::ChannelHangup);
+                ev.hangup_cause = Some(HangupCause::NORMAL_CLEARING);
+                self.schedule(end, Step::Emit(ev));
+                let ev = self.event(id, EventKind::ChannelUnbridge);
+                self.schedule(end, Step::Emit(ev));
+                self.end_a_leg(id, end, HangupCause::NORMAL_CLEARING, true);
+                let ev = self.b_event(id, attempt, EventKind::ChannelDestroy);
+                self.schedule(end + Duration::from_millis(2), Step::Emit(ev));
+            }
+        }
+    }
+}
+
+fn live_calls(engine: &EngineHandle) -> Option<(usize, Stats)> {
+    match engine.query(Query::Status, Duration::from_secs(10)) {
+        Ok(QueryReply::Status(s)) => Some((s.live_calls, s.stats)),
+        _ => None,
+    }
+}
+
+/// Runs the traffic against `engine`, whose call control must be the [`SimSwitch`] that gave `commands`.
+/// `progress` is called now and then with (calls started, calls ended).
+pub fn run(
+    engine: EngineHandle,
+    commands: Receiver<CallCommand>,
+    opts: SimOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> SimReport {
+    let mut d = Driver {
+        engine,
+        rng: fastrand::Rng::with_seed(opts.seed),
+        opts,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        steps: Vec::new(),
+        calls: HashMap::new(),
+        setup: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("constant histogram bounds are valid"),
+        report_sent: 0,
+        refused: 0,
+        ended: 0,
+        bridges: 0,
+        hangups: 0,
+        order: 0,
+    };
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / d.opts.cps.max(0.001));
+    for n in 0..d.opts.calls {
+        d.schedule(start + interval * n as u32, Step::Arrive(n));
+    }
+    let mut peak_live = 0usize;
+    let mut last_progress = Instant::now();
+    let mut arrived = 0usize;
+    let last_arrival = start + interval * d.opts.calls as u32;
+    let deadline = last_arrival + d.opts.talk.1 + d.opts.drain_timeout;
+    loop {
+        let now = Instant::now();
+        while let Ok(cmd) = commands.try_recv() {
+            d.on_command(cmd, now);
+        }
+        let mut did = 0;
+        while let Some(&Reverse((at, _, i))) = d.queue.peek() {
+            if at > now || did > 512 {
+                break;
+            }
+            d.queue.pop();
+            did += 1;
+            match d.steps[i].take() {
+                Some(Step::Arrive(n)) => {
+                    arrived += 1;
+                    d.arrive(n, now);
+                }
+                Some(Step::Emit(ev)) => d.send(ev),
+                None => {}
+            }
+        }
+        if d.queue.is_empty() {
+            d.steps.clear();
+        }
+        if last_progress.elapsed() >= Duration::from_millis(200) {
+            last_progress = Instant::now();
+            progress(arrived, d.ended);
+            if let Some((live, _)) = live_calls(&d.engine) {
+                peak_live = peak_live.max(live);
+            }
+        }
+        if arrived == d.opts.calls && d.queue.is_empty() && d.ended == d.calls.len() {
+            break;
+        }
+        if now > deadline {
+            break;
+        }
+        if did == 0 {
+            let next = d.queue.peek().map(|Reverse((at, _, _))| *at);
+            let wait = next
+                .map_or(Duration::from_millis(5), |at| at.saturating_duration_since(now))
+                .min(Duration::from_millis(5));
+            if let Ok(cmd) = commands.recv_timeout(wait) {
+                d.on_command(cmd, Instant::now());
+            }
+        }
+    }
+    // Let the engine apply what is queued and give the last commands time to arrive.
+    let (mut left, mut stats) = live_calls(&d.engine).unwrap_or((usize::MAX, empty_stats()));
+    let settle = Instant::now() + Duration::from_secs(2);
+    while left > 0 && Instant::now() < settle {
+        while let Ok(cmd) = commands.try_recv() {
+            d.on_command(cmd, Instant::now());
+        }
+        while let Some(Reverse((_, _, i))) = d.queue.pop() {
+            if let Some(Step::Emit(ev)) = d.steps[i].take() {
+                d.send(ev);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        (left, stats) = live_calls(&d.engine).unwrap_or((usize::MAX, empty_stats()));
+    }
+    progress(arrived, d.ended);
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut by_scenario: Vec<(Scenario, usize)> = Scenario::ALL
+        .iter()
+        .map(|s| (*s, d.calls.values().filter(|c| c.scenario == *s).count()))
+        .collect();
+    by_scenario.retain(|(_, n)| *n > 0);
+    SimReport {
+        calls: d.calls.len(),
+        by_scenario,
+        ended: d.ended,
+        events_sent: d.report_sent,
+        events_refused: d.refused,
+        elapsed_s: elapsed,
+        events_per_sec: stats.events as f64 / elapsed.max(1e-9),
+        setup_p50_us: d.setup.value_at_quantile(0.5),
+        setup_p99_us: d.setup.value_at_quantile(0.99),
+        setup_max_us: d.setup.max(),
+        peak_live_calls: peak_live,
+        bridges: d.bridges,
+        hangups_commanded: d.hangups,
+        left_live: left,
+        stats,
+    }
+}
+
+fn empty_stats() -> Stats {
+    crate::stats::Counters::new().snapshot()
+}
