@@ -7,7 +7,7 @@
 //!   reasons with their hangup causes.
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
-//! - [`config`]: engine settings.
+//! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
 #![forbid(unsafe_code)]
 
 pub mod cause;
@@ -18,6 +18,7 @@ pub mod event;
 pub mod id;
 pub mod reason;
 pub mod service;
+pub mod settings;
 
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};
