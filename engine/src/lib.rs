@@ -8,6 +8,7 @@
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
+//! - [`local`]: the embedded business backends, answering from CSV tables.
 #![forbid(unsafe_code)]
 
 pub mod cause;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod domain;
 pub mod event;
 pub mod id;
+pub mod local;
 pub mod reason;
 pub mod service;
 pub mod settings;
