@@ -7,7 +7,8 @@
 //!   reasons with their hangup causes.
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
-//! - [`config`]: engine settings.
+//! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
+//! - [`local`]: the embedded business backends, answering from CSV tables.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -21,9 +22,11 @@ pub mod engine;
 pub mod event;
 pub mod fsm;
 pub mod id;
+pub mod local;
 pub mod reason;
 pub mod registry;
 pub mod service;
+pub mod settings;
 pub mod sim;
 pub mod stats;
 pub mod testkit;

@@ -1,0 +1,1188 @@
+//! The configuration file: `rtc_core.conf.xml`, FreeSWITCH style, parsed into an [`RtcConfig`].
+//!
+//! One file serves the module (FreeSWITCH hands over its `<configuration name="rtc_core.conf">` element,
+//! usually inside its whole XML document) and `rtc-core esl --config <file>`. Shape:
+//!
+//! ```xml
+//! <configuration name="rtc_core.conf" description="mod_rtc_core call control">
+//!   <settings> <param name="setup-timeout" value="60s"/> ... </settings>
+//!   <local> <param name="partners" value="rtc_core/partners.csv"/> ... </local>
+//!   <services> <service name="partner" backend="local" timeout="5s" .../> ... </services>
+//!   <causes> <param name="no_balance" value="OUTGOING_CALL_BARRED"/> ... </causes>
+//! </configuration>
+//! ```
+//!
+//! The parser is strict on purpose: an unknown element, param or attribute is an error naming it and its
+//! line, because a misspelt `setup-timout` silently falling back to its default is the kind of mistake an
+//! operator finds only in production. Durations are written `500ms`, `60s`, `5m`, `4h`, or as a bare number
+//! of seconds; amounts of money as decimals (`1.50`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use roxmltree::{Document, Node};
+
+use crate::cause::HangupCause;
+use crate::config::{Backend, EngineConfig, FailMode, ServiceConfig};
+use crate::domain::Money;
+use crate::reason::Reason;
+use crate::service::ServiceKind;
+
+/// The `name` of the `<configuration>` element this module reads.
+pub const CONFIGURATION_NAME: &str = "rtc_core.conf";
+
+/// Params accepted in `<settings>`.
+pub const SETTINGS_PARAMS: &[&str] = &[
+    "setup-timeout",
+    "park-timeout",
+    "max-call-duration",
+    "stale-after",
+    "linger",
+    "sweep-interval",
+    "reservation-amount",
+    "queue-capacity",
+    "finished-traces",
+    "finished-ids",
+    "shutdown-grace",
+    "io-threads",
+    "log-level",
+];
+
+/// Params accepted in `<local>`.
+pub const LOCAL_PARAMS: &[&str] = &[
+    "partners",
+    "rates",
+    "routes",
+    "balances",
+    "cdr-file",
+    "cdr-memory",
+];
+
+/// Attributes accepted on `<service>`.
+pub const SERVICE_ATTRIBUTES: &[&str] = &[
+    "name",
+    "backend",
+    "url",
+    "api-key",
+    "timeout",
+    "failure-rate",
+    "open-for",
+    "window",
+    "min-calls",
+    "half-open-probes",
+    "fail-mode",
+];
+
+/// Where the embedded (local) backends read their tables, and where they put CDRs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalFiles {
+    /// `partners.csv`: who may call, from which addresses, with which limits.
+    pub partners: PathBuf,
+    /// `rates.csv`: price per destination prefix, per partner or default.
+    pub rates: PathBuf,
+    /// `routes.csv`: carriers and dial strings per destination prefix.
+    pub routes: PathBuf,
+    /// `balances.csv`: each partner's opening prepaid balance.
+    pub balances: PathBuf,
+    /// CDRs are appended here as JSON lines when set; otherwise the last `cdr_memory` are kept in memory.
+    pub cdr_file: Option<PathBuf>,
+    /// How many CDRs the in-memory store keeps (used when `cdr_file` is not set).
+    pub cdr_memory: usize,
+}
+
+impl LocalFiles {
+    /// The default file names (`rtc_core/partners.csv`, ...) under `base_dir`.
+    pub fn under(base_dir: &Path) -> LocalFiles {
+        LocalFiles {
+            partners: base_dir.join("rtc_core/partners.csv"),
+            rates: base_dir.join("rtc_core/rates.csv"),
+            routes: base_dir.join("rtc_core/routes.csv"),
+            balances: base_dir.join("rtc_core/balances.csv"),
+            cdr_file: None,
+            cdr_memory: 1000,
+        }
+    }
+}
+
+/// Everything `rtc_core.conf.xml` says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RtcConfig {
+    /// The engine thread's own settings (timeouts, sweep, reservation amount, causes).
+    pub engine: EngineConfig,
+    /// One entry per [`ServiceKind`], in [`ServiceKind::ALL`] order; see [`RtcConfig::service`].
+    pub services: Vec<ServiceConfig>,
+    /// Worker threads of the embedded tokio runtime that runs the services.
+    pub io_threads: usize,
+    /// Most verbose level the module logs at.
+    pub log_level: LevelFilter,
+    /// Tables of the local backends.
+    pub local: LocalFiles,
+    /// Where this configuration came from (file path or a description), for messages and `rtc_core status`.
+    pub origin: String,
+}
+
+/// The `conf/` directory shipped in this repository, which [`RtcConfig::default`] reads its tables from.
+pub fn shipped_conf_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).join("conf")
+}
+
+impl Default for RtcConfig {
+    /// The built-in defaults, with the local backends reading the sample tables of the repository's `conf/`.
+    fn default() -> Self {
+        RtcConfig {
+            engine: EngineConfig::default(),
+            services: ServiceKind::ALL
+                .into_iter()
+                .map(ServiceConfig::default_for)
+                .collect(),
+            io_threads: 2,
+            log_level: LevelFilter::Info,
+            local: LocalFiles::under(&shipped_conf_dir()),
+            origin: "built-in defaults".to_owned(),
+        }
+    }
+}
+
+/// Why the configuration could not be used: where (origin and line) and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}{}: {problem}", Line(*line))]
+pub struct ConfigError {
+    /// The file path or description given to the loader.
+    pub origin: String,
+    /// 1-based line in that text, when the problem has one.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub problem: ConfigProblem,
+}
+
+/// Formats `:<line>` when there is a line.
+struct Line(Option<u32>);
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, ":{line}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    #[error("not well-formed XML: {0}")]
+    Xml(String),
+    #[error(
+        "no <configuration name=\"rtc_core.conf\"> element; the file must contain one (see conf/autoload_configs/rtc_core.conf.xml)"
+    )]
+    NoConfiguration,
+    #[error(
+        "a second <configuration name=\"rtc_core.conf\"> element (the first is at line {first_line}); keep one"
+    )]
+    DuplicateConfiguration { first_line: u32 },
+    #[error("unknown element <{element}> in <{parent}>; expected {expected}")]
+    UnknownElement {
+        element: String,
+        parent: String,
+        expected: String,
+    },
+    #[error("section <{section}> appears twice (the first is at line {first_line}); merge them")]
+    DuplicateSection { section: String, first_line: u32 },
+    #[error("<{element}> needs a {attribute:?} attribute")]
+    MissingAttribute {
+        element: &'static str,
+        attribute: &'static str,
+    },
+    #[error("unknown attribute {attribute:?} on <{element}>; known: {known}")]
+    UnknownAttribute {
+        element: &'static str,
+        attribute: String,
+        known: String,
+    },
+    #[error("unknown param {name:?} in <{section}>; known: {known}")]
+    UnknownParam {
+        section: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "param {name:?} is given twice in <{section}> (the first is at line {first_line}); keep one"
+    )]
+    DuplicateParam {
+        section: &'static str,
+        name: String,
+        first_line: u32,
+    },
+    #[error("{name}: {value:?} is not {expected}")]
+    BadValue {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("unknown service {name:?}; known: partner, auth, balance, rating, routing, cdr")]
+    UnknownService { name: String },
+    #[error("service {name:?} is configured twice (the first is at line {first_line}); keep one")]
+    DuplicateService { name: String, first_line: u32 },
+    #[error(
+        "service {service}: backend \"http\" needs a url attribute (http://... or https://...), or use backend=\"local\""
+    )]
+    HttpWithoutUrl { service: &'static str },
+    #[error("unknown reason {name:?} in <causes>; known: {known}")]
+    UnknownReason { name: String, known: String },
+    #[error(
+        "stale-after ({stale_after:?}) must be longer than max-call-duration ({max_call_duration:?}): a call in conversation sends no events and would be swept as lost"
+    )]
+    StaleBeforeMaxDuration {
+        stale_after: Duration,
+        max_call_duration: Duration,
+    },
+}
+
+const DURATION: &str = "a duration such as 500ms, 60s, 5m or 4h (a bare number is seconds)";
+const POSITIVE_DURATION: &str =
+    "a duration above zero such as 500ms, 60s, 5m or 4h (a bare number is seconds)";
+
+/// Parses `500ms`, `60s`, `5m`, `4h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+/// Parses a log level: the `log` crate's names (`off`, `error`, `warn`, `info`, `debug`, `trace`) and the
+/// FreeSWITCH ones that map onto them (`err`, `crit`, `alert`, `warning`, `notice`, `console`).
+pub fn parse_log_level(text: &str) -> Option<LevelFilter> {
+    let text = text.trim().to_ascii_lowercase();
+    match text.as_str() {
+        "err" | "crit" | "alert" | "emerg" => Some(LevelFilter::Error),
+        "warning" => Some(LevelFilter::Warn),
+        "notice" => Some(LevelFilter::Info),
+        "console" => Some(LevelFilter::Debug),
+        other => other.parse().ok(),
+    }
+}
+
+impl RtcConfig {
+    /// The settings of one service.
+    pub fn service(&self, kind: ServiceKind) -> &ServiceConfig {
+        let index = ServiceKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_default();
+        &self.services[index]
+    }
+
+    /// Reads a configuration file given on a command line. Relative table paths resolve against the
+    /// FreeSWITCH conf directory the file sits in: the parent of its directory when that directory is
+    /// `autoload_configs`, else the file's own directory.
+    pub fn load_file(path: &Path) -> Result<RtcConfig, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            problem: ConfigProblem::Read(e.to_string()),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let base = if dir.file_name().is_some_and(|n| n == "autoload_configs") {
+            dir.parent().unwrap_or(Path::new(""))
+        } else {
+            dir
+        };
+        RtcConfig::from_xml_str(&text, base, &origin)
+    }
+
+    /// Parses configuration text: either a document whose root is `<configuration name="rtc_core.conf">`,
+    /// or any larger document containing exactly one such element (as FreeSWITCH's whole XML does).
+    /// Relative table paths resolve against `base_dir`; `origin` names the text in error messages.
+    pub fn from_xml_str(
+        text: &str,
+        base_dir: &Path,
+        origin: &str,
+    ) -> Result<RtcConfig, ConfigError> {
+        let doc = Document::parse(text).map_err(|e| ConfigError {
+            origin: origin.to_owned(),
+            line: Some(e.pos().row),
+            problem: ConfigProblem::Xml(e.to_string()),
+        })?;
+        let parser = Parser { doc: &doc, origin };
+        parser.parse(base_dir)
+    }
+}
+
+/// Parsing state: the document and where it came from, for error positions.
+struct Parser<'d, 'input> {
+    /// The parsed document.
+    doc: &'d Document<'input>,
+    /// File path or description, for messages.
+    origin: &'d str,
+}
+
+impl<'d, 'input> Parser<'d, 'input> {
+    fn line_of(&self, node: Node) -> u32 {
+        self.doc.text_pos_at(node.range().start).row
+    }
+
+    fn err(&self, node: Node, problem: ConfigProblem) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: Some(self.line_of(node)),
+            problem,
+        }
+    }
+
+    /// The line of a node's attribute (falls back to the node's line).
+    fn attr_line(&self, node: Node, name: &str) -> u32 {
+        node.attributes()
+            .find(|a| a.name() == name)
+            .map(|a| self.doc.text_pos_at(a.range().start).row)
+            .unwrap_or_else(|| self.line_of(node))
+    }
+
+    fn find_configuration(&self) -> Result<Node<'d, 'input>, ConfigError> {
+        let mut found: Option<Node<'d, 'input>> = None;
+        for node in self.doc.descendants() {
+            if node.has_tag_name("configuration")
+                && node.attribute("name") == Some(CONFIGURATION_NAME)
+            {
+                if let Some(first) = found {
+                    return Err(self.err(
+                        node,
+                        ConfigProblem::DuplicateConfiguration {
+                            first_line: self.line_of(first),
+                        },
+                    ));
+                }
+                found = Some(node);
+            }
+        }
+        found.ok_or_else(|| ConfigError {
+            origin: self.origin.to_owned(),
+            line: None,
+            problem: ConfigProblem::NoConfiguration,
+        })
+    }
+
+    fn parse(&self, base_dir: &Path) -> Result<RtcConfig, ConfigError> {
+        let root = self.find_configuration()?;
+        let mut config = RtcConfig {
+            local: LocalFiles::under(base_dir),
+            origin: self.origin.to_owned(),
+            ..RtcConfig::default()
+        };
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        let mut stale_line = None;
+        for section in root.children().filter(Node::is_element) {
+            let name = section.tag_name().name();
+            if let Some(&first_line) = seen.get(name) {
+                return Err(self.err(
+                    section,
+                    ConfigProblem::DuplicateSection {
+                        section: name.to_owned(),
+                        first_line,
+                    },
+                ));
+            }
+            match name {
+                "settings" => stale_line = self.settings(section, &mut config)?,
+                "local" => self.local(section, base_dir, &mut config.local)?,
+                "services" => self.services(section, &mut config.services)?,
+                "causes" => self.causes(section, &mut config.engine)?,
+                other => {
+                    return Err(self.err(
+                        section,
+                        ConfigProblem::UnknownElement {
+                            element: other.to_owned(),
+                            parent: "configuration".to_owned(),
+                            expected: "<settings>, <local>, <services> or <causes>".to_owned(),
+                        },
+                    ));
+                }
+            }
+            seen.insert(name, self.line_of(section));
+        }
+        let engine = &config.engine;
+        if engine.stale_after <= engine.max_call_duration {
+            return Err(ConfigError {
+                origin: self.origin.to_owned(),
+                line: stale_line.or(Some(self.line_of(root))),
+                problem: ConfigProblem::StaleBeforeMaxDuration {
+                    stale_after: engine.stale_after,
+                    max_call_duration: engine.max_call_duration,
+                },
+            });
+        }
+        Ok(config)
+    }
+
+    /// The `<param name=".." value=".."/>` children of a section, each checked for shape and duplicates.
+    fn params(
+        &self,
+        section: Node<'d, 'input>,
+        section_name: &'static str,
+        known: &[&str],
+    ) -> Result<Vec<(Node<'d, 'input>, &'d str, &'d str)>, ConfigError> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for param in section.children().filter(Node::is_element) {
+            if !param.has_tag_name("param") {
+                return Err(self.err(
+                    param,
+                    ConfigProblem::UnknownElement {
+                        element: param.tag_name().name().to_owned(),
+                        parent: section_name.to_owned(),
+                        expected: "<param name=\"...\" value=\"...\"/>".to_owned(),
+                    },
+                ));
+            }
+            for attr in param.attributes() {
+                if !matches!(attr.name(), "name" | "value") {
+                    return Err(self.err(
+                        param,
+                        ConfigProblem::UnknownAttribute {
+                            element: "param",
+                            attribute: attr.name().to_owned(),
+                            known: "name, value".to_owned(),
+                        },
+                    ));
+                }
+            }
+            let name = param.attribute("name").ok_or_else(|| {
+                self.err(
+                    param,
+                    ConfigProblem::MissingAttribute {
+                        element: "param",
+                        attribute: "name",
+                    },
+                )
+            })?;
+            let value = param.attribute("value").ok_or_else(|| {
+                self.err(
+                    param,
+                    ConfigProblem::MissingAttribute {
+                        element: "param",
+                        attribute: "value",
+                    },
+                )
+            })?;
+            if !known.contains(&name) {
+                return Err(self.err(
+                    param,
+                    ConfigProblem::UnknownParam {
+                        section: section_name,
+                        name: name.to_owned(),
+                        known: known.join(", "),
+                    },
+                ));
+            }
+            if let Some(&first_line) = seen.get(name) {
+                return Err(self.err(
+                    param,
+                    ConfigProblem::DuplicateParam {
+                        section: section_name,
+                        name: name.to_owned(),
+                        first_line,
+                    },
+                ));
+            }
+            seen.insert(name, self.line_of(param));
+            out.push((param, name, value));
+        }
+        Ok(out)
+    }
+
+    fn bad(&self, node: Node, name: &str, value: &str, expected: &'static str) -> ConfigError {
+        self.err(
+            node,
+            ConfigProblem::BadValue {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                expected,
+            },
+        )
+    }
+
+    fn positive_duration(
+        &self,
+        node: Node,
+        name: &str,
+        value: &str,
+    ) -> Result<Duration, ConfigError> {
+        match parse_duration(value) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(self.bad(node, name, value, POSITIVE_DURATION)),
+        }
+    }
+
+    fn count(
+        &self,
+        node: Node,
+        name: &str,
+        value: &str,
+        min: usize,
+        expected: &'static str,
+    ) -> Result<usize, ConfigError> {
+        match value.trim().parse::<usize>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(self.bad(node, name, value, expected)),
+        }
+    }
+
+    /// `<settings>`; returns the line of `stale-after` when given, for the consistency check's message.
+    fn settings(&self, section: Node, config: &mut RtcConfig) -> Result<Option<u32>, ConfigError> {
+        let mut stale_line = None;
+        let engine = &mut config.engine;
+        for (node, name, value) in self.params(section, "settings", SETTINGS_PARAMS)? {
+            match name {
+                "setup-timeout" => {
+                    engine.setup_timeout = self.positive_duration(node, name, value)?
+                }
+                "park-timeout" => {
+                    engine.park_timeout = self.positive_duration(node, name, value)?
+                }
+                "max-call-duration" => {
+                    engine.max_call_duration = self.positive_duration(node, name, value)?
+                }
+                "stale-after" => {
+                    engine.stale_after = self.positive_duration(node, name, value)?;
+                    stale_line = Some(self.line_of(node));
+                }
+                "linger" => {
+                    engine.linger = parse_duration(value)
+                        .ok_or_else(|| self.bad(node, name, value, DURATION))?
+                }
+                "sweep-interval" => {
+                    engine.sweep_interval = self.positive_duration(node, name, value)?
+                }
+                "reservation-amount" => {
+                    engine.reservation_amount = match Money::parse(value) {
+                        Some(m) if m >= Money::ZERO => m,
+                        _ => {
+                            return Err(self.bad(
+                                node,
+                                name,
+                                value,
+                                "a decimal amount of at least 0 with at most 6 decimals, such as 1.50",
+                            ));
+                        }
+                    }
+                }
+                "queue-capacity" => {
+                    engine.queue_capacity =
+                        self.count(node, name, value, 1, "a whole number of at least 1")?
+                }
+                "finished-traces" => {
+                    engine.finished_traces =
+                        self.count(node, name, value, 0, "a whole number (0 keeps none)")?
+                }
+                "finished-ids" => {
+                    engine.finished_ids =
+                        self.count(node, name, value, 0, "a whole number (0 keeps none)")?
+                }
+                "shutdown-grace" => {
+                    engine.shutdown_grace = parse_duration(value)
+                        .ok_or_else(|| self.bad(node, name, value, DURATION))?
+                }
+                "io-threads" => {
+                    config.io_threads = match value.trim().parse::<usize>() {
+                        Ok(n @ 1..=64) => n,
+                        _ => {
+                            return Err(self.bad(node, name, value, "a whole number from 1 to 64"));
+                        }
+                    }
+                }
+                "log-level" => {
+                    config.log_level = parse_log_level(value).ok_or_else(|| {
+                        self.bad(
+                            node,
+                            name,
+                            value,
+                            "a log level: off, error, warn, info, debug or trace",
+                        )
+                    })?
+                }
+                // `params` only lets known names through; keep this arm in step with SETTINGS_PARAMS.
+                _ => {}
+            }
+        }
+        Ok(stale_line)
+    }
+
+    fn local(
+        &self,
+        section: Node,
+        base_dir: &Path,
+        local: &mut LocalFiles,
+    ) -> Result<(), ConfigError> {
+        let path = |node: Node, name: &str, value: &str| -> Result<PathBuf, ConfigError> {
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(self.bad(node, name, value, "a file path"));
+            }
+            Ok(base_dir.join(value))
+        };
+        for (node, name, value) in self.params(section, "local", LOCAL_PARAMS)? {
+            match name {
+                "partners" => local.partners = path(node, name, value)?,
+                "rates" => local.rates = path(node, name, value)?,
+                "routes" => local.routes = path(node, name, value)?,
+                "balances" => local.balances = path(node, name, value)?,
+                "cdr-file" => {
+                    local.cdr_file = if value.trim().is_empty() {
+                        None
+                    } else {
+                        Some(path(node, name, value)?)
+                    }
+                }
+                "cdr-memory" => {
+                    local.cdr_memory =
+                        self.count(node, name, value, 0, "a whole number (0 keeps none)")?
+                }
+                // `params` only lets known names through; keep this arm in step with LOCAL_PARAMS.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn services(&self, section: Node, services: &mut [ServiceConfig]) -> Result<(), ConfigError> {
+        let mut seen: HashMap<ServiceKind, u32> = HashMap::new();
+        for node in section.children().filter(Node::is_element) {
+            if !node.has_tag_name("service") {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::UnknownElement {
+                        element: node.tag_name().name().to_owned(),
+                        parent: "services".to_owned(),
+                        expected: "<service name=\"...\" .../>".to_owned(),
+                    },
+                ));
+            }
+            for attr in node.attributes() {
+                if !SERVICE_ATTRIBUTES.contains(&attr.name()) {
+                    return Err(ConfigError {
+                        origin: self.origin.to_owned(),
+                        line: Some(self.doc.text_pos_at(attr.range().start).row),
+                        problem: ConfigProblem::UnknownAttribute {
+                            element: "service",
+                            attribute: attr.name().to_owned(),
+                            known: SERVICE_ATTRIBUTES.join(", "),
+                        },
+                    });
+                }
+            }
+            let name = node.attribute("name").ok_or_else(|| {
+                self.err(
+                    node,
+                    ConfigProblem::MissingAttribute {
+                        element: "service",
+                        attribute: "name",
+                    },
+                )
+            })?;
+            let Some(index) = ServiceKind::ALL.iter().position(|k| k.name() == name) else {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::UnknownService {
+                        name: name.to_owned(),
+                    },
+                ));
+            };
+            let kind = ServiceKind::ALL[index];
+            if let Some(&first_line) = seen.get(&kind) {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::DuplicateService {
+                        name: name.to_owned(),
+                        first_line,
+                    },
+                ));
+            }
+            seen.insert(kind, self.line_of(node));
+            services[index] = self.service(node, kind)?;
+        }
+        Ok(())
+    }
+
+    fn service(&self, node: Node, kind: ServiceKind) -> Result<ServiceConfig, ConfigError> {
+        let mut service = ServiceConfig::default_for(kind);
+        // Errors point at the attribute's own line: a `<service>` is often spread over several.
+        let bad = |attr: &str, value: &str, expected: &'static str| ConfigError {
+            origin: self.origin.to_owned(),
+            line: Some(self.attr_line(node, attr)),
+            problem: ConfigProblem::BadValue {
+                name: format!("service {} {attr}", kind.name()),
+                value: value.to_owned(),
+                expected,
+            },
+        };
+        let positive = |attr: &str, value: &str| match parse_duration(value) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(bad(attr, value, POSITIVE_DURATION)),
+        };
+        let at_least_one = |attr: &str, value: &str| match value.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(bad(attr, value, "a whole number of at least 1")),
+        };
+        for attr in node.attributes() {
+            let value = attr.value();
+            match attr.name() {
+                "backend" => {
+                    service.backend = match value.trim() {
+                        "local" => Backend::Local,
+                        "http" => Backend::Http,
+                        _ => return Err(bad("backend", value, "\"local\" or \"http\"")),
+                    }
+                }
+                "url" => {
+                    let url = value.trim();
+                    service.url = if url.is_empty() {
+                        None
+                    } else if valid_url(url) {
+                        Some(url.to_owned())
+                    } else {
+                        return Err(bad("url", value, "an http:// or https:// URL"));
+                    }
+                }
+                "api-key" => {
+                    service.api_key = Some(value.to_owned()).filter(|k| !k.is_empty());
+                }
+                "timeout" => service.timeout = positive("timeout", value)?,
+                "failure-rate" => {
+                    let text = value.trim();
+                    let text = text.strip_suffix('%').unwrap_or(text).trim_end();
+                    service.breaker.failure_rate_pct = match text.parse::<u8>() {
+                        Ok(n @ 1..=100) => n,
+                        _ => return Err(bad("failure-rate", value, "a percentage from 1 to 100")),
+                    }
+                }
+                "open-for" => service.breaker.open_for = positive("open-for", value)?,
+                "window" => service.breaker.window = positive("window", value)?,
+                "min-calls" => service.breaker.min_calls = at_least_one("min-calls", value)?,
+                "half-open-probes" => {
+                    service.breaker.half_open_probes = at_least_one("half-open-probes", value)?
+                }
+                "fail-mode" => {
+                    service.fail_mode = match value.trim() {
+                        "open" => FailMode::Open,
+                        "closed" => FailMode::Closed,
+                        _ => return Err(bad("fail-mode", value, "\"open\" or \"closed\"")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if service.backend == Backend::Http && service.url.is_none() {
+            return Err(self.err(
+                node,
+                ConfigProblem::HttpWithoutUrl {
+                    service: kind.name(),
+                },
+            ));
+        }
+        Ok(service)
+    }
+
+    fn causes(&self, section: Node, engine: &mut EngineConfig) -> Result<(), ConfigError> {
+        let names: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
+        for (node, name, value) in self.params(section, "causes", &names)? {
+            // `params` accepted only reason names.
+            let Some(reason) = Reason::from_name(name) else {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::UnknownReason {
+                        name: name.to_owned(),
+                        known: names.join(", "),
+                    },
+                ));
+            };
+            match HangupCause::parse(value) {
+                Some(cause) if cause != HangupCause::NONE => engine.causes.set(reason, cause),
+                _ => {
+                    return Err(self.bad(
+                        node,
+                        name,
+                        value,
+                        "a FreeSWITCH hangup cause name (such as CALL_REJECTED) or a non-zero cause code",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A light check that catches typos (`htps://`, a bare host); the HTTP client validates the rest.
+fn valid_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<RtcConfig, ConfigError> {
+        let text = format!(
+            "<configuration name=\"rtc_core.conf\" description=\"test\">\n{body}\n</configuration>\n"
+        );
+        RtcConfig::from_xml_str(&text, Path::new("/etc/freeswitch"), "test.xml")
+    }
+
+    fn error(body: &str) -> String {
+        match parse(body) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("4h"), Some(Duration::from_secs(14_400)));
+        assert_eq!(parse_duration(" 42 "), Some(Duration::from_secs(42)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 sec",
+            "5d",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("INFO"), Some(LevelFilter::Info));
+        assert_eq!(parse_log_level("warning"), Some(LevelFilter::Warn));
+        assert_eq!(parse_log_level("err"), Some(LevelFilter::Error));
+        assert_eq!(parse_log_level("loud"), None);
+    }
+
+    #[test]
+    fn empty_configuration_is_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.engine, EngineConfig::default());
+        assert_eq!(
+            config.local,
+            LocalFiles::under(Path::new("/etc/freeswitch"))
+        );
+        assert_eq!(
+            config.service(ServiceKind::Rating),
+            &ServiceConfig::default_for(ServiceKind::Rating)
+        );
+        assert_eq!(config.origin, "test.xml");
+    }
+
+    #[test]
+    fn settings_are_applied() {
+        let config = parse(
+            r#"<settings>
+                 <param name="setup-timeout" value="500ms"/>
+                 <param name="max-call-duration" value="2h"/>
+                 <param name="stale-after" value="3h"/>
+                 <param name="reservation-amount" value="2.5"/>
+                 <param name="queue-capacity" value="1024"/>
+                 <param name="io-threads" value="3"/>
+                 <param name="log-level" value="debug"/>
+               </settings>
+               <causes><param name="no_balance" value="CALL_REJECTED"/><param name="no_route" value="34"/></causes>"#,
+        )
+        .unwrap();
+        assert_eq!(config.engine.setup_timeout, Duration::from_millis(500));
+        assert_eq!(config.engine.max_call_duration, Duration::from_secs(7200));
+        assert_eq!(config.engine.reservation_amount, Money(2_500_000));
+        assert_eq!(config.engine.queue_capacity, 1024);
+        assert_eq!(config.io_threads, 3);
+        assert_eq!(config.log_level, LevelFilter::Debug);
+        assert_eq!(
+            config.engine.causes.cause(Reason::NoBalance),
+            HangupCause::CALL_REJECTED
+        );
+        assert_eq!(
+            config.engine.causes.cause(Reason::NoRoute),
+            HangupCause::NORMAL_CIRCUIT_CONGESTION
+        );
+        assert_eq!(
+            config.engine.causes.cause(Reason::NoRate),
+            Reason::NoRate.default_cause()
+        );
+    }
+
+    #[test]
+    fn services_are_applied_over_their_defaults() {
+        let config = parse(
+            r#"<services>
+                 <service name="balance" backend="http" url="https://billing.example/v1" api-key="k"
+                          timeout="750ms" failure-rate="25%" fail-mode="open"/>
+               </services>"#,
+        )
+        .unwrap();
+        let balance = config.service(ServiceKind::Balance);
+        assert_eq!(balance.backend, Backend::Http);
+        assert_eq!(balance.url.as_deref(), Some("https://billing.example/v1"));
+        assert_eq!(balance.api_key.as_deref(), Some("k"));
+        assert_eq!(balance.timeout, Duration::from_millis(750));
+        assert_eq!(balance.breaker.failure_rate_pct, 25);
+        assert_eq!(balance.breaker.open_for, Duration::from_secs(10));
+        assert_eq!(balance.fail_mode, FailMode::Open);
+        assert_eq!(
+            config.service(ServiceKind::Partner),
+            &ServiceConfig::default_for(ServiceKind::Partner)
+        );
+    }
+
+    #[test]
+    fn local_paths_resolve_against_the_base_dir() {
+        let config = parse(
+            r#"<local>
+                 <param name="rates" value="decks/rates.csv"/>
+                 <param name="routes" value="/srv/routes.csv"/>
+                 <param name="cdr-file" value="/var/log/rtc/cdr.jsonl"/>
+               </local>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.local.rates,
+            PathBuf::from("/etc/freeswitch/decks/rates.csv")
+        );
+        assert_eq!(config.local.routes, PathBuf::from("/srv/routes.csv"));
+        assert_eq!(
+            config.local.partners,
+            PathBuf::from("/etc/freeswitch/rtc_core/partners.csv")
+        );
+        assert_eq!(
+            config.local.cdr_file,
+            Some(PathBuf::from("/var/log/rtc/cdr.jsonl"))
+        );
+    }
+
+    #[test]
+    fn unknown_param_names_the_param_and_its_line() {
+        let e = error(
+            "<settings>\n<param name=\"setup-timeout\" value=\"5s\"/>\n<param name=\"setup-timout\" value=\"5s\"/>\n</settings>",
+        );
+        assert!(
+            e.starts_with("test.xml:4: unknown param \"setup-timout\" in <settings>"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_say_param_value_and_expectation() {
+        let e = error("<settings><param name=\"park-timeout\" value=\"30 sec\"/></settings>");
+        assert_eq!(
+            e,
+            format!("test.xml:2: park-timeout: \"30 sec\" is not {POSITIVE_DURATION}")
+        );
+        let e = error("<settings><param name=\"reservation-amount\" value=\"0,12\"/></settings>");
+        assert!(
+            e.starts_with("test.xml:2: reservation-amount: \"0,12\" is not a decimal amount"),
+            "{e}"
+        );
+        let e = error("<settings><param name=\"io-threads\" value=\"0\"/></settings>");
+        assert!(
+            e.contains("io-threads: \"0\" is not a whole number from 1 to 64"),
+            "{e}"
+        );
+        let e = error("<causes><param name=\"no_balance\" value=\"BROKE\"/></causes>");
+        assert!(
+            e.starts_with("test.xml:2: no_balance: \"BROKE\" is not a FreeSWITCH hangup cause"),
+            "{e}"
+        );
+        let e = error("<causes><param name=\"no_money\" value=\"CALL_REJECTED\"/></causes>");
+        assert!(
+            e.starts_with(
+                "test.xml:2: unknown param \"no_money\" in <causes>; known: unknown_partner"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn service_errors() {
+        let e = error("<services>\n<service name=\"rating\" backend=\"http\"/>\n</services>");
+        assert_eq!(
+            e,
+            "test.xml:3: service rating: backend \"http\" needs a url attribute (http://... or https://...), or use backend=\"local\""
+        );
+        let e = error("<services>\n<service name=\"rating\"\n  timeout=\"fast\"/>\n</services>");
+        assert!(
+            e.starts_with(
+                "test.xml:4: service rating timeout: \"fast\" is not a duration above zero"
+            ),
+            "{e}"
+        );
+        let e = error("<services><service name=\"rating\" retries=\"3\"/></services>");
+        assert!(
+            e.starts_with("test.xml:2: unknown attribute \"retries\" on <service>"),
+            "{e}"
+        );
+        let e = error("<services><service name=\"fraud\"/></services>");
+        assert!(
+            e.starts_with("test.xml:2: unknown service \"fraud\""),
+            "{e}"
+        );
+        let e = error("<services><service name=\"cdr\"/>\n<service name=\"cdr\"/></services>");
+        assert!(
+            e.starts_with(
+                "test.xml:3: service \"cdr\" is configured twice (the first is at line 2)"
+            ),
+            "{e}"
+        );
+        let e = error("<services><service name=\"cdr\" failure-rate=\"0\"/></services>");
+        assert!(
+            e.contains("failure-rate: \"0\" is not a percentage from 1 to 100"),
+            "{e}"
+        );
+        let e =
+            error("<services><service name=\"cdr\" backend=\"http\" url=\"htps://x\"/></services>");
+        assert!(
+            e.contains("url: \"htps://x\" is not an http:// or https:// URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn structural_errors() {
+        let e = error("<setings/>");
+        assert!(
+            e.starts_with("test.xml:2: unknown element <setings> in <configuration>"),
+            "{e}"
+        );
+        let e = error("<settings/>\n<settings/>");
+        assert!(
+            e.starts_with("test.xml:3: section <settings> appears twice"),
+            "{e}"
+        );
+        let e = error(
+            "<settings><param name=\"linger\" value=\"1s\"/><param name=\"linger\" value=\"2s\"/></settings>",
+        );
+        assert!(
+            e.contains("param \"linger\" is given twice in <settings>"),
+            "{e}"
+        );
+        let e = error("<settings><param name=\"linger\"/></settings>");
+        assert!(e.ends_with("<param> needs a \"value\" attribute"), "{e}");
+        let e = error("<settings><param name=\"linger\" value=\"1s\">\n</settings>");
+        assert!(e.starts_with("test.xml:3: not well-formed XML"), "{e}");
+        let e = error(
+            "<settings><param name=\"max-call-duration\" value=\"5h\"/>\n<param name=\"stale-after\" value=\"5h\"/></settings>",
+        );
+        assert!(
+            e.starts_with("test.xml:3: stale-after (18000s) must be longer than max-call-duration"),
+            "{e}"
+        );
+        let e = RtcConfig::from_xml_str("<document/>", Path::new(""), "fs.xml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("fs.xml: no <configuration name=\"rtc_core.conf\"> element"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn configuration_inside_a_whole_freeswitch_document() {
+        let text = r#"<?xml version="1.0"?>
+<document type="freeswitch/xml">
+  <section name="configuration">
+    <configuration name="sofia.conf"><settings><param name="whatever" value="1"/></settings></configuration>
+    <configuration name="rtc_core.conf">
+      <settings><param name="park-timeout" value="7s"/></settings>
+      <services><service name="partner" timeout="bad"/></services>
+    </configuration>
+  </section>
+</document>"#;
+        let e = RtcConfig::from_xml_str(text, Path::new("/c"), "freeswitch.xml").unwrap_err();
+        assert_eq!(e.line, Some(7));
+        let fixed = text.replace("timeout=\"bad\"", "timeout=\"1s\"");
+        let config = RtcConfig::from_xml_str(&fixed, Path::new("/c"), "freeswitch.xml").unwrap();
+        assert_eq!(config.engine.park_timeout, Duration::from_secs(7));
+        assert_eq!(
+            config.service(ServiceKind::Partner).timeout,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn load_file_resolves_against_the_conf_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let autoload = dir.path().join("autoload_configs");
+        std::fs::create_dir(&autoload).unwrap();
+        let body = "<configuration name=\"rtc_core.conf\"><local><param name=\"rates\" value=\"r.csv\"/></local></configuration>";
+        std::fs::write(autoload.join("rtc_core.conf.xml"), body).unwrap();
+        let config = RtcConfig::load_file(&autoload.join("rtc_core.conf.xml")).unwrap();
+        assert_eq!(config.local.rates, dir.path().join("r.csv"));
+
+        let other = dir.path().join("elsewhere");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("my.xml"), body).unwrap();
+        let config = RtcConfig::load_file(&other.join("my.xml")).unwrap();
+        assert_eq!(config.local.rates, other.join("r.csv"));
+
+        let e = RtcConfig::load_file(&dir.path().join("missing.xml")).unwrap_err();
+        assert!(
+            e.to_string().contains("missing.xml: cannot read the file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_sample_is_the_defaults_with_every_param() {
+        let path = shipped_conf_dir().join("autoload_configs/rtc_core.conf.xml");
+        let config = RtcConfig::load_file(&path).unwrap();
+        let defaults = RtcConfig::default();
+        assert_eq!(config.engine, defaults.engine);
+        assert_eq!(config.services, defaults.services);
+        assert_eq!(config.io_threads, defaults.io_threads);
+        assert_eq!(config.log_level, defaults.log_level);
+        assert_eq!(config.local, defaults.local);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for name in SETTINGS_PARAMS.iter().chain(LOCAL_PARAMS) {
+            assert!(
+                text.contains(&format!("<param name=\"{name}\"")),
+                "sample lacks {name}"
+            );
+        }
+        for reason in Reason::ALL {
+            assert!(
+                text.contains(&format!("<param name=\"{}\"", reason.name())),
+                "sample lacks cause {}",
+                reason.name()
+            );
+        }
+        for kind in ServiceKind::ALL {
+            assert!(text.contains(&format!("<service name=\"{}\"", kind.name())));
+        }
+        for attr in SERVICE_ATTRIBUTES {
+            assert!(text.contains(&format!(" {attr}=\"")), "sample lacks {attr}");
+        }
+    }
+}
