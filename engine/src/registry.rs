@@ -198,11 +198,15 @@ impl Registry {
         let Some(call) = self.slab.get_mut(slot) else {
             return;
         };
-        if let Some(old) = call.b_leg.replace(b) {
-            self.index.remove(&old);
-        }
+        let old = call.b_leg.replace(b);
         call.b_seen = 0;
         self.index.insert(b, slot | B_BIT);
+        if let Some(old) = old {
+            // The earlier attempt's last events (DESTROY...) still come: known as finished, they cannot
+            // take the call back from the new attempt.
+            self.index.remove(&old);
+            self.remember_id(old);
+        }
     }
 
     /// Removes the call in `slot` and its outbound leg, remembering its id and trace.
@@ -217,23 +221,27 @@ impl Registry {
         Some(call)
     }
 
-    fn remember(&mut self, call: &Call, now_us: u64) {
+    fn remember_id(&mut self, id: CallId) {
         let f = &mut self.finished;
-        if f.id_cap > 0 {
-            if f.order.len() == f.id_cap
-                && let Some(old) = f.order.pop_front()
-            {
-                f.ids.remove(&old);
-            }
-            if f.ids.insert(call.id) {
-                f.order.push_back(call.id);
-            }
-            if let Some(b) = call.b_leg
-                && f.ids.insert(b)
-            {
-                f.order.push_back(b);
-            }
+        if f.id_cap == 0 {
+            return;
         }
+        if f.order.len() >= f.id_cap
+            && let Some(old) = f.order.pop_front()
+        {
+            f.ids.remove(&old);
+        }
+        if f.ids.insert(id) {
+            f.order.push_back(id);
+        }
+    }
+
+    fn remember(&mut self, call: &Call, now_us: u64) {
+        self.remember_id(call.id);
+        if let Some(b) = call.b_leg {
+            self.remember_id(b);
+        }
+        let f = &mut self.finished;
         if f.recent_cap > 0 {
             if f.recent.len() == f.recent_cap {
                 f.recent.pop_front();
@@ -290,6 +298,10 @@ mod tests {
         assert_eq!(r.find(&CallId::from_u128(100)), Some(Leg::B(s)));
         r.link_b_leg(s, CallId::from_u128(101));
         assert_eq!(r.find(&CallId::from_u128(100)), None);
+        assert!(
+            r.is_finished(&CallId::from_u128(100)),
+            "a replaced leg is known as finished"
+        );
         assert_eq!(r.count(CallState::Created), 1);
         r.set_state(s, CallState::Connected);
         assert_eq!(r.count(CallState::Created), 0);

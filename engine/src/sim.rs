@@ -351,7 +351,8 @@ impl Driver {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if !call.decided && !matches!(cmd, CallCommand::SetVariables { .. }) {
+        // The first command of any kind (decision variables, or a hangup) is the decision.
+        if !call.decided {
             call.decided = true;
             let us = now.duration_since(call.created).as_micros() as u64;
             self.setup.saturating_record(us.max(1));
@@ -492,7 +493,9 @@ pub fn run(
         if did == 0 {
             let next = d.queue.peek().map(|Reverse((at, _, _))| *at);
             let wait = next
-                .map_or(Duration::from_millis(5), |at| at.saturating_duration_since(now))
+                .map_or(Duration::from_millis(5), |at| {
+                    at.saturating_duration_since(now)
+                })
                 .min(Duration::from_millis(5));
             if let Ok(cmd) = commands.recv_timeout(wait) {
                 d.on_command(cmd, Instant::now());

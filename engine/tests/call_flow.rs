@@ -569,3 +569,28 @@ fn shutdown_settles_every_live_call() {
     assert_eq!(c2.talk_s, 30);
     assert_eq!((commits(&r), releases(&r)), (1, 1));
 }
+
+#[test]
+fn a_failed_attempts_late_events_do_not_touch_the_next_attempt() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(1, 100, EventKind::ChannelCreate, None);
+    r.b(
+        1,
+        100,
+        EventKind::ChannelHangup,
+        Some(HangupCause::NO_ANSWER),
+    );
+    r.b(1, 101, EventKind::ChannelCreate, None); // second attempt ringing
+    r.b(
+        1,
+        100,
+        EventKind::ChannelDestroy,
+        Some(HangupCause::NO_ANSWER),
+    ); // first attempt's last word
+    assert_eq!(r.state(1), Some(CallState::Connecting));
+    r.b(1, 101, EventKind::ChannelAnswer, None);
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    assert_eq!(r.core.stats().after_end_events, 1);
+}

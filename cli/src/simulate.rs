@@ -1,0 +1,151 @@
+//! `rtc-core simulate`: the main job on embedded defaults — simulated FreeSWITCH traffic through the real
+//! engine thread and the embedded local backends, then a summary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rtc_engine::clock::Clock;
+use rtc_engine::core::FailModes;
+use rtc_engine::engine::{Engine, EngineParts};
+use rtc_engine::local::LocalServices;
+use rtc_engine::settings::RtcConfig;
+use rtc_engine::sim::{self, SimOptions, SimReport};
+
+use crate::alloc::live_bytes;
+
+pub struct Args {
+    pub calls: usize,
+    pub cps: f64,
+    pub config: Option<PathBuf>,
+    pub seed: u64,
+    pub talk_ms: (u64, u64),
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<SimReport, String> {
+    let cfg = match &args.config {
+        Some(path) => RtcConfig::load_file(path).map_err(|e| e.to_string())?,
+        None => RtcConfig::default(),
+    };
+    let services = LocalServices::load(&cfg.local).map_err(|e| e.to_string())?;
+    let (switch, commands) = sim::SimSwitch::new();
+    let heap_before = live_bytes();
+    let engine = Engine::start(EngineParts {
+        config: cfg.engine.clone(),
+        fail_modes: FailModes::from_services(&cfg.services),
+        services: Box::new(services),
+        control: Box::new(switch),
+        clock: Clock::system(),
+    })
+    .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    let bar = ProgressBar::new(args.calls as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls started, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let opts = SimOptions {
+        calls: args.calls,
+        cps: args.cps,
+        seed: args.seed,
+        talk: (
+            Duration::from_millis(args.talk_ms.0),
+            Duration::from_millis(args.talk_ms.1.max(args.talk_ms.0)),
+        ),
+        ..SimOptions::default()
+    };
+    let mut peak_heap = 0isize;
+    let report = sim::run(engine.handle(), commands, opts, |started, ended| {
+        bar.set_position(started as u64);
+        bar.set_message(format!("{ended} ended"));
+        peak_heap = peak_heap.max(live_bytes() - heap_before);
+    });
+    bar.finish_and_clear();
+    drop(engine);
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print_summary(&report, peak_heap);
+    }
+    if report.left_live > 0 || report.ended < report.calls {
+        return Err(format!(
+            "{} calls still live in the engine and {} calls not ended when the run stopped",
+            report.left_live,
+            report.calls - report.ended
+        ));
+    }
+    Ok(report)
+}
+
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn print_summary(r: &SimReport, peak_heap: isize) {
+    let s = &r.stats;
+    println!(
+        "rtc-core simulate: {} calls in {:.1} s",
+        r.calls, r.elapsed_s
+    );
+    println!();
+    println!("{:<28} {:>8}", "traffic mix", "calls");
+    for (scenario, n) in &r.by_scenario {
+        let name = serde_json::to_value(scenario)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "  {:<26} {:>8}   (expected {})",
+            name,
+            n,
+            scenario.expected()
+        );
+    }
+    println!();
+    println!("{:<28} {:>8}", "final state / reason", "calls");
+    println!("  {:<26} {:>8}", "COMPLETED", s.completed);
+    println!("  {:<26} {:>8}", "REJECTED", s.rejected);
+    println!("  {:<26} {:>8}", "FAILED", s.failed);
+    for (reason, n) in s.by_reason.iter().filter(|(_, n)| *n > 0) {
+        println!("    {:<24} {:>8}", reason, n);
+    }
+    println!();
+    println!("{:<28} {:>12}", "measure", "value");
+    let rows: Vec<(&str, String)> = vec![
+        ("events applied", s.events.to_string()),
+        ("events/s (offered)", format!("{:.0}", r.events_per_sec)),
+        ("events refused (queue)", r.events_refused.to_string()),
+        ("duplicate events", s.duplicate_events.to_string()),
+        ("late events", s.late_events.to_string()),
+        ("after-end events", s.after_end_events.to_string()),
+        ("illegal inputs", s.illegal_total().to_string()),
+        ("bridges (incl. failover)", r.bridges.to_string()),
+        ("decision latency p50", format!("{} µs", r.setup_p50_us)),
+        ("decision latency p99", format!("{} µs", r.setup_p99_us)),
+        ("decision latency max", format!("{} µs", r.setup_max_us)),
+        ("event lag p99", format!("{} µs", s.event_lag_p99_us)),
+        ("peak live calls", r.peak_live_calls.to_string()),
+        ("calls left live", r.left_live.to_string()),
+        ("CDRs written", s.cdrs.to_string()),
+        (
+            "peak heap",
+            format!("{:.1} MB", peak_heap.max(0) as f64 / 1e6),
+        ),
+        (
+            "peak RSS",
+            peak_rss_kb().map_or("?".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {:<26} {:>12}", k, v);
+    }
+}

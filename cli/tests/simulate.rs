@@ -1,0 +1,117 @@
+//! `rtc-core simulate` end to end: the binary, the shipped configuration and tables, the engine thread.
+
+use std::process::Command;
+
+fn rtc_core() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rtc-core"))
+}
+
+#[test]
+fn simulate_sends_every_call_to_its_expected_end() {
+    let out = rtc_core()
+        .args([
+            "simulate",
+            "--calls",
+            "600",
+            "--cps",
+            "3000",
+            "--talk-min-ms",
+            "5",
+            "--talk-max-ms",
+            "50",
+            "--json",
+        ])
+        .output()
+        .expect("rtc-core runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .trim_ascii_end()
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap(),
+    )
+    .expect("one JSON report");
+    let stats = &report["stats"];
+    let mut expect_completed = 0;
+    let mut expect_rejected = 0;
+    for pair in report["by_scenario"].as_array().unwrap() {
+        let n = pair[1].as_u64().unwrap();
+        match pair[0].as_str().unwrap() {
+            "unknown_partner" | "no_balance" | "no_route" => expect_rejected += n,
+            _ => expect_completed += n,
+        }
+    }
+    assert_eq!(
+        stats["completed"].as_u64(),
+        Some(expect_completed),
+        "{report}"
+    );
+    assert_eq!(
+        stats["rejected"].as_u64(),
+        Some(expect_rejected),
+        "{report}"
+    );
+    assert_eq!(stats["failed"].as_u64(), Some(0));
+    assert_eq!(stats["cdrs"].as_u64(), Some(600));
+    assert_eq!(report["left_live"].as_u64(), Some(0));
+    assert_eq!(stats["illegal"].as_array().map(Vec::len), Some(0));
+    assert!(
+        stats["duplicate_events"].as_u64().unwrap() > 0,
+        "the reordered calls sent duplicates"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file_and_names_a_bad_line() {
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conf/autoload_configs/rtc_core.conf.xml"
+    );
+    let out = rtc_core().args(["check-config", shipped]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("autoload_configs")).unwrap();
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let conf = dir.path().join("autoload_configs/rtc_core.conf.xml");
+    std::fs::write(
+        &conf,
+        text.replace("name=\"setup-timeout\"", "name=\"setup-timout\""),
+    )
+    .unwrap();
+    let out = rtc_core().arg("check-config").arg(&conf).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("setup-timout") && err.contains("rtc_core.conf.xml:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_engine_ends_with_one_json_line() {
+    let out = rtc_core()
+        .args(["bench", "engine", "--calls", "2000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["bench"], "engine");
+    assert_eq!(last["calls"], 2000);
+    assert!(last["events_per_sec"].as_u64().unwrap() > 0);
+    assert!(last["bytes_per_call"].as_u64().unwrap() > 0);
+}
