@@ -8,12 +8,14 @@
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings.
+//! - [`esl`]: the event socket protocol — framing, event parsing, frame writing — for running over ESL.
 #![forbid(unsafe_code)]
 
 pub mod cause;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod esl;
 pub mod event;
 pub mod id;
 pub mod reason;
