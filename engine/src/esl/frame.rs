@@ -377,112 +377,110 @@ impl Framer {
     /// The next complete frame, an error about bytes that could not be framed (already recovered from), or
     /// `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, FrameError>> {
-        {
+        if self.mode != Mode::Frames {
+            let (start, len) = (self.start, self.buf.len());
+            // Borrow juggling: skip() needs &mut self and the data.
+            let data = std::mem::take(&mut self.buf);
+            let n = self.skip(&data[start..len]);
+            self.buf = data;
+            self.start += n;
             if self.mode != Mode::Frames {
-                let (start, len) = (self.start, self.buf.len());
-                // Borrow juggling: skip() needs &mut self and the data.
-                let data = std::mem::take(&mut self.buf);
-                let n = self.skip(&data[start..len]);
-                self.buf = data;
-                self.start += n;
-                if self.mode != Mode::Frames {
-                    return None;
-                }
-            }
-            if self.pending.is_none() {
-                // Blank lines between frames carry nothing.
-                while self.start < self.buf.len() && self.buf[self.start] == b'\n' {
-                    self.start += 1;
-                }
-                let avail = self.buf.len() - self.start;
-                if avail == 0 {
-                    return None;
-                }
-                let limit = self.config.max_frame_size;
-                let window_end = self.buf.len().min(self.start + limit);
-                let from = self.start + self.scanned.saturating_sub(1);
-                let found = memmem::find(&self.buf[from..window_end], b"\n\n").map(|p| from + p);
-                let Some(nl) = found else {
-                    if window_end - self.start >= limit {
-                        let offset = self.offset(self.start);
-                        let prev_nl = self.buf[window_end - 1] == b'\n';
-                        self.stats.skipped_bytes += (window_end - self.start) as u64;
-                        self.start = window_end;
-                        self.scanned = 0;
-                        self.mode = Mode::SkipToBlank { prev_nl };
-                        self.stats.errors += 1;
-                        return Some(Err(FrameError::HeadersTooLarge { offset, limit }));
-                    }
-                    self.scanned = avail;
-                    return None;
-                };
-                self.scanned = 0;
-                let header_len = nl + 2 - self.start;
-                let offset = self.offset(self.start);
-                let block = &self.buf[self.start..nl + 1];
-                match parse_header_block(block, offset, &self.config) {
-                    Err(e) => {
-                        self.start += header_len;
-                        self.stats.errors += 1;
-                        return Some(Err(e));
-                    }
-                    Ok(body_len) => {
-                        let total = header_len as u64 + body_len;
-                        if total > limit as u64 {
-                            self.start += header_len;
-                            self.mode = Mode::SkipBody {
-                                remaining: body_len,
-                            };
-                            self.stats.errors += 1;
-                            return Some(Err(FrameError::FrameTooLarge {
-                                offset,
-                                length: total,
-                                limit,
-                            }));
-                        }
-                        self.pending = Some(Pending {
-                            header_len,
-                            // Bounded by max_frame_size just above.
-                            body_len: body_len as usize,
-                        });
-                    }
-                }
-            }
-            let p = self.pending?;
-            if self.buf.len() - self.start < p.header_len + p.body_len {
                 return None;
             }
-            self.pending = None;
-            let frame_start = self.start;
-            self.start += p.header_len + p.body_len;
-            self.stats.frames += 1;
-            let offset = self.offset(frame_start);
-            let head = &self.buf[frame_start..frame_start + p.header_len - 1];
-            let body = &self.buf[frame_start + p.header_len..self.start];
-            // The block was validated when it was parsed; this cannot fail, but an error is still an error.
-            let headers = match std::str::from_utf8(head) {
-                Ok(h) => h,
-                Err(_) => {
-                    return Some(Err(FrameError::MalformedHeader {
-                        offset,
-                        problem: "non-UTF-8 bytes",
-                        line: excerpt(head),
-                    }));
-                }
-            };
-            let content_type = headers
-                .lines()
-                .filter_map(split_header)
-                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-                .map(|(_, v)| ContentType::from_value(v))
-                .unwrap_or(ContentType::Other(""));
-            Some(Ok(Frame {
-                offset,
-                headers,
-                content_type,
-                body,
-            }))
         }
+        if self.pending.is_none() {
+            // Blank lines between frames carry nothing.
+            while self.start < self.buf.len() && self.buf[self.start] == b'\n' {
+                self.start += 1;
+            }
+            let avail = self.buf.len() - self.start;
+            if avail == 0 {
+                return None;
+            }
+            let limit = self.config.max_frame_size;
+            let window_end = self.buf.len().min(self.start + limit);
+            let from = self.start + self.scanned.saturating_sub(1);
+            let found = memmem::find(&self.buf[from..window_end], b"\n\n").map(|p| from + p);
+            let Some(nl) = found else {
+                if window_end - self.start >= limit {
+                    let offset = self.offset(self.start);
+                    let prev_nl = self.buf[window_end - 1] == b'\n';
+                    self.stats.skipped_bytes += (window_end - self.start) as u64;
+                    self.start = window_end;
+                    self.scanned = 0;
+                    self.mode = Mode::SkipToBlank { prev_nl };
+                    self.stats.errors += 1;
+                    return Some(Err(FrameError::HeadersTooLarge { offset, limit }));
+                }
+                self.scanned = avail;
+                return None;
+            };
+            self.scanned = 0;
+            let header_len = nl + 2 - self.start;
+            let offset = self.offset(self.start);
+            let block = &self.buf[self.start..nl + 1];
+            match parse_header_block(block, offset, &self.config) {
+                Err(e) => {
+                    self.start += header_len;
+                    self.stats.errors += 1;
+                    return Some(Err(e));
+                }
+                Ok(body_len) => {
+                    let total = header_len as u64 + body_len;
+                    if total > limit as u64 {
+                        self.start += header_len;
+                        self.mode = Mode::SkipBody {
+                            remaining: body_len,
+                        };
+                        self.stats.errors += 1;
+                        return Some(Err(FrameError::FrameTooLarge {
+                            offset,
+                            length: total,
+                            limit,
+                        }));
+                    }
+                    self.pending = Some(Pending {
+                        header_len,
+                        // Bounded by max_frame_size just above.
+                        body_len: body_len as usize,
+                    });
+                }
+            }
+        }
+        let p = self.pending?;
+        if self.buf.len() - self.start < p.header_len + p.body_len {
+            return None;
+        }
+        self.pending = None;
+        let frame_start = self.start;
+        self.start += p.header_len + p.body_len;
+        self.stats.frames += 1;
+        let offset = self.offset(frame_start);
+        let head = &self.buf[frame_start..frame_start + p.header_len - 1];
+        let body = &self.buf[frame_start + p.header_len..self.start];
+        // The block was validated when it was parsed; this cannot fail, but an error is still an error.
+        let headers = match std::str::from_utf8(head) {
+            Ok(h) => h,
+            Err(_) => {
+                return Some(Err(FrameError::MalformedHeader {
+                    offset,
+                    problem: "non-UTF-8 bytes",
+                    line: excerpt(head),
+                }));
+            }
+        };
+        let content_type = headers
+            .lines()
+            .filter_map(split_header)
+            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+            .map(|(_, v)| ContentType::from_value(v))
+            .unwrap_or(ContentType::Other(""));
+        Some(Ok(Frame {
+            offset,
+            headers,
+            content_type,
+            body,
+        }))
     }
 
     fn offset(&self, index: usize) -> u64 {

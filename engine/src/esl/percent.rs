@@ -19,10 +19,26 @@ const UNSAFE: &[u8] = b"\r\n #%&+:;<=>?@[\\]^`{|}\"";
 /// Upper-case hex digits, the only ones FreeSWITCH writes and the only ones its pass-through rule accepts.
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// For each byte, whether FreeSWITCH's encoder escapes it (ignoring the `%XX` pass-through rule).
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b < 0x20 || b > 0x7e;
+        b += 1;
+    }
+    let mut i = 0;
+    while i < UNSAFE.len() {
+        t[UNSAFE[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Whether FreeSWITCH's encoder would escape `b` (ignoring the `%XX` pass-through rule).
 #[inline]
 fn must_escape(b: u8) -> bool {
-    !(0x20..=0x7e).contains(&b) || UNSAFE.contains(&b)
+    ESCAPE[b as usize]
 }
 
 #[inline]
