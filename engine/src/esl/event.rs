@@ -464,13 +464,12 @@ fn match_line<'a>(line: &'a [u8], raw: &mut Raw<'a>) {
                 take(line, b"Caller-Caller-ID-Number", &mut raw.caller);
             }
             Some(b'D') => {
-                let _ = take(line, b"Caller-Destination-Number", &mut raw.destination)
-                    || take(line, b"Call-Direction", &mut raw.direction);
+                take(line, b"Caller-Destination-Number", &mut raw.destination);
             }
             Some(b'N') => {
                 take(line, b"Caller-Network-Addr", &mut raw.network_addr);
             }
-            Some(b'i') => {
+            Some(b'r') => {
                 take(line, b"Call-Direction", &mut raw.direction);
             }
             _ => {}

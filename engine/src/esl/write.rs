@@ -336,10 +336,8 @@ pub fn serialize_channel_event(name: &str, ev: &CallEvent, host: &Host, out: &mu
     let other = ev.other_leg.map(|o| o.to_string());
     let outbound = ev.direction == Direction::Outbound;
     let dir = if outbound { "outbound" } else { "inbound" };
-    let ip = ev
-        .source_ip
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "198.51.100.7".to_string());
+    // No address: no Caller-Network-Addr header (and empty SIP address variables).
+    let ip = ev.source_ip.map(|i| i.to_string()).unwrap_or_default();
     let t0 = ev
         .timestamp_us
         .saturating_sub(if ended { 65_000_000 } else { 2_000_000 });
@@ -399,7 +397,8 @@ pub fn serialize_channel_event(name: &str, ev: &CallEvent, host: &Host, out: &mu
     };
     header(out, "Answer-State", answer_state);
     if let Some(c) = ev.hangup_cause {
-        header(out, "Hangup-Cause", &c.to_string());
+        // FreeSWITCH prints UNKNOWN for a code it has no name for.
+        header(out, "Hangup-Cause", c.name().unwrap_or("UNKNOWN"));
     }
     if ev.kind != EventKind::ChannelCreate {
         for side in ["Read", "Write"] {
@@ -474,7 +473,9 @@ fn profile(
         h("Callee-ID-Name", "Outbound Call");
         h("Callee-ID-Number", &ev.destination);
     }
-    h("Network-Addr", ip);
+    if !ip.is_empty() {
+        h("Network-Addr", ip);
+    }
     if !ev.caller.is_empty() {
         h("ANI", &ev.caller);
     }
@@ -612,14 +613,14 @@ fn variables(
     if ended {
         let cause = ev
             .hangup_cause
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "NORMAL_CLEARING".to_string());
+            .map(|c| c.name().unwrap_or("UNKNOWN"))
+            .unwrap_or("NORMAL_CLEARING");
         let q850 = ev.hangup_cause.map(|c| c.0).unwrap_or(16);
         let secs = |a: u64, b: u64| (b.saturating_sub(a) / 1_000_000).to_string();
         let (d0, _) = dates(t0);
         let (da, _) = dates(t_answer);
         let (dh, _) = dates(t_hangup);
-        v("hangup_cause", &cause);
+        v("hangup_cause", cause);
         v("hangup_cause_q850", &q850.to_string());
         v("digits_dialed", "none");
         v("start_stamp", &d0);
