@@ -240,6 +240,8 @@ struct Pending {
     header_len: usize,
     /// Body length.
     body_len: usize,
+    /// Where the `Content-Type` value lies, relative to the frame's start.
+    content_type: (usize, usize),
 }
 
 /// The incremental framer. See the module docs.
@@ -425,7 +427,7 @@ impl Framer {
                     self.stats.errors += 1;
                     return Some(Err(e));
                 }
-                Ok(body_len) => {
+                Ok((body_len, content_type)) => {
                     let total = header_len as u64 + body_len;
                     if total > limit as u64 {
                         self.start += header_len;
@@ -443,6 +445,7 @@ impl Framer {
                         header_len,
                         // Bounded by max_frame_size just above.
                         body_len: body_len as usize,
+                        content_type,
                     });
                 }
             }
@@ -470,10 +473,8 @@ impl Framer {
             }
         };
         let content_type = headers
-            .lines()
-            .filter_map(split_header)
-            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-            .map(|(_, v)| ContentType::from_value(v))
+            .get(p.content_type.0..p.content_type.1)
+            .map(ContentType::from_value)
             .unwrap_or(ContentType::Other(""));
         Some(Ok(Frame {
             offset,
@@ -489,8 +490,12 @@ impl Framer {
 }
 
 /// Checks a header block (its lines, each ending in `\n`, without the blank line) and returns the body
-/// length it announces.
-fn parse_header_block(block: &[u8], offset: u64, config: &FramerConfig) -> Result<u64, FrameError> {
+/// length it announces and where its `Content-Type` value lies in the block.
+fn parse_header_block(
+    block: &[u8],
+    offset: u64,
+    config: &FramerConfig,
+) -> Result<(u64, (usize, usize)), FrameError> {
     let Ok(text) = std::str::from_utf8(block) else {
         let bad = block
             .split(|&b| b == b'\n')
@@ -503,9 +508,13 @@ fn parse_header_block(block: &[u8], offset: u64, config: &FramerConfig) -> Resul
         });
     };
     let mut body_len = 0u64;
-    let mut content_type = false;
-    for line in text.lines() {
-        let Some((name, value)) = line.split_once(':') else {
+    let mut content_type = None;
+    let mut line_start = 0;
+    for full in text.split_inclusive('\n') {
+        let at = line_start;
+        line_start += full.len();
+        let line = full.trim_end_matches('\n').trim_end_matches('\r');
+        let Some((name, raw)) = line.split_once(':') else {
             return Err(FrameError::HeaderWithoutColon {
                 offset,
                 line: excerpt(line.as_bytes()),
@@ -518,7 +527,7 @@ fn parse_header_block(block: &[u8], offset: u64, config: &FramerConfig) -> Resul
                 line: excerpt(line.as_bytes()),
             });
         }
-        let value = value.trim_start_matches(' ').trim_end_matches('\r');
+        let value = raw.trim_start_matches(' ');
         if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
             return Err(FrameError::MalformedHeader {
                 offset,
@@ -538,17 +547,18 @@ fn parse_header_block(block: &[u8], offset: u64, config: &FramerConfig) -> Resul
                     });
                 }
             };
-        } else if name.eq_ignore_ascii_case("Content-Type") {
-            content_type = true;
+        } else if content_type.is_none() && name.eq_ignore_ascii_case("Content-Type") {
+            let start = at + name.len() + 1 + (raw.len() - value.len());
+            content_type = Some((start, start + value.len()));
         }
     }
-    if !content_type {
+    let Some(content_type) = content_type else {
         return Err(FrameError::MissingContentType {
             offset,
             first_line: excerpt(text.lines().next().unwrap_or("").as_bytes()),
         });
-    }
-    Ok(body_len)
+    };
+    Ok((body_len, content_type))
 }
 
 /// A short, printable rendering of bad input for an error message.
@@ -590,6 +600,15 @@ mod tests {
         assert_eq!(b.header("content-length"), Some("3"));
         assert!(f.next_frame().is_none());
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn content_type_with_spaces_and_cr() {
+        let mut f = Framer::default();
+        f.push(b"Reply-Text: +OK\r\nContent-Type:   command/reply\r\n\n");
+        let fr = f.next_frame().unwrap().unwrap();
+        assert_eq!(fr.content_type, ContentType::CommandReply);
+        assert_eq!(fr.header("Reply-Text"), Some("+OK"));
     }
 
     #[test]
