@@ -358,15 +358,13 @@ pub fn serialize_channel_event(name: &str, ev: &CallEvent, host: &Host, out: &mu
         EventKind::ChannelBridge | EventKind::ChannelUnbridge
     ) && let Some(o) = &other
     {
-        {
-            let (a, b) = if outbound {
-                (o.as_str(), uuid.as_str())
-            } else {
-                (uuid.as_str(), o.as_str())
-            };
-            header(out, "Bridge-A-Unique-ID", a);
-            header(out, "Bridge-B-Unique-ID", b);
-        }
+        let (a, b) = if outbound {
+            (o.as_str(), uuid.as_str())
+        } else {
+            (uuid.as_str(), o.as_str())
+        };
+        header(out, "Bridge-A-Unique-ID", a);
+        header(out, "Bridge-B-Unique-ID", b);
     }
     header(out, "Channel-State", state);
     header(out, "Channel-Call-State", call_state);
