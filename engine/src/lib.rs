@@ -9,6 +9,7 @@
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
 //! - [`local`]: the embedded business backends, answering from CSV tables.
+//! - [`esl`]: the event socket protocol — framing, event parsing, frame writing — for running over ESL.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod core;
 pub mod domain;
 pub mod engine;
+pub mod esl;
 pub mod event;
 pub mod fsm;
 pub mod id;
