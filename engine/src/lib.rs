@@ -8,6 +8,8 @@
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings.
+//! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
+//!   and degradation; local backends behind the same sink), and admission control.
 #![forbid(unsafe_code)]
 
 pub mod cause;
@@ -18,6 +20,7 @@ pub mod event;
 pub mod id;
 pub mod reason;
 pub mod service;
+pub mod services;
 
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};
