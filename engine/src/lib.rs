@@ -10,6 +10,8 @@
 //! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
 //! - [`local`]: the embedded business backends, answering from CSV tables.
 //! - [`esl`]: the event socket protocol — framing, event parsing, frame writing — for running over ESL.
+//! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
+//!   and degradation; local backends behind the same sink), and admission control.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -28,6 +30,7 @@ pub mod local;
 pub mod reason;
 pub mod registry;
 pub mod service;
+pub mod services;
 pub mod settings;
 pub mod sim;
 pub mod stats;

@@ -1,0 +1,795 @@
+//! The HTTP services' wire contract: the JSON body sent for each request, and how each answer is read,
+//! checked and turned into an [`Outcome`]. `docs/services.md` and `docs/openapi.yaml` describe the same
+//! contract for the people implementing the services; keep the three in step.
+//!
+//! # Choices
+//! - Money travels as a decimal string with at most 6 decimals (`"0.012000"`), never a JSON number: a
+//!   float would round, and the engine counts in millionths.
+//! - Unknown fields in answers are **ignored** (no `deny_unknown_fields`): the services are the operator's
+//!   and evolve on their own schedule; a field added to a service must not turn into refused calls. Every
+//!   field the engine relies on is **required** — including the nullable ones (`"partner": null` must be
+//!   written out), so that an empty `{}` is an error, not a silent "unknown partner".
+//! - Every value is range-checked before it reaches a call: a wrong answer becomes
+//!   `Outcome::Failed(kind, Error)` and the service's fail mode decides, never a crash or a bad bridge.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::domain::{Cdr, Money, PartnerId, PartnerInfo, Rate, Reservation, Route};
+use crate::id::CallId;
+use crate::service::{Outcome, ServiceKind, ServiceRequest};
+
+/// Largest amount of money accepted in an answer: one million units (prices, reservations, costs).
+pub const MAX_MONEY: Money = Money(1_000_000 * Money::MICROS_PER_UNIT);
+/// Most routes accepted in a routing answer.
+pub const MAX_ROUTES: usize = 16;
+/// Longest partner or carrier name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest dial string, in bytes.
+pub const MAX_DIAL_STRING_LEN: usize = 1024;
+/// Longest rate prefix, in characters.
+pub const MAX_PREFIX_LEN: usize = 32;
+/// Billing increment bounds, in seconds.
+pub const INCREMENT_RANGE: std::ops::RangeInclusive<u16> = 1..=3600;
+/// Longest minimum billed duration, in seconds.
+pub const MAX_MINIMUM_S: u16 = 3600;
+
+/// One HTTP operation: which service, which path under its URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    IdentifyPartner,
+    Authenticate,
+    Reserve,
+    Commit,
+    Release,
+    Rate,
+    Route,
+    Cdr,
+}
+
+impl Operation {
+    pub fn of(request: &ServiceRequest) -> Operation {
+        match request {
+            ServiceRequest::IdentifyPartner { .. } => Operation::IdentifyPartner,
+            ServiceRequest::Authenticate { .. } => Operation::Authenticate,
+            ServiceRequest::ReserveBalance { .. } => Operation::Reserve,
+            ServiceRequest::CommitBalance { .. } => Operation::Commit,
+            ServiceRequest::ReleaseBalance { .. } => Operation::Release,
+            ServiceRequest::Rate { .. } => Operation::Rate,
+            ServiceRequest::Route { .. } => Operation::Route,
+            ServiceRequest::WriteCdr(_) => Operation::Cdr,
+        }
+    }
+
+    pub const fn service(self) -> ServiceKind {
+        match self {
+            Operation::IdentifyPartner => ServiceKind::Partner,
+            Operation::Authenticate => ServiceKind::Auth,
+            Operation::Reserve | Operation::Commit | Operation::Release => ServiceKind::Balance,
+            Operation::Rate => ServiceKind::Rating,
+            Operation::Route => ServiceKind::Routing,
+            Operation::Cdr => ServiceKind::Cdr,
+        }
+    }
+
+    /// Appended to the service's URL: the balance service has three operations, the others one.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Operation::Reserve => "/reserve",
+            Operation::Commit => "/commit",
+            Operation::Release => "/release",
+            _ => "",
+        }
+    }
+
+    /// Settlement operations must not be lost: retried, then spooled.
+    pub const fn is_settlement(self) -> bool {
+        matches!(
+            self,
+            Operation::Commit | Operation::Release | Operation::Cdr
+        )
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Operation::IdentifyPartner => "identify_partner",
+            Operation::Authenticate => "authenticate",
+            Operation::Reserve => "reserve",
+            Operation::Commit => "commit",
+            Operation::Release => "release",
+            Operation::Rate => "rate",
+            Operation::Route => "route",
+            Operation::Cdr => "cdr",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn money<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(m)
+}
+
+fn opt_money<S: Serializer>(m: &Option<Money>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.collect_str(m),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Serialize)]
+struct PartnerRequest {
+    call_id: CallId,
+    source_ip: Option<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct AuthRequest<'a> {
+    call_id: CallId,
+    partner_id: PartnerId,
+    source_ip: Option<IpAddr>,
+    caller: &'a str,
+    destination: &'a str,
+    auth_user: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReserveRequest {
+    call_id: CallId,
+    partner_id: PartnerId,
+    #[serde(serialize_with = "money")]
+    amount: Money,
+}
+
+#[derive(Serialize)]
+struct CommitRequest {
+    call_id: CallId,
+    partner_id: PartnerId,
+    reservation_id: u64,
+    #[serde(serialize_with = "money")]
+    reserved: Money,
+    #[serde(serialize_with = "money")]
+    cost: Money,
+}
+
+#[derive(Serialize)]
+struct ReleaseRequest {
+    call_id: CallId,
+    partner_id: PartnerId,
+    reservation_id: u64,
+    #[serde(serialize_with = "money")]
+    amount: Money,
+}
+
+#[derive(Serialize)]
+struct DestinationRequest<'a> {
+    call_id: CallId,
+    partner_id: PartnerId,
+    destination: &'a str,
+}
+
+#[derive(Serialize)]
+struct CdrRequest<'a> {
+    call_id: CallId,
+    caller: &'a str,
+    destination: &'a str,
+    source_ip: Option<IpAddr>,
+    partner: Option<&'a str>,
+    final_state: &'a str,
+    reason: Option<&'a str>,
+    hangup_cause: String,
+    hangup_cause_code: u16,
+    carrier: Option<&'a str>,
+    #[serde(serialize_with = "opt_money")]
+    rate_per_minute: Option<Money>,
+    setup_us: Option<u64>,
+    talk_s: u64,
+    billed_s: u64,
+    #[serde(serialize_with = "money")]
+    cost: Money,
+    started_at_us: u64,
+    ended_at_us: u64,
+}
+
+fn cdr_body(cdr: &Cdr) -> CdrRequest<'_> {
+    CdrRequest {
+        call_id: cdr.uuid,
+        caller: &cdr.caller,
+        destination: &cdr.destination,
+        source_ip: cdr.source_ip,
+        partner: cdr.partner.as_deref(),
+        final_state: cdr.final_state,
+        reason: cdr.reason,
+        hangup_cause: cdr.hangup_cause.to_string(),
+        hangup_cause_code: cdr.hangup_cause.0,
+        carrier: cdr.carrier.as_deref(),
+        rate_per_minute: cdr.rate_per_minute,
+        setup_us: cdr.setup_us,
+        talk_s: cdr.talk_s,
+        billed_s: cdr.billed_s,
+        cost: cdr.cost,
+        started_at_us: cdr.started_at_us,
+        ended_at_us: cdr.ended_at_us,
+    }
+}
+
+/// The JSON body for `request`.
+pub fn encode(request: &ServiceRequest) -> serde_json::Value {
+    let value = match request {
+        ServiceRequest::IdentifyPartner { call, source_ip } => {
+            serde_json::to_value(PartnerRequest {
+                call_id: *call,
+                source_ip: *source_ip,
+            })
+        }
+        ServiceRequest::Authenticate {
+            call,
+            partner,
+            source_ip,
+            caller,
+            destination,
+            auth_user,
+        } => serde_json::to_value(AuthRequest {
+            call_id: *call,
+            partner_id: *partner,
+            source_ip: *source_ip,
+            caller,
+            destination,
+            auth_user,
+        }),
+        ServiceRequest::ReserveBalance {
+            call,
+            partner,
+            amount,
+        } => serde_json::to_value(ReserveRequest {
+            call_id: *call,
+            partner_id: *partner,
+            amount: *amount,
+        }),
+        ServiceRequest::CommitBalance {
+            call,
+            partner,
+            reservation,
+            cost,
+        } => serde_json::to_value(CommitRequest {
+            call_id: *call,
+            partner_id: *partner,
+            reservation_id: reservation.id,
+            reserved: reservation.amount,
+            cost: *cost,
+        }),
+        ServiceRequest::ReleaseBalance {
+            call,
+            partner,
+            reservation,
+        } => serde_json::to_value(ReleaseRequest {
+            call_id: *call,
+            partner_id: *partner,
+            reservation_id: reservation.id,
+            amount: reservation.amount,
+        }),
+        ServiceRequest::Rate {
+            call,
+            partner,
+            destination,
+        }
+        | ServiceRequest::Route {
+            call,
+            partner,
+            destination,
+        } => serde_json::to_value(DestinationRequest {
+            call_id: *call,
+            partner_id: *partner,
+            destination,
+        }),
+        ServiceRequest::WriteCdr(cdr) => serde_json::to_value(cdr_body(cdr)),
+    };
+    // Serialising these plain structs into a Value cannot fail (no maps with non-string keys, no I/O).
+    value.unwrap_or(serde_json::Value::Null)
+}
+
+/// Why an answer was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    /// Not JSON, or not the shape of the contract (missing or mistyped field).
+    #[error("answer is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Well-formed, but a value is out of range.
+    #[error("answer has an invalid value: {0}")]
+    Value(String),
+}
+
+fn invalid(text: impl Into<String>) -> Invalid {
+    Invalid::Value(text.into())
+}
+
+/// A money string from an answer: decimal, at most 6 decimals, `0 ≤ value ≤ MAX_MONEY`.
+fn parse_money(field: &str, text: &str) -> Result<Money, Invalid> {
+    let m = Money::parse(text).ok_or_else(|| {
+        invalid(format!(
+            "{field}: {text:?} is not a decimal amount with at most 6 decimals"
+        ))
+    })?;
+    if m < Money::ZERO || m > MAX_MONEY {
+        return Err(invalid(format!(
+            "{field}: {text} is outside 0..={MAX_MONEY}"
+        )));
+    }
+    Ok(m)
+}
+
+/// A name or label: 1..=max bytes, no control characters.
+fn check_text(field: &str, text: &str, max: usize) -> Result<CompactString, Invalid> {
+    if text.is_empty() || text.len() > max {
+        return Err(invalid(format!(
+            "{field}: length {} is outside 1..={max} bytes",
+            text.len()
+        )));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(invalid(format!(
+            "{field}: contains control character {c:?}"
+        )));
+    }
+    Ok(CompactString::from(text))
+}
+
+/// Makes a nullable field required: `null` is accepted, a missing field is not.
+fn nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+#[derive(Deserialize)]
+struct PartnerAnswer {
+    #[serde(deserialize_with = "nullable")]
+    partner: Option<PartnerBody>,
+}
+
+#[derive(Deserialize)]
+struct PartnerBody {
+    id: PartnerId,
+    name: String,
+    max_concurrent: u32,
+}
+
+#[derive(Deserialize)]
+struct AuthAnswer {
+    allowed: bool,
+    /// Logged with the call, for operators.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReserveAnswer {
+    reserved: bool,
+    #[serde(default)]
+    reservation_id: Option<u64>,
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RateAnswer {
+    #[serde(deserialize_with = "nullable")]
+    rate: Option<RateBody>,
+}
+
+#[derive(Deserialize)]
+struct RateBody {
+    per_minute: String,
+    increment: u16,
+    minimum: u16,
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+struct RouteAnswer {
+    routes: Vec<RouteBody>,
+}
+
+#[derive(Deserialize)]
+struct RouteBody {
+    carrier: String,
+    dial_string: String,
+    cost_per_minute: String,
+}
+
+/// Reads a 2xx answer to `operation`. Settlement answers (commit, release, CDR) are not read: any 2xx is
+/// success, and they yield no outcome (`Ok(None)`).
+pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<Outcome>, Invalid> {
+    let outcome = match operation {
+        Operation::IdentifyPartner => {
+            let answer: PartnerAnswer = serde_json::from_slice(body)?;
+            match answer.partner {
+                None => Outcome::PartnerUnknown,
+                Some(p) => Outcome::PartnerFound(PartnerInfo {
+                    id: p.id,
+                    name: check_text("partner.name", &p.name, MAX_NAME_LEN)?,
+                    max_concurrent: p.max_concurrent,
+                }),
+            }
+        }
+        Operation::Authenticate => {
+            let answer: AuthAnswer = serde_json::from_slice(body)?;
+            if answer.allowed {
+                Outcome::AuthOk
+            } else {
+                if let Some(reason) = answer.reason {
+                    log::info!(
+                        "call {call}: auth service denied the call: {}",
+                        truncate(&reason, 200)
+                    );
+                }
+                Outcome::AuthDenied
+            }
+        }
+        Operation::Reserve => {
+            let answer: ReserveAnswer = serde_json::from_slice(body)?;
+            if !answer.reserved {
+                Outcome::BalanceInsufficient
+            } else {
+                let id = answer
+                    .reservation_id
+                    .ok_or_else(|| invalid("reservation_id: required when reserved is true"))?;
+                let text = answer
+                    .amount
+                    .ok_or_else(|| invalid("amount: required when reserved is true"))?;
+                let amount = parse_money("amount", &text)?;
+                if amount == Money::ZERO {
+                    return Err(invalid(
+                        "amount: a reservation must be above zero (answer reserved:false instead)",
+                    ));
+                }
+                Outcome::BalanceReserved(Reservation { id, amount })
+            }
+        }
+        Operation::Rate => {
+            let answer: RateAnswer = serde_json::from_slice(body)?;
+            match answer.rate {
+                None => Outcome::RateNone,
+                Some(r) => Outcome::RateFound(check_rate(r)?),
+            }
+        }
+        Operation::Route => {
+            let answer: RouteAnswer = serde_json::from_slice(body)?;
+            if answer.routes.len() > MAX_ROUTES {
+                return Err(invalid(format!(
+                    "routes: {} routes, at most {MAX_ROUTES} are accepted",
+                    answer.routes.len()
+                )));
+            }
+            if answer.routes.is_empty() {
+                Outcome::RoutesNone
+            } else {
+                let routes = answer
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| check_route(i, r))
+                    .collect::<Result<Vec<Route>, Invalid>>()?;
+                Outcome::RoutesFound(Arc::from(routes))
+            }
+        }
+        Operation::Commit | Operation::Release | Operation::Cdr => return Ok(None),
+    };
+    Ok(Some(outcome))
+}
+
+fn check_rate(r: RateBody) -> Result<Rate, Invalid> {
+    let per_minute = parse_money("rate.per_minute", &r.per_minute)?;
+    if !INCREMENT_RANGE.contains(&r.increment) {
+        return Err(invalid(format!(
+            "rate.increment: {} is outside {}..={} seconds",
+            r.increment,
+            INCREMENT_RANGE.start(),
+            INCREMENT_RANGE.end()
+        )));
+    }
+    if r.minimum > MAX_MINIMUM_S {
+        return Err(invalid(format!(
+            "rate.minimum: {} is above {MAX_MINIMUM_S} seconds",
+            r.minimum
+        )));
+    }
+    let digits = r.prefix.strip_prefix('+').unwrap_or(&r.prefix);
+    if r.prefix.len() > MAX_PREFIX_LEN || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!(
+            "rate.prefix: {:?} is not up to {MAX_PREFIX_LEN} digits",
+            truncate(&r.prefix, 40)
+        )));
+    }
+    Ok(Rate {
+        per_minute,
+        increment_s: r.increment,
+        minimum_s: r.minimum,
+        // At most MAX_PREFIX_LEN (32) bytes: fits.
+        prefix_len: r.prefix.len() as u8,
+    })
+}
+
+/// Checks a dial string: FreeSWITCH must get exactly one bridge target per route.
+pub fn check_dial_string(field: &str, dial: &str) -> Result<CompactString, Invalid> {
+    let dial = check_text(field, dial, MAX_DIAL_STRING_LEN)?;
+    if dial.contains('|') {
+        return Err(invalid(format!(
+            "{field}: contains '|' (failover between routes is the engine's; send one route per entry)"
+        )));
+    }
+    Ok(dial)
+}
+
+fn check_route(i: usize, r: &RouteBody) -> Result<Route, Invalid> {
+    Ok(Route {
+        carrier: check_text(&format!("routes[{i}].carrier"), &r.carrier, MAX_NAME_LEN)?,
+        dial_string: check_dial_string(&format!("routes[{i}].dial_string"), &r.dial_string)?,
+        cost_per_minute: parse_money(&format!("routes[{i}].cost_per_minute"), &r.cost_per_minute)?,
+    })
+}
+
+/// At most `max` characters of `text`, for messages.
+pub fn truncate(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HangupCause;
+
+    fn call() -> CallId {
+        CallId::from_u128(0xabc)
+    }
+
+    #[test]
+    fn request_bodies_follow_the_contract() {
+        let body = encode(&ServiceRequest::IdentifyPartner {
+            call: call(),
+            source_ip: Some("203.0.113.7".parse().unwrap()),
+        });
+        assert_eq!(
+            body,
+            serde_json::json!({"call_id": "00000000-0000-0000-0000-000000000abc", "source_ip": "203.0.113.7"})
+        );
+        let body = encode(&ServiceRequest::CommitBalance {
+            call: call(),
+            partner: 4,
+            reservation: Reservation {
+                id: 99,
+                amount: Money(1_000_000),
+            },
+            cost: Money(12_000),
+        });
+        assert_eq!(
+            body,
+            serde_json::json!({"call_id": "00000000-0000-0000-0000-000000000abc", "partner_id": 4,
+                "reservation_id": 99, "reserved": "1.000000", "cost": "0.012000"})
+        );
+        let cdr = Cdr {
+            uuid: call(),
+            caller: "100".into(),
+            destination: "4420".into(),
+            source_ip: None,
+            partner: Some("acme".into()),
+            final_state: "COMPLETED",
+            reason: None,
+            hangup_cause: HangupCause::NORMAL_CLEARING,
+            carrier: None,
+            rate_per_minute: Some(Money(12_000)),
+            setup_us: Some(900),
+            talk_s: 61,
+            billed_s: 66,
+            cost: Money(13_200),
+            started_at_us: 1,
+            ended_at_us: 2,
+        };
+        let body = encode(&ServiceRequest::WriteCdr(Box::new(cdr)));
+        assert_eq!(body["hangup_cause"], "NORMAL_CLEARING");
+        assert_eq!(body["hangup_cause_code"], 16);
+        assert_eq!(body["cost"], "0.013200");
+        assert_eq!(body["rate_per_minute"], "0.012000");
+        assert_eq!(body["carrier"], serde_json::Value::Null);
+    }
+
+    fn ok(op: Operation, body: &str) -> Outcome {
+        decode(op, call(), body.as_bytes()).unwrap().unwrap()
+    }
+
+    fn bad(op: Operation, body: &str) -> String {
+        decode(op, call(), body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn partner_answers() {
+        assert_eq!(
+            ok(
+                Operation::IdentifyPartner,
+                r#"{"partner":{"id":7,"name":"acme","max_concurrent":30},"extra":1}"#
+            ),
+            Outcome::PartnerFound(PartnerInfo {
+                id: 7,
+                name: "acme".into(),
+                max_concurrent: 30
+            })
+        );
+        assert_eq!(
+            ok(Operation::IdentifyPartner, r#"{"partner":null}"#),
+            Outcome::PartnerUnknown
+        );
+        assert!(bad(Operation::IdentifyPartner, "{}").contains("missing field `partner`"));
+        assert!(
+            bad(
+                Operation::IdentifyPartner,
+                r#"{"partner":{"id":-1,"name":"a","max_concurrent":1}}"#
+            )
+            .contains("expected JSON")
+        );
+        assert!(
+            bad(
+                Operation::IdentifyPartner,
+                r#"{"partner":{"id":1,"name":"a\nb","max_concurrent":1}}"#
+            )
+            .contains("control character")
+        );
+        assert!(
+            bad(
+                Operation::IdentifyPartner,
+                r#"{"partner":{"id":1,"name":"","max_concurrent":1}}"#
+            )
+            .contains("partner.name")
+        );
+        assert!(bad(Operation::IdentifyPartner, "<html>").contains("expected JSON"));
+    }
+
+    #[test]
+    fn auth_and_balance_answers() {
+        assert_eq!(
+            ok(Operation::Authenticate, r#"{"allowed":true}"#),
+            Outcome::AuthOk
+        );
+        assert_eq!(
+            ok(
+                Operation::Authenticate,
+                r#"{"allowed":false,"reason":"ip not allowed"}"#
+            ),
+            Outcome::AuthDenied
+        );
+        assert!(bad(Operation::Authenticate, r#"{"allowed":"yes"}"#).contains("expected JSON"));
+        assert_eq!(
+            ok(
+                Operation::Reserve,
+                r#"{"reserved":true,"reservation_id":12,"amount":"1.5"}"#
+            ),
+            Outcome::BalanceReserved(Reservation {
+                id: 12,
+                amount: Money(1_500_000)
+            })
+        );
+        assert_eq!(
+            ok(Operation::Reserve, r#"{"reserved":false}"#),
+            Outcome::BalanceInsufficient
+        );
+        for body in [
+            r#"{"reserved":true,"amount":"1.0"}"#,
+            r#"{"reserved":true,"reservation_id":1}"#,
+            r#"{"reserved":true,"reservation_id":1,"amount":"-1.0"}"#,
+            r#"{"reserved":true,"reservation_id":1,"amount":"0"}"#,
+            r#"{"reserved":true,"reservation_id":1,"amount":"1000000.000001"}"#,
+            r#"{"reserved":true,"reservation_id":1,"amount":"0.0000001"}"#,
+            r#"{"reserved":true,"reservation_id":1,"amount":1.0}"#,
+        ] {
+            assert!(
+                decode(Operation::Reserve, call(), body.as_bytes()).is_err(),
+                "{body}"
+            );
+        }
+        assert_eq!(decode(Operation::Commit, call(), b"").unwrap(), None);
+    }
+
+    #[test]
+    fn rate_answers() {
+        assert_eq!(
+            ok(
+                Operation::Rate,
+                r#"{"rate":{"per_minute":"0.012000","increment":6,"minimum":0,"prefix":"4420"}}"#
+            ),
+            Outcome::RateFound(Rate {
+                per_minute: Money(12_000),
+                increment_s: 6,
+                minimum_s: 0,
+                prefix_len: 4
+            })
+        );
+        assert_eq!(ok(Operation::Rate, r#"{"rate":null}"#), Outcome::RateNone);
+        let rate = |per: &str, inc: i64, min: i64, prefix: &str| {
+            format!(
+                r#"{{"rate":{{"per_minute":"{per}","increment":{inc},"minimum":{min},"prefix":"{prefix}"}}}}"#
+            )
+        };
+        assert!(bad(Operation::Rate, &rate("0.01", 0, 0, "44")).contains("increment"));
+        assert!(bad(Operation::Rate, &rate("0.01", 3601, 0, "44")).contains("increment"));
+        assert!(
+            decode(
+                Operation::Rate,
+                call(),
+                rate("0.01", 3600, 3600, "+44").as_bytes()
+            )
+            .is_ok()
+        );
+        assert!(bad(Operation::Rate, &rate("0.01", 6, 3601, "44")).contains("minimum"));
+        assert!(bad(Operation::Rate, &rate("-0.01", 6, 0, "44")).contains("outside"));
+        assert!(bad(Operation::Rate, &rate("0.01", 6, 0, "44a")).contains("prefix"));
+        assert!(bad(Operation::Rate, &rate("0.01", 6, 0, &"4".repeat(33))).contains("prefix"));
+        assert!(bad(Operation::Rate, &rate("0.01", 70000, 0, "4")).contains("expected JSON"));
+    }
+
+    #[test]
+    fn route_answers() {
+        let got = ok(
+            Operation::Route,
+            r#"{"routes":[{"carrier":"a","dial_string":"sofia/gateway/a/4420","cost_per_minute":"0.005"}]}"#,
+        );
+        let Outcome::RoutesFound(routes) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(routes[0].dial_string, "sofia/gateway/a/4420");
+        assert_eq!(routes[0].cost_per_minute, Money(5_000));
+        assert_eq!(
+            ok(Operation::Route, r#"{"routes":[]}"#),
+            Outcome::RoutesNone
+        );
+        assert!(bad(Operation::Route, r#"{"routes":null}"#).contains("expected JSON"));
+        let route = r#"{"carrier":"a","dial_string":"sofia/gateway/a/1","cost_per_minute":"0"}"#;
+        let many = format!(r#"{{"routes":[{}]}}"#, vec![route; 17].join(","));
+        assert!(bad(Operation::Route, &many).contains("at most 16"));
+        let sixteen = format!(r#"{{"routes":[{}]}}"#, vec![route; 16].join(","));
+        assert!(decode(Operation::Route, call(), sixteen.as_bytes()).is_ok());
+        for dial in [
+            r"sofia/gateway/a/1\nhangup",
+            r"sofia/gateway/a/1\r",
+            "sofia/gateway/a/1|sofia/gateway/b/1",
+            "",
+        ] {
+            let body = format!(
+                r#"{{"routes":[{{"carrier":"a","dial_string":"{dial}","cost_per_minute":"0"}}]}}"#
+            );
+            assert!(
+                bad(Operation::Route, &body).contains("routes[0].dial_string"),
+                "{dial}"
+            );
+        }
+        let long = "x".repeat(MAX_DIAL_STRING_LEN + 1);
+        let body = format!(
+            r#"{{"routes":[{{"carrier":"a","dial_string":"{long}","cost_per_minute":"0"}}]}}"#
+        );
+        assert!(bad(Operation::Route, &body).contains("outside 1..=1024"));
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all give an outcome or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            for op in [Operation::IdentifyPartner, Operation::Authenticate, Operation::Reserve,
+                       Operation::Rate, Operation::Route] {
+                let _ = decode(op, call(), &bytes);
+            }
+        }
+    }
+}
