@@ -17,6 +17,7 @@ use crate::domain::{PartnerId, Rate, Reservation, Routes};
 use crate::fsm::{Guard, Symbol, Table, Transition};
 use crate::id::CallId;
 use crate::reason::Reason;
+use crate::services::admission::AdmitTicket;
 use crate::symbol_enum;
 
 symbol_enum! {
@@ -144,6 +145,8 @@ use Reason::*;
 /// Every transition a call can take.
 pub static CALL_TRANSITIONS: &[Row] = rows! {
     Created, ChannelCreate => PartnerIdentification [LookupPartner];
+    // Shed before any work while the engine is overloaded.
+    Created, AdmissionDenied => Rejected [Reject(LimitReached)];
 
     PartnerIdentification, PartnerFound => Authentication [Authenticate];
     PartnerIdentification, PartnerUnknown => Rejected [Reject(UnknownPartner)];
@@ -388,7 +391,6 @@ pub mod flags {
 
 /// Everything the engine keeps about one live call: small and fixed-size (strings inline when short),
 /// so that 100,000 calls fit in a few tens of megabytes.
-#[derive(Clone)]
 pub struct Call {
     /// The a-leg channel's UUID.
     pub id: CallId,
@@ -427,6 +429,8 @@ pub struct Call {
     pub reservation: Option<Reservation>,
     pub rate: Option<Rate>,
     pub routes: Option<Routes>,
+    /// The call's place in admission control, given back when it ends.
+    pub admitted: Option<AdmitTicket>,
     pub caller: CompactString,
     pub destination: CompactString,
     pub auth_user: CompactString,
@@ -462,6 +466,7 @@ impl Call {
             reservation: None,
             rate: None,
             routes: None,
+            admitted: None,
             caller: CompactString::const_new(""),
             destination: CompactString::const_new(""),
             auth_user: CompactString::const_new(""),

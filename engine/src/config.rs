@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::domain::Money;
 use crate::reason::CauseMap;
+use crate::services::admission::{AdmissionConfig, CpsLimit};
 
 /// What the engine thread itself needs to know. Services, backends and the host have their own sections.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +33,8 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// Hangup cause for each refusal reason.
     pub causes: CauseMap,
+    /// Global call limits and overload shedding (per-partner limits come with the partner).
+    pub admission: AdmissionConfig,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +52,15 @@ impl Default for EngineConfig {
             finished_ids: 65_536,
             shutdown_grace: Duration::from_secs(5),
             causes: CauseMap::default(),
+            admission: AdmissionConfig {
+                max_concurrent: 0,
+                cps: CpsLimit::default(),
+                // Shed new calls (never events of live ones) once the engine falls well behind.
+                shed_queue_depth: 32_768,
+                // Off by default: the age is read against FreeSWITCH's `Event-Date-Timestamp`, which over
+                // ESL may come from another host's clock.
+                shed_queue_age: Duration::ZERO,
+            },
         }
     }
 }

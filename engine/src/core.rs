@@ -4,7 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use compact_str::{CompactString, ToCompactString};
 use crossbeam_channel::Sender;
@@ -27,6 +27,7 @@ use crate::id::CallId;
 use crate::reason::Reason;
 use crate::registry::{Leg, Registry};
 use crate::service::{Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink};
+use crate::services::admission::{Admission, AdmissionStats, PartnerLimits};
 use crate::stats::{Counters, Stats};
 
 /// What a dialplan app waiting on a call is told.
@@ -95,10 +96,9 @@ pub struct CallSummary {
     pub age_ms: u64,
 }
 
-/// A live partner: its name and how many of its calls are live (for concurrency limits).
+/// A partner seen by the engine: its name, for `rtc_partner` and CDRs.
 struct PartnerSlot {
     name: CompactString,
-    live: u32,
 }
 
 /// The engine's state and logic.
@@ -116,6 +116,12 @@ pub struct Core {
     /// Inputs a transition asked for (e.g. DISPATCH after the decision), applied after the current one.
     followups: VecDeque<(CallId, Input)>,
     partners: HashMap<PartnerId, PartnerSlot, RandomState>,
+    /// Global and per-partner limits, and overload shedding.
+    admission: Admission,
+    /// Instant matching engine time 0, for admission's rate limiters.
+    origin: Instant,
+    /// Events waiting in the intake queue, as last told by the engine loop (for shedding).
+    backlog: usize,
     /// Dialplan apps waiting for a call's decision.
     waiters: HashMap<CallId, Sender<Decision>, RandomState>,
     pub(crate) counters: Counters,
@@ -136,7 +142,11 @@ impl Core {
         clock: Clock,
     ) -> Self {
         let now = clock.now_us();
+        let origin = Instant::now() - Duration::from_micros(now);
         Core {
+            admission: Admission::new(cfg.admission.clone(), origin),
+            origin,
+            backlog: 0,
             registry: Registry::new(cfg.finished_ids, cfg.finished_traces),
             next_sweep_us: now + cfg.sweep_interval.as_micros() as u64,
             cfg,
@@ -170,6 +180,15 @@ impl Core {
 
     pub fn now_us(&self) -> u64 {
         self.clock.now_us()
+    }
+
+    /// How many events wait in the intake queue (told by the engine loop; drives shedding).
+    pub fn set_backlog(&mut self, events: usize) {
+        self.backlog = events;
+    }
+
+    pub fn admission(&self) -> AdmissionStats {
+        self.admission.stats()
     }
 
     // ---- intake -------------------------------------------------------------------------------
@@ -290,7 +309,17 @@ impl Core {
         self.counters.calls_created += 1;
         let deadline = self.cfg.setup_timeout;
         self.arm(slot, Input::SetupTimeout, deadline.as_millis() as u64);
-        self.apply(slot, Input::ChannelCreate, false);
+        let age = Duration::from_micros(match ev.timestamp_us {
+            0 => 0,
+            ts => epoch_us().saturating_sub(ts),
+        });
+        match self.admission.shed(self.backlog, age) {
+            Ok(()) => self.apply(slot, Input::ChannelCreate, false),
+            Err(limit) => {
+                log::warn!("call {}: shed: {limit}", ev.uuid);
+                self.apply(slot, Input::AdmissionDenied, false);
+            }
+        }
         if ev.kind == EventKind::ChannelPark {
             let id = ev.uuid;
             self.followups.push_back((id, Input::ChannelPark));
@@ -380,18 +409,7 @@ impl Core {
             return;
         };
         let input = match &result.outcome {
-            Outcome::PartnerFound(p) => {
-                if p.max_concurrent > 0
-                    && self
-                        .partners
-                        .get(&p.id)
-                        .is_some_and(|s| s.live >= p.max_concurrent)
-                {
-                    Input::AdmissionDenied
-                } else {
-                    Input::PartnerFound
-                }
-            }
+            Outcome::PartnerFound(_) => Input::PartnerFound,
             Outcome::PartnerUnknown => Input::PartnerUnknown,
             Outcome::AuthOk => Input::AuthOk,
             Outcome::AuthDenied => Input::AuthDenied,
@@ -427,17 +445,35 @@ impl Core {
             self.release_orphan(&result);
             return;
         }
+        let mut input = input;
+        if let Outcome::PartnerFound(p) = &result.outcome {
+            let limits = PartnerLimits {
+                max_concurrent: p.max_concurrent,
+                ..PartnerLimits::default()
+            };
+            let now = self.origin + Duration::from_micros(self.now_us);
+            match self.admission.admit(p.id, limits, now) {
+                Ok(ticket) => {
+                    if let Some(call) = self.registry.get_mut(slot) {
+                        call.admitted = Some(ticket);
+                    }
+                }
+                Err(limit) => {
+                    log::info!("call {id}: refused: {limit}");
+                    input = Input::AdmissionDenied;
+                }
+            }
+        }
         if let Some(call) = self.registry.get_mut(slot) {
             match result.outcome {
                 Outcome::PartnerFound(p) if input == Input::PartnerFound => {
                     call.partner = p.id;
-                    let slot = self.partners.entry(p.id).or_insert(PartnerSlot {
-                        name: p.name.clone(),
-                        live: 0,
-                    });
-                    slot.live += 1;
-                    if slot.name != p.name {
-                        slot.name = p.name;
+                    match self.partners.get_mut(&p.id) {
+                        Some(slot) if slot.name == p.name => {}
+                        Some(slot) => slot.name = p.name,
+                        None => {
+                            self.partners.insert(p.id, PartnerSlot { name: p.name });
+                        }
                     }
                 }
                 Outcome::BalanceReserved(r) => call.reservation = Some(r),
@@ -751,13 +787,10 @@ impl Core {
             };
             self.submit(req);
         }
-        let partner = match self.partners.get_mut(&call.partner) {
-            Some(p) => {
-                p.live = p.live.saturating_sub(1);
-                Some(p.name.clone())
-            }
-            None => None,
-        };
+        if let Some(ticket) = call.admitted.take() {
+            self.admission.release(ticket);
+        }
+        let partner = self.partners.get(&call.partner).map(|p| p.name.clone());
         match call.state {
             CallState::Completed => self.counters.completed += 1,
             CallState::Rejected => self.counters.rejected += 1,

@@ -297,6 +297,7 @@ fn run(
             }
         }
         let mut got = 0;
+        core.set_backlog(events.len());
         while got < 256 {
             match events.try_recv() {
                 Ok(ev) => {

@@ -594,3 +594,42 @@ fn a_failed_attempts_late_events_do_not_touch_the_next_attempt() {
     assert_eq!(r.state(1), Some(CallState::Connected));
     assert_eq!(r.core.stats().after_end_events, 1);
 }
+
+#[test]
+fn global_limit_and_overload_shedding_refuse_new_calls_only() {
+    let mut cfg = config();
+    cfg.admission.max_concurrent = 1;
+    cfg.admission.shed_queue_depth = 100;
+    let mut r = rig_with(ScriptedServices::all_yes(), cfg, FailModes::default());
+    r.a(1, EventKind::ChannelCreate);
+    r.a(2, EventKind::ChannelCreate);
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    assert_eq!(r.core.call(&id(2)).unwrap().reason, Some("limit_reached"));
+    r.hangup(1, HangupCause::NORMAL_CLEARING);
+    // The engine lags: new calls are shed before any service is asked, live ones carry on.
+    r.a(3, EventKind::ChannelCreate);
+    r.core.set_backlog(101);
+    let asked = r.requests().len();
+    r.a(4, EventKind::ChannelCreate);
+    assert_eq!(r.state(4), Some(CallState::Rejected));
+    assert_eq!(
+        r.requests().len(),
+        asked,
+        "a shed call costs no service request"
+    );
+    r.a(3, EventKind::ChannelPark);
+    assert_eq!(r.state(3), Some(CallState::Connecting));
+    let admission = r.core.admission();
+    assert!(
+        admission
+            .refused
+            .iter()
+            .any(|(n, c)| *n == "queue_depth" && *c == 1)
+    );
+    assert!(
+        admission
+            .refused
+            .iter()
+            .any(|(n, c)| *n == "global_concurrent" && *c == 1)
+    );
+}

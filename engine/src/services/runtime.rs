@@ -158,7 +158,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(name, THREAD_NAME);
-        assert!(rt.live_threads() >= 2);
+        // Workers start as the runtime wakes them: at least the one that ran the task is up.
+        assert!(rt.live_threads() >= 1);
         // A task that would run forever is cancelled.
         rt.handle().spawn(async {
             loop {
