@@ -17,9 +17,6 @@ use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW, Symbol};
 /// Path of the fake core built by this crate's build script.
 pub const FAKEHOST_SO: &str = env!("FAKEHOST_SO");
 
-/// FreeSWITCH's `switch_status_t` success value.
-pub const SUCCESS: i32 = 0;
-
 /// The fake core, loaded once per process.
 pub struct FakeHost {
     /// Kept loaded for the life of the process: the module's imports resolve into it.
@@ -124,7 +121,7 @@ impl FakeHost {
     }
 
     /// Runs API `name` with `cmd`: `(status, output)`, or `None` when no such API is registered.
-    pub fn api(&self, name: &str, cmd: &str) -> Option<(i32, String)> {
+    pub fn api(&self, name: &str, cmd: &str) -> Option<(u32, String)> {
         let f: Symbol<
             unsafe extern "C" fn(*const c_char, *const c_char, *mut *mut c_char) -> c_int,
         > = self.sym("fakehost_api");
@@ -132,7 +129,9 @@ impl FakeHost {
         // SAFETY: strings are NUL-terminated; `out` receives a malloc'd string.
         let status = unsafe { f(c(name).as_ptr(), c(cmd).as_ptr(), &mut out) };
         let text = self.take_string(out);
-        (status >= 0).then(|| (status, text.unwrap_or_default()))
+        u32::try_from(status)
+            .ok()
+            .map(|status| (status, text.unwrap_or_default()))
     }
 
     /// `"<description>|<syntax>"` of a registered API (`app = false`) or app (`app = true`).
@@ -216,18 +215,20 @@ impl FakeHost {
     }
 }
 
-/// Where cargo put `libmod_rtc_core.so` for this test run: `RTC_MODULE_SO`, else beside the test binary's
-/// `deps/` directory.
+/// Where cargo put `libmod_rtc_core.so` for this test run: `RTC_MODULE_SO`, else the test binary's own
+/// `deps/` directory (where `cargo test` builds the cdylib with the features of this run), else its parent
+/// (`cargo build` output).
 pub fn module_path() -> PathBuf {
     if let Some(p) = std::env::var_os("RTC_MODULE_SO") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    dir.join("libmod_rtc_core.so")
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let beside = deps.join("libmod_rtc_core.so");
+    if beside.is_file() {
+        return beside;
+    }
+    deps.parent().unwrap_or(deps).join("libmod_rtc_core.so")
 }
 
 /// The module, dlopen'ed. Dropping it dlcloses it.
