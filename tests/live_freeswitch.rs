@@ -137,6 +137,7 @@ fn config(dir: &Path, esl_port: u16) {
   <extension name="rtc"><condition field="destination_number" expression="^rtc(\d+)$">
     <action application="rtc_core"/>
     <action application="answer"/>
+    <action application="sleep" data="200"/>
     <action application="hangup"/>
   </condition></extension>
 </context>
@@ -237,7 +238,8 @@ fn loads_answers_and_unloads_in_a_real_freeswitch() {
     let usage = fs_cli(&cli, esl_port, "rtc_core frobnicate");
     assert!(usage.contains("-USAGE: rtc_core"), "usage: {usage}");
 
-    // One loopback call through the dialplan app: both legs raise channel events the module must see.
+    // One loopback call through the dialplan app: both legs raise channel events the module must see. (The
+    // b-leg stays up 200 ms after answering so that originate sees the answer before the hangup.)
     let out = fs_cli(
         &cli,
         esl_port,
