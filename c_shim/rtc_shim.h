@@ -1,0 +1,73 @@
+/*
+ * rtc_shim.h — mod_rtc_core's C shim: what Rust cannot call directly.
+ *
+ * FreeSWITCH exposes part of its API as preprocessor macros (header getter, set_variable, hangup, session
+ * locate, SWITCH_ADD_API/APP) and as structs whose fields modules fill in. Rust cannot expand the macros,
+ * and poking FreeSWITCH structs from C keeps their layout where the compiler checks it. Everything else is
+ * called from Rust through freeswitch-sys. The Rust side declares these functions in src/shim.rs: keep the
+ * two in step.
+ *
+ * Built by the root build.rs with the include flags freeswitch-sys found: the real <switch.h>, or the
+ * project's stub header when RTC_FS_STUB is defined.
+ */
+#ifndef RTC_SHIM_H
+#define RTC_SHIM_H
+
+#ifdef RTC_FS_STUB
+#include "fs_stub.h"
+#else
+#include <switch.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Logs `text` at `level` on FreeSWITCH's log channel, as "%s": the text is never a format. */
+void rtc_log(int level, const char *file, const char *func, int line, const char *text);
+
+/* Writes `text` to an API command's output stream, as "%s". */
+switch_status_t rtc_stream_write(switch_stream_handle_t *stream, const char *text);
+
+/* The value of header `name` (first value of an array header), or NULL: switch_event_get_header. */
+const char *rtc_event_get_header(switch_event_t *event, const char *name);
+
+/* The event's type (event->event_id). */
+switch_event_types_t rtc_event_id(const switch_event_t *event);
+
+/* Registers an fs_cli API command on the module interface: SWITCH_ADD_API. The strings must outlive the
+ * module (pass static strings). Returns SWITCH_STATUS_MEMERR when FreeSWITCH could not allocate it. */
+switch_status_t rtc_add_api(switch_loadable_module_interface_t *module_interface, const char *name,
+                            const char *desc, switch_api_function_t function, const char *syntax);
+
+/* Registers a dialplan application with no flags: SWITCH_ADD_APP. Same rules as rtc_add_api. */
+switch_status_t rtc_add_app(switch_loadable_module_interface_t *module_interface, const char *name,
+                            const char *short_desc, const char *long_desc, switch_application_function_t function,
+                            const char *syntax);
+
+/* switch_core_session_locate: the session with that uuid, read-locked, or NULL. Release it with
+ * rtc_session_rwunlock. */
+switch_core_session_t *rtc_session_locate(const char *uuid);
+
+/* switch_core_session_rwunlock (a macro in builds with SWITCH_DEBUG_RWLOCKS). */
+void rtc_session_rwunlock(switch_core_session_t *session);
+
+/* switch_channel_set_variable: sets (value != NULL) or clears (value == NULL) a channel variable. */
+switch_status_t rtc_channel_set_variable(switch_channel_t *channel, const char *name, const char *value);
+
+/* switch_channel_hangup with a numeric cause (Q.850 or FreeSWITCH's private codes, as switch_call_cause_t). */
+void rtc_channel_hangup(switch_channel_t *channel, int cause);
+
+/* Receives a text the shim owns for the duration of the call. */
+typedef void (*rtc_text_sink_t)(void *user, const char *text);
+
+/* Opens configuration `file` (e.g. "rtc_core.conf") through switch_xml_open_cfg and hands the text of its
+ * <configuration> element to `sink`, then frees everything. SWITCH_STATUS_FALSE when the file is missing or
+ * unparsable (FreeSWITCH logs why), SWITCH_STATUS_MEMERR when it could not be printed. */
+switch_status_t rtc_config_xml(const char *file, rtc_text_sink_t sink, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RTC_SHIM_H */

@@ -1,0 +1,290 @@
+//! The module's life: the exported function table, `load` and `shutdown`.
+//!
+//! Load: create the module interface, read `rtc_core.conf.xml`, start the engine, install the event intake,
+//! bind the channel events (removable bindings), register the API and the app. Shutdown undoes it in reverse:
+//! unbind (FreeSWITCH waits for deliveries in progress), remove the intake (we wait for handlers still inside),
+//! stop the engine within its grace and join its thread, stop logging — and only then return, because
+//! FreeSWITCH may unmap the library right after.
+
+use std::ffi::{CStr, c_char, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use freeswitch_sys as fs;
+use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, switch_status_t};
+
+use crate::control::FsCallControl;
+use crate::events::{self, INTAKE};
+use crate::host::{Host, HostConfig, HostHandle};
+use crate::{api, app, guard, logging, shim};
+
+/// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
+pub const MODULE_NAME: &CStr = c"mod_rtc_core";
+/// The configuration FreeSWITCH resolves to `autoload_configs/rtc_core.conf.xml`.
+pub const CONFIG_FILE: &CStr = c"rtc_core.conf";
+/// How long shutdown gives the engine to settle live calls before it stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The table FreeSWITCH looks up by name (`<module>_module_interface`) right after dlopen.
+#[allow(non_upper_case_globals)]
+#[unsafe(no_mangle)]
+pub static mod_rtc_core_module_interface: fs::switch_loadable_module_function_table_t =
+    fs::switch_loadable_module_function_table_t {
+        switch_api_version: fs::API_VERSION,
+        load: Some(load_entry),
+        shutdown: Some(shutdown_entry),
+        // No runtime thread: the engine runs its own, which shutdown joins.
+        runtime: None,
+        // SMODF_NONE: the module's symbols stay local to it.
+        flags: 0,
+    };
+
+/// What exists between a successful load and shutdown.
+struct Loaded {
+    /// The engine.
+    host: Host,
+    /// A handle for the API and the app (cloned out, never used under the lock).
+    handle: HostHandle,
+    /// The event bindings to remove first at shutdown.
+    bindings: EventBindings,
+}
+
+/// The loaded state. A mutex is fine here: only load, shutdown and each API/app call take it, briefly; the event
+/// handler never does (it has its own lock-free slot, [`events::INTAKE`]).
+static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
+
+fn loaded() -> MutexGuard<'static, Option<Loaded>> {
+    // A panic while holding the lock leaves the Option itself consistent.
+    LOADED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A handle to the running engine, or `None` while not loaded.
+pub fn handle() -> Option<HostHandle> {
+    loaded().as_ref().map(|l| l.handle.clone())
+}
+
+/// Why `rtc_core.conf.xml` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot open rtc_core.conf (autoload_configs/rtc_core.conf.xml is missing or not well-formed XML; FreeSWITCH \
+         logged the parse error above): install conf/autoload_configs/rtc_core.conf.xml with scripts/install.sh"
+    )]
+    Missing,
+    #[error("FreeSWITCH could not print rtc_core.conf (out of memory)")]
+    Memory,
+}
+
+/// Reads the `<configuration>` element of `rtc_core.conf.xml` as FreeSWITCH resolved it.
+pub fn read_config() -> Result<HostConfig, ConfigError> {
+    unsafe extern "C" fn sink(user: *mut c_void, text: *const c_char) {
+        guard::entry(
+            "configuration reader",
+            || (),
+            || {
+                // SAFETY: `user` is the &mut Option<String> passed below, alive for the whole rtc_config_xml call.
+                let out = unsafe { &mut *user.cast::<Option<String>>() };
+                if !text.is_null() {
+                    // SAFETY: the shim passes a NUL-terminated string valid during this call.
+                    *out = Some(
+                        unsafe { CStr::from_ptr(text) }
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            },
+        )
+    }
+    let mut out: Option<String> = None;
+    // SAFETY: CONFIG_FILE is NUL-terminated; `sink` only runs during the call and gets our `out`.
+    let status = unsafe {
+        shim::rtc_config_xml(
+            CONFIG_FILE.as_ptr(),
+            Some(sink),
+            (&raw mut out).cast::<c_void>(),
+        )
+    };
+    match (status, out) {
+        (SWITCH_STATUS_SUCCESS, Some(xml)) => Ok(HostConfig { xml }),
+        (SWITCH_STATUS_MEMERR, _) => Err(ConfigError::Memory),
+        _ => Err(ConfigError::Missing),
+    }
+}
+
+/// The module's removable event bindings.
+struct EventBindings {
+    /// One node per bound event type, as `switch_event_bind_removable` filled them.
+    nodes: Vec<NonNull<fs::switch_event_node_t>>,
+}
+
+// SAFETY: the nodes are tokens FreeSWITCH hands back to switch_event_unbind; they are only touched under the
+// LOADED mutex, from load and shutdown.
+unsafe impl Send for EventBindings {}
+
+impl EventBindings {
+    /// Binds every channel event the engine follows; on failure, unbinds what was bound.
+    fn bind() -> Result<EventBindings, String> {
+        let mut bindings = EventBindings {
+            nodes: Vec::with_capacity(events::BOUND.len()),
+        };
+        for (event_type, kind) in events::BOUND {
+            let mut node: *mut fs::switch_event_node_t = ptr::null_mut();
+            // SAFETY: the id is a static C string (FreeSWITCH copies it), a null subclass means any, the
+            // callback is our guarded handler, and `node` receives the binding token.
+            let status = unsafe {
+                fs::switch_event_bind_removable(
+                    MODULE_NAME.as_ptr(),
+                    event_type,
+                    ptr::null(),
+                    Some(events::on_event),
+                    ptr::null_mut(),
+                    &mut node,
+                )
+            };
+            match NonNull::new(node) {
+                Some(node) if status == SWITCH_STATUS_SUCCESS => bindings.nodes.push(node),
+                _ => {
+                    bindings.unbind();
+                    return Err(format!("cannot bind {} (status {status})", kind.name()));
+                }
+            }
+        }
+        Ok(bindings)
+    }
+
+    /// Removes every binding. FreeSWITCH's unbind waits for deliveries in progress.
+    fn unbind(&mut self) {
+        for node in self.nodes.drain(..).rev() {
+            let mut raw = node.as_ptr();
+            // SAFETY: `raw` is a token from switch_event_bind_removable, unbound exactly once.
+            let status = unsafe { fs::switch_event_unbind(&mut raw) };
+            if status != SWITCH_STATUS_SUCCESS {
+                log::warn!("switch_event_unbind returned status {status}");
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn load_entry(
+    module_interface: *mut *mut fs::switch_loadable_module_interface_t,
+    pool: *mut fs::switch_memory_pool_t,
+) -> switch_status_t {
+    guard::entry(
+        "module load",
+        || SWITCH_STATUS_GENERR,
+        || load(module_interface, pool),
+    )
+}
+
+unsafe extern "C" fn shutdown_entry() -> switch_status_t {
+    guard::entry("module shutdown", || SWITCH_STATUS_GENERR, shutdown)
+}
+
+fn load(
+    module_interface: *mut *mut fs::switch_loadable_module_interface_t,
+    pool: *mut fs::switch_memory_pool_t,
+) -> switch_status_t {
+    logging::install(log::LevelFilter::Info);
+    events::STATS.reset();
+    if module_interface.is_null() {
+        log::error!("mod_rtc_core load: FreeSWITCH passed no module interface slot");
+        return SWITCH_STATUS_GENERR;
+    }
+    let mut state = loaded();
+    if state.is_some() {
+        log::error!("mod_rtc_core is already loaded; unload it first");
+        return SWITCH_STATUS_GENERR;
+    }
+
+    // SAFETY: `pool` is the module's pool FreeSWITCH passes to load; the name is a static C string.
+    let mi =
+        unsafe { fs::switch_loadable_module_create_module_interface(pool, MODULE_NAME.as_ptr()) };
+    if mi.is_null() {
+        log::error!("mod_rtc_core load: FreeSWITCH could not allocate the module interface");
+        return SWITCH_STATUS_MEMERR;
+    }
+    // SAFETY: checked non-null above; FreeSWITCH reads the interface back from this slot.
+    unsafe { *module_interface = mi };
+
+    let config = match read_config() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("mod_rtc_core not loaded: {e}");
+            return SWITCH_STATUS_GENERR;
+        }
+    };
+    let host = match Host::start(config, Box::new(FsCallControl)) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("mod_rtc_core not loaded: {e}");
+            return SWITCH_STATUS_GENERR;
+        }
+    };
+    let handle = host.handle();
+    INTAKE.install(handle.clone());
+    let bindings = match EventBindings::bind() {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("mod_rtc_core not loaded: {e}");
+            INTAKE.remove();
+            host.shutdown(SHUTDOWN_GRACE);
+            return SWITCH_STATUS_GENERR;
+        }
+    };
+
+    // SAFETY: `mi` is the interface created above; every string is static, as FreeSWITCH keeps the pointers.
+    let api_status = unsafe {
+        shim::rtc_add_api(
+            mi,
+            api::NAME.as_ptr(),
+            api::DESCRIPTION.as_ptr(),
+            Some(api::entry),
+            api::SYNTAX.as_ptr(),
+        )
+    };
+    // SAFETY: as above.
+    let app_status = unsafe {
+        shim::rtc_add_app(
+            mi,
+            app::NAME.as_ptr(),
+            app::SHORT_DESC.as_ptr(),
+            app::LONG_DESC.as_ptr(),
+            Some(app::entry),
+            app::SYNTAX.as_ptr(),
+        )
+    };
+    *state = Some(Loaded {
+        host,
+        handle,
+        bindings,
+    });
+    if api_status != SWITCH_STATUS_SUCCESS || app_status != SWITCH_STATUS_SUCCESS {
+        log::error!(
+            "mod_rtc_core not loaded: FreeSWITCH could not allocate the API or app interface"
+        );
+        drop(state);
+        shutdown();
+        return SWITCH_STATUS_MEMERR;
+    }
+    log::info!(
+        "mod_rtc_core loaded ({} headers)",
+        if fs::USING_STUB { "stub" } else { "FreeSWITCH" }
+    );
+    SWITCH_STATUS_SUCCESS
+}
+
+fn shutdown() -> switch_status_t {
+    let Some(mut l) = loaded().take() else {
+        return SWITCH_STATUS_SUCCESS;
+    };
+    l.bindings.unbind();
+    drop(INTAKE.remove());
+    drop(l.handle);
+    l.host.shutdown(SHUTDOWN_GRACE);
+    log::info!("mod_rtc_core unloaded");
+    logging::uninstall();
+    SWITCH_STATUS_SUCCESS
+}

@@ -1,0 +1,640 @@
+/*
+ * fakehost.c — a fake FreeSWITCH core for testing mod_rtc_core.so without FreeSWITCH.
+ *
+ * Implements the switch_* functions the module imports (as declared in freeswitch-sys/stub/fs_stub.h, so
+ * the prototypes are the stub's, which a real build checks against FreeSWITCH's), with just enough
+ * behaviour to drive the module: event bindings with FreeSWITCH's unbind-waits-for-delivery guarantee, a
+ * module interface holding API and app interfaces, sessions with read-lock counts and variables, a
+ * configuration file registry, and a log kept in memory.
+ *
+ * Tests drive it through the fakehost_* control functions at the bottom. Loaded like libfreeswitch: dlopen'ed
+ * RTLD_GLOBAL before the module, so the module's imports resolve here.
+ */
+#define _GNU_SOURCE /* asprintf */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fs_stub.h"
+
+#define FH_EXPORT __attribute__((visibility("default")))
+
+/* ---- log ----------------------------------------------------------------------------------------- */
+
+#define LOG_LINES 4096
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *log_lines[LOG_LINES];
+static int log_count;
+
+FH_EXPORT void switch_log_printf(switch_text_channel_t channel, const char *file, const char *func, int line,
+								 const char *userdata, switch_log_level_t level, const char *fmt, ...)
+{
+	char text[4096];
+	char *entry;
+	va_list ap;
+	(void)channel;
+	(void)userdata;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (asprintf(&entry, "[%d] %s:%d %s: %s", (int)level, file ? file : "?", line, func ? func : "?", text) < 0) {
+		return;
+	}
+	if (getenv("FAKEHOST_ECHO")) {
+		fputs(entry, stderr);
+	}
+	pthread_mutex_lock(&log_lock);
+	if (log_count < LOG_LINES) {
+		log_lines[log_count++] = entry;
+		entry = NULL;
+	}
+	pthread_mutex_unlock(&log_lock);
+	free(entry);
+}
+
+/* ---- events -------------------------------------------------------------------------------------- */
+
+struct switch_event_node {
+	switch_event_types_t type;
+	switch_event_callback_t callback;
+	void *user_data;
+	char *id;
+	struct switch_event_node *next;
+};
+
+/* FreeSWITCH delivers under a read lock and unbinds under the write lock: after unbind returns, no delivery
+ * of that binding is in progress. The fake does the same. */
+static pthread_rwlock_t event_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct switch_event_node *nodes;
+
+FH_EXPORT switch_status_t switch_event_bind_removable(const char *id, switch_event_types_t event,
+													  const char *subclass_name, switch_event_callback_t callback,
+													  void *user_data, switch_event_node_t **node)
+{
+	struct switch_event_node *n = calloc(1, sizeof(*n));
+	(void)subclass_name;
+	if (!n || !callback) {
+		free(n);
+		return SWITCH_STATUS_MEMERR;
+	}
+	n->type = event;
+	n->callback = callback;
+	n->user_data = user_data;
+	n->id = strdup(id ? id : "");
+	pthread_rwlock_wrlock(&event_lock);
+	n->next = nodes;
+	nodes = n;
+	pthread_rwlock_unlock(&event_lock);
+	if (node) {
+		*node = n;
+	}
+	return SWITCH_STATUS_SUCCESS;
+}
+
+FH_EXPORT switch_status_t switch_event_unbind(switch_event_node_t **node)
+{
+	struct switch_event_node **p;
+	switch_status_t status = SWITCH_STATUS_FALSE;
+	if (!node || !*node) {
+		return SWITCH_STATUS_FALSE;
+	}
+	pthread_rwlock_wrlock(&event_lock);
+	for (p = &nodes; *p; p = &(*p)->next) {
+		if (*p == *node) {
+			struct switch_event_node *dead = *p;
+			*p = dead->next;
+			free(dead->id);
+			free(dead);
+			status = SWITCH_STATUS_SUCCESS;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&event_lock);
+	*node = NULL;
+	return status;
+}
+
+/* An event: the stub's struct first, then the fake's header storage. */
+#define MAX_HEADERS 64
+struct fake_event {
+	switch_event_t ev;
+	int n;
+	const char *names[MAX_HEADERS];
+	const char *values[MAX_HEADERS];
+};
+
+FH_EXPORT char *switch_event_get_header_idx(switch_event_t *event, const char *header_name, int idx)
+{
+	struct fake_event *fe = (struct fake_event *)event;
+	int i;
+	(void)idx;
+	if (!fe || !header_name) {
+		return NULL;
+	}
+	for (i = 0; i < fe->n; i++) {
+		if (!strcasecmp(fe->names[i], header_name)) {
+			return (char *)fe->values[i];
+		}
+	}
+	return NULL;
+}
+
+/* ---- module interface ---------------------------------------------------------------------------- */
+
+#define MAX_IFACES 16
+struct switch_loadable_module_interface {
+	char *name;
+	int napis, napps;
+	switch_api_interface_t *apis[MAX_IFACES];
+	switch_application_interface_t *apps[MAX_IFACES];
+};
+
+static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct switch_loadable_module_interface *current_module;
+
+FH_EXPORT switch_loadable_module_interface_t *switch_loadable_module_create_module_interface(switch_memory_pool_t *pool,
+																							const char *name)
+{
+	struct switch_loadable_module_interface *m = calloc(1, sizeof(*m));
+	(void)pool;
+	if (!m) {
+		return NULL;
+	}
+	m->name = strdup(name ? name : "");
+	pthread_mutex_lock(&module_lock);
+	current_module = m;
+	pthread_mutex_unlock(&module_lock);
+	return m;
+}
+
+FH_EXPORT void *switch_loadable_module_create_interface(switch_loadable_module_interface_t *mod,
+														switch_module_interface_name_t iname)
+{
+	if (!mod) {
+		return NULL;
+	}
+	if (iname == SWITCH_API_INTERFACE && mod->napis < MAX_IFACES) {
+		switch_api_interface_t *api = calloc(1, sizeof(*api));
+		mod->apis[mod->napis++] = api;
+		return api;
+	}
+	if (iname == SWITCH_APPLICATION_INTERFACE && mod->napps < MAX_IFACES) {
+		switch_application_interface_t *app = calloc(1, sizeof(*app));
+		mod->apps[mod->napps++] = app;
+		return app;
+	}
+	return NULL;
+}
+
+static void free_module(struct switch_loadable_module_interface *m)
+{
+	int i;
+	if (!m) {
+		return;
+	}
+	for (i = 0; i < m->napis; i++) {
+		free(m->apis[i]);
+	}
+	for (i = 0; i < m->napps; i++) {
+		free(m->apps[i]);
+	}
+	free(m->name);
+	free(m);
+}
+
+/* ---- sessions and channels ----------------------------------------------------------------------- */
+
+#define MAX_VARS 64
+struct switch_channel {
+	int nvars;
+	char *names[MAX_VARS];
+	char *values[MAX_VARS];
+	int hangup_cause; /* -1 until hung up */
+};
+
+struct switch_core_session {
+	char uuid[64];
+	int locks;
+	struct switch_channel channel;
+	struct switch_core_session *next;
+};
+
+static pthread_mutex_t session_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct switch_core_session *sessions;
+
+static struct switch_core_session *find_session(const char *uuid)
+{
+	struct switch_core_session *s;
+	for (s = sessions; s; s = s->next) {
+		if (uuid && !strcasecmp(s->uuid, uuid)) {
+			return s;
+		}
+	}
+	return NULL;
+}
+
+FH_EXPORT switch_core_session_t *switch_core_session_perform_locate(const char *uuid_str, const char *file,
+																	const char *func, int line)
+{
+	struct switch_core_session *s;
+	(void)file;
+	(void)func;
+	(void)line;
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid_str);
+	if (s) {
+		s->locks++;
+	}
+	pthread_mutex_unlock(&session_lock);
+	return s;
+}
+
+FH_EXPORT void switch_core_session_rwunlock(switch_core_session_t *session)
+{
+	pthread_mutex_lock(&session_lock);
+	if (session) {
+		session->locks--;
+	}
+	pthread_mutex_unlock(&session_lock);
+}
+
+FH_EXPORT switch_channel_t *switch_core_session_get_channel(switch_core_session_t *session)
+{
+	return session ? &session->channel : NULL;
+}
+
+FH_EXPORT char *switch_core_session_get_uuid(switch_core_session_t *session)
+{
+	return session ? session->uuid : NULL;
+}
+
+FH_EXPORT switch_status_t switch_channel_set_variable_var_check(switch_channel_t *channel, const char *varname,
+																const char *value, switch_bool_t var_check)
+{
+	int i;
+	(void)var_check;
+	if (!channel || !varname) {
+		return SWITCH_STATUS_FALSE;
+	}
+	pthread_mutex_lock(&session_lock);
+	for (i = 0; i < channel->nvars; i++) {
+		if (!strcmp(channel->names[i], varname)) {
+			free(channel->values[i]);
+			channel->values[i] = strdup(value ? value : "");
+			pthread_mutex_unlock(&session_lock);
+			return SWITCH_STATUS_SUCCESS;
+		}
+	}
+	if (channel->nvars == MAX_VARS) {
+		pthread_mutex_unlock(&session_lock);
+		return SWITCH_STATUS_MEMERR;
+	}
+	channel->names[channel->nvars] = strdup(varname);
+	channel->values[channel->nvars] = strdup(value ? value : "");
+	channel->nvars++;
+	pthread_mutex_unlock(&session_lock);
+	return SWITCH_STATUS_SUCCESS;
+}
+
+FH_EXPORT switch_channel_state_t switch_channel_perform_hangup(switch_channel_t *channel, const char *file,
+															   const char *func, int line,
+															   switch_call_cause_t hangup_cause)
+{
+	(void)file;
+	(void)func;
+	(void)line;
+	pthread_mutex_lock(&session_lock);
+	if (channel && channel->hangup_cause < 0) {
+		channel->hangup_cause = (int)hangup_cause;
+	}
+	pthread_mutex_unlock(&session_lock);
+	return CS_HANGUP;
+}
+
+/* ---- configuration ------------------------------------------------------------------------------- */
+
+struct switch_xml {
+	char *text;
+};
+
+static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *config_name;
+static char *config_text;
+
+FH_EXPORT switch_xml_t switch_xml_open_cfg(const char *file_path, switch_xml_t *node, switch_event_t *params)
+{
+	switch_xml_t root = NULL;
+	(void)params;
+	pthread_mutex_lock(&config_lock);
+	if (config_name && file_path && !strcmp(config_name, file_path) && config_text) {
+		root = calloc(1, sizeof(*root));
+		if (root) {
+			root->text = strdup(config_text);
+		}
+	}
+	pthread_mutex_unlock(&config_lock);
+	if (node) {
+		*node = root;
+	}
+	return root;
+}
+
+FH_EXPORT char *switch_xml_toxml_ex(switch_xml_t xml, switch_bool_t prn_header, switch_bool_t use_utf8_encoding)
+{
+	(void)prn_header;
+	(void)use_utf8_encoding;
+	return xml && xml->text ? strdup(xml->text) : NULL;
+}
+
+FH_EXPORT void switch_xml_free(switch_xml_t xml)
+{
+	if (xml) {
+		free(xml->text);
+		free(xml);
+	}
+}
+
+/* ---- control API for tests ----------------------------------------------------------------------- */
+
+/* Sets the text switch_xml_open_cfg returns for `name` (NULL text: the file is missing). */
+FH_EXPORT void fakehost_set_config(const char *name, const char *text)
+{
+	pthread_mutex_lock(&config_lock);
+	free(config_name);
+	free(config_text);
+	config_name = name ? strdup(name) : NULL;
+	config_text = text ? strdup(text) : NULL;
+	pthread_mutex_unlock(&config_lock);
+}
+
+/* Number of live event bindings. */
+FH_EXPORT int fakehost_bindings(void)
+{
+	int n = 0;
+	struct switch_event_node *p;
+	pthread_rwlock_rdlock(&event_lock);
+	for (p = nodes; p; p = p->next) {
+		n++;
+	}
+	pthread_rwlock_unlock(&event_lock);
+	return n;
+}
+
+/* Delivers an event of `type` with `n` name/value pairs to every binding of that type; returns how many. */
+FH_EXPORT int fakehost_fire(int type, const char *const *names, const char *const *values, int n)
+{
+	struct fake_event fe;
+	struct switch_event_node *p;
+	int delivered = 0, i;
+	memset(&fe, 0, sizeof(fe));
+	fe.ev.event_id = (switch_event_types_t)type;
+	fe.n = n < MAX_HEADERS ? n : MAX_HEADERS;
+	for (i = 0; i < fe.n; i++) {
+		fe.names[i] = names[i];
+		fe.values[i] = values[i];
+	}
+	pthread_rwlock_rdlock(&event_lock);
+	for (p = nodes; p; p = p->next) {
+		if (p->type == (switch_event_types_t)type) {
+			fe.ev.bind_user_data = p->user_data;
+			p->callback(&fe.ev);
+			delivered++;
+		}
+	}
+	pthread_rwlock_unlock(&event_lock);
+	return delivered;
+}
+
+/* The stream FreeSWITCH hands an API: write_function appends printf-style to a growing buffer. */
+struct fake_stream {
+	char *buf;
+	size_t len, cap;
+};
+
+static switch_status_t fake_write(switch_stream_handle_t *handle, const char *fmt, ...)
+{
+	struct fake_stream *fs = (struct fake_stream *)handle->data;
+	va_list ap;
+	int need;
+	va_start(ap, fmt);
+	need = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (need < 0) {
+		return SWITCH_STATUS_FALSE;
+	}
+	if (fs->len + (size_t)need + 1 > fs->cap) {
+		size_t cap = (fs->len + (size_t)need + 1) * 2;
+		char *b = realloc(fs->buf, cap);
+		if (!b) {
+			return SWITCH_STATUS_MEMERR;
+		}
+		fs->buf = b;
+		fs->cap = cap;
+	}
+	va_start(ap, fmt);
+	vsnprintf(fs->buf + fs->len, fs->cap - fs->len, fmt, ap);
+	va_end(ap);
+	fs->len += (size_t)need;
+	return SWITCH_STATUS_SUCCESS;
+}
+
+/* Runs API `name` with `cmd`. Returns its status, or -1 if no such API; *out gets a malloc'd copy of the
+ * output (free with fakehost_free). */
+FH_EXPORT int fakehost_api(const char *name, const char *cmd, char **out)
+{
+	struct fake_stream fs = {0};
+	switch_stream_handle_t stream;
+	switch_api_function_t fn = NULL;
+	int i, status;
+	pthread_mutex_lock(&module_lock);
+	for (i = 0; current_module && i < current_module->napis; i++) {
+		if (current_module->apis[i]->interface_name && !strcmp(current_module->apis[i]->interface_name, name)) {
+			fn = current_module->apis[i]->function;
+		}
+	}
+	pthread_mutex_unlock(&module_lock);
+	*out = NULL;
+	if (!fn) {
+		return -1;
+	}
+	memset(&stream, 0, sizeof(stream));
+	stream.data = &fs;
+	stream.write_function = fake_write;
+	status = (int)fn(cmd, NULL, &stream);
+	*out = fs.buf ? fs.buf : strdup("");
+	return status;
+}
+
+/* Describes API/app `name` as "desc|syntax" (malloc'd), or NULL. */
+FH_EXPORT char *fakehost_interface(int app, const char *name)
+{
+	char *out = NULL;
+	int i;
+	pthread_mutex_lock(&module_lock);
+	for (i = 0; current_module && !app && i < current_module->napis; i++) {
+		switch_api_interface_t *a = current_module->apis[i];
+		if (a->interface_name && !strcmp(a->interface_name, name) &&
+			asprintf(&out, "%s|%s", a->desc ? a->desc : "", a->syntax ? a->syntax : "") < 0) {
+			out = NULL;
+		}
+	}
+	for (i = 0; current_module && app && i < current_module->napps; i++) {
+		switch_application_interface_t *a = current_module->apps[i];
+		if (a->interface_name && !strcmp(a->interface_name, name) &&
+			asprintf(&out, "%s|%s", a->short_desc ? a->short_desc : "", a->syntax ? a->syntax : "") < 0) {
+			out = NULL;
+		}
+	}
+	pthread_mutex_unlock(&module_lock);
+	return out;
+}
+
+/* Runs app `name` on session `uuid` with `data`. Returns 0, or -1 if no such app or session. */
+FH_EXPORT int fakehost_app(const char *name, const char *uuid, const char *data)
+{
+	switch_application_function_t fn = NULL;
+	struct switch_core_session *s;
+	int i;
+	pthread_mutex_lock(&module_lock);
+	for (i = 0; current_module && i < current_module->napps; i++) {
+		if (current_module->apps[i]->interface_name && !strcmp(current_module->apps[i]->interface_name, name)) {
+			fn = current_module->apps[i]->application_function;
+		}
+	}
+	pthread_mutex_unlock(&module_lock);
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid);
+	pthread_mutex_unlock(&session_lock);
+	if (!fn || !s) {
+		return -1;
+	}
+	fn(s, data);
+	return 0;
+}
+
+/* Creates a session (a no-op if it exists). */
+FH_EXPORT void fakehost_session_new(const char *uuid)
+{
+	struct switch_core_session *s;
+	pthread_mutex_lock(&session_lock);
+	if (!find_session(uuid) && (s = calloc(1, sizeof(*s)))) {
+		snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+		s->channel.hangup_cause = -1;
+		s->next = sessions;
+		sessions = s;
+	}
+	pthread_mutex_unlock(&session_lock);
+}
+
+/* Channel variable `var` of session `uuid`, malloc'd, or NULL. */
+FH_EXPORT char *fakehost_session_var(const char *uuid, const char *var)
+{
+	struct switch_core_session *s;
+	char *out = NULL;
+	int i;
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid);
+	for (i = 0; s && i < s->channel.nvars; i++) {
+		if (!strcmp(s->channel.names[i], var)) {
+			out = strdup(s->channel.values[i]);
+		}
+	}
+	pthread_mutex_unlock(&session_lock);
+	return out;
+}
+
+/* The hangup cause of session `uuid`: -1 while up, -2 if no such session. */
+FH_EXPORT int fakehost_session_hangup_cause(const char *uuid)
+{
+	struct switch_core_session *s;
+	int cause;
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid);
+	cause = s ? s->channel.hangup_cause : -2;
+	pthread_mutex_unlock(&session_lock);
+	return cause;
+}
+
+/* Read locks held on session `uuid` (-1 if no such session). */
+FH_EXPORT int fakehost_session_locks(const char *uuid)
+{
+	struct switch_core_session *s;
+	int locks;
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid);
+	locks = s ? s->locks : -1;
+	pthread_mutex_unlock(&session_lock);
+	return locks;
+}
+
+/* Number of log lines containing `needle`. */
+FH_EXPORT int fakehost_log_count(const char *needle)
+{
+	int i, n = 0;
+	pthread_mutex_lock(&log_lock);
+	for (i = 0; i < log_count; i++) {
+		if (strstr(log_lines[i], needle)) {
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+/* The whole log, malloc'd. */
+FH_EXPORT char *fakehost_log_dump(void)
+{
+	size_t len = 1;
+	char *out;
+	int i;
+	pthread_mutex_lock(&log_lock);
+	for (i = 0; i < log_count; i++) {
+		len += strlen(log_lines[i]);
+	}
+	out = calloc(1, len);
+	for (i = 0; out && i < log_count; i++) {
+		strcat(out, log_lines[i]);
+	}
+	pthread_mutex_unlock(&log_lock);
+	return out;
+}
+
+/* What FreeSWITCH does after a module's shutdown returns: frees its interfaces (its pool). */
+FH_EXPORT void fakehost_module_destroyed(void)
+{
+	pthread_mutex_lock(&module_lock);
+	free_module(current_module);
+	current_module = NULL;
+	pthread_mutex_unlock(&module_lock);
+}
+
+/* Forgets sessions and the log. */
+FH_EXPORT void fakehost_reset(void)
+{
+	struct switch_core_session *s;
+	int i;
+	pthread_mutex_lock(&session_lock);
+	while ((s = sessions)) {
+		sessions = s->next;
+		for (i = 0; i < s->channel.nvars; i++) {
+			free(s->channel.names[i]);
+			free(s->channel.values[i]);
+		}
+		free(s);
+	}
+	pthread_mutex_unlock(&session_lock);
+	pthread_mutex_lock(&log_lock);
+	for (i = 0; i < log_count; i++) {
+		free(log_lines[i]);
+	}
+	log_count = 0;
+	pthread_mutex_unlock(&log_lock);
+}
+
+FH_EXPORT void fakehost_free(void *p)
+{
+	free(p);
+}

@@ -1,0 +1,58 @@
+//! Load and unload mod_rtc_core.so 50 times under the fake core: threads and file descriptors must come back
+//! to where they started — after shutdown returns, nothing of the module may still run.
+
+use freeswitch_sys as fs;
+use rtc_fakehost::{FakeHost, Module, module_path};
+
+const CONF: &str = r#"<configuration name="rtc_core.conf"><settings/></configuration>"#;
+
+fn count(dir: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.count())
+        .unwrap_or_else(|e| panic!("cannot read {dir}: {e}"))
+}
+
+#[test]
+fn fifty_load_unload_cycles_leave_no_thread_or_fd() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.set_config("rtc_core.conf", Some(CONF));
+    let path = module_path();
+    let (threads0, fds0) = (count("/proc/self/task"), count("/proc/self/fd"));
+    for cycle in 0..50 {
+        let module = Module::open(&path);
+        let (status, _) = module.load();
+        assert_eq!(
+            status,
+            fs::SWITCH_STATUS_SUCCESS,
+            "cycle {cycle}: {}",
+            host.log()
+        );
+        assert_eq!(
+            count("/proc/self/task"),
+            threads0 + 1,
+            "cycle {cycle}: one engine thread while loaded"
+        );
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_CREATE,
+            &[
+                ("Unique-ID", "4b2a1c3e-9f10-4d2b-8a7e-0123456789ab"),
+                ("Caller-Destination-Number", "1"),
+            ],
+        );
+        let (_, out) = host.api("rtc_core", "status").expect("API");
+        assert!(out.contains("live_channels: 1"), "cycle {cycle}: {out}");
+        assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+        drop(module);
+        assert_eq!(
+            count("/proc/self/task"),
+            threads0,
+            "cycle {cycle}: threads after unload"
+        );
+        assert_eq!(
+            count("/proc/self/fd"),
+            fds0,
+            "cycle {cycle}: fds after unload"
+        );
+    }
+}
