@@ -433,7 +433,6 @@ pub struct Call {
     pub admitted: Option<AdmitTicket>,
     pub caller: CompactString,
     pub destination: CompactString,
-    pub auth_user: CompactString,
     pub source_ip: Option<IpAddr>,
     /// The outbound leg currently tied to this call.
     pub b_leg: Option<CallId>,
@@ -469,7 +468,6 @@ impl Call {
             admitted: None,
             caller: CompactString::const_new(""),
             destination: CompactString::const_new(""),
-            auth_user: CompactString::const_new(""),
             source_ip: None,
             b_leg: None,
             trace: Trace::new(),

@@ -633,3 +633,13 @@ fn global_limit_and_overload_shedding_refuse_new_calls_only() {
             .any(|(n, c)| *n == "global_concurrent" && *c == 1)
     );
 }
+
+#[test]
+fn the_digest_user_reaches_authentication() {
+    let mut r = rig(ScriptedServices::all_yes());
+    let mut ev = a_event(1, EventKind::ChannelCreate, 1, 0);
+    ev.auth_user = "alice".into();
+    r.core.on_event(ev);
+    assert!(r.requests().iter().any(|q| matches!(q,
+        ServiceRequest::Authenticate { auth_user, .. } if auth_user == "alice")));
+}
