@@ -12,6 +12,7 @@
 //! - [`esl`]: the event socket protocol — framing, event parsing, frame writing — for running over ESL.
 //! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
 //!   and degradation; local backends behind the same sink), and admission control.
+//! - [`host`]: runtime, services and engine started and stopped together, in order, for every host.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod esl;
 pub mod event;
 pub mod fsm;
+pub mod host;
 pub mod id;
 pub mod local;
 pub mod reason;

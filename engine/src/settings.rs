@@ -7,7 +7,11 @@
 //! <configuration name="rtc_core.conf" description="mod_rtc_core call control">
 //!   <settings> <param name="setup-timeout" value="60s"/> ... </settings>
 //!   <local> <param name="partners" value="rtc_core/partners.csv"/> ... </local>
-//!   <services> <service name="partner" backend="local" timeout="5s" .../> ... </services>
+//!   <services>
+//!     <param name="partner-cache-ttl" value="1h"/> ...            (HTTP client, partner cache, settlements)
+//!     <service name="partner" backend="local" timeout="5s" .../> ...
+//!     <default-routes> <route carrier=".." dial-string=".." cost-per-minute=".."/> </default-routes>
+//!   </services>
 //!   <causes> <param name="no_balance" value="OUTGOING_CALL_BARRED"/> ... </causes>
 //! </configuration>
 //! ```
@@ -27,9 +31,10 @@ use roxmltree::{Document, Node};
 
 use crate::cause::HangupCause;
 use crate::config::{Backend, EngineConfig, FailMode, ServiceConfig};
-use crate::domain::Money;
+use crate::domain::{Money, Route};
 use crate::reason::Reason;
 use crate::service::ServiceKind;
+use crate::services::{HttpConfig, PartnerCacheConfig, ServicesConfig, SettlementConfig, wire};
 
 /// The `name` of the `<configuration>` element this module reads.
 pub const CONFIGURATION_NAME: &str = "rtc_core.conf";
@@ -60,6 +65,29 @@ pub const LOCAL_PARAMS: &[&str] = &[
     "cdr-file",
     "cdr-memory",
 ];
+
+/// Params accepted directly in `<services>`: the shared HTTP client, the partner cache and settlements.
+pub const SERVICES_PARAMS: &[&str] = &[
+    "max-body",
+    "pool-idle-timeout",
+    "pool-max-idle",
+    "extra-ca-file",
+    "user-agent",
+    "partner-cache-ttl",
+    "partner-cache-size",
+    "spool-file",
+    "settlement-attempts",
+    "settlement-backoff",
+    "settlement-backoff-max",
+    "settlement-give-up",
+    "spool-replay-interval",
+];
+
+/// Attributes accepted on `<route>` in `<default-routes>`.
+pub const ROUTE_ATTRIBUTES: &[&str] = &["carrier", "dial-string", "cost-per-minute"];
+
+/// Smallest and largest `max-body`, in bytes.
+pub const MAX_BODY_RANGE: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 
 /// Attributes accepted on `<service>`.
 pub const SERVICE_ATTRIBUTES: &[&str] = &[
@@ -114,6 +142,14 @@ pub struct RtcConfig {
     pub engine: EngineConfig,
     /// One entry per [`ServiceKind`], in [`ServiceKind::ALL`] order; see [`RtcConfig::service`].
     pub services: Vec<ServiceConfig>,
+    /// The HTTP client shared by the HTTP services (`<services>` params).
+    pub http: HttpConfig,
+    /// The partner cache served when the partner service fails (`<services>` params).
+    pub partner_cache: PartnerCacheConfig,
+    /// Served when fail-open routing fails (`<default-routes>`).
+    pub default_routes: Vec<Route>,
+    /// Settlement retries and spool (`<services>` params).
+    pub settlement: SettlementConfig,
     /// Worker threads of the embedded tokio runtime that runs the services.
     pub io_threads: usize,
     /// Most verbose level the module logs at.
@@ -139,6 +175,10 @@ impl Default for RtcConfig {
                 .into_iter()
                 .map(ServiceConfig::default_for)
                 .collect(),
+            http: HttpConfig::default(),
+            partner_cache: PartnerCacheConfig::default(),
+            default_routes: Vec::new(),
+            settlement: SettlementConfig::default(),
             io_threads: 2,
             log_level: LevelFilter::Info,
             local: LocalFiles::under(&shipped_conf_dir()),
@@ -225,6 +265,12 @@ pub enum ConfigProblem {
         value: String,
         expected: &'static str,
     },
+    #[error(
+        "<default-routes> appears twice in <services> (the first is at line {first_line}); merge them"
+    )]
+    DuplicateDefaultRoutes { first_line: u32 },
+    #[error("default route {carrier:?}: {problem}")]
+    BadDefaultRoute { carrier: String, problem: String },
     #[error("unknown service {name:?}; known: partner, auth, balance, rating, routing, cdr")]
     UnknownService { name: String },
     #[error("service {name:?} is configured twice (the first is at line {first_line}); keep one")]
@@ -289,6 +335,27 @@ impl RtcConfig {
             .position(|k| *k == kind)
             .unwrap_or_default();
         &self.services[index]
+    }
+
+    /// Everything the service layer needs ([`crate::services::AsyncServices`]), as configured.
+    pub fn services_config(&self) -> ServicesConfig {
+        ServicesConfig {
+            services: self.services.clone(),
+            http: self.http.clone(),
+            partner_cache: self.partner_cache.clone(),
+            default_routes: self.default_routes.clone(),
+            settlement: self.settlement.clone(),
+        }
+    }
+
+    /// Whether any service is answered over HTTP (the host then runs the HTTP service layer).
+    pub fn any_http(&self) -> bool {
+        self.services.iter().any(|s| s.backend == Backend::Http)
+    }
+
+    /// Whether any service is answered by the local backends (the host then loads their tables).
+    pub fn any_local(&self) -> bool {
+        self.services.iter().any(|s| s.backend == Backend::Local)
     }
 
     /// Reads a configuration file given on a command line. Relative table paths resolve against the
@@ -404,7 +471,7 @@ impl<'d, 'input> Parser<'d, 'input> {
             match name {
                 "settings" => stale_line = self.settings(section, &mut config)?,
                 "local" => self.local(section, base_dir, &mut config.local)?,
-                "services" => self.services(section, &mut config.services)?,
+                "services" => self.services(section, base_dir, &mut config)?,
                 "causes" => self.causes(section, &mut config.engine)?,
                 other => {
                     return Err(self.err(
@@ -453,60 +520,72 @@ impl<'d, 'input> Parser<'d, 'input> {
                     },
                 ));
             }
-            for attr in param.attributes() {
-                if !matches!(attr.name(), "name" | "value") {
-                    return Err(self.err(
-                        param,
-                        ConfigProblem::UnknownAttribute {
-                            element: "param",
-                            attribute: attr.name().to_owned(),
-                            known: "name, value".to_owned(),
-                        },
-                    ));
-                }
-            }
-            let name = param.attribute("name").ok_or_else(|| {
-                self.err(
-                    param,
-                    ConfigProblem::MissingAttribute {
-                        element: "param",
-                        attribute: "name",
-                    },
-                )
-            })?;
-            let value = param.attribute("value").ok_or_else(|| {
-                self.err(
-                    param,
-                    ConfigProblem::MissingAttribute {
-                        element: "param",
-                        attribute: "value",
-                    },
-                )
-            })?;
-            if !known.contains(&name) {
-                return Err(self.err(
-                    param,
-                    ConfigProblem::UnknownParam {
-                        section: section_name,
-                        name: name.to_owned(),
-                        known: known.join(", "),
-                    },
-                ));
-            }
-            if let Some(&first_line) = seen.get(name) {
-                return Err(self.err(
-                    param,
-                    ConfigProblem::DuplicateParam {
-                        section: section_name,
-                        name: name.to_owned(),
-                        first_line,
-                    },
-                ));
-            }
-            seen.insert(name, self.line_of(param));
+            let (name, value) = self.param(param, section_name, known, &mut seen)?;
             out.push((param, name, value));
         }
         Ok(out)
+    }
+
+    /// One `<param>`: only `name` and `value`, a known name, not given before in the section (`seen`).
+    fn param(
+        &self,
+        param: Node<'d, 'input>,
+        section_name: &'static str,
+        known: &[&str],
+        seen: &mut HashMap<&'d str, u32>,
+    ) -> Result<(&'d str, &'d str), ConfigError> {
+        for attr in param.attributes() {
+            if !matches!(attr.name(), "name" | "value") {
+                return Err(self.err(
+                    param,
+                    ConfigProblem::UnknownAttribute {
+                        element: "param",
+                        attribute: attr.name().to_owned(),
+                        known: "name, value".to_owned(),
+                    },
+                ));
+            }
+        }
+        let name = param.attribute("name").ok_or_else(|| {
+            self.err(
+                param,
+                ConfigProblem::MissingAttribute {
+                    element: "param",
+                    attribute: "name",
+                },
+            )
+        })?;
+        let value = param.attribute("value").ok_or_else(|| {
+            self.err(
+                param,
+                ConfigProblem::MissingAttribute {
+                    element: "param",
+                    attribute: "value",
+                },
+            )
+        })?;
+        if !known.contains(&name) {
+            return Err(self.err(
+                param,
+                ConfigProblem::UnknownParam {
+                    section: section_name,
+                    name: name.to_owned(),
+                    known: known.join(", "),
+                },
+            ));
+        }
+        if let Some(&first_line) = seen.get(name) {
+            return Err(self.err(
+                param,
+                ConfigProblem::DuplicateParam {
+                    section: section_name,
+                    name: name.to_owned(),
+                    first_line,
+                },
+            ));
+        }
+        seen.insert(name, self.line_of(param));
+        Ok((name, value))
     }
 
     fn bad(&self, node: Node, name: &str, value: &str, expected: &'static str) -> ConfigError {
@@ -663,18 +742,45 @@ impl<'d, 'input> Parser<'d, 'input> {
         Ok(())
     }
 
-    fn services(&self, section: Node, services: &mut [ServiceConfig]) -> Result<(), ConfigError> {
+    /// `<services>`: shared `<param>`s, one `<service>` per service, and `<default-routes>`, in any order.
+    fn services(
+        &self,
+        section: Node<'d, 'input>,
+        base_dir: &Path,
+        config: &mut RtcConfig,
+    ) -> Result<(), ConfigError> {
         let mut seen: HashMap<ServiceKind, u32> = HashMap::new();
+        let mut seen_params: HashMap<&str, u32> = HashMap::new();
+        let mut routes_line: Option<u32> = None;
         for node in section.children().filter(Node::is_element) {
-            if !node.has_tag_name("service") {
-                return Err(self.err(
-                    node,
-                    ConfigProblem::UnknownElement {
-                        element: node.tag_name().name().to_owned(),
-                        parent: "services".to_owned(),
-                        expected: "<service name=\"...\" .../>".to_owned(),
-                    },
-                ));
+            match node.tag_name().name() {
+                "param" => {
+                    let (name, value) =
+                        self.param(node, "services", SERVICES_PARAMS, &mut seen_params)?;
+                    self.services_param(node, name, value, base_dir, config)?;
+                    continue;
+                }
+                "default-routes" => {
+                    if let Some(first_line) = routes_line {
+                        return Err(
+                            self.err(node, ConfigProblem::DuplicateDefaultRoutes { first_line })
+                        );
+                    }
+                    routes_line = Some(self.line_of(node));
+                    config.default_routes = self.default_routes(node)?;
+                    continue;
+                }
+                "service" => {}
+                other => {
+                    return Err(self.err(
+                        node,
+                        ConfigProblem::UnknownElement {
+                            element: other.to_owned(),
+                            parent: "services".to_owned(),
+                            expected: "<param name=\"...\" value=\"...\"/>, <service name=\"...\" .../> or <default-routes>".to_owned(),
+                        },
+                    ));
+                }
             }
             for attr in node.attributes() {
                 if !SERVICE_ATTRIBUTES.contains(&attr.name()) {
@@ -717,9 +823,206 @@ impl<'d, 'input> Parser<'d, 'input> {
                 ));
             }
             seen.insert(kind, self.line_of(node));
-            services[index] = self.service(node, kind)?;
+            config.services[index] = self.service(node, kind)?;
         }
         Ok(())
+    }
+
+    /// One shared `<param>` of `<services>`.
+    fn services_param(
+        &self,
+        node: Node,
+        name: &str,
+        value: &str,
+        base_dir: &Path,
+        config: &mut RtcConfig,
+    ) -> Result<(), ConfigError> {
+        let optional_path = |value: &str| {
+            let value = value.trim();
+            (!value.is_empty()).then(|| base_dir.join(value))
+        };
+        match name {
+            "max-body" => {
+                config.http.max_body_bytes = match value.trim().parse::<usize>() {
+                    Ok(n) if MAX_BODY_RANGE.contains(&n) => n,
+                    _ => {
+                        return Err(self.bad(
+                            node,
+                            name,
+                            value,
+                            "a whole number of bytes from 1024 to 16777216",
+                        ));
+                    }
+                }
+            }
+            "pool-idle-timeout" => {
+                config.http.pool_idle_timeout = self.positive_duration(node, name, value)?
+            }
+            "pool-max-idle" => {
+                config.http.pool_max_idle_per_host = self.count(
+                    node,
+                    name,
+                    value,
+                    0,
+                    "a whole number (0 keeps no idle connection)",
+                )?
+            }
+            "extra-ca-file" => config.http.extra_ca_file = optional_path(value),
+            "user-agent" => {
+                let agent = value.trim();
+                if agent.chars().any(|c| c.is_control()) {
+                    return Err(self.bad(node, name, value, "text without control characters"));
+                }
+                config.http.user_agent = if agent.is_empty() {
+                    HttpConfig::default().user_agent
+                } else {
+                    agent.to_owned()
+                };
+            }
+            "partner-cache-ttl" => {
+                config.partner_cache.ttl = self.positive_duration(node, name, value)?
+            }
+            "partner-cache-size" => {
+                config.partner_cache.max_entries =
+                    self.count(node, name, value, 0, "a whole number (0 caches nothing)")? as u64
+            }
+            "spool-file" => {
+                config.settlement.spool_path = optional_path(value)
+                    .ok_or_else(|| self.bad(node, name, value, "a file path"))?
+            }
+            "settlement-attempts" => {
+                config.settlement.attempts = match value.trim().parse::<u32>() {
+                    Ok(n @ 1..=100) => n,
+                    _ => return Err(self.bad(node, name, value, "a whole number from 1 to 100")),
+                }
+            }
+            "settlement-backoff" => {
+                config.settlement.backoff_initial = self.positive_duration(node, name, value)?
+            }
+            "settlement-backoff-max" => {
+                config.settlement.backoff_max = self.positive_duration(node, name, value)?
+            }
+            "settlement-give-up" => {
+                config.settlement.give_up_after =
+                    parse_duration(value).ok_or_else(|| self.bad(node, name, value, DURATION))?
+            }
+            "spool-replay-interval" => {
+                let every =
+                    parse_duration(value).ok_or_else(|| self.bad(node, name, value, DURATION))?;
+                config.settlement.replay_every = (!every.is_zero()).then_some(every);
+            }
+            // `param` only lets known names through; keep this arm in step with SERVICES_PARAMS.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `<default-routes>`: `<route carrier=".." dial-string=".." cost-per-minute=".."/>`, in failover order.
+    fn default_routes(&self, section: Node) -> Result<Vec<Route>, ConfigError> {
+        let mut routes = Vec::new();
+        for node in section.children().filter(Node::is_element) {
+            if !node.has_tag_name("route") {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::UnknownElement {
+                        element: node.tag_name().name().to_owned(),
+                        parent: "default-routes".to_owned(),
+                        expected:
+                            "<route carrier=\"...\" dial-string=\"...\" cost-per-minute=\"...\"/>"
+                                .to_owned(),
+                    },
+                ));
+            }
+            for attr in node.attributes() {
+                if !ROUTE_ATTRIBUTES.contains(&attr.name()) {
+                    return Err(ConfigError {
+                        origin: self.origin.to_owned(),
+                        line: Some(self.doc.text_pos_at(attr.range().start).row),
+                        problem: ConfigProblem::UnknownAttribute {
+                            element: "route",
+                            attribute: attr.name().to_owned(),
+                            known: ROUTE_ATTRIBUTES.join(", "),
+                        },
+                    });
+                }
+            }
+            let required = |attribute: &'static str| {
+                node.attribute(attribute).ok_or_else(|| {
+                    self.err(
+                        node,
+                        ConfigProblem::MissingAttribute {
+                            element: "route",
+                            attribute,
+                        },
+                    )
+                })
+            };
+            let carrier = required("carrier")?.trim();
+            let problem = |attr: &str, problem: String| ConfigError {
+                origin: self.origin.to_owned(),
+                line: Some(self.attr_line(node, attr)),
+                problem: ConfigProblem::BadDefaultRoute {
+                    carrier: carrier.to_owned(),
+                    problem,
+                },
+            };
+            if carrier.is_empty()
+                || carrier.len() > wire::MAX_NAME_LEN
+                || carrier.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(problem(
+                    "carrier",
+                    format!(
+                        "carrier must be 1 to {} characters without spaces",
+                        wire::MAX_NAME_LEN
+                    ),
+                ));
+            }
+            let dial_string =
+                wire::check_dial_string("dial-string", required("dial-string")?.trim()).map_err(
+                    |e| {
+                        let text = match e {
+                            wire::Invalid::Value(text) => text,
+                            other => other.to_string(),
+                        };
+                        problem("dial-string", text)
+                    },
+                )?;
+            let cost_per_minute = match node.attribute("cost-per-minute") {
+                None => Money::ZERO,
+                Some(text) => match Money::parse(text) {
+                    Some(m) if m >= Money::ZERO && m <= wire::MAX_MONEY => m,
+                    _ => {
+                        return Err(problem(
+                            "cost-per-minute",
+                            format!(
+                                "cost-per-minute {text:?} is not a decimal amount from 0 to {} with at most 6 decimals",
+                                wire::MAX_MONEY
+                            ),
+                        ));
+                    }
+                },
+            };
+            routes.push(Route {
+                carrier: carrier.into(),
+                dial_string,
+                cost_per_minute,
+            });
+        }
+        if routes.len() > wire::MAX_ROUTES {
+            return Err(self.err(
+                section,
+                ConfigProblem::BadDefaultRoute {
+                    carrier: String::new(),
+                    problem: format!(
+                        "{} default routes; at most {} are used",
+                        routes.len(),
+                        wire::MAX_ROUTES
+                    ),
+                },
+            ));
+        }
+        Ok(routes)
     }
 
     fn service(&self, node: Node, kind: ServiceKind) -> Result<ServiceConfig, ConfigError> {
@@ -1070,6 +1373,143 @@ mod tests {
     }
 
     #[test]
+    fn services_params_and_default_routes_are_applied() {
+        let config = parse(
+            r#"<services>
+                 <param name="max-body" value="8192"/>
+                 <param name="pool-idle-timeout" value="20s"/>
+                 <param name="pool-max-idle" value="0"/>
+                 <param name="extra-ca-file" value="tls/ca.pem"/>
+                 <param name="user-agent" value="carrier-x/2"/>
+                 <service name="routing" backend="http" url="http://127.0.0.1:9/route"/>
+                 <param name="partner-cache-ttl" value="10m"/>
+                 <param name="partner-cache-size" value="500"/>
+                 <param name="spool-file" value="/var/spool/x/settle.jsonl"/>
+                 <param name="settlement-attempts" value="6"/>
+                 <param name="settlement-backoff" value="100ms"/>
+                 <param name="settlement-backoff-max" value="2s"/>
+                 <param name="settlement-give-up" value="1m"/>
+                 <param name="spool-replay-interval" value="0"/>
+                 <default-routes>
+                   <route carrier="backup" dial-string="sofia/gateway/backup/${destination}" cost-per-minute="0.02"/>
+                   <route carrier="last" dial-string="error/NORMAL_TEMPORARY_FAILURE"/>
+                 </default-routes>
+               </services>"#,
+        )
+        .unwrap();
+        assert_eq!(config.http.max_body_bytes, 8192);
+        assert_eq!(config.http.pool_idle_timeout, Duration::from_secs(20));
+        assert_eq!(config.http.pool_max_idle_per_host, 0);
+        assert_eq!(
+            config.http.extra_ca_file,
+            Some(PathBuf::from("/etc/freeswitch/tls/ca.pem"))
+        );
+        assert_eq!(config.http.user_agent, "carrier-x/2");
+        assert_eq!(config.partner_cache.ttl, Duration::from_secs(600));
+        assert_eq!(config.partner_cache.max_entries, 500);
+        let settle = &config.settlement;
+        assert_eq!(
+            settle.spool_path,
+            PathBuf::from("/var/spool/x/settle.jsonl")
+        );
+        assert_eq!(settle.attempts, 6);
+        assert_eq!(settle.backoff_initial, Duration::from_millis(100));
+        assert_eq!(settle.backoff_max, Duration::from_secs(2));
+        assert_eq!(settle.give_up_after, Duration::from_secs(60));
+        assert_eq!(settle.replay_every, None);
+        assert_eq!(config.default_routes.len(), 2);
+        assert_eq!(config.default_routes[0].carrier, "backup");
+        assert_eq!(
+            config.default_routes[0].dial_string,
+            "sofia/gateway/backup/${destination}"
+        );
+        assert_eq!(config.default_routes[0].cost_per_minute, Money(20_000));
+        assert_eq!(config.default_routes[1].cost_per_minute, Money::ZERO);
+        let services = config.services_config();
+        assert_eq!(services.default_routes, config.default_routes);
+        assert_eq!(services.settlement, config.settlement);
+        assert_eq!(
+            services.service(ServiceKind::Routing).backend,
+            Backend::Http
+        );
+        assert!(config.any_http() && config.any_local());
+        // An empty user-agent is the built-in one.
+        let config = parse(r#"<services><param name="user-agent" value=""/></services>"#).unwrap();
+        assert_eq!(config.http.user_agent, HttpConfig::default().user_agent);
+    }
+
+    #[test]
+    fn services_section_errors_name_their_line() {
+        let e = error("<services>\n<param name=\"pool-size\" value=\"3\"/>\n</services>");
+        assert!(
+            e.starts_with("test.xml:3: unknown param \"pool-size\" in <services>; known: max-body"),
+            "{e}"
+        );
+        let e = error("<services>\n<param name=\"max-body\" value=\"10\"/></services>");
+        assert!(
+            e.starts_with("test.xml:3: max-body: \"10\" is not a whole number of bytes"),
+            "{e}"
+        );
+        let e = error("<services><param name=\"spool-file\" value=\" \"/></services>");
+        assert!(e.contains("spool-file: \" \" is not a file path"), "{e}");
+        let e = error(
+            "<services><param name=\"settlement-attempts\" value=\"2\"/>\n<param name=\"settlement-attempts\" value=\"3\"/></services>",
+        );
+        assert!(
+            e.starts_with("test.xml:3: param \"settlement-attempts\" is given twice in <services>"),
+            "{e}"
+        );
+        let e = error("<services>\n<breaker/></services>");
+        assert!(
+            e.starts_with("test.xml:3: unknown element <breaker> in <services>"),
+            "{e}"
+        );
+        let e = error(
+            "<services><default-routes>\n<route carrier=\"b\"\n dial-string=\"sofia/a|sofia/b\"/></default-routes></services>",
+        );
+        assert!(
+            e.starts_with("test.xml:4: default route \"b\": dial-string: contains '|'"),
+            "{e}"
+        );
+        let e = error(
+            "<services><default-routes><route carrier=\"b\" dial-string=\"x\" cost=\"1\"/></default-routes></services>",
+        );
+        assert!(
+            e.contains("unknown attribute \"cost\" on <route>; known: carrier, dial-string, cost-per-minute"),
+            "{e}"
+        );
+        let e = error(
+            "<services><default-routes><route dial-string=\"x\"/></default-routes></services>",
+        );
+        assert!(e.ends_with("<route> needs a \"carrier\" attribute"), "{e}");
+        let e = error(
+            "<services><default-routes><route carrier=\"my carrier\" dial-string=\"x\"/></default-routes></services>",
+        );
+        assert!(e.contains("without spaces"), "{e}");
+        let e = error(
+            "<services><default-routes><route carrier=\"b\" dial-string=\"x\" cost-per-minute=\"-1\"/></default-routes></services>",
+        );
+        assert!(
+            e.contains("cost-per-minute \"-1\" is not a decimal amount"),
+            "{e}"
+        );
+        let e = error("<services><default-routes/>\n<default-routes/></services>");
+        assert!(
+            e.starts_with(
+                "test.xml:3: <default-routes> appears twice in <services> (the first is at line 2)"
+            ),
+            "{e}"
+        );
+        let e = error(
+            "<services><default-routes><param name=\"x\" value=\"y\"/></default-routes></services>",
+        );
+        assert!(
+            e.contains("unknown element <param> in <default-routes>"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn structural_errors() {
         let e = error("<setings/>");
         assert!(
@@ -1164,8 +1604,14 @@ mod tests {
         assert_eq!(config.io_threads, defaults.io_threads);
         assert_eq!(config.log_level, defaults.log_level);
         assert_eq!(config.local, defaults.local);
+        assert_eq!(config.services_config(), defaults.services_config());
+        assert_eq!(config.services_config(), ServicesConfig::default());
         let text = std::fs::read_to_string(&path).unwrap();
-        for name in SETTINGS_PARAMS.iter().chain(LOCAL_PARAMS) {
+        for name in SETTINGS_PARAMS
+            .iter()
+            .chain(LOCAL_PARAMS)
+            .chain(SERVICES_PARAMS)
+        {
             assert!(
                 text.contains(&format!("<param name=\"{name}\"")),
                 "sample lacks {name}"
@@ -1181,8 +1627,12 @@ mod tests {
         for kind in ServiceKind::ALL {
             assert!(text.contains(&format!("<service name=\"{}\"", kind.name())));
         }
-        for attr in SERVICE_ATTRIBUTES {
+        for attr in SERVICE_ATTRIBUTES.iter().chain(ROUTE_ATTRIBUTES) {
             assert!(text.contains(&format!(" {attr}=\"")), "sample lacks {attr}");
         }
+        assert!(
+            text.contains("<default-routes>"),
+            "sample lacks <default-routes>"
+        );
     }
 }

@@ -69,6 +69,19 @@ pub struct BreakerStatus {
     pub probes_sent: u32,
     /// While half-open: probes that succeeded in this round.
     pub probes_succeeded: u32,
+    /// State changes since start.
+    pub transitions: Transitions,
+}
+
+/// How many times a breaker changed state since it was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Transitions {
+    /// Times it opened (from closed, or from half-open when a probe failed).
+    pub opened: u64,
+    /// Times it went half-open to probe (restarted rounds of probes are not counted).
+    pub half_opened: u64,
+    /// Times it closed again after all probes succeeded: recoveries.
+    pub closed: u64,
 }
 
 /// Leave to send one request; hand it back to [`Breaker::record`] with the outcome.
@@ -195,6 +208,8 @@ pub struct Breaker {
     window: Window,
     /// Bumped on every state change, so that stale outcomes are recognised.
     generation: u64,
+    /// State changes counted, for operators and summaries.
+    transitions: Transitions,
 }
 
 impl Breaker {
@@ -206,7 +221,13 @@ impl Breaker {
             state: State::Closed,
             window,
             generation: 0,
+            transitions: Transitions::default(),
         }
+    }
+
+    /// State changes so far.
+    pub fn transitions(&self) -> Transitions {
+        self.transitions
     }
 
     fn probes(&self) -> u32 {
@@ -214,6 +235,15 @@ impl Breaker {
     }
 
     fn enter(&mut self, state: State) {
+        let counter = match (&self.state, &state) {
+            (State::HalfOpen { .. }, State::HalfOpen { .. }) => None,
+            (_, State::Open { .. }) => Some(&mut self.transitions.opened),
+            (_, State::HalfOpen { .. }) => Some(&mut self.transitions.half_opened),
+            (_, State::Closed) => Some(&mut self.transitions.closed),
+        };
+        if let Some(counter) = counter {
+            *counter += 1;
+        }
         self.state = state;
         self.generation = self.generation.wrapping_add(1);
     }
@@ -367,6 +397,7 @@ impl Breaker {
             ends_in_ms,
             probes_sent,
             probes_succeeded,
+            transitions: self.transitions,
         }
     }
 }
@@ -526,6 +557,14 @@ mod tests {
         assert_eq!((s.probes_sent, s.probes_succeeded), (3, 2));
         b.record(p3, true, clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::Closed);
+        assert_eq!(
+            b.status(ServiceKind::Rating, clock.now()).transitions,
+            Transitions {
+                opened: 1,
+                half_opened: 1,
+                closed: 1
+            }
+        );
         // Closed with an empty window: one failure does not re-open it.
         assert!(call(&mut b, false, clock.now()));
         assert_eq!(b.state(clock.now()), BreakerState::Closed);
@@ -549,6 +588,14 @@ mod tests {
         );
         clock.advance(Duration::from_secs(1));
         assert!(b.try_acquire(clock.now()).is_ok());
+        assert_eq!(
+            b.transitions(),
+            Transitions {
+                opened: 2,
+                half_opened: 2,
+                closed: 0
+            }
+        );
     }
 
     #[test]
@@ -585,6 +632,11 @@ mod tests {
         assert_eq!(
             b.status(ServiceKind::Routing, clock.now()).probes_succeeded,
             1
+        );
+        assert_eq!(
+            b.transitions().half_opened,
+            1,
+            "a restarted round is no new transition"
         );
     }
 

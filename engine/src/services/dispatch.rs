@@ -19,7 +19,7 @@ use moka::sync::Cache;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use super::breaker::{Breaker, BreakerStatus};
+use super::breaker::{Breaker, BreakerStatus, Transitions};
 use super::http::{self, ClientError, Endpoint, EndpointError, HttpClient, HttpError};
 use super::spool::{Spool, SpoolError, SpoolRecord};
 use super::stats::{CounterValue, Counters, Event, kind_index};
@@ -146,11 +146,13 @@ impl Shared {
         let Some(endpoint) = &service.endpoint else {
             return Err(Failure::NoEndpoint);
         };
-        let permit = service
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_acquire(now());
+        let permit = {
+            let mut breaker = service.breaker.lock().unwrap_or_else(|p| p.into_inner());
+            let before = breaker.transitions();
+            let permit = breaker.try_acquire(now());
+            log_transitions(kind, before, &breaker);
+            permit
+        };
         let permit = match permit {
             Ok(p) => p,
             Err(rejected) => {
@@ -167,11 +169,12 @@ impl Shared {
             .http
             .post(endpoint, operation, call, body, service.config.timeout)
             .await;
-        service
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(permit, result.is_ok(), now());
+        {
+            let mut breaker = service.breaker.lock().unwrap_or_else(|p| p.into_inner());
+            let before = breaker.transitions();
+            breaker.record(permit, result.is_ok(), now());
+            log_transitions(kind, before, &breaker);
+        }
         match result {
             Ok(outcome) => {
                 self.counters.count(kind, Event::Ok);
@@ -368,6 +371,27 @@ impl Shared {
                 0
             }
         }
+    }
+}
+
+/// Logs the state changes a breaker made since `before` (at most one per call of `try_acquire`/`record`).
+fn log_transitions(kind: ServiceKind, before: Transitions, breaker: &Breaker) {
+    let after = breaker.transitions();
+    if after.opened > before.opened {
+        log::warn!(
+            "{} service: circuit breaker opened; requests fail at once (circuit_open) until it probes again",
+            kind.name()
+        );
+    } else if after.half_opened > before.half_opened {
+        log::info!(
+            "{} service: circuit breaker half-open; probing",
+            kind.name()
+        );
+    } else if after.closed > before.closed {
+        log::info!(
+            "{} service: circuit breaker closed; the service answers again",
+            kind.name()
+        );
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`spool`]: settlements that could not be delivered, kept for replay.
 //! - [`admission`]: concurrent-call and calls-per-second limits, used by the engine thread directly.
 //! - [`stats`]: counters per service and outcome.
+//! - [`results`]: the engine as the [`ResultSink`] answers go to.
 //!
 //! [`ServiceRequest`]: crate::service::ServiceRequest
 //! [`ServiceSink`]: crate::service::ServiceSink
@@ -18,6 +19,7 @@ pub mod admission;
 pub mod breaker;
 pub mod dispatch;
 pub mod http;
+pub mod results;
 pub mod runtime;
 pub mod spool;
 pub mod stats;
@@ -31,9 +33,10 @@ use crate::domain::Route;
 use crate::service::{ServiceKind, ServiceResult};
 
 pub use admission::{Admission, AdmissionConfig, AdmitTicket, CpsLimit, Limit, PartnerLimits};
-pub use breaker::{BreakerState, BreakerStatus};
+pub use breaker::{BreakerState, BreakerStatus, Transitions};
 pub use dispatch::{AsyncServices, DrainReport, ReplayReport, ServicesError, ServicesMonitor};
 pub use http::HttpConfig;
+pub use results::{LateResults, undelivered_results};
 pub use runtime::{IoRuntime, RuntimeConfig, RuntimeError};
 
 /// Where answers go back to the engine. The engine thread's inbound channel implements it; it is called on

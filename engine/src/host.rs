@@ -1,0 +1,372 @@
+//! The host assembly: everything a host (the FreeSWITCH module, `rtc-core esl`, the simulator) starts at load
+//! and stops at unload, in one place so that every host does it in the same order.
+//!
+//! [`Host::start`] starts the `rtc-io` runtime, loads the local backends when a service is configured
+//! `local`, puts the HTTP service layer ([`AsyncServices`]) in front when a service is configured `http`
+//! (otherwise the engine talks to the local backends directly), and starts the `rtc-engine` thread.
+//! [`Host::shutdown`] undoes it in reverse: the engine stops and joins (its last calls are settled, their
+//! settlements submitted), the service layer drains (settlements still in flight are delivered or spooled),
+//! then the runtime stops within a bound. Nothing of ours runs once it returns, unless the report says a
+//! runtime thread was stuck.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::control::CallControl;
+use crate::core::FailModes;
+use crate::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
+use crate::local::{LocalError, LocalServices};
+use crate::service::ServiceSink;
+use crate::services::{
+    AsyncServices, DrainReport, IoRuntime, LateResults, RuntimeConfig, RuntimeError, ServicesError,
+    ServicesMonitor,
+};
+use crate::settings::RtcConfig;
+
+/// Shortest bound given to the runtime's own shutdown, whatever grace the caller passed: once the engine
+/// has stopped and the settlements are drained, only cancelled tasks remain, which end at their next await.
+pub const MIN_RUNTIME_BOUND: Duration = Duration::from_millis(500);
+
+/// Why a host could not start. Whatever was started before the failure has been stopped again.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("local backends: {0}")]
+    Local(#[from] LocalError),
+    #[error("business services: {0}")]
+    Services(#[from] ServicesError),
+    #[error("cannot start the rtc-engine thread: {0}")]
+    Engine(#[source] std::io::Error),
+}
+
+/// What a host may be given besides its configuration.
+pub struct HostOptions {
+    /// The engine's clock (real time, except in tests).
+    pub clock: Clock,
+    /// Local backends already loaded (tests, the simulator); when `None` and a service is configured
+    /// `local`, they are loaded from the configuration's `<local>` tables.
+    pub local: Option<LocalServices>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            clock: Clock::system(),
+            local: None,
+        }
+    }
+}
+
+/// What [`Host::shutdown`] did, step by step.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostShutdownReport {
+    /// The engine thread's shutdown: events drained, calls settled, final counters.
+    pub engine: ShutdownReport,
+    /// The HTTP service layer's drain (`None` when no service is HTTP).
+    pub drain: Option<DrainReport>,
+    /// Whether every `rtc-io` thread ended within its bound.
+    pub runtime_stopped: bool,
+    /// How long the whole shutdown took.
+    pub took_ms: u64,
+}
+
+/// The parts, held until shutdown takes them apart in order.
+struct Parts {
+    /// The engine thread.
+    engine: Engine,
+    /// The HTTP service layer's view, when any service is HTTP.
+    monitor: Option<ServicesMonitor>,
+    /// The `rtc-io` runtime.
+    runtime: IoRuntime,
+}
+
+/// A running engine with its services and runtime. Stop it with [`Host::shutdown`]; dropping it shuts it
+/// down too, with a grace of [`Host::DROP_GRACE`].
+pub struct Host {
+    /// `None` only once shut down.
+    parts: Option<Parts>,
+    /// A handle kept outside `parts`, so that accessors never fail.
+    handle: EngineHandle,
+    /// Its `rtc-io` runtime handle, for hosts that run more tasks on it (ESL connection, metrics).
+    io: tokio::runtime::Handle,
+    /// The HTTP service layer's view, cloned for accessors.
+    monitor: Option<ServicesMonitor>,
+}
+
+impl Host {
+    /// Grace used when a host is dropped without [`Host::shutdown`].
+    pub const DROP_GRACE: Duration = Duration::from_secs(2);
+
+    /// Starts runtime, services and engine as `config` says, with real time.
+    pub fn start(config: &RtcConfig, control: Box<dyn CallControl>) -> Result<Host, HostError> {
+        Host::start_with(config, control, HostOptions::default())
+    }
+
+    /// Starts runtime, services and engine as `config` says, with the given clock and local backends.
+    pub fn start_with(
+        config: &RtcConfig,
+        control: Box<dyn CallControl>,
+        options: HostOptions,
+    ) -> Result<Host, HostError> {
+        let runtime = IoRuntime::start(&RuntimeConfig {
+            worker_threads: config.io_threads,
+            ..RuntimeConfig::default()
+        })?;
+        match Host::assemble(config, control, options, &runtime) {
+            Ok((engine, monitor)) => {
+                let handle = engine.handle();
+                let io = runtime.handle().clone();
+                Ok(Host {
+                    parts: Some(Parts {
+                        engine,
+                        monitor: monitor.clone(),
+                        runtime,
+                    }),
+                    handle,
+                    io,
+                    monitor,
+                })
+            }
+            Err(e) => {
+                runtime.shutdown(MIN_RUNTIME_BOUND);
+                Err(e)
+            }
+        }
+    }
+
+    fn assemble(
+        config: &RtcConfig,
+        control: Box<dyn CallControl>,
+        options: HostOptions,
+        runtime: &IoRuntime,
+    ) -> Result<(Engine, Option<ServicesMonitor>), HostError> {
+        let local = match options.local {
+            Some(local) => Some(local),
+            None if config.any_local() => Some(LocalServices::load(&config.local)?),
+            None => None,
+        };
+        let results = Arc::new(LateResults::new());
+        let (services, monitor): (Box<dyn ServiceSink>, _) = if config.any_http() {
+            let services = AsyncServices::new(
+                &config.services_config(),
+                runtime.handle().clone(),
+                results.clone(),
+                local.map(|l| Box::new(l) as Box<dyn ServiceSink>),
+            )?;
+            let monitor = services.monitor();
+            (Box::new(services), Some(monitor))
+        } else {
+            match local {
+                Some(local) => (Box::new(local), None),
+                // Neither HTTP nor local: impossible with a parsed configuration (every service is one of
+                // the two); refuse rather than start an engine nobody answers.
+                None => {
+                    return Err(HostError::Services(ServicesError::NoLocalBackend {
+                        service: crate::service::ServiceKind::Partner,
+                    }));
+                }
+            }
+        };
+        let engine = Engine::start(EngineParts {
+            config: config.engine.clone(),
+            fail_modes: FailModes::from_services(&config.services),
+            services,
+            control,
+            clock: options.clock,
+        })
+        .map_err(HostError::Engine)?;
+        results.attach(engine.handle());
+        Ok((engine, monitor))
+    }
+
+    /// The engine, for events, decisions and queries.
+    pub fn engine(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    /// The HTTP service layer (breakers for `rtc_core breakers`, counters, spool replay); `None` when every
+    /// service is local.
+    pub fn monitor(&self) -> Option<&ServicesMonitor> {
+        self.monitor.as_ref()
+    }
+
+    /// The `rtc-io` runtime, for other I/O the host runs (the ESL connection, a metrics endpoint).
+    pub fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+
+    /// Stops everything in order: the engine (joined, its live calls settled), then the service layer's
+    /// settlements (at most `grace` to deliver them, the rest spooled), then the runtime (at most `grace`,
+    /// and at least [`MIN_RUNTIME_BOUND`]). The engine's own bound is its `shutdown-grace` setting.
+    pub fn shutdown(mut self, grace: Duration) -> HostShutdownReport {
+        // `parts` is taken only here and in `drop`, and `shutdown` consumes `self`: it is always there.
+        match self.parts.take() {
+            Some(parts) => stop(parts, grace),
+            None => HostShutdownReport::nothing(),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            let report = stop(parts, Host::DROP_GRACE);
+            log::debug!("host dropped without shutdown; stopped: {report:?}");
+        }
+    }
+}
+
+fn stop(parts: Parts, grace: Duration) -> HostShutdownReport {
+    let started = Instant::now();
+    let Parts {
+        engine,
+        monitor,
+        runtime,
+    } = parts;
+    let engine = engine.shutdown();
+    let drain = monitor.map(|m| m.drain(grace));
+    let runtime_stopped = runtime.shutdown(grace.max(MIN_RUNTIME_BOUND));
+    let report = HostShutdownReport {
+        engine,
+        drain,
+        runtime_stopped,
+        took_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Some(d) = &report.drain
+        && (d.spooled > 0 || d.lost > 0)
+    {
+        log::warn!(
+            "shutdown: {} settlement(s) in flight, {} spooled, {} lost",
+            d.in_flight,
+            d.spooled,
+            d.lost
+        );
+    }
+    report
+}
+
+impl HostShutdownReport {
+    /// Nothing was running. Not produced in practice: `shutdown` consumes the host, whose parts are only
+    /// taken by `shutdown` or `drop`.
+    fn nothing() -> HostShutdownReport {
+        HostShutdownReport {
+            engine: ShutdownReport {
+                drained_events: 0,
+                settled_calls: 0,
+                abandoned: false,
+                stats: crate::stats::Counters::new().snapshot(),
+            },
+            drain: None,
+            runtime_stopped: true,
+            took_ms: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::config::Backend;
+    use crate::control::CallCommand;
+    use crate::engine::{Query, QueryReply};
+    use crate::event::{CallEvent, EventKind};
+    use crate::id::CallId;
+    use crate::service::ServiceKind;
+    use crate::testkit::RecordingControl;
+
+    fn call(control: &RecordingControl, host: &Host, n: u128) -> CallCommand {
+        let id = CallId::from_u128(n);
+        let mut ev = CallEvent::new(id, EventKind::ChannelCreate, 1);
+        ev.source_ip = Some(IpAddr::from([127, 0, 0, 1]));
+        ev.destination = "442079460000".into();
+        host.engine().submit_event(ev).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = control.take().into_iter().next() {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "no decision for call {n}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn all_local_runs_without_the_http_layer() {
+        let config = RtcConfig::default();
+        let control = RecordingControl::default();
+        let host = Host::start(&config, Box::new(control.clone())).unwrap();
+        assert!(host.monitor().is_none());
+        let first = call(&control, &host, 1);
+        assert!(
+            matches!(first, CallCommand::SetVariables { ref vars, .. } if vars.iter().any(|v| v.name == "rtc_route")),
+            "{first:?}"
+        );
+        let report = host.shutdown(Duration::from_secs(1));
+        assert!(report.runtime_stopped);
+        assert!(report.drain.is_none());
+        assert_eq!(report.engine.settled_calls, 1);
+    }
+
+    #[test]
+    fn an_http_service_puts_the_service_layer_in_front_and_shutdown_spools_its_settlements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RtcConfig::default();
+        // The CDR service is unreachable (nothing listens on port 9 of 127.0.0.1 here: discard is not run).
+        let cdr = &mut config.services[5];
+        assert_eq!(cdr.kind, ServiceKind::Cdr);
+        cdr.backend = Backend::Http;
+        cdr.url = Some("http://127.0.0.1:9/cdr".into());
+        config.settlement.spool_path = dir.path().join("spool.jsonl");
+        config.settlement.backoff_initial = Duration::from_secs(30);
+        config.settlement.give_up_after = Duration::from_secs(120);
+        config.settlement.replay_every = None;
+        let control = RecordingControl::default();
+        let host = Host::start(&config, Box::new(control.clone())).unwrap();
+        let monitor = host.monitor().expect("an HTTP service").clone();
+        let breakers = monitor.breakers();
+        assert_eq!(breakers.len(), 1);
+        assert_eq!(breakers[0].service, ServiceKind::Cdr);
+        // Local services still decide the call at once.
+        let first = call(&control, &host, 2);
+        assert!(
+            matches!(first, CallCommand::SetVariables { .. }),
+            "{first:?}"
+        );
+        match host.engine().query(Query::Status, Duration::from_secs(5)) {
+            Ok(QueryReply::Status(s)) => assert_eq!(s.live_calls, 1),
+            other => panic!("{other:?}"),
+        }
+        // Shutdown settles the call: its CDR goes to the unreachable service, waits for a retry, and is
+        // spooled by the drain.
+        let report = host.shutdown(Duration::from_millis(200));
+        assert!(report.runtime_stopped);
+        let drain = report.drain.expect("drained");
+        assert_eq!(drain.in_flight, 1, "{drain:?}");
+        assert_eq!(drain.spooled, 1);
+        let spooled = std::fs::read_to_string(dir.path().join("spool.jsonl")).unwrap();
+        assert!(spooled.contains("\"op\":\"cdr\""), "{spooled}");
+    }
+
+    #[test]
+    fn a_bad_table_is_refused_and_nothing_is_left_running() {
+        let mut config = RtcConfig::default();
+        config.local.rates = "/nonexistent/rates.csv".into();
+        let e = Host::start(&config, Box::new(RecordingControl::default()))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("/nonexistent/rates.csv"), "{e}");
+        let mut config = RtcConfig::default();
+        config.services[0].backend = Backend::Http;
+        config.services[0].url = None;
+        let e = Host::start(&config, Box::new(RecordingControl::default()))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("no url"), "{e}");
+    }
+}
