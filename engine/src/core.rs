@@ -185,6 +185,23 @@ impl Core {
         self.clock.now_us()
     }
 
+    /// Takes a new configuration: the services first (all or nothing), then the engine's own settings,
+    /// fail modes and admission limits.
+    pub fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+        let services = self.services.reload(config)?;
+        self.cfg = config.engine.clone();
+        self.fail_modes = FailModes::from_services(&config.services);
+        self.admission.reconfigure(config.engine.admission.clone());
+        log::info!("configuration reloaded from {}", config.origin);
+        Ok(match services.is_empty() {
+            true => format!("engine settings reloaded from {}", config.origin),
+            false => format!(
+                "engine settings reloaded from {}; {services}",
+                config.origin
+            ),
+        })
+    }
+
     /// How many events wait in the intake queue (told by the engine loop; drives shedding).
     pub fn set_backlog(&mut self, events: usize) {
         self.backlog = events;

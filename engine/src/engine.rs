@@ -21,6 +21,7 @@ use crate::core::{CallSummary, Core, Decision, FailModes, StatusReport};
 use crate::event::CallEvent;
 use crate::id::CallId;
 use crate::service::{ServiceResult, ServiceSink};
+use crate::settings::RtcConfig;
 use crate::stats::Stats;
 
 /// A question for the engine thread.
@@ -45,6 +46,7 @@ enum Control {
     Result(ServiceResult),
     Query(Query, Sender<QueryReply>),
     Await(Box<CallEvent>, Sender<Decision>),
+    Reload(Box<RtcConfig>, Sender<Result<String, String>>),
     /// Re-check timers now (a manual clock moved).
     Tick,
     Shutdown,
@@ -66,6 +68,15 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("engine is shut down")]
     Stopped,
+}
+
+/// Why a reload did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload refused, nothing changed: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Engine(QueryError),
 }
 
 /// Counters shared between the handle's callers and the engine thread.
@@ -152,6 +163,24 @@ impl EngineHandle {
             RecvTimeoutError::Timeout => QueryError::Timeout(timeout),
             RecvTimeoutError::Disconnected => QueryError::Stopped,
         })
+    }
+
+    /// Swaps in a new configuration (`rtc_core reload`): the services take theirs first, and only if they
+    /// all accept it does the engine take its own; on error nothing changed. Live calls keep the timers
+    /// and decisions they already have; new calls and new steps use the new settings.
+    pub fn reload(&self, config: RtcConfig, timeout: Duration) -> Result<String, ReloadError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control
+            .send(Control::Reload(Box::new(config), tx))
+            .map_err(|_| ReloadError::Engine(QueryError::Stopped))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(e)) => Err(ReloadError::Refused(e)),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(ReloadError::Engine(QueryError::Timeout(timeout)))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(ReloadError::Engine(QueryError::Stopped)),
+        }
     }
 
     /// Asks the engine to re-check its timers (after a manual clock moved).
@@ -350,6 +379,9 @@ fn handle_control(core: &mut Core, msg: Control, started: Instant) {
             let _ = reply.send(answer);
         }
         Control::Await(ev, reply) => core.on_await(*ev, reply),
+        Control::Reload(config, reply) => {
+            let _ = reply.send(core.reload(&config));
+        }
         Control::Tick => {
             core.fire_timers();
             core.sweep_if_due();

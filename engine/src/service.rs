@@ -162,4 +162,11 @@ pub struct ServiceResult {
 /// delivery is the sink's job, and must not be lost.
 pub trait ServiceSink: Send {
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult>;
+
+    /// Takes a new configuration (`rtc_core reload`), all or nothing: on `Err` nothing changed. Called on
+    /// the engine thread. Returns a one-line summary of what changed.
+    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+        let _ = config;
+        Ok(String::new())
+    }
 }

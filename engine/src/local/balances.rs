@@ -153,6 +153,22 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Adds accounts for partners appended to the table (on reload), opening them at the balances in
+    /// `opening`; existing accounts keep their live balances and reservations.
+    pub fn extend_from(&mut self, opening: &Ledger) {
+        for account in opening.accounts.iter().skip(self.accounts.len()) {
+            self.accounts.push(Account {
+                balance: account.balance,
+                reserved: Money::ZERO,
+            });
+        }
+    }
+
+    /// How many accounts the ledger holds.
+    pub fn accounts(&self) -> usize {
+        self.accounts.len()
+    }
+
     /// The partner's account, `None` for an id without one.
     pub fn balance(&self, partner: PartnerId) -> Option<Account> {
         self.accounts.get(partner as usize).copied()

@@ -212,6 +212,51 @@ impl LocalServices {
         &self.ledger
     }
 
+    /// Re-reads the tables named by `files` and swaps them in, all or nothing.
+    ///
+    /// Partner ids are the rows' positions and live calls hold them, so the partner table may only grow
+    /// at its end: a reordered or shortened table is refused (the module must be restarted for that).
+    /// Rates and routes are replaced whole. Balances of existing partners keep their live values and
+    /// reservations (money moves through the balance service, not through a reload); appended partners
+    /// open at their `balances.csv` amount. The CDR store is kept.
+    pub fn reload(&mut self, files: &LocalFiles) -> Result<String, LocalError> {
+        let partners = Partners::load(&files.partners)?;
+        for old in self.partners.iter() {
+            match partners.get(old.id) {
+                Some(new) if new.name == old.name => {}
+                other => {
+                    return Err(LocalError::Reload(format!(
+                        "{}: partner ids are row positions held by live calls, so a reload may only \
+                         append partners; row {} was {:?} and is now {}. Restart the module to reorder \
+                         or remove partners",
+                        files.partners.display(),
+                        old.id + 1,
+                        old.name.as_str(),
+                        other.map_or_else(
+                            || "missing".to_owned(),
+                            |p| format!("{:?}", p.name.as_str())
+                        )
+                    )));
+                }
+            }
+        }
+        let rates = RateDeck::load(&files.rates, &partners)?;
+        let routes = RouteTable::load(&files.routes)?;
+        let opening = Ledger::load(&files.balances, &partners)?;
+        let added = partners.len() - self.partners.len();
+        self.ledger.extend_from(&opening);
+        let summary = format!(
+            "local tables reloaded: {} partners ({added} new), {} rate prefixes, {} route prefixes",
+            partners.len(),
+            rates.len(),
+            routes.len()
+        );
+        self.partners = Arc::new(partners);
+        self.rates = Arc::new(rates);
+        self.routes = Arc::new(routes);
+        Ok(summary)
+    }
+
     /// For top-ups and tests.
     pub fn ledger_mut(&mut self) -> &mut Ledger {
         &mut self.ledger
@@ -287,6 +332,10 @@ fn failed(
 }
 
 impl ServiceSink for LocalServices {
+    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+        LocalServices::reload(self, &config.local).map_err(|e| e.to_string())
+    }
+
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
         let kind = request.kind();
         self.counters.count(kind);

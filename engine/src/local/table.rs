@@ -16,6 +16,9 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// A reload that would change what live calls depend on.
+    #[error("{0}")]
+    Reload(String),
     /// A line of the file is wrong.
     #[error("{}:{line}: {problem}", file.display())]
     Line {
@@ -30,7 +33,7 @@ impl LocalError {
     pub fn problem(&self) -> Option<&LineProblem> {
         match self {
             LocalError::Line { problem, .. } => Some(problem),
-            LocalError::Read { .. } => None,
+            LocalError::Read { .. } | LocalError::Reload(_) => None,
         }
     }
 }
