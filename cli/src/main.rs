@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         which: BenchName,
     },
+    /// Print the call state machine's transition table (Markdown).
+    States,
     /// Check an rtc_core.conf.xml and the tables it names; print what is wrong, where.
     CheckConfig {
         /// The configuration file.
@@ -104,6 +106,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::States => {
+            print!("{}", rtc_engine::call::transitions_markdown());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -575,3 +575,35 @@ impl CallView {
         }
     }
 }
+
+/// The transition table as Markdown, for `docs/call-states.md` (kept in step by a test).
+pub fn transitions_markdown() -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# Call states\n\n\
+         Generated from the engine's transition table (`engine/src/call.rs`) by `rtc-core states`;\n\
+         a test fails when this file and the table differ.\n\n\
+         Inputs not listed for a state are refused: counted per (state, input) in `rtc_core status` and\n\
+         `rtc_core metrics`, logged with the call's uuid, and the call stays where it was. Rows with no\n\
+         actions that keep the state are *absorbed*: expected, applied, not traced.\n\n\
+         | from | input | guard | to | actions |\n|---|---|---|---|---|\n",
+    );
+    for row in CALL_TRANSITIONS {
+        let guard = row.guard.as_ref().map_or("", |g| g.name);
+        let actions: Vec<String> = row.actions.iter().map(|a| format!("{a:?}")).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            row.from,
+            row.on,
+            guard,
+            if row.is_absorb() {
+                "(absorbed)".to_string()
+            } else {
+                row.to.to_string()
+            },
+            actions.join(", ")
+        );
+    }
+    out
+}

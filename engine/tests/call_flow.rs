@@ -643,3 +643,16 @@ fn the_digest_user_reaches_authentication() {
     assert!(r.requests().iter().any(|q| matches!(q,
         ServiceRequest::Authenticate { auth_user, .. } if auth_user == "alice")));
 }
+
+#[test]
+fn the_call_states_document_matches_the_table() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/call-states.md"
+    ))
+    .expect("docs/call-states.md");
+    assert!(
+        doc == rtc_engine::call::transitions_markdown(),
+        "docs/call-states.md is out of date: run `cargo run -p rtc-core -- states > docs/call-states.md`"
+    );
+}
