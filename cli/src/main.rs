@@ -197,11 +197,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let local_needed = cfg
-        .services
-        .iter()
-        .any(|s| s.backend == rtc_engine::config::Backend::Local);
-    if local_needed && let Err(e) = rtc_engine::local::LocalServices::load(&cfg.local) {
+    // The tables of local services, and the URLs, keys, CA file and default routes of HTTP ones.
+    if let Err(e) = rtc_engine::host::check(&cfg) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }

@@ -141,3 +141,45 @@ fn simulate_refuses_an_unknown_outage_service() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"fraud\" is not a service"), "{err}");
 }
+
+#[test]
+fn check_config_checks_the_http_services_too() {
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conf/autoload_configs/rtc_core.conf.xml"
+    );
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("autoload_configs")).unwrap();
+    let conf_dir = std::path::Path::new(shipped)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap();
+    std::os::unix::fs::symlink(conf_dir.join("rtc_core"), dir.path().join("rtc_core")).unwrap();
+    let conf = dir.path().join("autoload_configs/rtc_core.conf.xml");
+    let http = text.replace(
+        r#"<service name="rating" backend="local" url="""#,
+        r#"<service name="rating" backend="http" url="http://127.0.0.1:9/rating""#,
+    );
+    assert_ne!(http, text);
+    std::fs::write(&conf, &http).unwrap();
+    let out = rtc_core().arg("check-config").arg(&conf).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &conf,
+        http.replace(
+            r#"name="extra-ca-file" value="""#,
+            r#"name="extra-ca-file" value="tls/missing-ca.pem""#,
+        ),
+    )
+    .unwrap();
+    let out = rtc_core().arg("check-config").arg(&conf).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls/missing-ca.pem"), "{err}");
+}
