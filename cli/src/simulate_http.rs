@@ -33,7 +33,7 @@ pub struct OutagePlan {
     pub length: Option<Duration>,
 }
 
-/// A breaker state seen at a time of the run (sampled every few milliseconds).
+/// A breaker state change, at a time of the run.
 #[derive(Clone, Copy, Debug, Serialize)]
 struct Seen {
     /// Milliseconds since the run started.
@@ -54,60 +54,59 @@ struct ServicesSummary {
     counters: Vec<rtc_engine::services::stats::CounterValue>,
     /// Breakers at the end, with their transition counts.
     breakers: Vec<BreakerStatus>,
-    /// Breaker state changes as sampled during the run.
+    /// Breaker state changes during the run (the last ones each breaker remembers).
     timeline: Vec<Seen>,
     /// The shutdown's drain of settlements in flight.
     drain: Option<rtc_engine::services::DrainReport>,
 }
 
-/// Takes the service down and up on schedule, and samples the breakers, until `done`.
+/// Takes the service down and up on schedule, until `done`.
 fn watch(
     loopback: &Loopback,
-    monitor: &ServicesMonitor,
     start: Instant,
     outage: Option<(ServiceKind, Duration, Duration)>,
     done: &AtomicBool,
-) -> Vec<Seen> {
-    let mut last: Vec<(ServiceKind, BreakerState)> = monitor
-        .breakers()
-        .iter()
-        .map(|b| (b.service, b.state))
-        .collect();
-    let mut timeline = Vec::new();
+) {
+    let Some((kind, at, length)) = outage else {
+        return;
+    };
     let mut down = false;
-    let mut over = false;
     while !done.load(Ordering::Relaxed) {
         let t = start.elapsed();
-        if let Some((kind, at, length)) = outage {
-            if !down && !over && t >= at {
-                loopback.set_outage(kind, true);
-                down = true;
-            }
-            if down && t >= at + length {
-                loopback.set_outage(kind, false);
-                down = false;
-                over = true;
-            }
+        if !down && t >= at && t < at + length {
+            loopback.set_outage(kind, true);
+            down = true;
         }
-        for b in monitor.breakers() {
-            if let Some(entry) = last.iter_mut().find(|(k, _)| *k == b.service)
-                && entry.1 != b.state
-            {
-                timeline.push(Seen {
-                    at_ms: t.as_millis() as u64,
+        if down && t >= at + length {
+            loopback.set_outage(kind, false);
+            down = false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    loopback.set_outage(kind, false);
+}
+
+/// The breakers' remembered state changes, placed on the run's time line (`now` since its start).
+fn timeline(breakers: &[BreakerStatus], now: Duration) -> Vec<Seen> {
+    let now_ms = now.as_millis() as u64;
+    let mut seen: Vec<Seen> = breakers
+        .iter()
+        .flat_map(|b| {
+            let mut from = BreakerState::Closed;
+            b.history.iter().map(move |change| {
+                let step = Seen {
+                    at_ms: now_ms.saturating_sub(change.ago_ms),
                     service: b.service,
-                    from: entry.1,
-                    to: b.state,
-                });
-                entry.1 = b.state;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    if let Some((kind, _, _)) = outage {
-        loopback.set_outage(kind, false);
-    }
-    timeline
+                    from,
+                    to: change.to,
+                };
+                from = change.to;
+                step
+            })
+        })
+        .collect();
+    seen.sort_by_key(|s| s.at_ms);
+    seen
 }
 
 pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
@@ -137,8 +136,8 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
     let done = AtomicBool::new(false);
     let mut peak_heap = 0isize;
     let start = Instant::now();
-    let (report, timeline) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| watch(&rig.loopback, &monitor, start, outage, &done));
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| watch(&rig.loopback, start, outage, &done));
         let report = sim::run(
             host.engine().clone(),
             commands,
@@ -150,8 +149,10 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
             },
         );
         done.store(true, Ordering::Relaxed);
-        (report, watcher.join().unwrap_or_default())
+        report
     });
+    let breakers = monitor.breakers();
+    let timeline = timeline(&breakers, start.elapsed());
     bar.finish_and_clear();
     let shutdown: HostShutdownReport = host.shutdown(Duration::from_secs(5));
     let summary = ServicesSummary {
@@ -171,7 +172,7 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
             .map(|&k| (k, rig.loopback.counts(k)))
             .collect(),
         counters: monitor.counters(),
-        breakers: monitor.breakers(),
+        breakers,
         timeline,
         drain: shutdown.drain,
     };
@@ -244,7 +245,7 @@ fn print_services(s: &ServicesSummary, monitor: &ServicesMonitor) {
         );
     }
     println!();
-    println!("  breaker transitions (exact counts; timeline sampled every 2 ms)");
+    println!("  breaker transitions (seconds into the run)");
     for b in &s.breakers {
         let t = b.transitions;
         if t.opened + t.half_opened + t.closed == 0 {
