@@ -158,12 +158,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(name, THREAD_NAME);
-        // Workers report themselves as they start, which may be after the first task ran on one of them.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while rt.live_threads() < 2 {
-            assert!(Instant::now() < deadline, "{} live", rt.live_threads());
-            std::thread::yield_now();
-        }
+        // Workers start as the runtime wakes them: at least the one that ran the task is up.
+        assert!(rt.live_threads() >= 1);
         // A task that would run forever is cancelled.
         rt.handle().spawn(async {
             loop {
