@@ -1,13 +1,19 @@
 //! `rtc-core`: the mod_rtc_core engine outside FreeSWITCH — simulate, bench, esl, replay, check-config.
 
 mod alloc;
+mod backend;
 mod bench;
+mod bench_setup;
 mod simulate;
+mod simulate_http;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use backend::BackendArg;
 use clap::{Parser, Subcommand};
+use rtc_engine::service::ServiceKind;
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -42,6 +48,19 @@ enum Command {
         /// Print the report as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Business services: the local backends, or the same tables behind loopback HTTP services.
+        #[arg(long, value_enum, default_value_t = BackendArg::Local)]
+        backend: BackendArg,
+        /// With --backend http: the service taken down partway through (partner, auth, balance, rating,
+        /// routing, cdr), or none.
+        #[arg(long, default_value = "partner", value_parser = parse_outage_service)]
+        outage: OutageService,
+        /// When the outage starts, in ms from the first call (default: 30 % into the arrivals).
+        #[arg(long)]
+        outage_at_ms: Option<u64>,
+        /// How long the service stays down, in ms (default: 40 % of the arrivals).
+        #[arg(long)]
+        outage_ms: Option<u64>,
     },
     /// Measure one part of the engine; the last line printed is one JSON object.
     Bench {
@@ -68,6 +87,40 @@ enum BenchName {
         #[arg(long, default_value_t = 256)]
         window: usize,
     },
+    /// Call setup latency (CHANNEL_CREATE to the decision) through the engine and business services.
+    Setup {
+        /// The embedded local backends, or loopback HTTP services over 127.0.0.1.
+        #[arg(long, value_enum, default_value_t = BackendArg::Local)]
+        backend: BackendArg,
+        /// Calls measured (after a short warm-up).
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        /// New calls per second.
+        #[arg(long, default_value_t = 1_000.0)]
+        cps: f64,
+        /// rtc_core.conf.xml to use (default: the embedded defaults over conf/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The service an HTTP simulation takes down, if any.
+#[derive(Clone, Copy, Debug)]
+struct OutageService(Option<ServiceKind>);
+
+fn parse_outage_service(text: &str) -> Result<OutageService, String> {
+    if text == "none" {
+        return Ok(OutageService(None));
+    }
+    ServiceKind::ALL
+        .iter()
+        .find(|k| k.name() == text)
+        .map(|k| OutageService(Some(*k)))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a service: partner, auth, balance, rating, routing, cdr or none"
+            )
+        })
 }
 
 fn main() -> ExitCode {
@@ -82,6 +135,10 @@ fn main() -> ExitCode {
             talk_min_ms,
             talk_max_ms,
             json,
+            backend,
+            outage,
+            outage_at_ms,
+            outage_ms,
         } => match simulate::run(simulate::Args {
             calls,
             cps,
@@ -89,6 +146,12 @@ fn main() -> ExitCode {
             seed,
             talk_ms: (talk_min_ms, talk_max_ms),
             json,
+            backend,
+            outage: simulate_http::OutagePlan {
+                service: outage.0,
+                at: outage_at_ms.map(Duration::from_millis),
+                length: outage_ms.map(Duration::from_millis),
+            },
         }) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -99,11 +162,30 @@ fn main() -> ExitCode {
         Command::Bench { which } => {
             let out = match which {
                 BenchName::Engine { calls, window } => {
-                    bench::engine(bench::EngineBench { calls, window })
+                    Ok(bench::engine(bench::EngineBench { calls, window }))
                 }
+                BenchName::Setup {
+                    backend,
+                    calls,
+                    cps,
+                    config,
+                } => bench_setup::run(bench_setup::SetupBench {
+                    backend,
+                    calls,
+                    cps,
+                    config,
+                }),
             };
-            println!("{out}");
-            ExitCode::SUCCESS
+            match out {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rtc-core bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::States => {
@@ -121,11 +203,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let local_needed = cfg
-        .services
-        .iter()
-        .any(|s| s.backend == rtc_engine::config::Backend::Local);
-    if local_needed && let Err(e) = rtc_engine::local::LocalServices::load(&cfg.local) {
+    // The tables of local services, and the URLs, keys, CA file and default routes of HTTP ones.
+    if let Err(e) = rtc_engine::host::check(&cfg) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }

@@ -13,6 +13,8 @@ use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, SimOptions, SimReport};
 
 use crate::alloc::live_bytes;
+use crate::backend::BackendArg;
+use crate::simulate_http::{self, OutagePlan};
 
 pub struct Args {
     pub calls: usize,
@@ -21,9 +23,42 @@ pub struct Args {
     pub seed: u64,
     pub talk_ms: (u64, u64),
     pub json: bool,
+    /// Local backends, or the loopback HTTP services.
+    pub backend: BackendArg,
+    /// The service outage of an HTTP run.
+    pub outage: OutagePlan,
+}
+
+/// The progress bar of a run of `calls` calls.
+pub(crate) fn progress_bar(calls: usize) -> ProgressBar {
+    let bar = ProgressBar::new(calls as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls started, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The simulator's options from the command line.
+pub(crate) fn sim_options(args: &Args) -> SimOptions {
+    SimOptions {
+        calls: args.calls,
+        cps: args.cps,
+        seed: args.seed,
+        talk: (
+            Duration::from_millis(args.talk_ms.0),
+            Duration::from_millis(args.talk_ms.1.max(args.talk_ms.0)),
+        ),
+        ..SimOptions::default()
+    }
 }
 
 pub fn run(args: Args) -> Result<SimReport, String> {
+    if args.backend == BackendArg::Http {
+        return simulate_http::run(&args, args.outage);
+    }
     let cfg = match &args.config {
         Some(path) => RtcConfig::load_file(path).map_err(|e| e.to_string())?,
         None => RtcConfig::default(),
@@ -39,23 +74,8 @@ pub fn run(args: Args) -> Result<SimReport, String> {
         clock: Clock::system(),
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    let bar = ProgressBar::new(args.calls as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} calls started, {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let opts = SimOptions {
-        calls: args.calls,
-        cps: args.cps,
-        seed: args.seed,
-        talk: (
-            Duration::from_millis(args.talk_ms.0),
-            Duration::from_millis(args.talk_ms.1.max(args.talk_ms.0)),
-        ),
-        ..SimOptions::default()
-    };
+    let bar = progress_bar(args.calls);
+    let opts = sim_options(&args);
     let mut peak_heap = 0isize;
     let report = sim::run(engine.handle(), commands, opts, |started, ended| {
         bar.set_position(started as u64);
@@ -90,7 +110,7 @@ fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
-fn print_summary(r: &SimReport, peak_heap: isize) {
+pub(crate) fn print_summary(r: &SimReport, peak_heap: isize) {
     let s = &r.stats;
     println!(
         "rtc-core simulate: {} calls in {:.1} s",

@@ -211,6 +211,36 @@ impl Host {
     }
 }
 
+/// Checks what [`Host::start`] would check — the local tables when a service is local, the service URLs,
+/// API keys, CA file and default routes when one is HTTP — without starting the engine, and stops whatever
+/// the check started. For `rtc-core check-config`.
+pub fn check(config: &RtcConfig) -> Result<(), HostError> {
+    let local = if config.any_local() {
+        Some(LocalServices::load(&config.local)?)
+    } else {
+        None
+    };
+    if !config.any_http() {
+        return Ok(());
+    }
+    let runtime = IoRuntime::start(&RuntimeConfig {
+        worker_threads: 1,
+        max_blocking_threads: 1,
+    })?;
+    let mut config = config.services_config();
+    // Nothing runs long enough to replay the spool.
+    config.settlement.replay_every = None;
+    let built = AsyncServices::new(
+        &config,
+        runtime.handle().clone(),
+        Arc::new(LateResults::new()),
+        local.map(|l| Box::new(l) as Box<dyn ServiceSink>),
+    );
+    let result = built.map(drop).map_err(HostError::from);
+    runtime.shutdown(MIN_RUNTIME_BOUND);
+    result
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         if let Some(parts) = self.parts.take() {
@@ -351,6 +381,18 @@ mod tests {
         assert_eq!(drain.spooled, 1);
         let spooled = std::fs::read_to_string(dir.path().join("spool.jsonl")).unwrap();
         assert!(spooled.contains("\"op\":\"cdr\""), "{spooled}");
+    }
+
+    #[test]
+    fn check_finds_what_start_would_refuse() {
+        assert!(check(&RtcConfig::default()).is_ok());
+        let mut config = RtcConfig::default();
+        config.services[3].backend = Backend::Http;
+        config.services[3].url = Some("http://127.0.0.1:9/rating".into());
+        assert!(check(&config).is_ok());
+        config.http.extra_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = check(&config).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! arrives after the state it was issued in has ended (a slow request that started while closed and
 //! finished after the breaker opened) is ignored rather than counted against the new state.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,6 +72,17 @@ pub struct BreakerStatus {
     pub probes_succeeded: u32,
     /// State changes since start.
     pub transitions: Transitions,
+    /// The last state changes (at most [`HISTORY`]), oldest first.
+    pub history: Vec<Change>,
+}
+
+/// One state change of a breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// How long ago it happened, in milliseconds.
+    pub ago_ms: u64,
+    /// The state it entered.
+    pub to: BreakerState,
 }
 
 /// How many times a breaker changed state since it was created.
@@ -210,6 +222,20 @@ pub struct Breaker {
     generation: u64,
     /// State changes counted, for operators and summaries.
     transitions: Transitions,
+    /// The last [`HISTORY`] state changes: when, and into which state.
+    history: VecDeque<(Instant, BreakerState)>,
+}
+
+/// How many state changes a breaker remembers.
+pub const HISTORY: usize = 32;
+
+/// The state a [`State`] is, without its timings.
+fn kind_of(state: &State) -> BreakerState {
+    match state {
+        State::Closed => BreakerState::Closed,
+        State::Open { .. } => BreakerState::Open,
+        State::HalfOpen { .. } => BreakerState::HalfOpen,
+    }
 }
 
 impl Breaker {
@@ -222,6 +248,7 @@ impl Breaker {
             window,
             generation: 0,
             transitions: Transitions::default(),
+            history: VecDeque::with_capacity(HISTORY),
         }
     }
 
@@ -234,7 +261,7 @@ impl Breaker {
         self.config.half_open_probes.max(1)
     }
 
-    fn enter(&mut self, state: State) {
+    fn enter(&mut self, state: State, now: Instant) {
         let counter = match (&self.state, &state) {
             (State::HalfOpen { .. }, State::HalfOpen { .. }) => None,
             (_, State::Open { .. }) => Some(&mut self.transitions.opened),
@@ -243,6 +270,10 @@ impl Breaker {
         };
         if let Some(counter) = counter {
             *counter += 1;
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back((now, kind_of(&state)));
         }
         self.state = state;
         self.generation = self.generation.wrapping_add(1);
@@ -250,10 +281,13 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) {
         self.window.clear();
-        self.enter(State::Open {
-            since: now,
-            until: now + self.config.open_for,
-        });
+        self.enter(
+            State::Open {
+                since: now,
+                until: now + self.config.open_for,
+            },
+            now,
+        );
     }
 
     /// Asks leave to send one request at `now`.
@@ -272,12 +306,15 @@ impl Breaker {
                         retry_in: until - now,
                     });
                 }
-                self.enter(State::HalfOpen {
-                    opened: since,
-                    round_started: now,
-                    sent: 0,
-                    succeeded: 0,
-                });
+                self.enter(
+                    State::HalfOpen {
+                        opened: since,
+                        round_started: now,
+                        sent: 0,
+                        succeeded: 0,
+                    },
+                    now,
+                );
             }
             State::HalfOpen {
                 opened,
@@ -289,12 +326,15 @@ impl Breaker {
                     && now.saturating_duration_since(round_started) >= self.config.open_for
                 {
                     // The round's outcomes never all came back (cancelled requests): start a new round.
-                    self.enter(State::HalfOpen {
-                        opened,
-                        round_started: now,
-                        sent: 0,
-                        succeeded: 0,
-                    });
+                    self.enter(
+                        State::HalfOpen {
+                            opened,
+                            round_started: now,
+                            sent: 0,
+                            succeeded: 0,
+                        },
+                        now,
+                    );
                 }
             }
         }
@@ -338,7 +378,7 @@ impl Breaker {
                     *succeeded += 1;
                     if *succeeded >= probes {
                         self.window.clear();
-                        self.enter(State::Closed);
+                        self.enter(State::Closed, now);
                     }
                 }
             }
@@ -398,6 +438,14 @@ impl Breaker {
             probes_sent,
             probes_succeeded,
             transitions: self.transitions,
+            history: self
+                .history
+                .iter()
+                .map(|&(at, to)| Change {
+                    ago_ms: ms(now.saturating_duration_since(at)),
+                    to,
+                })
+                .collect(),
         }
     }
 }
@@ -595,6 +643,22 @@ mod tests {
                 half_opened: 2,
                 closed: 0
             }
+        );
+        // Opened at 0 s, half-open at 10 s, open again at 11 s, half-open at 21 s; seen from 21 s.
+        let history: Vec<(u64, BreakerState)> = b
+            .status(ServiceKind::Rating, clock.now())
+            .history
+            .iter()
+            .map(|c| (c.ago_ms, c.to))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (21_000, BreakerState::Open),
+                (11_000, BreakerState::HalfOpen),
+                (10_000, BreakerState::Open),
+                (0, BreakerState::HalfOpen)
+            ]
         );
     }
 

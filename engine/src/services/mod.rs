@@ -33,7 +33,7 @@ use crate::domain::Route;
 use crate::service::{ServiceKind, ServiceResult};
 
 pub use admission::{Admission, AdmissionConfig, AdmitTicket, CpsLimit, Limit, PartnerLimits};
-pub use breaker::{BreakerState, BreakerStatus, Transitions};
+pub use breaker::{BreakerState, BreakerStatus, Change, Transitions};
 pub use dispatch::{AsyncServices, DrainReport, ReplayReport, ServicesError, ServicesMonitor};
 pub use http::HttpConfig;
 pub use results::{LateResults, undelivered_results};
