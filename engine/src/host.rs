@@ -183,6 +183,15 @@ impl Host {
         Ok((engine, monitor))
     }
 
+    /// Takes a new configuration (`rtc_core reload`), all or nothing; see [`EngineHandle::reload`].
+    pub fn reload(
+        &self,
+        config: RtcConfig,
+        timeout: Duration,
+    ) -> Result<String, crate::engine::ReloadError> {
+        self.engine().reload(config, timeout)
+    }
+
     /// The engine, for events, decisions and queries.
     pub fn engine(&self) -> &EngineHandle {
         &self.handle

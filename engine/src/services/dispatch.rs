@@ -520,6 +520,26 @@ impl AsyncServices {
 }
 
 impl ServiceSink for AsyncServices {
+    /// Reloads the local backends. HTTP services keep their connections, breakers and caches: a changed
+    /// backend, URL, key, timeout or breaker setting is refused (nothing changes) until a restart.
+    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+        for kind in ServiceKind::ALL {
+            let running = &self.shared.service(kind).config;
+            let wanted = config.service(kind);
+            if running != wanted {
+                return Err(format!(
+                    "the {} service's settings changed (backend, url, key, timeout, breaker or fail mode); \
+                     HTTP service settings take effect when the module is restarted",
+                    kind.name()
+                ));
+            }
+        }
+        match self.local.as_mut() {
+            Some(local) => local.reload(config),
+            None => Ok(String::new()),
+        }
+    }
+
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
         let kind = request.kind();
         let shared = &self.shared;
