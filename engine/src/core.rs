@@ -122,6 +122,12 @@ pub struct Core {
     origin: Instant,
     /// Events waiting in the intake queue, as last told by the engine loop (for shedding).
     backlog: usize,
+    /// Requests to asynchronous services still waiting for their answer (shutdown waits for them, so that
+    /// a reservation answered late is still released).
+    pending_results: u64,
+    /// Partner of each balance reservation asked for and not yet answered: a reservation that comes back
+    /// for a call already gone is released against the right partner.
+    reserving: HashMap<CallId, PartnerId, RandomState>,
     /// Digest usernames of calls not yet authenticated; kept aside because most calls have none.
     auth_users: HashMap<CallId, CompactString, RandomState>,
     /// Dialplan apps waiting for a call's decision.
@@ -162,6 +168,8 @@ impl Core {
             partners: HashMap::default(),
             waiters: HashMap::default(),
             auth_users: HashMap::default(),
+            pending_results: 0,
+            reserving: HashMap::default(),
             counters: Counters::new(),
             clock,
             now_us: now,
@@ -235,6 +243,7 @@ impl Core {
     pub fn on_result(&mut self, result: ServiceResult) {
         self.now_us = self.clock.now_us();
         self.counters.results += 1;
+        self.pending_results = self.pending_results.saturating_sub(1);
         self.apply_result(result);
         self.drain();
     }
@@ -425,9 +434,15 @@ impl Core {
 
     fn apply_result(&mut self, result: ServiceResult) {
         let id = result.call;
+        let reserved_for = match result.outcome {
+            Outcome::BalanceReserved(_)
+            | Outcome::BalanceInsufficient
+            | Outcome::Failed(ServiceKind::Balance, _) => self.reserving.remove(&id),
+            _ => None,
+        };
         let Some(slot) = self.registry.slot_of(&id) else {
             self.counters.stale_results += 1;
-            self.release_orphan(&result);
+            self.release_orphan(&result, reserved_for);
             return;
         };
         let input = match &result.outcome {
@@ -464,7 +479,7 @@ impl Core {
         });
         if !accepted {
             self.counters.stale_results += 1;
-            self.release_orphan(&result);
+            self.release_orphan(&result, reserved_for);
             return;
         }
         let mut input = input;
@@ -508,7 +523,7 @@ impl Core {
     }
 
     /// A reservation that found no call to hold it goes straight back.
-    fn release_orphan(&mut self, result: &ServiceResult) {
+    fn release_orphan(&mut self, result: &ServiceResult, reserved_for: Option<PartnerId>) {
         if let Outcome::BalanceReserved(reservation) = result.outcome {
             self.counters.orphan_reservations_released += 1;
             log::info!(
@@ -516,10 +531,9 @@ impl Core {
                 result.call,
                 reservation.id
             );
-            let partner = self
-                .registry
-                .by_id(&result.call)
-                .map_or(NO_PARTNER, |c| c.partner);
+            let partner = reserved_for
+                .or_else(|| self.registry.by_id(&result.call).map(|c| c.partner))
+                .unwrap_or(NO_PARTNER);
             self.submit(ServiceRequest::ReleaseBalance {
                 call: result.call,
                 partner,
@@ -1012,10 +1026,33 @@ impl Core {
 
     fn submit(&mut self, req: ServiceRequest) {
         self.counters.requests += 1;
-        if let Some(result) = self.services.submit(req) {
-            self.counters.immediate_results += 1;
-            self.immediate.push_back(result);
+        let asks = match &req {
+            ServiceRequest::ReserveBalance { call, partner, .. } => Some((*call, Some(*partner))),
+            ServiceRequest::IdentifyPartner { call, .. }
+            | ServiceRequest::Authenticate { call, .. }
+            | ServiceRequest::Rate { call, .. }
+            | ServiceRequest::Route { call, .. } => Some((*call, None)),
+            _ => None,
+        };
+        match self.services.submit(req) {
+            Some(result) => {
+                self.counters.immediate_results += 1;
+                self.immediate.push_back(result);
+            }
+            None => {
+                if let Some((call, reserving)) = asks {
+                    self.pending_results += 1;
+                    if let Some(partner) = reserving {
+                        self.reserving.insert(call, partner);
+                    }
+                }
+            }
         }
+    }
+
+    /// Decision requests sent to asynchronous services and not answered yet.
+    pub fn pending_results(&self) -> u64 {
+        self.pending_results
     }
 
     fn command(&mut self, cmd: CallCommand) {

@@ -418,6 +418,23 @@ fn shut_down(
         }
     }
     let settled = core.shutdown_calls();
+    // Answers still on their way (a reservation among them) are waited for within the grace, so that
+    // what they hold is released rather than lost.
+    while core.pending_results() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match control.recv_timeout(left) {
+            Ok(Control::Result(r)) => core.on_result(r),
+            Ok(_) => {}
+            Err(_) => {
+                log::warn!(
+                    "shutdown: {} service answers still outstanding after the grace period",
+                    core.pending_results()
+                );
+                abandoned = true;
+                break;
+            }
+        }
+    }
     ShutdownReport {
         drained_events: drained,
         settled_calls: settled,

@@ -208,3 +208,36 @@ fn a_full_queue_refuses_and_counts_without_waiting() {
     barrier.wait();
     assert_eq!(live(&engine), 9);
 }
+
+#[test]
+fn shutdown_waits_for_a_late_reservation_and_releases_it() {
+    let services = ScriptedServices {
+        balance: None, // the reservation answer is still on its way at shutdown
+        ..ScriptedServices::all_yes()
+    };
+    let engine = start(
+        services.clone(),
+        Box::new(RecordingControl::default()),
+        config(),
+    );
+    let h = engine.handle();
+    h.submit_event(a_event(1, EventKind::ChannelCreate, 1, 0))
+        .unwrap();
+    assert_eq!(live(&engine), 1);
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let reservation = rtc_engine::domain::Reservation {
+            id: 77,
+            amount: rtc_engine::domain::Money(1),
+        };
+        h.deliver(rtc_engine::service::ServiceResult {
+            call: id(1),
+            outcome: Outcome::BalanceReserved(reservation),
+        })
+    });
+    let report = engine.shutdown();
+    late.join().unwrap().unwrap();
+    assert!(!report.abandoned);
+    assert!(services.requests().iter().any(|q| matches!(q,
+        rtc_engine::service::ServiceRequest::ReleaseBalance { partner: 7, reservation, .. } if reservation.id == 77)));
+}
