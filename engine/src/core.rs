@@ -27,7 +27,7 @@ use crate::id::CallId;
 use crate::reason::Reason;
 use crate::registry::{Leg, Registry};
 use crate::service::{Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink};
-use crate::services::admission::{Admission, AdmissionStats, PartnerLimits};
+use crate::services::admission::{Admission, AdmissionStats, CpsLimit, PartnerLimits};
 use crate::stats::{Counters, Stats};
 
 /// What a dialplan app waiting on a call is told.
@@ -486,7 +486,10 @@ impl Core {
         if let Outcome::PartnerFound(p) = &result.outcome {
             let limits = PartnerLimits {
                 max_concurrent: p.max_concurrent,
-                ..PartnerLimits::default()
+                cps: CpsLimit {
+                    per_second: p.max_cps,
+                    burst: 0,
+                },
             };
             let now = self.origin + Duration::from_micros(self.now_us);
             match self.admission.admit(p.id, limits, now) {

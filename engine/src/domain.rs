@@ -86,6 +86,8 @@ pub struct PartnerInfo {
     pub name: CompactString,
     /// Most concurrent calls this partner may hold (0: no limit).
     pub max_concurrent: u32,
+    /// Most new calls per second this partner may start (0: no limit).
+    pub max_cps: u32,
 }
 
 /// The price of a destination for a partner.

@@ -54,6 +54,11 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "shutdown-grace",
     "io-threads",
     "log-level",
+    "max-calls",
+    "max-cps",
+    "cps-burst",
+    "shed-queue-depth",
+    "shed-queue-age",
 ];
 
 /// Params accepted in `<local>`.
@@ -698,11 +703,46 @@ impl<'d, 'input> Parser<'d, 'input> {
                         )
                     })?
                 }
+                "max-calls" => {
+                    engine.admission.max_concurrent =
+                        self.count_u32(node, name, value, "a whole number (0: no limit)")?
+                }
+                "max-cps" => {
+                    engine.admission.cps.per_second =
+                        self.count_u32(node, name, value, "a whole number (0: no limit)")?
+                }
+                "cps-burst" => {
+                    engine.admission.cps.burst = self.count_u32(
+                        node,
+                        name,
+                        value,
+                        "a whole number (0: one second's worth of max-cps)",
+                    )?
+                }
+                "shed-queue-depth" => {
+                    engine.admission.shed_queue_depth =
+                        self.count(node, name, value, 0, "a whole number (0: off)")?
+                }
+                "shed-queue-age" => {
+                    engine.admission.shed_queue_age = parse_duration(value)
+                        .ok_or_else(|| self.bad(node, name, value, DURATION))?
+                }
                 // `params` only lets known names through; keep this arm in step with SETTINGS_PARAMS.
                 _ => {}
             }
         }
         Ok(stale_line)
+    }
+
+    fn count_u32(
+        &self,
+        node: Node,
+        name: &str,
+        value: &str,
+        expected: &'static str,
+    ) -> Result<u32, ConfigError> {
+        let n = self.count(node, name, value, 0, expected)?;
+        u32::try_from(n).map_err(|_| self.bad(node, name, value, expected))
     }
 
     fn local(

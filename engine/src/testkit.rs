@@ -120,6 +120,7 @@ pub fn sample_partner() -> PartnerInfo {
         id: 7,
         name: CompactString::const_new("acme"),
         max_concurrent: 0,
+        max_cps: 0,
     }
 }
 

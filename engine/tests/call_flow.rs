@@ -231,6 +231,7 @@ fn partner_concurrency_limit_refuses_the_extra_call() {
             id: 3,
             name: "small".into(),
             max_concurrent: 2,
+            max_cps: 0,
         })),
         ..ScriptedServices::all_yes()
     };
@@ -655,4 +656,27 @@ fn the_call_states_document_matches_the_table() {
         doc == rtc_engine::call::transitions_markdown(),
         "docs/call-states.md is out of date: run `cargo run -p rtc-core -- states > docs/call-states.md`"
     );
+}
+
+#[test]
+fn partner_calls_per_second_limit_refuses_the_burst_beyond_it() {
+    let services = ScriptedServices {
+        partner: Some(Outcome::PartnerFound(PartnerInfo {
+            id: 4,
+            name: "paced".into(),
+            max_concurrent: 0,
+            max_cps: 2,
+        })),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
+    for n in 1..=3 {
+        r.a(n, EventKind::ChannelCreate);
+    }
+    assert_eq!(r.state(3), Some(CallState::Rejected));
+    assert_eq!(r.core.call(&id(3)).unwrap().reason, Some("limit_reached"));
+    // A second later the partner may call again.
+    r.clock.advance(Duration::from_secs(1));
+    r.a(4, EventKind::ChannelCreate);
+    assert_eq!(r.state(4), Some(CallState::Parked));
 }

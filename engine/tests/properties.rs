@@ -53,6 +53,7 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             id: 1,
             name: "p".into(),
             max_concurrent: 3,
+            max_cps: 0,
         }),
         1 => Outcome::PartnerUnknown,
         2 => Outcome::AuthOk,
@@ -74,6 +75,7 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             id: 2,
             name: "q".into(),
             max_concurrent: 0,
+            max_cps: 0,
         }),
     }
 }

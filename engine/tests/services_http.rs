@@ -341,6 +341,7 @@ fn acme() -> PartnerInfo {
         id: 7,
         name: "acme".into(),
         max_concurrent: 30,
+        max_cps: 0,
     }
 }
 

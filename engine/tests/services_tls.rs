@@ -168,7 +168,8 @@ fn an_unknown_certificate_authority_is_refused_and_a_configured_one_trusted() {
         Outcome::PartnerFound(PartnerInfo {
             id: 7,
             name: "acme".into(),
-            max_concurrent: 30
+            max_concurrent: 30,
+            max_cps: 0
         })
     );
     assert_eq!(answered.load(Ordering::SeqCst), 1);

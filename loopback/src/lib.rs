@@ -580,7 +580,12 @@ pub fn decode_request(op: Operation, body: &[u8]) -> Result<ServiceRequest, Stri
 pub fn encode_answer(destination: &str, outcome: Outcome) -> Option<Value> {
     Some(match outcome {
         Outcome::PartnerFound(p) => json!({
-            "partner": { "id": p.id, "name": p.name.as_str(), "max_concurrent": p.max_concurrent }
+            "partner": {
+                "id": p.id,
+                "name": p.name.as_str(),
+                "max_concurrent": p.max_concurrent,
+                "max_cps": p.max_cps
+            }
         }),
         Outcome::PartnerUnknown => json!({ "partner": null }),
         Outcome::AuthOk => json!({ "allowed": true }),

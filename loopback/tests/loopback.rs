@@ -118,6 +118,7 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
                 id: 4,
                 name: "acme".into(),
                 max_concurrent: 200,
+                max_cps: 0,
             }),
         ),
         (Operation::IdentifyPartner, Outcome::PartnerUnknown),

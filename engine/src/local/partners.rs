@@ -63,6 +63,7 @@ impl Partner {
             id: self.id,
             name: self.name.clone(),
             max_concurrent: self.max_concurrent,
+            max_cps: self.max_cps,
         }
     }
 

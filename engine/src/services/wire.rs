@@ -363,6 +363,9 @@ struct PartnerBody {
     id: PartnerId,
     name: String,
     max_concurrent: u32,
+    /// Optional: services written before it existed keep working (0: no limit).
+    #[serde(default)]
+    max_cps: u32,
 }
 
 #[derive(Deserialize)]
@@ -420,6 +423,7 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                     id: p.id,
                     name: check_text("partner.name", &p.name, MAX_NAME_LEN)?,
                     max_concurrent: p.max_concurrent,
+                    max_cps: p.max_cps,
                 }),
             }
         }
@@ -626,7 +630,8 @@ mod tests {
             Outcome::PartnerFound(PartnerInfo {
                 id: 7,
                 name: "acme".into(),
-                max_concurrent: 30
+                max_concurrent: 30,
+                max_cps: 0
             })
         );
         assert_eq!(
