@@ -689,6 +689,11 @@ fn supervise(
                     record.as_mut(),
                     stream,
                 );
+                let end = match end {
+                    // A socket cut by shutdown is not a lost link.
+                    SessionEnd::Lost(_) if shared.stop.load(Ordering::SeqCst) => SessionEnd::Stop,
+                    e => e,
+                };
                 if let SessionEnd::Lost(why) = &end {
                     shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
                     log::warn!("ESL link to {} lost: {why}; reconnecting", shared.addr);

@@ -58,9 +58,9 @@ pub struct IntakeStats {
     pub events: u64,
     /// Inbound halves of engine-placed legs dropped.
     pub own_legs_dropped: u64,
-    /// Inbound channels without a transport address given [`IntakeConfig::internal_source_ip`].
+    /// Inbound events without a transport address given [`IntakeConfig::internal_source_ip`].
     pub internal_address_assumed: u64,
-    /// Inbound channels without a transport address left as unknown partner.
+    /// Inbound events without a transport address left without one (unknown partner).
     pub no_address: u64,
     /// `rtc::bridge_end` events seen.
     pub bridge_ends: u64,
@@ -160,8 +160,11 @@ impl Intake {
                 self.recorded.push(b'\n');
                 self.recorded.extend_from_slice(frame.body);
             }
+            // A CUSTOM event fired by the `event` application starts with its Event-Subclass (FreeSWITCH
+            // 1.10 writes it before Event-Name); one created with its subclass starts with Event-Name.
             if frame.content_type == ContentType::EventPlain
-                && frame.body.starts_with(b"Event-Name: CUSTOM\n")
+                && (frame.body.starts_with(b"Event-Subclass: ")
+                    || frame.body.starts_with(b"Event-Name: CUSTOM\n"))
             {
                 let body = frame.body;
                 if let Some(ev) = self.rules.custom_event(body) {
@@ -236,6 +239,9 @@ impl Rules {
 
     /// A `CUSTOM` event: `rtc::bridge_end` may become a synthetic b-leg hangup; others are skipped.
     fn custom_event(&mut self, body: &[u8]) -> Option<CallEvent> {
+        if header(body, b"Event-Name")? != b"CUSTOM" {
+            return None;
+        }
         let subclass = self.text(Some(header(body, b"Event-Subclass")?));
         if subclass != BRIDGE_END_SUBCLASS {
             return None;

@@ -891,10 +891,12 @@ fn fire_event_app(shared: &Shared, id: CallId, arg: &str, disposition: &str) {
     let uuid = id.to_string();
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed).to_string();
     let ts = epoch_us().to_string();
-    let mut pairs: Vec<(&str, &str)> = vec![("Event-Name", &name)];
+    // FreeSWITCH 1.10 writes the application's Event-Subclass first, Event-Name after the core headers.
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
     if let Some(s) = &subclass {
         pairs.push(("Event-Subclass", s));
     }
+    pairs.push(("Event-Name", &name));
     pairs.extend([
         ("Core-UUID", "6f0c1d2e-3b4a-4c5d-8e9f-a0b1c2d3e4f5"),
         ("Event-Date-Timestamp", &ts),
