@@ -635,6 +635,10 @@ struct Entry {
     responder: Option<Responder>,
     /// When the answer is overdue.
     deadline: Instant,
+    /// The call an engine command is for (its hangup waits for its variables).
+    call: Option<CallId>,
+    /// Whether this is a `uuid_setvar_multi`.
+    setvar: bool,
 }
 
 /// Commands in flight on one connection.
@@ -644,6 +648,47 @@ struct Pending {
     fifo: VecDeque<Entry>,
     /// `bgapi` jobs accepted, awaiting `BACKGROUND_JOB`.
     jobs: HashMap<CompactString, Entry>,
+    /// Hangups held until the same call's variables are set: two `bgapi`s run on separate FreeSWITCH
+    /// threads, so a `uuid_kill` sent right after a `uuid_setvar_multi` may overtake it and the variables
+    /// (`rtc_reject_reason`) would never reach the channel.
+    held: Vec<(CallId, Wire)>,
+}
+
+impl Pending {
+    /// Whether a `uuid_setvar_multi` for `call` awaits its answer.
+    fn setvar_pending(&self, call: CallId) -> bool {
+        let is = |e: &Entry| e.setvar && e.call == Some(call);
+        self.fifo.iter().any(is) || self.jobs.values().any(is)
+    }
+
+    /// The held commands of `call` that may go now.
+    fn release(&mut self, call: Option<CallId>) -> Vec<Wire> {
+        let Some(call) = call else {
+            return Vec::new();
+        };
+        if self.setvar_pending(call) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.held.retain(|(c, w)| {
+            if *c == call {
+                out.push(w.clone());
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+}
+
+/// Sends released commands back through the writer's queue.
+fn send_released(tx: &Sender<Outgoing>, call: Option<CallId>, wires: Vec<Wire>) {
+    if let Some(call) = call {
+        for w in wires {
+            let _ = tx.send(Outgoing::Raw(w, Responder::Call(call)));
+        }
+    }
 }
 
 /// How a session ended.
@@ -1068,7 +1113,7 @@ fn session(
                 while let Some(m) = intake.next_message() {
                     match m {
                         Ok(m) => {
-                            if let Some(why) = on_message(shared, engine, &pending, m) {
+                            if let Some(why) = on_message(shared, engine, &pending, &link.tx, m) {
                                 closing = Some(why);
                             }
                         }
@@ -1090,7 +1135,7 @@ fn session(
         if now.duration_since(last_check) >= Duration::from_millis(100) {
             last_check = now;
             *lock(&shared.intake) = intake.stats();
-            if let Some(why) = expire(shared, &pending, now) {
+            if let Some(why) = expire(shared, &pending, &link.tx, now) {
                 shared.counters.stuck_links.fetch_add(1, Ordering::Relaxed);
                 break SessionEnd::Lost(why);
             }
@@ -1117,6 +1162,14 @@ fn session(
     let mut p = lock(&pending);
     let mut entries: Vec<Entry> = p.fifo.drain(..).collect();
     entries.extend(p.jobs.drain().map(|(_, e)| e));
+    entries.extend(p.held.drain(..).map(|(call, w)| Entry {
+        summary: w.summary,
+        expect: w.expect,
+        responder: Some(Responder::Call(call)),
+        deadline: Instant::now(),
+        call: Some(call),
+        setvar: false,
+    }));
     drop(p);
     for mut e in entries {
         if let Some(r) = e.responder.take() {
@@ -1146,6 +1199,7 @@ fn on_message(
     shared: &Shared,
     engine: &EngineHandle,
     pending: &Mutex<Pending>,
+    tx: &Sender<Outgoing>,
     m: EslMessage,
 ) -> Option<String> {
     let counters = &shared.counters;
@@ -1169,13 +1223,21 @@ fn on_message(
                 }
                 return None;
             }
+            let released = p.release(entry.call);
             drop(p);
             if let Some(r) = entry.responder.take() {
                 respond(shared, r, &entry.summary, Ok(Answer::Reply(reply)));
             }
+            send_released(tx, entry.call, released);
         }
         EslMessage::BackgroundJob(job) => {
-            let entry = lock(pending).jobs.remove(&job.job_uuid);
+            let (entry, released) = {
+                let mut p = lock(pending);
+                let entry = p.jobs.remove(&job.job_uuid);
+                let released = p.release(entry.as_ref().and_then(|e| e.call));
+                (entry, released)
+            };
+            send_released(tx, entry.as_ref().and_then(|e| e.call), released);
             match entry {
                 Some(mut e) => match e.responder.take() {
                     Some(Responder::Rebuild(known)) => {
@@ -1213,7 +1275,12 @@ fn submit(counters: &ClientCounters, engine: &EngineHandle, ev: CallEvent) {
 
 /// Tells callers whose commands are overdue; returns why the link is stuck, if a reply is overdue by a
 /// whole second timeout.
-fn expire(shared: &Shared, pending: &Mutex<Pending>, now: Instant) -> Option<String> {
+fn expire(
+    shared: &Shared,
+    pending: &Mutex<Pending>,
+    tx: &Sender<Outgoing>,
+    now: Instant,
+) -> Option<String> {
     let timeout = shared.cfg.command_timeout;
     let mut told: Vec<(Responder, String)> = Vec::new();
     let mut stuck = None;
@@ -1242,10 +1309,12 @@ fn expire(shared: &Shared, pending: &Mutex<Pending>, now: Instant) -> Option<Str
             .map(|(k, _)| k.clone())
             .collect();
         for k in overdue {
-            if let Some(mut e) = p.jobs.remove(&k)
-                && let Some(r) = e.responder.take()
-            {
-                told.push((r, e.summary.clone()));
+            if let Some(mut e) = p.jobs.remove(&k) {
+                if let Some(r) = e.responder.take() {
+                    told.push((r, e.summary.clone()));
+                }
+                let released = p.release(e.call);
+                send_released(tx, e.call, released);
             }
         }
     }
@@ -1306,12 +1375,29 @@ fn write_loop(
                 Outgoing::Raw(w, r) => vec![(w, r)],
             };
             for (wire, responder) in items {
-                lock(&pending).fifo.push_back(Entry {
-                    summary: wire.summary,
-                    expect: wire.expect,
-                    responder: Some(responder),
-                    deadline: Instant::now() + timeout,
-                });
+                let call = match &responder {
+                    Responder::Call(c) => Some(*c),
+                    _ => None,
+                };
+                let setvar = wire.summary.starts_with("uuid_setvar_multi");
+                {
+                    let mut p = lock(&pending);
+                    if let Some(c) = call
+                        && wire.summary.starts_with("uuid_kill")
+                        && p.setvar_pending(c)
+                    {
+                        p.held.push((c, wire));
+                        continue;
+                    }
+                    p.fifo.push_back(Entry {
+                        summary: wire.summary,
+                        expect: wire.expect,
+                        responder: Some(responder),
+                        deadline: Instant::now() + timeout,
+                        call,
+                        setvar,
+                    });
+                }
                 if out.write_all(&wire.bytes).is_err() {
                     alive.store(false, Ordering::SeqCst);
                     break 'run;
