@@ -4,9 +4,11 @@ mod alloc;
 mod backend;
 mod bench;
 mod bench_setup;
+mod esl;
 mod simulate;
 mod simulate_http;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,6 +71,49 @@ enum Command {
     },
     /// Print the call state machine's transition table (Markdown).
     States,
+    /// Run the engine over FreeSWITCH's event socket until SIGINT or SIGTERM.
+    Esl {
+        /// Event socket host.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Event socket port.
+        #[arg(long, default_value_t = 8021)]
+        port: u16,
+        /// Event socket password.
+        #[arg(long, default_value = "ClueCon")]
+        password: String,
+        /// rtc_core.conf.xml (default: the embedded defaults over conf/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Append every frame received to this file, as it came off the socket (for `rtc-core replay`).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// ESL filter `<header> <value>` (FreeSWITCH then sends only matching events).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Source address assumed for inbound channels without a transport address (loopback and other
+        /// internal endpoints). Without it, such calls are from an unknown partner.
+        #[arg(long)]
+        internal_source_ip: Option<IpAddr>,
+    },
+    /// Feed a stream recorded with `rtc-core esl --record` through the engine offline and print each
+    /// call's trace: its states with times, its reason and its hangup cause.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+        /// rtc_core.conf.xml as used live (default: the embedded defaults over conf/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only this call (its channel UUID).
+        #[arg(long)]
+        call: Option<String>,
+        /// As for `rtc-core esl`.
+        #[arg(long)]
+        internal_source_ip: Option<IpAddr>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check an rtc_core.conf.xml and the tables it names; print what is wrong, where.
     CheckConfig {
         /// The configuration file.
@@ -102,6 +147,12 @@ enum BenchName {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Framing and parsing of a realistic event socket stream on one thread.
+    EslParse {
+        /// Frames to parse.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
 }
 
 /// The service an HTTP simulation takes down, if any.
@@ -124,8 +175,13 @@ fn parse_outage_service(text: &str) -> Result<OutageService, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // A long-running connection reports what it does; the one-shot tools stay quiet.
+    let level = match cli.command {
+        Command::Esl { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     match cli.command {
         Command::Simulate {
             calls,
@@ -175,6 +231,9 @@ fn main() -> ExitCode {
                     cps,
                     config,
                 }),
+                BenchName::EslParse { events } => {
+                    Ok(rtc_engine::esl::bench::esl_parse_bench(events))
+                }
             };
             match out {
                 Ok(out) => {
@@ -187,6 +246,48 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Esl {
+            host,
+            port,
+            password,
+            config,
+            record,
+            filter,
+            internal_source_ip,
+        } => match esl::run(esl::EslArgs {
+            host,
+            port,
+            password,
+            config,
+            record,
+            filter,
+            internal_source_ip,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rtc-core esl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Replay {
+            file,
+            config,
+            call,
+            internal_source_ip,
+            json,
+        } => match esl::run_replay(esl::ReplayArgs {
+            file,
+            config,
+            call,
+            internal_source_ip,
+            json,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rtc-core replay: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => check_config(&file),
         Command::States => {
             print!("{}", rtc_engine::call::transitions_markdown());

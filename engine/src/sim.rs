@@ -7,6 +7,11 @@
 //! callers hanging up during setup, events out of order and twice. Everything runs in real time on real
 //! threads; the business services are whatever sink the caller gives the engine (the embedded local
 //! backends by default).
+//!
+//! Where the events go is an [`EventSink`]: straight into the engine's queue ([`EngineHandle`], for
+//! `rtc-core simulate`), or out of an event socket server as FreeSWITCH would write them
+//! ([`crate::esl::server::EslSwitch`], for ESL mode's tests and benchmarks), whose commands come back as
+//! the same [`CallCommand`]s.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -39,6 +44,24 @@ impl SimSwitch {
 impl CallControl for SimSwitch {
     fn execute(&mut self, command: CallCommand) {
         let _ = self.tx.send(command);
+    }
+}
+
+/// Where the traffic driver's channel events go.
+pub trait EventSink {
+    /// Hands one event on; `false` when it was refused (counted in the report).
+    fn emit(&mut self, ev: CallEvent) -> bool;
+    /// The engine's live calls and counters, when this sink can ask the engine.
+    fn engine_status(&self) -> Option<(usize, Stats)>;
+}
+
+impl EventSink for EngineHandle {
+    fn emit(&mut self, ev: CallEvent) -> bool {
+        self.submit_event(ev).is_ok()
+    }
+
+    fn engine_status(&self) -> Option<(usize, Stats)> {
+        live_calls(self)
     }
 }
 
@@ -199,8 +222,9 @@ struct SimCall {
     ended: bool,
 }
 
-struct Driver {
-    engine: EngineHandle,
+struct Driver<S: EventSink> {
+    /// Where events go.
+    sink: S,
     opts: SimOptions,
     rng: fastrand::Rng,
     seq: u64,
@@ -216,7 +240,8 @@ struct Driver {
     order: u64,
 }
 
-fn call_id(n: usize) -> CallId {
+/// The a-leg id of the simulator's `n`th call.
+pub fn call_id(n: usize) -> CallId {
     CallId::from_u128(0x5157_0000_0000_0000_0000_0000_0000_0000 | n as u128)
 }
 
@@ -226,7 +251,7 @@ fn b_leg_id(a: CallId, attempt: u8) -> CallId {
     CallId::from_bytes(b)
 }
 
-impl Driver {
+impl<S: EventSink> Driver<S> {
     fn schedule(&mut self, at: Instant, step: Step) {
         self.order += 1;
         self.steps.push(Some(step));
@@ -264,7 +289,7 @@ impl Driver {
             self.ended += 1;
         }
         self.report_sent += 1;
-        if self.engine.submit_event(ev).is_err() {
+        if !self.sink.emit(ev) {
             self.refused += 1;
         }
     }
@@ -424,10 +449,20 @@ pub fn run(
     engine: EngineHandle,
     commands: Receiver<CallCommand>,
     opts: SimOptions,
+    progress: impl FnMut(usize, usize),
+) -> SimReport {
+    run_with(engine, commands, opts, progress)
+}
+
+/// Runs the traffic into `sink`; the engine's commands come back on `commands`.
+pub fn run_with<S: EventSink>(
+    sink: S,
+    commands: Receiver<CallCommand>,
+    opts: SimOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> SimReport {
     let mut d = Driver {
-        engine,
+        sink,
         rng: fastrand::Rng::with_seed(opts.seed),
         opts,
         seq: 0,
@@ -480,7 +515,7 @@ pub fn run(
         if last_progress.elapsed() >= Duration::from_millis(200) {
             last_progress = Instant::now();
             progress(arrived, d.ended);
-            if let Some((live, _)) = live_calls(&d.engine) {
+            if let Some((live, _)) = d.sink.engine_status() {
                 peak_live = peak_live.max(live);
             }
         }
@@ -503,7 +538,13 @@ pub fn run(
         }
     }
     // Let the engine apply what is queued and give the last commands time to arrive.
-    let (mut left, mut stats) = live_calls(&d.engine).unwrap_or((usize::MAX, empty_stats()));
+    let observable = d.sink.engine_status().is_some();
+    let status = |d: &Driver<S>| {
+        d.sink
+            .engine_status()
+            .unwrap_or((if observable { usize::MAX } else { 0 }, empty_stats()))
+    };
+    let (mut left, mut stats) = status(&d);
     let settle = Instant::now() + Duration::from_secs(2);
     while left > 0 && Instant::now() < settle {
         while let Ok(cmd) = commands.try_recv() {
@@ -515,7 +556,7 @@ pub fn run(
             }
         }
         std::thread::sleep(Duration::from_millis(10));
-        (left, stats) = live_calls(&d.engine).unwrap_or((usize::MAX, empty_stats()));
+        (left, stats) = status(&d);
     }
     progress(arrived, d.ended);
     let elapsed = start.elapsed().as_secs_f64();

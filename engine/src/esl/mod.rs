@@ -9,13 +9,25 @@
 //! - [`percent`]: FreeSWITCH's percent-encoding of event header values.
 //! - [`write`]: frames as FreeSWITCH writes them.
 //! - [`bench`]: the `esl-parse` benchmark.
+//! - [`intake`]: frames to engine inputs with the rules of running over ESL (legs the engine placed,
+//!   channels without an address, bridges failing without an outbound leg); shared by the client and replay.
+//! - [`client`]: the inbound connection to `mod_event_socket` — auth, subscription, reader, writer,
+//!   liveness, reconnect, reconciliation.
+//! - [`control`]: [`EslCallControl`](control::EslCallControl), the engine's call control as ESL commands.
+//! - [`replay`]: a recorded stream through a fresh engine on a manual clock, for call traces offline.
+//! - [`server`]: an event socket server that plays a switch, for tests, benchmarks and `simulate --esl`.
 //!
 //! [`Decoder`] joins a framer and a parser for callers that just want messages.
 
 pub mod bench;
+pub mod client;
+pub mod control;
 pub mod event;
 pub mod frame;
+pub mod intake;
 pub mod percent;
+pub mod replay;
+pub mod server;
 pub mod write;
 
 pub use event::{BackgroundJob, EslMessage, EventError, EventParser, ParseStats, Reply};

@@ -1,0 +1,272 @@
+//! `rtc-core esl`: the engine over FreeSWITCH's event socket, until SIGINT or SIGTERM; and `rtc-core
+//! replay`: a recorded stream through the engine offline, printing each call's trace.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc_engine::call::CallView;
+use rtc_engine::clock::Clock;
+use rtc_engine::config::Backend;
+use rtc_engine::core::FailModes;
+use rtc_engine::engine::{Engine, EngineParts};
+use rtc_engine::esl::client::{EslClient, EslConfig, EslLink};
+use rtc_engine::esl::intake::IntakeConfig;
+use rtc_engine::esl::replay::{ReplayOptions, replay};
+use rtc_engine::id::CallId;
+use rtc_engine::local::LocalServices;
+use rtc_engine::service::{ServiceResult, ServiceSink};
+use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
+use rtc_engine::services::{AsyncServices, ServicesConfig};
+use rtc_engine::settings::RtcConfig;
+
+/// Options of `rtc-core esl`.
+pub struct EslArgs {
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+    pub config: Option<PathBuf>,
+    pub record: Option<PathBuf>,
+    pub filter: Option<String>,
+    pub internal_source_ip: Option<IpAddr>,
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<RtcConfig, String> {
+    match path {
+        Some(p) => RtcConfig::load_file(p).map_err(|e| e.to_string()),
+        None => Ok(RtcConfig::default()),
+    }
+}
+
+/// The business services the configuration asks for: the local backends alone, or the HTTP services on
+/// the `rtc-io` runtime (with the local backends for kinds configured `local`). HTTP results are handed to
+/// the engine by a forwarding thread, started once the engine's handle exists.
+struct Services {
+    sink: Box<dyn ServiceSink>,
+    runtime: Option<IoRuntime>,
+    results: Option<crossbeam_channel::Receiver<ServiceResult>>,
+}
+
+fn services(cfg: &RtcConfig) -> Result<Services, String> {
+    let any_local = cfg.services.iter().any(|s| s.backend == Backend::Local);
+    let any_http = cfg.services.iter().any(|s| s.backend == Backend::Http);
+    let local = if any_local || !any_http {
+        Some(LocalServices::load(&cfg.local).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    if !any_http {
+        return Ok(Services {
+            sink: Box::new(local.ok_or("no backend configured")?),
+            runtime: None,
+            results: None,
+        });
+    }
+    let runtime = IoRuntime::start(&RuntimeConfig {
+        worker_threads: cfg.io_threads,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let sink = AsyncServices::new(
+        &ServicesConfig {
+            services: cfg.services.clone(),
+            ..ServicesConfig::default()
+        },
+        runtime.handle().clone(),
+        Arc::new(tx),
+        local.map(|l| Box::new(l) as Box<dyn ServiceSink>),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Services {
+        sink: Box::new(sink),
+        runtime: Some(runtime),
+        results: Some(rx),
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, or until the link fails for good (a refused password).
+pub fn run(args: EslArgs) -> Result<(), String> {
+    let cfg = load_config(&args.config)?;
+    let svc = services(&cfg)?;
+    let link = EslLink::new();
+    let engine = Engine::start(EngineParts {
+        config: cfg.engine.clone(),
+        fail_modes: FailModes::from_services(&cfg.services),
+        services: svc.sink,
+        control: Box::new(link.call_control()),
+        clock: Clock::system(),
+    })
+    .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    let forwarder = svc.results.map(|rx| {
+        let h = engine.handle();
+        std::thread::spawn(move || {
+            while let Ok(r) = rx.recv() {
+                if h.deliver(r).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
+    let client = EslClient::start(
+        EslConfig {
+            host: args.host,
+            port: args.port,
+            password: args.password,
+            filter: args.filter,
+            record: args.record,
+            intake: IntakeConfig {
+                internal_source_ip: args.internal_source_ip,
+            },
+            ..EslConfig::default()
+        },
+        link,
+        engine.handle(),
+    )
+    .map_err(|e| e.to_string())?;
+    log::info!(
+        "rtc-core esl: engine running, connecting to {} ({})",
+        client.addr(),
+        cfg.origin
+    );
+    let mut last_status = Instant::now();
+    let outcome = loop {
+        if stop_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            log::info!("rtc-core esl: signal received, shutting down");
+            break Ok(());
+        }
+        if let Some(e) = client.fatal_error() {
+            break Err(e.to_string());
+        }
+        if last_status.elapsed() >= Duration::from_secs(60) {
+            last_status = Instant::now();
+            let s = client.stats();
+            log::info!(
+                "rtc-core esl: connected={} events={} queue_full={} commands={} failures={} timeouts={} reconnects={}",
+                client.is_connected(),
+                s.events_submitted,
+                s.events_queue_full,
+                s.commands_sent,
+                s.command_failures,
+                s.command_timeouts,
+                s.connects.saturating_sub(1)
+            );
+        }
+    };
+    let stats = client.stats();
+    client.shutdown();
+    let report = engine.shutdown();
+    if let Some(rt) = svc.runtime
+        && !rt.shutdown(Duration::from_secs(5))
+    {
+        log::warn!("rtc-io runtime did not stop within 5 s");
+    }
+    if let Some(f) = forwarder {
+        let _ = f.join();
+    }
+    println!("{}", serde_json::json!({"esl": stats, "engine": report}));
+    outcome
+}
+
+/// Options of `rtc-core replay`.
+pub struct ReplayArgs {
+    pub file: PathBuf,
+    pub config: Option<PathBuf>,
+    pub call: Option<String>,
+    pub internal_source_ip: Option<IpAddr>,
+    pub json: bool,
+}
+
+pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
+    let cfg = load_config(&args.config)?;
+    let only = match &args.call {
+        Some(c) => Some(CallId::parse(c).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    // Offline: the local backends answer, whatever the configuration says for live use.
+    let local = LocalServices::load(&cfg.local).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(&args.file)
+        .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
+    let report = replay(
+        std::io::BufReader::new(file),
+        Box::new(local),
+        ReplayOptions {
+            engine: cfg.engine.clone(),
+            fail_modes: FailModes::from_services(&cfg.services),
+            intake: IntakeConfig {
+                internal_source_ip: args.internal_source_ip,
+            },
+            only,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    for call in &report.calls {
+        print_call(call);
+    }
+    for id in &report.lost {
+        println!("call {id}: seen created, but its trace was not kept");
+    }
+    println!(
+        "{} calls, {} events over {:.1} s of recording ({} frames, {} engine-placed legs dropped, {} failovers without an outbound leg, {} unreadable frames)",
+        report.calls.len(),
+        report.events,
+        report.span_ms as f64 / 1000.0,
+        report.intake.frames,
+        report.intake.own_legs_dropped,
+        report.intake.synthetic_b_hangups,
+        report.intake.errors
+    );
+    if only.is_some() && report.calls.is_empty() {
+        return Err(format!(
+            "call {} does not appear in {} as an inbound call",
+            args.call.unwrap_or_default(),
+            args.file.display()
+        ));
+    }
+    Ok(())
+}
+
+fn print_call(c: &CallView) {
+    println!(
+        "call {}  {}  reason {}  cause {}  from {} ({})  {} -> {}",
+        c.uuid,
+        c.state,
+        c.reason.unwrap_or("-"),
+        c.hangup_cause.as_deref().unwrap_or("-"),
+        c.source_ip
+            .map_or("no address".to_string(), |ip| ip.to_string()),
+        c.partner
+            .map_or("no partner".to_string(), |p| format!("partner {p}")),
+        if c.caller.is_empty() { "?" } else { &c.caller },
+        if c.destination.is_empty() {
+            "?"
+        } else {
+            &c.destination
+        },
+    );
+    for t in &c.trace {
+        println!(
+            "  {:>10.3} s  {:<22} -> {:<22} on {}",
+            t.at_us as f64 / 1e6,
+            t.from,
+            t.to,
+            t.cause
+        );
+    }
+    if c.trace_dropped > 0 {
+        println!("  ({} earlier steps not kept)", c.trace_dropped);
+    }
+}

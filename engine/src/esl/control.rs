@@ -1,0 +1,375 @@
+//! Call control over ESL: the engine's [`CallCommand`]s as event socket commands.
+//!
+//! [`EslCallControl`] is what the engine thread calls. It never blocks and never touches the socket: it
+//! hands the command to the connection's writer through a channel, and the writer turns it into wire text
+//! with [`encode`]. Every command is asynchronous on FreeSWITCH's side too — never a blocking `api` on the
+//! event connection, which would stall event delivery while it runs:
+//!
+//! - `SetVariables` → `bgapi uuid_setvar_multi <uuid> rtc_x=v;rtc_y=w`. Values are checked, not escaped:
+//!   `;` separates variables and a line break would end the command, so a value holding either (or any
+//!   control character) is refused and counted — it can only come from a misconfigured table.
+//! - `Bridge` → three `sendmsg <uuid>` messages, which FreeSWITCH runs in order on the parked channel:
+//!   `multiset continue_on_fail=true hangup_after_bridge=true` (a failed bridge returns to park for
+//!   failover; a finished one hangs the call up); `bridge {rtc_a_leg=<uuid>,rtc_attempt=<n>}<dial string>`
+//!   with `event-lock: true` (the next message waits until the bridge returns); and the `event` application
+//!   firing `CUSTOM rtc::bridge_end` with the attempt number, which tells the intake about bridges that
+//!   failed without creating an outbound leg (see [`super::intake`]).
+//! - `Hangup` → `bgapi uuid_kill <uuid> <CAUSE>`.
+//!
+//! Failures (`-ERR no such channel`, timeouts, a dropped link) come back to the connection, which counts
+//! and logs them with the call's uuid.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Sender;
+
+use super::client::{ClientCounters, Outgoing};
+use super::intake::BRIDGE_END_SUBCLASS;
+use crate::control::{CallCommand, CallControl};
+use crate::id::CallId;
+
+/// What answer a command gets from FreeSWITCH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A `command/reply` (`sendmsg`, `filter`, `event`, ...).
+    CommandReply,
+    /// A `command/reply` with a `Job-UUID`, then a `BACKGROUND_JOB` event with the result.
+    BgApi,
+    /// An `api/response`.
+    Api,
+}
+
+/// One command ready to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wire {
+    /// The bytes, ending with the blank line.
+    pub bytes: Vec<u8>,
+    /// The answer it gets.
+    pub expect: Expect,
+    /// A short description for logs and errors (`bgapi uuid_kill <uuid> NO_ANSWER`, `sendmsg <uuid>
+    /// bridge`).
+    pub summary: String,
+}
+
+impl Wire {
+    /// A one-line command (`api ...`, `bgapi ...`, `filter ...`): refused if it holds a line break.
+    pub fn line(command: &str) -> Result<Wire, BadCommand> {
+        if command.bytes().any(|b| b == b'\n' || b == b'\r') {
+            return Err(BadCommand::LineBreak {
+                command: command.chars().take(60).collect(),
+            });
+        }
+        let expect = if command.starts_with("bgapi ") {
+            Expect::BgApi
+        } else if command.starts_with("api ") {
+            Expect::Api
+        } else {
+            Expect::CommandReply
+        };
+        let mut bytes = Vec::with_capacity(command.len() + 2);
+        bytes.extend_from_slice(command.as_bytes());
+        bytes.extend_from_slice(b"\n\n");
+        Ok(Wire {
+            bytes,
+            expect,
+            summary: command.chars().take(120).collect(),
+        })
+    }
+}
+
+/// Why a command was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCommand {
+    /// A channel variable value that could break the command.
+    #[error(
+        "call {call}: value of channel variable {name} holds {what}; not sent (values may not contain ';', \
+         line breaks or control characters: check the table it came from)"
+    )]
+    BadVariable {
+        /// The call.
+        call: CallId,
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A dial string that could break the `sendmsg`.
+    #[error(
+        "call {call}: dial string of route {carrier} holds a line break or control character; bridge not \
+         sent (check routes)"
+    )]
+    BadDialString {
+        /// The call.
+        call: CallId,
+        /// The route's carrier.
+        carrier: String,
+    },
+    /// A one-line command with a line break.
+    #[error("ESL command {command:?} holds a line break; not sent")]
+    LineBreak {
+        /// The start of the command.
+        command: String,
+    },
+}
+
+/// The engine's call control over ESL. See the module docs.
+pub struct EslCallControl {
+    /// To the connection's writer.
+    tx: Sender<Outgoing>,
+    /// Where refused sends are counted.
+    counters: Arc<ClientCounters>,
+}
+
+impl EslCallControl {
+    pub(crate) fn new(tx: Sender<Outgoing>, counters: Arc<ClientCounters>) -> Self {
+        EslCallControl { tx, counters }
+    }
+}
+
+impl CallControl for EslCallControl {
+    fn execute(&mut self, command: CallCommand) {
+        if self.tx.send(Outgoing::Call(command)).is_err() {
+            self.counters
+                .commands_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why a value cannot go into a command, if it cannot.
+fn unsafe_value(v: &str) -> Option<&'static str> {
+    for c in v.chars() {
+        match c {
+            ';' => return Some("';'"),
+            '\n' | '\r' => return Some("a line break"),
+            c if c.is_control() => return Some("a control character"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The wire commands for one engine command (several for a bridge, none for no variables).
+pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
+    let mut ubuf = [0u8; 36];
+    match cmd {
+        CallCommand::SetVariables { call, vars } => {
+            if vars.is_empty() {
+                return Ok(Vec::new());
+            }
+            let uuid = call.encode(&mut ubuf);
+            let mut line = format!("bgapi uuid_setvar_multi {uuid} ");
+            for (i, v) in vars.iter().enumerate() {
+                if let Some(what) = unsafe_value(&v.value).or_else(|| unsafe_value(v.name)) {
+                    return Err(BadCommand::BadVariable {
+                        call: *call,
+                        name: v.name,
+                        what,
+                    });
+                }
+                if i > 0 {
+                    line.push(';');
+                }
+                let _ = write!(line, "{}={}", v.name, v.value);
+            }
+            Ok(vec![Wire {
+                summary: format!("uuid_setvar_multi {uuid}"),
+                bytes: format!("{line}\n\n").into_bytes(),
+                expect: Expect::BgApi,
+            }])
+        }
+        CallCommand::Hangup { call, cause } => {
+            let uuid = call.encode(&mut ubuf);
+            let name = match cause.name() {
+                Some(n) => n.to_string(),
+                None => cause.0.to_string(),
+            };
+            Ok(vec![Wire {
+                summary: format!("uuid_kill {uuid} {name}"),
+                bytes: format!("bgapi uuid_kill {uuid} {name}\n\n").into_bytes(),
+                expect: Expect::BgApi,
+            }])
+        }
+        CallCommand::Bridge {
+            call,
+            attempt,
+            route,
+            ..
+        } => {
+            if route
+                .dial_string
+                .chars()
+                .any(|c| c.is_control() || c == '\n' || c == '\r')
+                || route.dial_string.is_empty()
+            {
+                return Err(BadCommand::BadDialString {
+                    call: *call,
+                    carrier: route.carrier.to_string(),
+                });
+            }
+            let uuid = call.encode(&mut ubuf).to_string();
+            let vars = format!("rtc_a_leg={uuid},rtc_attempt={attempt}");
+            // A dial string with its own {...} block gets ours merged into it.
+            let target = match route.dial_string.strip_prefix('{') {
+                Some(rest) => format!("{{{vars},{rest}"),
+                None => format!("{{{vars}}}{}", route.dial_string),
+            };
+            let msg = |app: &str, arg: &str, lock: bool| -> Vec<u8> {
+                let mut s = format!(
+                    "sendmsg {uuid}\ncall-command: execute\nexecute-app-name: {app}\nexecute-app-arg: {arg}\n"
+                );
+                if lock {
+                    s.push_str("event-lock: true\n");
+                }
+                s.push('\n');
+                s.into_bytes()
+            };
+            Ok(vec![
+                Wire {
+                    bytes: msg(
+                        "multiset",
+                        "continue_on_fail=true hangup_after_bridge=true",
+                        false,
+                    ),
+                    expect: Expect::CommandReply,
+                    summary: format!("sendmsg {uuid} multiset"),
+                },
+                Wire {
+                    bytes: msg("bridge", &target, true),
+                    expect: Expect::CommandReply,
+                    summary: format!(
+                        "sendmsg {uuid} bridge attempt {attempt} ({})",
+                        route.carrier
+                    ),
+                },
+                Wire {
+                    bytes: msg(
+                        "event",
+                        &format!(
+                            "Event-Name=CUSTOM,Event-Subclass={BRIDGE_END_SUBCLASS},rtc_attempt={attempt}"
+                        ),
+                        false,
+                    ),
+                    expect: Expect::CommandReply,
+                    summary: format!("sendmsg {uuid} event bridge_end"),
+                },
+            ])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cause::HangupCause;
+    use crate::control::Variable;
+    use crate::domain::{Money, Route};
+
+    const A: &str = "4b2a1c3e-9f10-4d2b-8a7e-0123456789ab";
+
+    fn id() -> CallId {
+        CallId::parse(A).unwrap()
+    }
+
+    #[test]
+    fn variables_are_one_bgapi_and_bad_values_are_refused() {
+        let vars = vec![
+            Variable {
+                name: "rtc_partner",
+                value: "lab".into(),
+            },
+            Variable {
+                name: "rtc_rate",
+                value: "0.0010".into(),
+            },
+        ];
+        let w = encode(&CallCommand::SetVariables {
+            call: id(),
+            vars: vars.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(w[0].bytes.clone()).unwrap(),
+            format!("bgapi uuid_setvar_multi {A} rtc_partner=lab;rtc_rate=0.0010\n\n")
+        );
+        for bad in ["a;b", "a\nb", "a\rb", "a\u{7}b"] {
+            let mut v = vars.clone();
+            v[0].value = bad.into();
+            let e = encode(&CallCommand::SetVariables {
+                call: id(),
+                vars: v,
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(A), "{e}");
+            assert!(e.to_string().contains("rtc_partner"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bridge_is_three_ordered_messages_with_the_leg_marked() {
+        let route = Route {
+            carrier: "c".into(),
+            dial_string: "loopback/15550001/rtc_answer".into(),
+            cost_per_minute: Money(0),
+        };
+        let w = encode(&CallCommand::Bridge {
+            call: id(),
+            attempt: 1,
+            route: route.clone(),
+            max_duration_s: 60,
+        })
+        .unwrap();
+        assert_eq!(w.len(), 3);
+        let bridge = String::from_utf8(w[1].bytes.clone()).unwrap();
+        assert!(bridge.contains(&format!(
+            "execute-app-arg: {{rtc_a_leg={A},rtc_attempt=1}}loopback/15550001/rtc_answer\n"
+        )));
+        assert!(bridge.contains("event-lock: true\n"));
+        assert!(bridge.ends_with("\n\n"));
+        let mut merged = route.clone();
+        merged.dial_string = "{x=1}sofia/gateway/g/1".into();
+        let w = encode(&CallCommand::Bridge {
+            call: id(),
+            attempt: 0,
+            route: merged,
+            max_duration_s: 0,
+        })
+        .unwrap();
+        let bridge = String::from_utf8(w[1].bytes.clone()).unwrap();
+        assert!(bridge.contains(&format!("{{rtc_a_leg={A},rtc_attempt=0,x=1}}sofia")));
+        let mut bad = route;
+        bad.dial_string = "sofia/x\nexecute-app-name: hangup".into();
+        assert!(
+            encode(&CallCommand::Bridge {
+                call: id(),
+                attempt: 0,
+                route: bad,
+                max_duration_s: 0
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn hangup_is_uuid_kill_with_the_cause_name() {
+        let w = encode(&CallCommand::Hangup {
+            call: id(),
+            cause: HangupCause::NO_ROUTE_DESTINATION,
+        })
+        .unwrap();
+        assert_eq!(
+            w[0].bytes,
+            format!("bgapi uuid_kill {A} NO_ROUTE_DESTINATION\n\n").into_bytes()
+        );
+        assert_eq!(w[0].expect, Expect::BgApi);
+    }
+
+    #[test]
+    fn one_line_commands_refuse_line_breaks() {
+        assert!(Wire::line("api status\nexit").is_err());
+        assert_eq!(Wire::line("api status").unwrap().expect, Expect::Api);
+        assert_eq!(Wire::line("bgapi status").unwrap().expect, Expect::BgApi);
+    }
+}

@@ -1,0 +1,353 @@
+//! The ESL intake: bytes from FreeSWITCH's event socket in, the messages the engine acts on out.
+//!
+//! It wraps the [`Framer`] and [`EventParser`] and adds what running over ESL needs beyond parsing, so that
+//! the live client ([`super::client`]) and the offline replay of a recorded stream apply exactly the same
+//! rules:
+//!
+//! - **Legs the engine placed are not calls.** A channel carrying `variable_rtc_a_leg` is part of a bridge
+//!   the engine made. Outbound it is the b-leg (the parser ties it to its a-leg); *inbound* it is the far
+//!   half of an internal endpoint (the `loopback/...-b` channel that runs the target context): it is
+//!   dropped, never decided as a new call.
+//! - **Channels without a transport address.** Internal endpoints (loopback, API originate) have no
+//!   `Caller-Network-Addr`. Such a call is from an unknown partner — no caller-settable header is ever
+//!   used instead — unless [`IntakeConfig::internal_source_ip`] explicitly names the address to assume.
+//! - **Bridges that fail without an outbound channel.** A dial string such as `error/...`, a gateway that
+//!   is down or an unknown endpoint fails the `bridge` without creating a b-leg, so no b-leg hangup tells
+//!   the engine to fail over. [`super::control::EslCallControl`] queues, after each bridge (with
+//!   `event-lock` so it runs only once the bridge returned), the `event` application firing a
+//!   `CUSTOM rtc::bridge_end` event with the attempt number; its `variable_originate_disposition` says how
+//!   the bridge ended. When it did not succeed and no b-leg was seen for that attempt, the intake hands the
+//!   engine a synthetic outbound hangup for the attempt (cause: the disposition), exactly what a real b-leg
+//!   would have said. When a b-leg existed, its own hangup already drove failover and the event is ignored.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use compact_str::CompactString;
+use memchr::memmem;
+
+use super::EslError;
+use super::event::{EslMessage, EventParser};
+use super::frame::{ContentType, Framer, FramerConfig};
+use super::percent;
+use crate::cause::HangupCause;
+use crate::event::{CallEvent, Direction, EventKind};
+use crate::id::CallId;
+
+/// `Event-Subclass` of the event fired after each engine bridge returns.
+pub const BRIDGE_END_SUBCLASS: &str = "rtc::bridge_end";
+
+/// Most a-legs whose bridge attempts are tracked at once; beyond it the table is cleared (a lost entry only
+/// risks one extra failover step on a call whose bridge failed without a b-leg).
+const MAX_TRACKED: usize = 200_000;
+
+/// Rules of the intake that an operator chooses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntakeConfig {
+    /// Source address assumed for inbound channels that have no transport address (internal endpoints
+    /// such as loopback). `None`: such calls are from an unknown partner.
+    pub internal_source_ip: Option<IpAddr>,
+}
+
+/// Counters of the intake's own decisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntakeStats {
+    /// Frames received.
+    pub frames: u64,
+    /// Channel events handed on.
+    pub events: u64,
+    /// Inbound halves of engine-placed legs dropped.
+    pub own_legs_dropped: u64,
+    /// Inbound events without a transport address given [`IntakeConfig::internal_source_ip`].
+    pub internal_address_assumed: u64,
+    /// Inbound events without a transport address left without one (unknown partner).
+    pub no_address: u64,
+    /// `rtc::bridge_end` events seen.
+    pub bridge_ends: u64,
+    /// Bridge failures without a b-leg turned into synthetic b-leg hangups.
+    pub synthetic_b_hangups: u64,
+    /// Framing or parsing errors (each recovered from).
+    pub errors: u64,
+}
+
+/// What the intake knows and applies beyond parsing.
+#[derive(Debug)]
+struct Rules {
+    /// Operator's rules.
+    config: IntakeConfig,
+    /// Per a-leg: a bit per bridge attempt (0..63) for which an outbound leg was created.
+    b_legs: HashMap<CallId, u64, foldhash::fast::RandomState>,
+    /// Counters.
+    stats: IntakeStats,
+    /// Percent-decoding scratch for the headers read here.
+    scratch: Vec<u8>,
+}
+
+/// Frames to engine messages. See the module docs.
+#[derive(Debug)]
+pub struct Intake {
+    /// Splits the byte stream into frames; replaced on each new connection.
+    framer: Framer,
+    /// Framing limits, for the next connection's framer.
+    framer_config: FramerConfig,
+    /// Turns frames into messages.
+    parser: EventParser,
+    /// The rules applied to parsed events.
+    rules: Rules,
+    /// Whether whole frames are copied to `recorded`.
+    recording: bool,
+    /// Frames received since the last [`Intake::take_recorded`], byte for byte as they came.
+    recorded: Vec<u8>,
+}
+
+impl Intake {
+    pub fn new(config: IntakeConfig, framer_config: FramerConfig) -> Self {
+        Intake {
+            framer: Framer::new(framer_config),
+            framer_config,
+            parser: EventParser::new(),
+            rules: Rules {
+                config,
+                b_legs: HashMap::default(),
+                stats: IntakeStats::default(),
+                scratch: Vec::new(),
+            },
+            recording: false,
+            recorded: Vec::new(),
+        }
+    }
+
+    /// Keeps a copy of every whole frame received (for `--record`). Frames cut by a dropped link are never
+    /// complete, so a recording holds whole frames only and replays cleanly across reconnects.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// The frames recorded since the last call.
+    pub fn take_recorded(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.recorded)
+    }
+
+    /// Starts a new stream (a new connection): partial frames of the old one are dropped; what is known
+    /// about calls is kept.
+    pub fn reset_stream(&mut self) {
+        self.framer = Framer::new(self.framer_config);
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+    }
+
+    pub fn stats(&self) -> IntakeStats {
+        self.rules.stats
+    }
+
+    /// The next message, an error already recovered from, or `None` when more bytes are needed. Events
+    /// the engine does not follow, and legs it must not decide, are skipped.
+    pub fn next_message(&mut self) -> Option<Result<EslMessage, EslError>> {
+        loop {
+            let frame = match self.framer.next_frame()? {
+                Ok(f) => f,
+                Err(e) => {
+                    self.rules.stats.errors += 1;
+                    return Some(Err(e.into()));
+                }
+            };
+            self.rules.stats.frames += 1;
+            if self.recording {
+                self.recorded.extend_from_slice(frame.headers.as_bytes());
+                self.recorded.push(b'\n');
+                self.recorded.extend_from_slice(frame.body);
+            }
+            // A CUSTOM event fired by the `event` application starts with its Event-Subclass (FreeSWITCH
+            // 1.10 writes it before Event-Name); one created with its subclass starts with Event-Name.
+            if frame.content_type == ContentType::EventPlain
+                && (frame.body.starts_with(b"Event-Subclass: ")
+                    || frame.body.starts_with(b"Event-Name: CUSTOM\n"))
+            {
+                let body = frame.body;
+                if let Some(ev) = self.rules.custom_event(body) {
+                    self.rules.stats.events += 1;
+                    return Some(Ok(EslMessage::Event(ev)));
+                }
+                continue;
+            }
+            let body = frame.body;
+            match self.parser.parse_frame(&frame) {
+                Ok(Some(EslMessage::Event(ev))) => {
+                    if let Some(ev) = self.rules.channel_event(ev, body) {
+                        self.rules.stats.events += 1;
+                        return Some(Ok(EslMessage::Event(ev)));
+                    }
+                }
+                Ok(Some(m)) => return Some(Ok(m)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.rules.stats.errors += 1;
+                    return Some(Err(e.into()));
+                }
+            }
+        }
+    }
+}
+
+impl Rules {
+    /// Applies the intake's rules to a parsed channel event; `None` drops it.
+    fn channel_event(&mut self, mut ev: CallEvent, body: &[u8]) -> Option<CallEvent> {
+        let marked = || header(body, b"variable_rtc_a_leg").is_some();
+        match ev.direction {
+            Direction::Inbound => {
+                if matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark) && marked()
+                {
+                    self.stats.own_legs_dropped += 1;
+                    return None;
+                }
+                if ev.source_ip.is_none() && header(body, b"Caller-Network-Addr").is_none() {
+                    match self.config.internal_source_ip {
+                        Some(ip) => {
+                            ev.source_ip = Some(ip);
+                            self.stats.internal_address_assumed += 1;
+                        }
+                        None => self.stats.no_address += 1,
+                    }
+                }
+                if matches!(
+                    ev.kind,
+                    EventKind::ChannelHangupComplete | EventKind::ChannelDestroy
+                ) {
+                    self.b_legs.remove(&ev.uuid);
+                }
+            }
+            Direction::Outbound => {
+                if ev.kind == EventKind::ChannelCreate
+                    && let Some(a) = ev.other_leg
+                    && marked()
+                {
+                    let attempt = header(body, b"variable_rtc_attempt")
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u8>().ok())
+                        .unwrap_or(0);
+                    if self.b_legs.len() >= MAX_TRACKED {
+                        self.b_legs.clear();
+                    }
+                    *self.b_legs.entry(a).or_default() |= 1u64 << (attempt & 63);
+                }
+            }
+        }
+        Some(ev)
+    }
+
+    /// A `CUSTOM` event: `rtc::bridge_end` may become a synthetic b-leg hangup; others are skipped.
+    fn custom_event(&mut self, body: &[u8]) -> Option<CallEvent> {
+        if header(body, b"Event-Name")? != b"CUSTOM" {
+            return None;
+        }
+        let subclass = self.text(Some(header(body, b"Event-Subclass")?));
+        if subclass != BRIDGE_END_SUBCLASS {
+            return None;
+        }
+        self.stats.bridge_ends += 1;
+        let a = CallId::parse(std::str::from_utf8(header(body, b"Unique-ID")?).ok()?).ok()?;
+        let attempt: u8 = std::str::from_utf8(header(body, b"rtc_attempt")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let disposition = self.text(header(body, b"variable_originate_disposition"));
+        if disposition.eq_ignore_ascii_case("SUCCESS") {
+            return None;
+        }
+        if self
+            .b_legs
+            .get(&a)
+            .is_some_and(|bits| bits & (1u64 << (attempt & 63)) != 0)
+        {
+            return None;
+        }
+        let number = |name: &[u8]| {
+            header(body, name)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut ev = CallEvent::new(
+            synthetic_b_leg(a, attempt),
+            EventKind::ChannelHangup,
+            number(b"Event-Sequence"),
+        );
+        ev.timestamp_us = number(b"Event-Date-Timestamp");
+        ev.direction = Direction::Outbound;
+        ev.other_leg = Some(a);
+        ev.hangup_cause =
+            Some(HangupCause::parse(&disposition).unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE));
+        self.stats.synthetic_b_hangups += 1;
+        log::info!(
+            "call {a}: bridge attempt {attempt} failed without an outbound leg ({disposition}); failing over"
+        );
+        Some(ev)
+    }
+
+    fn text(&mut self, v: Option<&[u8]>) -> CompactString {
+        match v {
+            None => CompactString::const_new(""),
+            Some(v) => CompactString::new(percent::decode_text(v, &mut self.scratch).0),
+        }
+    }
+}
+
+/// The id given to the missing outbound leg of a failed bridge attempt: derived from the a-leg so that a
+/// replay gives the same one; its first bytes (`b1d6e...`) keep it apart from the a-leg's own id.
+pub fn synthetic_b_leg(a: CallId, attempt: u8) -> CallId {
+    let mut b = *a.as_bytes();
+    b[0] ^= 0xB1;
+    b[1] ^= 0xD6;
+    b[2] ^= 0xE0 | (attempt & 0x0F);
+    b[3] ^= attempt;
+    CallId::from_bytes(b)
+}
+
+/// The raw (still encoded) value of header `name` in an event's header block, or `None`.
+fn header<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let end = memmem::find(body, b"\n\n").map_or(body.len(), |p| p + 1);
+    let head = &body[..end];
+    let mut at = 0;
+    loop {
+        let pos = if at == 0 && head.starts_with(name) {
+            0
+        } else {
+            let p = memmem::find(&head[at..], name)? + at;
+            if p == 0 || head[p - 1] != b'\n' {
+                at = p + 1;
+                continue;
+            }
+            p
+        };
+        let rest = &head[pos + name.len()..];
+        if let Some(v) = rest.strip_prefix(b": ") {
+            let line_end = memchr::memchr(b'\n', v).unwrap_or(v.len());
+            let v = &v[..line_end];
+            return Some(v.strip_suffix(b"\r").unwrap_or(v));
+        }
+        at = pos + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lookup_matches_whole_names_only() {
+        let body = b"Event-Name: CUSTOM\nX-Unique-ID: no\nUnique-ID: yes\nrtc_attempt: 2\n\nUnique-ID: body";
+        assert_eq!(header(body, b"Unique-ID"), Some(&b"yes"[..]));
+        assert_eq!(header(body, b"Event-Name"), Some(&b"CUSTOM"[..]));
+        assert_eq!(header(body, b"rtc_attempt"), Some(&b"2"[..]));
+        assert_eq!(header(body, b"Missing"), None);
+    }
+
+    #[test]
+    fn synthetic_legs_differ_per_attempt_and_from_the_a_leg() {
+        let a = CallId::from_u128(42);
+        assert_ne!(synthetic_b_leg(a, 0), a);
+        assert_ne!(synthetic_b_leg(a, 0), synthetic_b_leg(a, 1));
+        assert_eq!(synthetic_b_leg(a, 1), synthetic_b_leg(a, 1));
+    }
+}

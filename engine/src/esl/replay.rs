@@ -1,0 +1,163 @@
+//! Offline replay of a recorded event socket stream (`rtc-core esl --record`) through the engine, to ask
+//! "what did the engine make of this call, and why".
+//!
+//! The recording is read with the same [`Intake`] the live client uses, so the same legs are dropped, the
+//! same addresses assumed and the same failovers synthesised. The engine runs on a manual clock moved to
+//! each event's `Event-Date-Timestamp` before the event is applied, so its timers (setup, park, duration)
+//! fire at the times they fired live. Its commands are recorded, not sent: the recording already holds
+//! FreeSWITCH's reaction to the live ones. Each event is applied before the clock moves again (a query
+//! after each event is the barrier), so a replay is deterministic.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::event::EslMessage;
+use super::frame::FramerConfig;
+use super::intake::{Intake, IntakeConfig, IntakeStats};
+use crate::call::CallView;
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::control::CallCommand;
+use crate::core::FailModes;
+use crate::engine::{Engine, EngineParts, Query, QueryReply};
+use crate::event::{Direction, EventKind};
+use crate::id::CallId;
+use crate::service::ServiceSink;
+use crate::testkit::RecordingControl;
+
+/// How to replay.
+pub struct ReplayOptions {
+    /// The engine's settings (as live).
+    pub engine: EngineConfig,
+    /// Per-service fail modes (as live).
+    pub fail_modes: FailModes,
+    /// The intake's rules (as live).
+    pub intake: IntakeConfig,
+    /// Only this call's events are applied (its outbound legs included).
+    pub only: Option<CallId>,
+}
+
+/// What a replay found.
+#[derive(Debug, serde::Serialize)]
+pub struct ReplayReport {
+    /// Channel events applied.
+    pub events: u64,
+    /// The intake's counters (frames, drops, synthetic hangups, errors).
+    pub intake: IntakeStats,
+    /// Each call's view (state path with times, reason, cause), in order of first appearance.
+    pub calls: Vec<CallView>,
+    /// Calls seen created whose view the engine no longer had.
+    pub lost: Vec<CallId>,
+    /// Commands the engine gave (not sent), in order.
+    #[serde(skip)]
+    pub commands: Vec<CallCommand>,
+    /// Span of the recording, from the first event's timestamp to the last.
+    pub span_ms: u64,
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read the recording: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("the engine did not answer during the replay: {0}")]
+    Engine(String),
+}
+
+/// Replays `input` through a fresh engine with `services` (usually the local backends).
+pub fn replay(
+    mut input: impl Read,
+    services: Box<dyn ServiceSink>,
+    opts: ReplayOptions,
+) -> Result<ReplayReport, ReplayError> {
+    let (clock, hand) = Clock::manual();
+    let control = RecordingControl::default();
+    let mut config = opts.engine;
+    config.finished_traces = config.finished_traces.max(1_000_000);
+    config.finished_ids = config.finished_ids.max(1_000_000);
+    let engine = Engine::start(EngineParts {
+        config,
+        fail_modes: opts.fail_modes,
+        services,
+        control: Box::new(control.clone()),
+        clock,
+    })
+    .map_err(|e| ReplayError::Engine(e.to_string()))?;
+    let h = engine.handle();
+    let barrier = || -> Result<(), ReplayError> {
+        match h.query(Query::Calls { limit: 0 }, Duration::from_secs(30)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ReplayError::Engine(e.to_string())),
+        }
+    };
+    let mut intake = Intake::new(
+        opts.intake,
+        FramerConfig {
+            max_frame_size: 64 << 20,
+            ..FramerConfig::default()
+        },
+    );
+    let mut order: Vec<CallId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut first_ts = None;
+    let mut last_ts = 0u64;
+    let mut events = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        intake.push(&buf[..n]);
+        while let Some(m) = intake.next_message() {
+            let Ok(EslMessage::Event(ev)) = m else {
+                continue;
+            };
+            if let Some(only) = opts.only
+                && ev.uuid != only
+                && ev.other_leg != Some(only)
+            {
+                continue;
+            }
+            if ev.direction == Direction::Inbound
+                && matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark)
+                && seen.insert(ev.uuid)
+            {
+                order.push(ev.uuid);
+            }
+            if ev.timestamp_us != 0 {
+                let t0 = *first_ts.get_or_insert(ev.timestamp_us);
+                let at = ev.timestamp_us.saturating_sub(t0);
+                last_ts = last_ts.max(ev.timestamp_us);
+                let now = hand.now_us();
+                if at > now {
+                    hand.advance(Duration::from_micros(at - now));
+                    h.tick();
+                }
+            }
+            // Each event is applied before the next is sent (the barrier below): the queue never fills.
+            h.submit_event(ev)
+                .map_err(|e| ReplayError::Engine(e.to_string()))?;
+            events += 1;
+            barrier()?;
+        }
+    }
+    let mut calls = Vec::with_capacity(order.len());
+    let mut lost = Vec::new();
+    for id in order {
+        match h.query(Query::Call(id), Duration::from_secs(30)) {
+            Ok(QueryReply::Call(Some(v))) => calls.push(*v),
+            Ok(_) => lost.push(id),
+            Err(e) => return Err(ReplayError::Engine(e.to_string())),
+        }
+    }
+    drop(engine);
+    Ok(ReplayReport {
+        events,
+        intake: intake.stats(),
+        calls,
+        lost,
+        commands: control.take(),
+        span_ms: first_ts.map_or(0, |t0| last_ts.saturating_sub(t0) / 1000),
+    })
+}
