@@ -329,12 +329,11 @@ impl Shared {
         record.attempts = attempts;
         record.last_error = last_error;
         record.spooled_at_ms = SpoolRecord::now_ms();
-        let shared = self.clone();
-        let spooled = tokio::task::spawn_blocking(move || shared.spool(vec![record])).await;
-        if spooled.is_err() {
-            self.counters.count(kind, Event::SpoolFailed);
-            log::error!("call {call}: {operation} settlement: spool task did not run");
-        }
+        // Written here, without an await between taking the record out of `pending` and writing it: a
+        // shutdown drain that finds `pending` empty must not be able to stop the runtime before the record
+        // is on disk (a queued blocking task may never run once shutdown starts). One short append on a
+        // worker thread, on the failure path only.
+        self.spool(vec![record]);
     }
 
     /// Writes settlements to the spool (blocking), counting and logging; a record that cannot be written
