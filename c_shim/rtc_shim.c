@@ -201,3 +201,8 @@ switch_status_t rtc_session_execute_async(switch_core_session_t *session, const 
 {
 	return switch_core_session_execute_application_async(session, app, arg);
 }
+
+switch_status_t rtc_xml_reload(const char **err)
+{
+	return switch_xml_reload(err);
+}

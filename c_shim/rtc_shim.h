@@ -93,6 +93,10 @@ switch_status_t rtc_session_execute(switch_core_session_t *session, const char *
  * session's read lock (rtc_session_locate). */
 switch_status_t rtc_session_execute_async(switch_core_session_t *session, const char *app, const char *arg);
 
+/* switch_xml_reload (`reloadxml`): FreeSWITCH re-reads its XML files, so that a configuration edited on disk is seen.
+ * SWITCH_STATUS_SUCCESS, or a failure with *err set to FreeSWITCH's static message. */
+switch_status_t rtc_xml_reload(const char **err);
+
 /* Receives a text the shim owns for the duration of the call. */
 typedef void (*rtc_text_sink_t)(void *user, const char *text);
 

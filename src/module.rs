@@ -72,8 +72,25 @@ pub fn handle() -> Option<HostHandle> {
     loaded().as_ref().map(|l| l.running.handle().clone())
 }
 
-/// Re-reads the configuration and offers it to the running engine (`rtc_core reload`).
+/// Has FreeSWITCH re-read its XML files (as `reloadxml` does), re-reads the configuration and offers it to the
+/// running engine (`rtc_core reload`).
 pub fn reload(timeout: Duration) -> Result<String, String> {
+    let mut err: *const c_char = ptr::null();
+    // SAFETY: `err` receives a static string or stays null; called from an API thread FreeSWITCH gave us.
+    let status = unsafe { shim::rtc_xml_reload(&mut err) };
+    if status != SWITCH_STATUS_SUCCESS {
+        let why = if err.is_null() {
+            String::from("no reason given")
+        } else {
+            // SAFETY: FreeSWITCH's error messages are static NUL-terminated strings.
+            unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        return Err(format!(
+            "FreeSWITCH could not re-read its XML configuration ({why}); nothing changed"
+        ));
+    }
     let config = read_config().map_err(|e| e.to_string())?;
     let mut state = loaded();
     let Some(l) = state.as_mut() else {

@@ -58,6 +58,7 @@ unsafe extern "C" {
     pub fn rtc_event_fields_init(names: *const *const c_char, n: c_int) -> c_int;
     pub fn rtc_event_fields(event: *const switch_event_t, values: *mut *const c_char) -> c_int;
     pub fn rtc_conf_dir() -> *const c_char;
+    pub fn rtc_xml_reload(err: *mut *const c_char) -> switch_status_t;
     pub fn rtc_channel_get_variable(
         channel: *mut switch_channel_t,
         name: *const c_char,

@@ -362,6 +362,8 @@ switch_status_t switch_core_session_execute_application_async(switch_core_sessio
 switch_xml_t switch_xml_open_cfg(const char *file_path, switch_xml_t *node, switch_event_t *params);
 char *switch_xml_toxml_ex(switch_xml_t xml, switch_bool_t prn_header, switch_bool_t use_utf8_encoding);
 void switch_xml_free(switch_xml_t xml);
+/* Re-reads FreeSWITCH's whole XML registry from disk (what `reloadxml` does); *err gets a static message. */
+switch_status_t switch_xml_reload(const char **err);
 
 #ifdef __cplusplus
 }

@@ -503,6 +503,14 @@ FH_EXPORT void switch_xml_free(switch_xml_t xml)
 	}
 }
 
+FH_EXPORT switch_status_t switch_xml_reload(const char **err)
+{
+	if (err) {
+		*err = "Success";
+	}
+	return SWITCH_STATUS_SUCCESS;
+}
+
 /* ---- directories -------------------------------------------------------------------------------- */
 
 FH_EXPORT switch_directories SWITCH_GLOBAL_dirs;
