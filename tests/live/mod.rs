@@ -140,6 +140,16 @@ impl FreeSwitch {
     /// Writes a configuration, links FreeSWITCH's modules and `module_so` (as `mod_rtc_core.so`) into a temp mod
     /// dir, starts FreeSWITCH and waits until it answers on its event socket.
     pub fn start(install: &Install, module_so: &Path, sofia: bool) -> FreeSwitch {
+        FreeSwitch::start_with_env(install, module_so, sofia, &[])
+    }
+
+    /// [`FreeSwitch::start`] with extra environment variables for the FreeSWITCH process.
+    pub fn start_with_env(
+        install: &Install,
+        module_so: &Path,
+        sofia: bool,
+        env: &[(&str, &str)],
+    ) -> FreeSwitch {
         assert!(
             module_so.is_file(),
             "build the module first: {}",
@@ -281,6 +291,7 @@ impl FreeSwitch {
                 &p("storage"),
             ])
             .args(["-recordings", &p("recordings"), "-sounds", &p("sounds")])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -370,6 +381,15 @@ impl FreeSwitch {
                 .unwrap_or(0)
         };
         f(14) + f(15)
+    }
+
+    /// Sessions FreeSWITCH has right now (from `status`).
+    pub fn sessions(esl: &mut Esl) -> Option<u64> {
+        esl.api("status")
+            .lines()
+            .find(|l| l.contains("session(s) - peak"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
     }
 
     /// Whether the process still runs.
