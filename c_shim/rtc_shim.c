@@ -1,5 +1,7 @@
 /* rtc_shim.c — see rtc_shim.h for why this file exists. Keep it to macro expansions and field access. */
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "rtc_shim.h"
 
@@ -55,7 +57,8 @@ switch_status_t rtc_add_app(switch_loadable_module_interface_t *module_interface
 	app->short_desc = short_desc;
 	app->long_desc = long_desc;
 	app->syntax = syntax;
-	app->flags = SAF_NONE;
+	/* No media needed: deciding a call must not pre-answer it (bridge, which it runs, supports no-media too). */
+	app->flags = SAF_SUPPORT_NOMEDIA;
 	return SWITCH_STATUS_SUCCESS;
 }
 
@@ -102,4 +105,104 @@ switch_status_t rtc_config_xml(const char *file, rtc_text_sink_t sink, void *use
 	free(text);
 	switch_xml_free(root);
 	return SWITCH_STATUS_SUCCESS;
+}
+
+/* The names rtc_event_fields looks for, their FreeSWITCH hashes, and an open-addressing table from hash to index
+ * (64 slots, linear probing; 0 = empty, else index + 1). Written once at load, read-only while events flow. */
+#define RTC_FIELD_SLOTS 64
+static const char *field_names[RTC_EVENT_FIELDS_MAX];
+static unsigned long field_hashes[RTC_EVENT_FIELDS_MAX];
+static unsigned char field_slots[RTC_FIELD_SLOTS];
+static int field_count;
+
+static unsigned long header_hash(const char *name)
+{
+	switch_ssize_t len = -1;
+	return (unsigned long)switch_ci_hashfunc_default(name, &len);
+}
+
+int rtc_event_fields_init(const char *const *names, int n)
+{
+	int i;
+	if (n < 0 || n > RTC_EVENT_FIELDS_MAX) {
+		return -1;
+	}
+	memset(field_slots, 0, sizeof(field_slots));
+	for (i = 0; i < n; i++) {
+		unsigned slot;
+		field_names[i] = names[i];
+		field_hashes[i] = header_hash(names[i]);
+		slot = (unsigned)(field_hashes[i] % RTC_FIELD_SLOTS);
+		while (field_slots[slot]) {
+			slot = (slot + 1) % RTC_FIELD_SLOTS;
+		}
+		field_slots[slot] = (unsigned char)(i + 1);
+	}
+	field_count = n;
+	return 0;
+}
+
+int rtc_event_fields(const switch_event_t *event, const char **values)
+{
+	const switch_event_header_t *hp;
+	int found = 0, i;
+	for (i = 0; i < field_count; i++) {
+		values[i] = NULL;
+	}
+	for (hp = event->headers; hp && found < field_count; hp = hp->next) {
+		unsigned long hash = hp->hash ? hp->hash : header_hash(hp->name);
+		unsigned slot = (unsigned)(hash % RTC_FIELD_SLOTS);
+		unsigned char at;
+		while ((at = field_slots[slot])) {
+			i = at - 1;
+			if (field_hashes[i] == hash && !values[i] && !strcasecmp(hp->name, field_names[i])) {
+				values[i] = hp->value;
+				found++;
+				break;
+			}
+			slot = (slot + 1) % RTC_FIELD_SLOTS;
+		}
+	}
+	return found;
+}
+
+const char *rtc_conf_dir(void)
+{
+	return SWITCH_GLOBAL_dirs.conf_dir;
+}
+
+const char *rtc_channel_get_variable(switch_channel_t *channel, const char *name)
+{
+	return switch_channel_get_variable_dup(channel, name, SWITCH_TRUE, -1);
+}
+
+const char *rtc_channel_profile_field(switch_channel_t *channel, const char *field)
+{
+	switch_caller_profile_t *profile = switch_channel_get_caller_profile(channel);
+	return profile ? switch_caller_get_field_by_name(profile, field) : NULL;
+}
+
+int rtc_channel_ready(switch_channel_t *channel)
+{
+	return switch_channel_test_ready(channel, SWITCH_TRUE, SWITCH_FALSE);
+}
+
+int rtc_channel_outbound(switch_channel_t *channel)
+{
+	return switch_channel_direction(channel) == SWITCH_CALL_DIRECTION_OUTBOUND;
+}
+
+switch_status_t rtc_session_execute(switch_core_session_t *session, const char *app, const char *arg)
+{
+	return switch_core_session_execute_application_get_flags(session, app, arg, NULL);
+}
+
+switch_status_t rtc_session_execute_async(switch_core_session_t *session, const char *app, const char *arg)
+{
+	return switch_core_session_execute_application_async(session, app, arg);
+}
+
+switch_status_t rtc_xml_reload(const char **err)
+{
+	return switch_xml_reload(err);
 }

@@ -40,7 +40,7 @@ switch_event_types_t rtc_event_id(const switch_event_t *event);
 switch_status_t rtc_add_api(switch_loadable_module_interface_t *module_interface, const char *name,
                             const char *desc, switch_api_function_t function, const char *syntax);
 
-/* Registers a dialplan application with no flags: SWITCH_ADD_APP. Same rules as rtc_add_api. */
+/* Registers a dialplan application that needs no media (SAF_SUPPORT_NOMEDIA): SWITCH_ADD_APP. Same rules as rtc_add_api. */
 switch_status_t rtc_add_app(switch_loadable_module_interface_t *module_interface, const char *name,
                             const char *short_desc, const char *long_desc, switch_application_function_t function,
                             const char *syntax);
@@ -57,6 +57,45 @@ switch_status_t rtc_channel_set_variable(switch_channel_t *channel, const char *
 
 /* switch_channel_hangup with a numeric cause (Q.850 or FreeSWITCH's private codes, as switch_call_cause_t). */
 void rtc_channel_hangup(switch_channel_t *channel, int cause);
+
+/* Most header names rtc_event_fields can look for. */
+#define RTC_EVENT_FIELDS_MAX 16
+
+/* Sets the header names rtc_event_fields looks for (the pointers are kept: pass static strings); a name's index
+ * is its position. Call at load, before any event is bound. Returns 0, or -1 when n is out of range. */
+int rtc_event_fields_init(const char *const *names, int n);
+
+/* One pass over the event's headers: values[i] receives the value of the first header named names[i]
+ * (case-insensitive, as switch_event_get_header), or NULL. Returns how many were found. The values live as long as
+ * the event. Cheaper than one switch_event_get_header per name: each of those walks the list from its head, and
+ * a channel event carries some 150 headers (its channel variables included). */
+int rtc_event_fields(const switch_event_t *event, const char **values);
+
+/* FreeSWITCH's configuration directory (SWITCH_GLOBAL_dirs.conf_dir), or NULL. */
+const char *rtc_conf_dir(void);
+
+/* switch_channel_get_variable: the value copied into the session's pool, or NULL. */
+const char *rtc_channel_get_variable(switch_channel_t *channel, const char *name);
+
+/* A field of the channel's caller profile by name (switch_caller_get_field_by_name), or NULL. */
+const char *rtc_channel_profile_field(switch_channel_t *channel, const char *field);
+
+/* switch_channel_ready: non-zero while the channel is up and not hanging up. */
+int rtc_channel_ready(switch_channel_t *channel);
+
+/* Non-zero for an outbound channel (one FreeSWITCH placed). */
+int rtc_channel_outbound(switch_channel_t *channel);
+
+/* switch_core_session_execute_application: runs `app` with `arg` on the calling session thread until it returns. */
+switch_status_t rtc_session_execute(switch_core_session_t *session, const char *app, const char *arg);
+
+/* switch_core_session_execute_application_async: queues `app` for the session's own thread. The caller holds the
+ * session's read lock (rtc_session_locate). */
+switch_status_t rtc_session_execute_async(switch_core_session_t *session, const char *app, const char *arg);
+
+/* switch_xml_reload (`reloadxml`): FreeSWITCH re-reads its XML files, so that a configuration edited on disk is seen.
+ * SWITCH_STATUS_SUCCESS, or a failure with *err set to FreeSWITCH's static message. */
+switch_status_t rtc_xml_reload(const char **err);
 
 /* Receives a text the shim owns for the duration of the call. */
 typedef void (*rtc_text_sink_t)(void *user, const char *text);

@@ -3,9 +3,11 @@
 //! Search order (the first that has `switch.h` wins):
 //! 1. `FREESWITCH_INCLUDE_DIR` (a path list; one entry holds `switch.h`) — when set it must be right: a wrong
 //!    value stops the build with a message;
-//! 2. `pkg-config freeswitch` (honours `PKG_CONFIG_PATH`);
-//! 3. `/usr/include/freeswitch`, `/usr/local/freeswitch/include/freeswitch`;
-//! 4. `<prefix>/include/freeswitch` for a `freeswitch` binary found on `PATH` at `<prefix>/bin/freeswitch`.
+//! 2. `FREESWITCH_PREFIX` (an installation prefix such as `/opt/freeswitch`): `<prefix>/include/freeswitch` —
+//!    when set it must hold `switch.h`;
+//! 3. `pkg-config freeswitch` (honours `PKG_CONFIG_PATH`);
+//! 4. `/usr/include/freeswitch`, `/usr/local/freeswitch/include/freeswitch`;
+//! 5. `<prefix>/include/freeswitch` for a `freeswitch` binary found on `PATH` at `<prefix>/bin/freeswitch`.
 //!
 //! `FREESWITCH_STUB=1`, or no headers found, builds against `stub/fs_stub.h` instead, with a cargo warning:
 //! the bindings for that case are checked in (`src/stub_bindings.rs`) so that CI needs no libclang; a real
@@ -33,6 +35,7 @@ struct Found {
 fn main() {
     for var in [
         "FREESWITCH_INCLUDE_DIR",
+        "FREESWITCH_PREFIX",
         "FREESWITCH_STUB",
         "FREESWITCH_SYS_REGENERATE_STUB",
         "PKG_CONFIG_PATH",
@@ -119,6 +122,23 @@ fn find_headers() -> Option<Found> {
         });
     }
 
+    if let Some(prefix) = env::var_os("FREESWITCH_PREFIX") {
+        let dir = PathBuf::from(&prefix).join("include").join("freeswitch");
+        if !dir.join("switch.h").is_file() {
+            panic!(
+                "FREESWITCH_PREFIX={} has no include/freeswitch/switch.h: point it at the prefix FreeSWITCH was \
+                 installed with (the directory holding bin/freeswitch and include/freeswitch), or unset it",
+                prefix.to_string_lossy()
+            );
+        }
+        let version = pkg_config_version(&PathBuf::from(&prefix));
+        return Some(Found {
+            include_dirs: vec![dir],
+            how: "FREESWITCH_PREFIX".into(),
+            version,
+        });
+    }
+
     match pkg_config::Config::new()
         .cargo_metadata(false)
         .env_metadata(false)
@@ -184,6 +204,14 @@ fn find_headers() -> Option<Found> {
     None
 }
 
+/// The version in `<prefix>/lib/pkgconfig/freeswitch.pc`, when that file says it.
+fn pkg_config_version(prefix: &Path) -> Option<String> {
+    let pc = std::fs::read_to_string(prefix.join("lib/pkgconfig/freeswitch.pc")).ok()?;
+    pc.lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_owned())
+}
+
 fn join_paths(dirs: &[PathBuf]) -> String {
     env::join_paths(dirs)
         .map(|s| s.to_string_lossy().into_owned())
@@ -223,10 +251,12 @@ fn generate(header: &Path, include_dirs: &[PathBuf], out: &Path) {
         .allowlist_type("switch_status_t")
         .allowlist_type("switch_event_types_t")
         .allowlist_type("switch_log_level_t")
+        .allowlist_type("switch_event_header_t")
+        .allowlist_type("switch_directories")
+        .allowlist_type("switch_call_direction_t")
         .allowlist_var("SWITCH_API_VERSION");
     // Handled by pointer only: keep their insides out of the bindings.
     for opaque in [
-        "switch_event_header",
         "switch_loadable_module_interface",
         "switch_core_session",
         "switch_channel",

@@ -29,4 +29,9 @@ if [ -e "$conf" ]; then
 else
     install -m 0644 conf/autoload_configs/rtc_core.conf.xml "$conf"
 fi
+install -d "$dest$confdir/rtc_core"
+for table in conf/rtc_core/*.csv; do
+    target="$dest$confdir/rtc_core/$(basename "$table")"
+    [ -e "$target" ] || install -m 0644 "$table" "$target"
+done
 echo "installed $dest$modulesdir/mod_rtc_core.so; in fs_cli: load mod_rtc_core"

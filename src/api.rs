@@ -10,10 +10,11 @@ use freeswitch_sys::{
     SWITCH_STATUS_GENERR, SWITCH_STATUS_SUCCESS, switch_core_session_t, switch_status_t,
 };
 use rtc_engine::CallId;
+use rtc_engine::engine::{Query, QueryError, QueryReply};
 
-use crate::host::{HostError, Query};
+use crate::host::not_live;
 use crate::logging::c_text;
-use crate::{events, guard, module, shim};
+use crate::{events, guard, module, report, shim};
 
 /// The command's name in fs_cli.
 pub const NAME: &CStr = c"rtc_core";
@@ -89,13 +90,20 @@ pub fn usage() -> String {
     format!("-USAGE: rtc_core {}\n", SYNTAX.to_string_lossy())
 }
 
-const HELP: &str = "rtc_core status          engine summary, event intake counters\n\
+const HELP: &str = "rtc_core status          engine summary: uptime, live calls by state, events/s, queue, breakers, admission\n\
 rtc_core calls           live calls\n\
-rtc_core call <uuid>     one call and its trace\n\
-rtc_core breakers        circuit breaker state per service\n\
-rtc_core metrics         counters and latency histograms (Prometheus text)\n\
-rtc_core reload          re-read rtc_core.conf.xml\n\
+rtc_core call <uuid>     one call and its trace (live, or among the last finished ones)\n\
+rtc_core breakers        circuit breaker state per HTTP service\n\
+rtc_core metrics         counters, gauges and the event-handler histogram (Prometheus text format)\n\
+rtc_core reload          re-read rtc_core.conf.xml and its tables; the engine takes what it can live\n\
 rtc_core help            this text\n";
+
+/// Most calls `rtc_core calls` lists.
+pub const CALLS_LIMIT: usize = 1000;
+
+fn query(engine: &rtc_engine::engine::EngineHandle, q: Query) -> Result<QueryReply, QueryError> {
+    engine.query(q, ANSWER_WITHIN)
+}
 
 /// Runs a command line and returns fs_cli's text.
 pub fn run(cmd: &str) -> String {
@@ -110,32 +118,53 @@ pub fn run(cmd: &str) -> String {
     if command == Command::Panic {
         panic!("rtc_core panic: requested by the panic-test API subcommand");
     }
-    let Some(handle) = module::handle() else {
+    if command == Command::Reload {
+        return match module::reload(ANSWER_WITHIN) {
+            Ok(text) => format!("+OK {text}\n"),
+            Err(e) => format!("-ERR {e}\n"),
+        };
+    }
+    let Some(h) = module::handle() else {
         return "-ERR mod_rtc_core is not running (loading or unloading)\n".to_string();
     };
+    let breakers = report::breaker_states(h.monitor.as_ref());
     let answer = match command {
-        Command::Status => handle.query(Query::Status, ANSWER_WITHIN).map(|mut s| {
-            s.push_str(&module_status());
-            s
+        Command::Status => query(&h.engine, Query::Status).map(|r| match r {
+            QueryReply::Status(s) => report::status(
+                &s,
+                &h.engine.intake(),
+                breakers.as_deref(),
+                &h.config,
+                h.reloads,
+                &not_live(&h.started_with, &h.config),
+                h.started,
+            ),
+            other => unexpected(&other),
         }),
-        Command::Calls => handle.query(Query::Calls, ANSWER_WITHIN),
-        Command::Call(id) => handle.query(Query::Call(id), ANSWER_WITHIN),
-        Command::Breakers => handle.query(Query::Breakers, ANSWER_WITHIN),
-        Command::Metrics => handle.query(Query::Metrics, ANSWER_WITHIN).map(|mut s| {
-            s.push_str(&events::STATS.metrics_text());
-            s.push_str(&format!(
-                "rtc_module_panics_total {}\n",
-                guard::panics_caught()
-            ));
-            s
+        Command::Calls => query(&h.engine, Query::Calls { limit: CALLS_LIMIT }).map(|r| match r {
+            QueryReply::Calls(list) => report::calls(&list, CALLS_LIMIT),
+            other => unexpected(&other),
         }),
-        Command::Reload => match module::read_config() {
-            Ok(config) => handle
-                .reload(config, ANSWER_WITHIN)
-                .map(|s| format!("+OK {s}\n")),
-            Err(e) => Err(HostError::Config(e.to_string())),
-        },
-        Command::Help => unreachable!("answered above"),
+        Command::Call(id) => query(&h.engine, Query::Call(id)).map(|r| match r {
+            QueryReply::Call(Some(view)) => report::call(&view),
+            QueryReply::Call(None) => format!(
+                "-ERR no call {id}: not live, and not among the last finished calls the engine keeps\n"
+            ),
+            other => unexpected(&other),
+        }),
+        Command::Breakers => Ok(report::breakers(breakers.as_deref())),
+        Command::Metrics => query(&h.engine, Query::Status).map(|r| match r {
+            QueryReply::Status(s) => report::metrics(
+                &s,
+                &h.engine.intake(),
+                breakers.as_deref(),
+                &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+                &h.config,
+                &events::STATS.handler_ns.snapshot(),
+            ),
+            other => unexpected(&other),
+        }),
+        Command::Help | Command::Reload => unreachable!("answered above"),
         #[cfg(feature = "panic-test")]
         Command::Panic => unreachable!("panicked above"),
     };
@@ -145,24 +174,9 @@ pub fn run(cmd: &str) -> String {
     }
 }
 
-fn module_status() -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &events::STATS;
-    format!(
-        "intake: accepted {} dropped(queue_full {}, malformed {}, no_engine {}) handler_p99_ns {}\n\
-         panics_caught: {}\nheaders: {}\n",
-        s.accepted.load(Relaxed),
-        s.queue_full.load(Relaxed),
-        s.malformed.load(Relaxed),
-        s.no_engine.load(Relaxed),
-        s.handler_ns.snapshot().quantile(0.99),
-        guard::panics_caught(),
-        if freeswitch_sys::USING_STUB {
-            "stub (not built against a FreeSWITCH install)"
-        } else {
-            "freeswitch"
-        },
-    )
+fn unexpected(reply: &QueryReply) -> String {
+    log::error!("the engine answered a query with {reply:?}");
+    "-ERR the engine gave an unexpected answer (logged)\n".to_string()
 }
 
 /// The API function registered with FreeSWITCH.

@@ -1,73 +1,281 @@
-//! The dialplan application `rtc_core`: waits (bounded) for the engine's decision on this call, then sets the
-//! `rtc_*` channel variables and lets the dialplan go on, or hangs up with the decision's cause.
+//! The dialplan application `rtc_core`: asks the engine for this call's decision and carries it out on the
+//! session's own thread — the only thread allowed to run applications on it.
 //!
-//! Runs on the call's session thread, which FreeSWITCH gave us: the only thread allowed to act on the
-//! session it was handed. Data: empty, or `wait_ms=<n>` to bound the wait differently from the engine's.
+//! `<action application="rtc_core"/>` (data: empty, or `wait_ms=<n>`): the call is described to the engine
+//! from what FreeSWITCH saw (Unique-ID, caller number, destination, the caller profile's network address — the
+//! transport source, never a header the caller wrote; none for channels FreeSWITCH created itself, which are
+//! given [`BOX_ADDRESS`]), and the app waits for the decision, at most the engine's setup timeout (or `wait_ms`).
+//! - Connect: the `rtc_*` variables are set, `hangup_after_bridge=true`, and `bridge` runs over every route at
+//!   once, joined by `|` so that FreeSWITCH fails over from one to the next; each leg carries
+//!   `[rtc_a_leg=<uuid>]` so its events are tied back to this call. If every route fails, the call is hung up
+//!   with the last route's cause.
+//! - Refuse: `rtc_reject_reason` is set and the call hung up with the reason's cause.
+//!
+//! The same application also carries out the engine's bridge commands for parked calls (the park flow, see
+//! [`crate::control`]): the engine thread queues `rtc_core route <b-leg uuid> <dial string>` on the parked
+//! session, which runs it between park-loop turns. A failed attempt is reported to the engine as the outbound
+//! leg's hangup (no channel may exist to report it, as with `error/...`), and the channel stays parked until the
+//! engine sends the next route or gives up.
 
 use std::ffi::{CStr, c_char};
 use std::time::Duration;
 
 use freeswitch_sys::switch_core_session_t;
-use rtc_engine::HangupCause;
+use rtc_engine::core::{Decision, epoch_us};
+use rtc_engine::domain::Route;
+use rtc_engine::engine::QueryError;
 use rtc_engine::reason::Reason;
+use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
 
-use crate::host::{Decision, HostError};
+use crate::events::BOX_ADDRESS;
+use crate::host::HostHandle;
 use crate::session::{Channel, Session};
 use crate::{guard, module};
 
 /// The application's name in the dialplan.
 pub const NAME: &CStr = c"rtc_core";
-pub const SHORT_DESC: &CStr = c"Apply mod_rtc_core's decision to this call";
+pub const SHORT_DESC: &CStr = c"Decide this call with mod_rtc_core and bridge it over its routes";
 pub const LONG_DESC: &CStr =
-    c"Waits for the call engine's decision on this call (partner, auth, balance, rate, route), \
-sets the rtc_* channel variables, and hangs the call up with the mapped cause when it is refused.";
+    c"Waits for the call engine's decision on this call (partner, auth, balance, rate, route), sets the \
+rtc_* channel variables and bridges the call over its routes with failover, or hangs it up with the mapped cause \
+when it is refused. `route <uuid> <dial string>` is queued by the module itself for parked calls.";
 pub const SYNTAX: &CStr = c"[wait_ms=<milliseconds>]";
 
-/// Parses the app's data: `None` for the engine's default wait.
-pub fn parse_wait(data: &str) -> Result<Option<Duration>, String> {
+/// The variable every leg the module places carries: the a-leg's UUID.
+pub const A_LEG_VAR: &str = "rtc_a_leg";
+
+/// What the application was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppData {
+    /// From the dialplan: decide the call and carry the decision out; `None` waits the engine's setup timeout.
+    Decide { wait: Option<Duration> },
+    /// Queued by the engine for a parked call: try one route, tagging the outbound leg with `b_leg` as its UUID.
+    Route { b_leg: CallId, dial: String },
+}
+
+/// Parses the app's data.
+pub fn parse_data(data: &str) -> Result<AppData, String> {
     let data = data.trim();
     if data.is_empty() {
-        return Ok(None);
+        return Ok(AppData::Decide { wait: None });
+    }
+    if let Some(rest) = data.strip_prefix("route ") {
+        let (uuid, dial) = rest
+            .trim_start()
+            .split_once(' ')
+            .ok_or_else(|| format!("bad data {data:?}: want route <uuid> <dial string>"))?;
+        let b_leg = CallId::parse(uuid).map_err(|e| format!("bad data {data:?}: {e}"))?;
+        let dial = dial.trim();
+        if dial.is_empty() {
+            return Err(format!("bad data {data:?}: no dial string"));
+        }
+        return Ok(AppData::Route {
+            b_leg,
+            dial: dial.to_owned(),
+        });
     }
     let ms = data
         .strip_prefix("wait_ms=")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| format!("bad data {data:?}: want wait_ms=<milliseconds> or nothing"))?;
-    Ok(Some(Duration::from_millis(ms)))
+    Ok(AppData::Decide {
+        wait: Some(Duration::from_millis(ms)),
+    })
+}
+
+/// One leg of a dial string with `vars` (`name=value,...`) as its per-leg variables. A leading `{...}` or
+/// `[...]` group of the route's own dial string is merged in as per-leg variables: inside a `|` failover list
+/// FreeSWITCH reads `{...}` only at the very start of the whole string, `[...]` before every leg.
+pub fn tagged_leg(vars: &str, dial: &str) -> String {
+    let dial = dial.trim();
+    for (open, close) in [('{', '}'), ('[', ']')] {
+        if let Some(inner) = dial.strip_prefix(open)
+            && let Some(end) = inner.find(close)
+        {
+            let (own, rest) = (&inner[..end], &inner[end + 1..]);
+            return if own.trim().is_empty() {
+                format!("[{vars}]{rest}")
+            } else {
+                format!("[{vars},{own}]{rest}")
+            };
+        }
+    }
+    format!("[{vars}]{dial}")
+}
+
+/// The failover dial string for `routes`: every leg tagged with the a-leg's UUID, joined by `|`.
+pub fn failover_dial(a_leg: CallId, routes: &[Route]) -> String {
+    let vars = format!("{A_LEG_VAR}={a_leg}");
+    routes
+        .iter()
+        .map(|r| tagged_leg(&vars, &r.dial_string))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// The decision when the engine gave none.
-fn fallback(err: &HostError) -> Decision {
+fn fallback(err: &QueryError, handle: Option<&HostHandle>) -> Decision {
     let reason = match err {
-        HostError::Timeout(_) => Reason::SetupTimeout,
-        _ => Reason::ServiceDown,
+        QueryError::Timeout(_) => Reason::SetupTimeout,
+        QueryError::Stopped => Reason::ServiceDown,
     };
-    Decision::Reject {
-        reason,
-        cause: reason.default_cause(),
-        vars: Vec::new(),
+    let cause = handle.map_or(reason.default_cause(), |h| {
+        h.config.engine.causes.cause(reason)
+    });
+    Decision::Refuse { reason, cause }
+}
+
+/// Sets one variable, logging a refusal.
+fn set(call: &str, channel: &Channel<'_>, name: &str, value: &str) {
+    if let Err(e) = channel.set_variable(name, value) {
+        log::warn!("call {call}: {e}");
     }
 }
 
-/// Carries a decision out on the channel.
-fn apply(call: &str, channel: &Channel<'_>, decision: Decision) {
-    let vars = match &decision {
-        Decision::Proceed { vars } | Decision::Reject { vars, .. } => vars,
+/// Hangs up with `reason`'s cause after setting `rtc_reject_reason`.
+fn refuse(call: &str, channel: &Channel<'_>, reason: Reason, cause: HangupCause) {
+    set(call, channel, "rtc_reject_reason", reason.name());
+    log::info!(
+        "call {call}: refused ({}), hanging up with {cause}",
+        reason.name()
+    );
+    channel.hangup(cause);
+}
+
+/// Runs `bridge` with `dial` on the session, as the engine's calls want it: the call ends when the bridged leg
+/// does, and a failure returns here instead of hanging up. Returns the failure's cause, or `None` when the bridge
+/// connected (or the channel went away meanwhile).
+fn bridge(
+    call: &str,
+    session: &Session<'_>,
+    channel: &Channel<'_>,
+    dial: &str,
+) -> Option<HangupCause> {
+    set(call, channel, "hangup_after_bridge", "true");
+    set(call, channel, "continue_on_fail", "true");
+    if let Err(e) = channel.clear_variable("originate_failed_cause") {
+        log::warn!("call {call}: {e}");
+    }
+    if let Err(e) = session.execute(c"bridge", dial) {
+        log::error!("call {call}: {e}");
+        return Some(HangupCause::NORMAL_TEMPORARY_FAILURE);
+    }
+    let failed = channel.variable("originate_failed_cause")?;
+    if !channel.ready() {
+        return None;
+    }
+    Some(HangupCause::parse(&failed).unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE))
+}
+
+/// The engine's view of this channel, from what FreeSWITCH saw.
+fn describe(call: CallId, channel: &Channel<'_>) -> CallEvent {
+    let mut ev = CallEvent::new(call, EventKind::ChannelCreate, 0);
+    ev.timestamp_us = epoch_us();
+    ev.direction = Direction::Inbound;
+    if let Some(v) = channel.profile_field(c"caller_id_number") {
+        ev.caller = v.into();
+    }
+    if let Some(v) = channel.profile_field(c"destination_number") {
+        ev.destination = v.into();
+    }
+    ev.source_ip = match channel.profile_field(c"network_addr") {
+        Some(addr) => addr.trim().parse().ok(),
+        None => Some(BOX_ADDRESS),
     };
-    for v in vars {
-        if let Err(e) = channel.set_variable(v.name, &v.value) {
-            log::warn!("call {call}: {e}");
+    if let Some(v) = channel.variable("sip_auth_username") {
+        ev.auth_user = v.into();
+    }
+    ev
+}
+
+/// Decide mode: the dialplan asked.
+fn decide(session: &Session<'_>, channel: &Channel<'_>, call: CallId, wait: Option<Duration>) {
+    let call_text = call.to_string();
+    if channel.outbound() {
+        log::warn!(
+            "call {call_text}: rtc_core runs on inbound channels; this one is outbound (placed by FreeSWITCH), \
+             nothing to decide"
+        );
+        return;
+    }
+    if let Some(a) = channel.variable(A_LEG_VAR) {
+        log::debug!("call {call_text}: a leg of call {a} placed by the engine; nothing to decide");
+        return;
+    }
+    let handle = module::handle();
+    let decision = match &handle {
+        Some(h) => {
+            let wait = wait.unwrap_or(h.config.engine.setup_timeout);
+            h.engine
+                .await_decision(describe(call, channel), wait)
+                .unwrap_or_else(|e| {
+                    log::warn!("call {call_text}: no decision: {e}");
+                    fallback(&e, Some(h))
+                })
+        }
+        None => fallback(&QueryError::Stopped, None),
+    };
+    match decision {
+        Decision::Refuse { reason, cause } => refuse(&call_text, channel, reason, cause),
+        Decision::Connect { routes, vars, .. } => {
+            for v in &vars {
+                set(&call_text, channel, v.name, &v.value);
+            }
+            if routes.is_empty() {
+                refuse(
+                    &call_text,
+                    channel,
+                    Reason::NoRoute,
+                    handle
+                        .as_ref()
+                        .map_or(Reason::NoRoute.default_cause(), |h| {
+                            h.config.engine.causes.cause(Reason::NoRoute)
+                        }),
+                );
+                return;
+            }
+            let dial = failover_dial(call, &routes);
+            log::debug!(
+                "call {call_text}: bridging over {} route(s): {dial}",
+                routes.len()
+            );
+            if let Some(cause) = bridge(&call_text, session, channel, &dial) {
+                log::info!(
+                    "call {call_text}: every route failed ({} tried), hanging up with the last cause {cause}",
+                    routes.len()
+                );
+                channel.hangup(cause);
+            }
         }
     }
-    if let Decision::Reject { reason, cause, .. } = decision {
-        if let Err(e) = channel.set_variable("rtc_reject_reason", reason.name()) {
-            log::warn!("call {call}: {e}");
+}
+
+/// Route mode: the engine's bridge command for a parked call.
+fn route(session: &Session<'_>, channel: &Channel<'_>, call: CallId, b_leg: CallId, dial: &str) {
+    let call_text = call.to_string();
+    let dial = tagged_leg(
+        &format!("{A_LEG_VAR}={call},origination_uuid={b_leg}"),
+        dial,
+    );
+    log::debug!("call {call_text}: bridging from park: {dial}");
+    let Some(cause) = bridge(&call_text, session, channel, &dial) else {
+        return;
+    };
+    log::info!("call {call_text}: route failed with {cause}; the engine decides what next");
+    // The outbound leg's hangup, as the engine would have seen it had the leg existed (with `error/...` or a
+    // failed originate it never did). A real leg's own hangup for the same UUID counts once.
+    let mut ev = CallEvent::new(b_leg, EventKind::ChannelHangup, 0);
+    ev.timestamp_us = epoch_us();
+    ev.direction = Direction::Outbound;
+    ev.other_leg = Some(call);
+    ev.hangup_cause = Some(cause);
+    match module::handle() {
+        Some(h) => {
+            if let Err(e) = h.engine.submit_event(ev) {
+                log::warn!("call {call_text}: could not report the failed route: {e}");
+            }
         }
-        log::info!(
-            "call {call}: refused ({}), hanging up with {cause}",
-            reason.name()
-        );
-        channel.hangup(cause);
+        None => channel.hangup(cause),
     }
 }
 
@@ -84,28 +292,20 @@ fn run(session: *mut switch_core_session_t, data: *const c_char) {
         channel.hangup(HangupCause::NORMAL_TEMPORARY_FAILURE);
         return;
     };
-    let call_text = call.to_string();
     let data = if data.is_null() {
         ""
     } else {
         // SAFETY: FreeSWITCH passes NUL-terminated application data valid for the call.
         unsafe { CStr::from_ptr(data) }.to_str().unwrap_or("")
     };
-    let wait = parse_wait(data).unwrap_or_else(|e| {
-        log::warn!("call {call_text}: rtc_core app: {e}; using the engine's wait");
-        None
-    });
-    let decision = match module::handle() {
-        Some(h) => {
-            let wait = wait.unwrap_or(h.decision_wait());
-            h.decide(call, wait).unwrap_or_else(|e| {
-                log::warn!("call {call_text}: no decision: {e}");
-                fallback(&e)
-            })
+    match parse_data(data) {
+        Ok(AppData::Decide { wait }) => decide(&session, &channel, call, wait),
+        Ok(AppData::Route { b_leg, dial }) => route(&session, &channel, call, b_leg, &dial),
+        Err(e) => {
+            log::warn!("call {call}: rtc_core app: {e}; deciding with the engine's wait");
+            decide(&session, &channel, call, None);
         }
-        None => fallback(&HostError::Stopped),
-    };
-    apply(&call_text, &channel, decision);
+    }
 }
 
 /// The application function registered with FreeSWITCH.
@@ -130,31 +330,73 @@ pub(crate) unsafe extern "C" fn entry(session: *mut switch_core_session_t, data:
 mod tests {
     use super::*;
 
+    const A: &str = "4b2a1c3e-9f10-4d2b-8a7e-0123456789ab";
+    const B: &str = "0e7c5a1f-2222-4d2b-8a7e-0123456789ff";
+
+    fn route(dial: &str) -> Route {
+        Route {
+            carrier: "c".into(),
+            dial_string: dial.into(),
+            cost_per_minute: Default::default(),
+        }
+    }
+
     #[test]
-    fn wait_data() {
-        assert_eq!(parse_wait(""), Ok(None));
+    fn data() {
+        assert_eq!(parse_data(""), Ok(AppData::Decide { wait: None }));
         assert_eq!(
-            parse_wait(" wait_ms=250 "),
-            Ok(Some(Duration::from_millis(250)))
+            parse_data(" wait_ms=250 "),
+            Ok(AppData::Decide {
+                wait: Some(Duration::from_millis(250))
+            })
         );
-        assert!(parse_wait("wait=3").is_err());
+        assert!(parse_data("wait=3").is_err());
+        assert_eq!(
+            parse_data(&format!("route {B} [x=1]loopback/1/ctx")),
+            Ok(AppData::Route {
+                b_leg: CallId::parse(B).expect("uuid"),
+                dial: "[x=1]loopback/1/ctx".into()
+            })
+        );
+        assert!(parse_data("route not-a-uuid x").is_err());
+        assert!(parse_data(&format!("route {B}")).is_err());
+    }
+
+    #[test]
+    fn dial_strings_tag_every_leg() {
+        let a = CallId::parse(A).expect("uuid");
+        let dial = failover_dial(
+            a,
+            &[
+                route("error/NORMAL_TEMPORARY_FAILURE"),
+                route("{absolute_codec_string=PCMU}sofia/gateway/x/1"),
+                route("[leg=1]loopback/1/rtc_answer"),
+            ],
+        );
+        assert_eq!(
+            dial,
+            format!(
+                "[rtc_a_leg={A}]error/NORMAL_TEMPORARY_FAILURE|[rtc_a_leg={A},absolute_codec_string=PCMU]sofia/gateway/x/1|\
+                 [rtc_a_leg={A},leg=1]loopback/1/rtc_answer"
+            )
+        );
+        assert_eq!(tagged_leg("v=1", "{}x/y"), "[v=1]x/y");
     }
 
     #[test]
     fn no_answer_means_setup_timeout_and_a_stopped_engine_service_down() {
-        let d = fallback(&HostError::Timeout(Duration::from_secs(1)));
-        assert!(matches!(
+        let d = fallback(&QueryError::Timeout(Duration::from_secs(1)), None);
+        assert_eq!(
             d,
-            Decision::Reject {
+            Decision::Refuse {
                 reason: Reason::SetupTimeout,
-                cause: HangupCause::RECOVERY_ON_TIMER_EXPIRE,
-                ..
+                cause: HangupCause::RECOVERY_ON_TIMER_EXPIRE
             }
-        ));
-        let d = fallback(&HostError::Stopped);
+        );
+        let d = fallback(&QueryError::Stopped, None);
         assert!(matches!(
             d,
-            Decision::Reject {
+            Decision::Refuse {
                 reason: Reason::ServiceDown,
                 ..
             }

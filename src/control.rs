@@ -3,14 +3,32 @@
 //! The engine calls this on its own thread (the one non-FreeSWITCH thread allowed to call FreeSWITCH). Each
 //! command locates the session by UUID — taking its read lock, released when the guard drops — so a call that
 //! hung up meanwhile is simply skipped.
+//!
+//! - `SetVariables`: `switch_channel_set_variable` for each.
+//! - `Hangup`: `switch_channel_hangup` with the cause.
+//! - `Bridge` (a call parked in the dialplan): the route is handed to the session's own thread by queueing
+//!   `rtc_core route <b-leg uuid> <dial string>` on it (`switch_core_session_execute_application_async`, the
+//!   call FreeSWITCH offers for running an application on a session from another thread; a parked channel runs it
+//!   within one park-loop turn). The app bridges with `continue_on_fail`, so a failed route returns the channel
+//!   to park and is reported to the engine, which then sends the next route or gives up.
 
+use rtc_engine::CallId;
 use rtc_engine::control::{CallCommand, CallControl};
 
+use crate::app;
 use crate::session::LocatedSession;
 
 /// Executes call commands on live FreeSWITCH sessions.
 #[derive(Default)]
 pub struct FsCallControl;
+
+/// A fresh random (version 4) UUID for an outbound leg.
+pub fn new_leg_id() -> CallId {
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    CallId::from_bytes(bytes)
+}
 
 impl CallControl for FsCallControl {
     fn execute(&mut self, command: CallCommand) {
@@ -33,14 +51,31 @@ impl CallControl for FsCallControl {
             }
             CallCommand::Hangup { cause, .. } => channel.hangup(cause),
             CallCommand::Bridge { attempt, route, .. } => {
-                // Bridging from the engine thread needs an execute-on-session path (switch_ivr / uuid_transfer)
-                // that is not built yet; the dialplan app's variables drive bridging meanwhile.
-                log::error!(
-                    "call {call}: in-process bridge (attempt {attempt}, carrier {}) is not implemented; \
-                     bridge from the dialplan using the rtc_* variables",
+                let data = format!("route {} {}", new_leg_id(), route.dial_string);
+                log::debug!(
+                    "call {call}: route {} (attempt {attempt}) queued: {data}",
                     route.carrier
                 );
+                if let Err(e) = located.execute_async(app::NAME, &data) {
+                    log::error!(
+                        "call {call}: cannot hand route {} to the parked channel: {e}",
+                        route.carrier
+                    );
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leg_ids_are_version_4_and_differ() {
+        let a = new_leg_id().to_string();
+        assert_eq!(&a[14..15], "4", "{a}");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        assert_ne!(a, new_leg_id().to_string());
     }
 }

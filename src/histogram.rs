@@ -19,6 +19,8 @@ pub struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     /// Largest sample seen, exact.
     max: AtomicU64,
+    /// Sum of all samples (for Prometheus' `_sum`).
+    sum: AtomicU64,
 }
 
 impl Histogram {
@@ -26,6 +28,7 @@ impl Histogram {
         Histogram {
             buckets: [const { AtomicU64::new(0) }; BUCKETS],
             max: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +55,7 @@ impl Histogram {
     pub fn record(&self, ns: u64) {
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
         self.max.fetch_max(ns, Ordering::Relaxed);
+        self.sum.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// A consistent-enough copy for reporting.
@@ -64,6 +68,7 @@ impl Histogram {
         Snapshot {
             counts,
             max: self.max.load(Ordering::Relaxed),
+            sum: self.sum.load(Ordering::Relaxed),
         }
     }
 
@@ -73,6 +78,7 @@ impl Histogram {
             b.store(0, Ordering::Relaxed);
         }
         self.max.store(0, Ordering::Relaxed);
+        self.sum.store(0, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +94,8 @@ pub struct Snapshot {
     counts: Vec<u64>,
     /// Largest sample.
     max: u64,
+    /// Sum of the samples.
+    sum: u64,
 }
 
 impl Snapshot {
@@ -97,6 +105,21 @@ impl Snapshot {
 
     pub fn max(&self) -> u64 {
         self.max
+    }
+
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Samples known to be at most `ns`: whole buckets whose every value is `<= ns`. Exact when `ns + 1` is a
+    /// bucket boundary (every power of two is), as Prometheus' cumulative `le` buckets need.
+    pub fn count_at_most(&self, ns: u64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|&(i, _)| i + 1 < BUCKETS && Histogram::lower(i + 1) - 1 <= ns)
+            .map(|(_, c)| c)
+            .sum()
     }
 
     /// The upper bound of the bucket holding quantile `q` (0..=1), capped by the maximum; 0 when empty.
@@ -148,6 +171,9 @@ mod tests {
         let p99 = s.quantile(0.99);
         assert!((990..=1000).contains(&p99), "{p99}");
         assert_eq!(s.max(), 1000);
+        assert_eq!(s.sum(), 500_500);
+        assert_eq!(s.count_at_most(255), 255);
+        assert_eq!(s.count_at_most(1023), 1000);
         h.reset();
         assert_eq!(h.snapshot().quantile(0.5), 0);
     }

@@ -1,490 +1,265 @@
-//! The module's only door to the call engine: everything the FreeSWITCH glue needs from it, in one place.
+//! The module's door to the call engine: [`rtc_engine::host::Host`] (the `rtc-io` runtime, the business
+//! services and the `rtc-engine` thread) started with the configuration FreeSWITCH resolved, and the handle the
+//! event handler, the API and the dialplan app reach it through.
 //!
-//! The glue (event handler, API, dialplan app, load/shutdown) talks to [`Host`] and [`HostHandle`] only. Today
-//! they are backed by [`StubEngine`], a small engine-shaped stand-in on its own `rtc-engine` thread that follows
-//! channels and answers queries, so that the module builds, loads and is tested end to end. The real engine
-//! (`rtc_engine::Engine::start(config, Box<dyn ServiceSink>, Box<dyn CallControl>)`, `engine.handle()` with
-//! `submit_event` / `query`, `Engine::shutdown(self, grace)`) replaces `StubEngine` inside this file; the types
-//! and signatures below are the seam and should not need to change.
+//! Configuration: the `<configuration name="rtc_core.conf">` element as FreeSWITCH resolved it (pre-processed,
+//! includes expanded), parsed by the engine's loader ([`RtcConfig::from_xml_str`]) with relative table paths
+//! under FreeSWITCH's conf directory. FreeSWITCH hands the element back re-printed, so a loader line number would
+//! point into that text, not into the file: when the file `<conf>/autoload_configs/rtc_core.conf.xml` exists and
+//! fails the same way, its own `file:line` is reported instead.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use rtc_engine::control::{CallControl, Variable};
-use rtc_engine::reason::Reason;
-use rtc_engine::{CallEvent, CallId, EventKind, HangupCause};
+use rtc_engine::config::Backend;
+use rtc_engine::control::CallControl;
+use rtc_engine::engine::{EngineHandle, ReloadError};
+use rtc_engine::host::{Host, HostShutdownReport};
+use rtc_engine::services::ServicesMonitor;
+use rtc_engine::settings::RtcConfig;
 
-/// What the engine is started (or reloaded) with.
-#[derive(Clone, Debug)]
-pub struct HostConfig {
-    /// The text of `rtc_core.conf.xml`'s `<configuration>` element as FreeSWITCH resolved it (pre-processed,
-    /// includes expanded). Parsing it is the engine's job: its XML loader serves the module and `rtc-core esl`.
-    pub xml: String,
-}
+/// The configuration file FreeSWITCH reads for `rtc_core.conf`, relative to its conf directory.
+pub const CONFIG_PATH: &str = "autoload_configs/rtc_core.conf.xml";
 
-/// What the API asks the engine for. Each answer is text ready for fs_cli.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Query {
-    /// `rtc_core status`: a summary of the engine.
-    Status,
-    /// `rtc_core calls`: the live calls.
-    Calls,
-    /// `rtc_core call <uuid>`: one call and its trace.
-    Call(CallId),
-    /// `rtc_core breakers`: circuit-breaker states.
-    Breakers,
-    /// `rtc_core metrics`: counters and histograms in Prometheus text form.
-    Metrics,
-}
-
-/// What the dialplan app does with a call.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    /// Let the call go on; set these `rtc_*` variables first.
-    Proceed {
-        /// Variables for the dialplan (partner, rate, route, max duration...).
-        vars: Vec<Variable>,
-    },
-    /// Refuse the call: set `rtc_reject_reason` (and these variables), then hang up with `cause`.
-    Reject {
-        /// Why, as written to `rtc_reject_reason` and the CDR.
-        reason: Reason,
-        /// The hangup cause for that reason under the current configuration.
-        cause: HangupCause,
-        /// Extra variables to set before hanging up.
-        vars: Vec<Variable>,
-    },
-}
-
-/// The engine's inbound queue is full: the event was not taken (counted by the caller, never waited on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("engine queue full")]
-pub struct QueueFull;
-
-/// Why the engine could not do what was asked.
+/// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// The engine refused to start: the message says what to fix (usually the configuration).
-    #[error("engine did not start: {0}")]
-    Start(String),
-    /// A reload was refused; the running configuration stays.
-    #[error("configuration rejected, previous one kept: {0}")]
-    Config(String),
-    /// The engine has stopped (module unloading) or its thread died.
-    #[error("engine is not running")]
-    Stopped,
-    /// No answer within the bound the caller gave.
-    #[error("engine did not answer within {} ms", .0.as_millis())]
-    Timeout(Duration),
+pub enum ConfigLoadError {
+    /// The loader refused it; the text says where (`file:line`) and what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// FreeSWITCH could not hand it over (missing file, XML FreeSWITCH itself could not parse).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// What the stand-in engine's thread receives.
-enum Msg {
-    Event(CallEvent),
-    Query(Query, Sender<String>),
-    Decide(CallId, Sender<Decision>),
-    Reload(HostConfig, Sender<Result<String, String>>),
-    Stop,
+/// Parses the `<configuration>` element FreeSWITCH resolved. `conf_dir` is FreeSWITCH's conf directory: relative
+/// table paths resolve under it, and the file there names positions in error messages.
+pub fn parse_config(xml: &str, conf_dir: &Path) -> Result<RtcConfig, ConfigLoadError> {
+    let file = conf_dir.join(CONFIG_PATH);
+    let origin = format!("{} (as FreeSWITCH resolved it)", file.display());
+    match RtcConfig::from_xml_str(xml, conf_dir, &origin) {
+        Ok(mut config) => {
+            config.origin = file.display().to_string();
+            Ok(config)
+        }
+        Err(resolved) => {
+            // The file itself usually fails the same way, with a line number the operator can open.
+            if file.is_file()
+                && let Err(on_disk) = RtcConfig::load_file(&file)
+                && std::mem::discriminant(&on_disk.problem)
+                    == std::mem::discriminant(&resolved.problem)
+            {
+                return Err(ConfigLoadError::Invalid(on_disk.to_string()));
+            }
+            let quoted = resolved
+                .line
+                .and_then(|l| xml.lines().nth(l.saturating_sub(1) as usize))
+                .map(|l| format!(" (in: {})", l.trim()))
+                .unwrap_or_default();
+            Err(ConfigLoadError::Invalid(format!("{resolved}{quoted}")))
+        }
+    }
 }
 
-/// The running engine, owned by the module between load and shutdown.
-pub struct Host {
-    /// Handle the glue clones for the event handler, API and app.
+/// The engine while the module is loaded.
+pub struct Running {
+    /// Runtime, services and engine thread, stopped in order by [`Running::shutdown`].
+    host: Host,
+    /// What the API, the app and the event handler use.
     handle: HostHandle,
-    /// The engine thread; joined by [`Host::shutdown`].
-    thread: JoinHandle<()>,
 }
 
-/// A cheap, cloneable, `Send` way to reach the engine from any thread.
+/// A cheap, cloneable way to reach the running engine from any thread.
 #[derive(Clone)]
 pub struct HostHandle {
-    /// The engine's bounded inbound queue.
-    tx: Sender<Msg>,
-    /// How long the dialplan app waits for a decision (the engine's call setup bound).
-    decision_wait: Duration,
+    /// Events, decisions, queries and reloads.
+    pub engine: EngineHandle,
+    /// Breakers and counters of the HTTP services; `None` when every service is local.
+    pub monitor: Option<ServicesMonitor>,
+    /// The configuration in force (the last accepted reload, or the one loaded).
+    pub config: Arc<RtcConfig>,
+    /// The configuration the engine was started with: what a reload cannot change is still as here.
+    pub started_with: Arc<RtcConfig>,
+    /// Reloads accepted since load.
+    pub reloads: u32,
+    /// When the module started the engine.
+    pub started: Instant,
 }
 
-/// Capacity of the engine queue (the real engine takes it from `EngineConfig::queue_capacity`).
-const QUEUE_CAPACITY: usize = 65_536;
-
-impl Host {
-    /// Starts the engine with `config`; `control` is how it acts on calls (hang up, set variables, bridge).
-    pub fn start(config: HostConfig, control: Box<dyn CallControl>) -> Result<Host, HostError> {
-        if !config.xml.contains("<configuration") {
-            return Err(HostError::Start(
-                "rtc_core.conf.xml has no <configuration> element: install conf/autoload_configs/rtc_core.conf.xml"
-                    .into(),
-            ));
-        }
-        let (tx, rx) = bounded(QUEUE_CAPACITY);
-        let engine = StubEngine::new(config, control);
-        let thread = std::thread::Builder::new()
-            .name("rtc-engine".into())
-            .spawn(move || engine.run(rx))
-            .map_err(|e| HostError::Start(format!("cannot start the engine thread: {e}")))?;
-        Ok(Host {
-            handle: HostHandle {
-                tx,
-                decision_wait: Duration::from_secs(10),
-            },
-            thread,
-        })
-    }
-
-    /// A handle to the running engine.
-    pub fn handle(&self) -> HostHandle {
-        self.handle.clone()
-    }
-
-    /// Stops the engine: it settles what it can within `grace`, then its thread is joined. Returns only when
-    /// no thread of the engine is left, so the module may be unloaded right after.
-    pub fn shutdown(self, grace: Duration) {
-        let started = Instant::now();
-        // A full queue still drains: keep offering the stop until the grace is spent, then block.
-        let mut stop = Msg::Stop;
-        loop {
-            match self.handle.tx.try_send(stop) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
-                Err(TrySendError::Full(m)) if started.elapsed() < grace => {
-                    stop = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(m)) => {
-                    let _ = self.handle.tx.send(m);
-                    break;
-                }
-            }
-        }
-        if self.thread.join().is_err() {
-            log::error!("the engine thread panicked while stopping; it is gone all the same");
-        }
-        let took = started.elapsed();
-        if took > grace {
-            log::warn!(
-                "engine took {} ms to stop, more than its {} ms grace",
-                took.as_millis(),
-                grace.as_millis()
-            );
-        }
-    }
-}
-
-impl HostHandle {
-    /// Hands an event to the engine without ever blocking.
-    pub fn submit(&self, event: CallEvent) -> Result<(), QueueFull> {
-        self.tx.try_send(Msg::Event(event)).map_err(|_| QueueFull)
-    }
-
-    /// Asks the engine `query`, waiting at most `timeout` for the answer.
-    pub fn query(&self, query: Query, timeout: Duration) -> Result<String, HostError> {
-        let (reply, answer) = bounded(1);
-        self.send_within(Msg::Query(query, reply), timeout)?;
-        recv_within(&answer, timeout)
-    }
-
-    /// The decision for `call`, waiting at most `wait` for the engine to reach it.
-    pub fn decide(&self, call: CallId, wait: Duration) -> Result<Decision, HostError> {
-        let (reply, answer) = bounded(1);
-        self.send_within(Msg::Decide(call, reply), wait)?;
-        recv_within(&answer, wait)
-    }
-
-    /// Replaces the configuration; the answer says what changed, or why the new one was refused.
-    pub fn reload(&self, config: HostConfig, timeout: Duration) -> Result<String, HostError> {
-        let (reply, answer) = bounded(1);
-        self.send_within(Msg::Reload(config, reply), timeout)?;
-        recv_within(&answer, timeout)?.map_err(HostError::Config)
-    }
-
-    /// How long the dialplan app waits for a decision before giving up on the call.
-    pub fn decision_wait(&self) -> Duration {
-        self.decision_wait
-    }
-
-    fn send_within(&self, msg: Msg, timeout: Duration) -> Result<(), HostError> {
-        self.tx.send_timeout(msg, timeout).map_err(|e| match e {
-            crossbeam_channel::SendTimeoutError::Timeout(_) => HostError::Timeout(timeout),
-            crossbeam_channel::SendTimeoutError::Disconnected(_) => HostError::Stopped,
-        })
-    }
-}
-
-fn recv_within<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, HostError> {
-    rx.recv_timeout(timeout).map_err(|e| match e {
-        crossbeam_channel::RecvTimeoutError::Timeout => HostError::Timeout(timeout),
-        crossbeam_channel::RecvTimeoutError::Disconnected => HostError::Stopped,
-    })
-}
-
-/// What the stand-in remembers of a live channel.
-struct Channel {
-    /// Its CHANNEL_CREATE, as received.
-    created: CallEvent,
-    /// Last event kind seen.
-    last: EventKind,
-}
-
-/// The stand-in for the real engine: follows channels from CREATE to DESTROY, counts events, answers
-/// queries, and decides trivially (proceed, unless the call has no destination). It exists so that the glue is
-/// exercised with the real threading shape — one engine thread fed by a bounded queue — until the real engine
-/// replaces it.
-struct StubEngine {
-    /// Configuration text, for `status` and reload.
-    config: HostConfig,
-    /// Call control; the stand-in never acts on calls itself, the real engine does.
-    _control: Box<dyn CallControl>,
-    /// Live channels by UUID.
-    channels: HashMap<CallId, Channel>,
-    /// Decisions asked for before the call's CHANNEL_CREATE arrived.
-    waiting: HashMap<CallId, Vec<Sender<Decision>>>,
-    /// Events received, per kind.
-    events: [u64; EventKind::ALL.len()],
-    /// Reloads accepted.
-    reloads: u64,
-    /// When the engine started.
-    started: Instant,
-}
-
-impl StubEngine {
-    fn new(config: HostConfig, control: Box<dyn CallControl>) -> Self {
-        StubEngine {
-            config,
-            _control: control,
-            channels: HashMap::new(),
-            waiting: HashMap::new(),
-            events: [0; EventKind::ALL.len()],
+impl Running {
+    /// Starts runtime, services and engine; `control` is how the engine acts on calls.
+    pub fn start(
+        config: RtcConfig,
+        control: Box<dyn CallControl>,
+    ) -> Result<Running, rtc_engine::host::HostError> {
+        let host = Host::start(&config, control)?;
+        let config = Arc::new(config);
+        let handle = HostHandle {
+            engine: host.engine().clone(),
+            monitor: host.monitor().cloned(),
+            config: config.clone(),
+            started_with: config,
             reloads: 0,
             started: Instant::now(),
-        }
+        };
+        Ok(Running { host, handle })
     }
 
-    fn run(mut self, rx: Receiver<Msg>) {
-        log::info!("rtc engine (stand-in) started");
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                Msg::Event(ev) => self.on_event(ev),
-                Msg::Query(q, reply) => {
-                    let _ = reply.send(self.answer(q));
-                }
-                Msg::Decide(call, reply) => match self.channels.get(&call) {
-                    Some(ch) => {
-                        let _ = reply.send(decide(&ch.created));
-                    }
-                    None => self.waiting.entry(call).or_default().push(reply),
-                },
-                Msg::Reload(config, reply) => {
-                    let answer = if config.xml.contains("<configuration") {
-                        self.config = config;
-                        self.reloads += 1;
-                        Ok(format!(
-                            "configuration reloaded ({} bytes)",
-                            self.config.xml.len()
-                        ))
-                    } else {
-                        Err("no <configuration> element".to_string())
-                    };
-                    let _ = reply.send(answer);
-                }
-                Msg::Stop => break,
-            }
-        }
-        log::info!(
-            "rtc engine (stand-in) stopped with {} live channels",
-            self.channels.len()
-        );
+    pub fn handle(&self) -> &HostHandle {
+        &self.handle
     }
 
-    fn on_event(&mut self, ev: CallEvent) {
-        self.events[ev.kind as usize] += 1;
-        match ev.kind {
-            EventKind::ChannelCreate => {
-                if let Some(waiters) = self.waiting.remove(&ev.uuid) {
-                    let decision = decide(&ev);
-                    for w in waiters {
-                        let _ = w.send(decision.clone());
-                    }
-                }
-                self.channels.insert(
-                    ev.uuid,
-                    Channel {
-                        last: ev.kind,
-                        created: ev,
-                    },
-                );
-            }
-            EventKind::ChannelDestroy => {
-                self.channels.remove(&ev.uuid);
-                self.waiting.remove(&ev.uuid);
-            }
-            kind => {
-                if let Some(ch) = self.channels.get_mut(&ev.uuid) {
-                    ch.last = kind;
-                }
-            }
+    /// Offers `config` to the engine (`rtc_core reload`); on success it becomes the configuration in force.
+    /// Returns what changed, and what needs the module reloaded to change.
+    pub fn reload(&mut self, config: RtcConfig, timeout: Duration) -> Result<String, ReloadError> {
+        let summary = self.handle.engine.reload(config.clone(), timeout)?;
+        log::set_max_level(config.log_level);
+        let pending = not_live(&self.handle.started_with, &config);
+        self.handle.config = Arc::new(config);
+        self.handle.reloads += 1;
+        let mut text = format!("{summary}; log level {}", self.handle.config.log_level);
+        if !pending.is_empty() {
+            text.push_str(&format!(
+                ". Not applied while loaded (the engine cannot take them live; `reload mod_rtc_core` applies \
+                 them and ends calls still in setup): {}",
+                pending.join(", ")
+            ));
         }
+        Ok(text)
     }
 
-    fn answer(&self, q: Query) -> String {
-        let mut out = String::new();
-        match q {
-            Query::Status => {
-                let _ = writeln!(
-                    out,
-                    "engine: stand-in (the call engine is not linked into this build)"
-                );
-                let _ = writeln!(out, "uptime_s: {}", self.started.elapsed().as_secs());
-                let _ = writeln!(out, "live_channels: {}", self.channels.len());
-                let _ = writeln!(out, "events: {}", self.events.iter().sum::<u64>());
-                let _ = writeln!(out, "config_bytes: {}", self.config.xml.len());
-                let _ = writeln!(out, "reloads: {}", self.reloads);
-            }
-            Query::Calls => {
-                let _ = writeln!(out, "uuid,direction,caller,destination,last_event");
-                for (id, ch) in &self.channels {
-                    let _ = writeln!(
-                        out,
-                        "{id},{:?},{},{},{}",
-                        ch.created.direction,
-                        ch.created.caller,
-                        ch.created.destination,
-                        ch.last.name()
-                    );
-                }
-                let _ = writeln!(out, "{} total", self.channels.len());
-            }
-            Query::Call(id) => match self.channels.get(&id) {
-                Some(ch) => {
-                    let _ = writeln!(out, "uuid: {id}");
-                    let _ = writeln!(out, "direction: {:?}", ch.created.direction);
-                    let _ = writeln!(out, "caller: {}", ch.created.caller);
-                    let _ = writeln!(out, "destination: {}", ch.created.destination);
-                    let ip = ch
-                        .created
-                        .source_ip
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_default();
-                    let _ = writeln!(out, "source_ip: {ip}");
-                    let _ = writeln!(out, "last_event: {}", ch.last.name());
-                }
-                None => {
-                    let _ = writeln!(out, "-ERR no live call {id}");
-                }
-            },
-            Query::Breakers => {
-                let _ = writeln!(out, "service,state");
-                let _ = writeln!(out, "(no services in the stand-in engine)");
-            }
-            Query::Metrics => {
-                for kind in EventKind::ALL {
-                    let _ = writeln!(
-                        out,
-                        "rtc_engine_events_total{{event=\"{}\"}} {}",
-                        kind.name(),
-                        self.events[kind as usize]
-                    );
-                }
-                let _ = writeln!(out, "rtc_engine_live_channels {}", self.channels.len());
-            }
+    /// Stops engine, services and runtime within `grace`; returns once no thread of theirs is left (unless
+    /// the report says the runtime was stuck).
+    pub fn shutdown(self, grace: Duration) -> HostShutdownReport {
+        let mut report = self.host.shutdown(grace);
+        // The runtime reports its threads stopped when they leave their loop, but each still runs its exit path
+        // (thread-local destructors, the end of its closure) in this library for a moment. FreeSWITCH unmaps the
+        // library right after shutdown returns: wait until the kernel has no such thread left.
+        if !wait_threads_gone(&OUR_THREADS, grace.max(Duration::from_secs(1))) {
+            log::warn!(
+                "shutdown: a thread named {OUR_THREADS:?} is still alive; unloading the library now may crash \
+                 FreeSWITCH"
+            );
+            report.runtime_stopped = false;
         }
-        out
+        report
     }
 }
 
-/// The stand-in's policy: a call with a destination proceeds; one without is refused with `no_route`.
-fn decide(created: &CallEvent) -> Decision {
-    if created.destination.is_empty() {
-        Decision::Reject {
-            reason: Reason::NoRoute,
-            cause: Reason::NoRoute.default_cause(),
-            vars: Vec::new(),
+/// The names of the threads the engine starts (`rtc-engine`, and the `rtc-io` runtime's workers and blocking
+/// threads).
+pub const OUR_THREADS: [&str; 2] = ["rtc-engine", "rtc-io"];
+
+/// Threads of this process whose name is one of `names` (from `/proc/self/task/*/comm`; a thread leaves that
+/// list only once it has fully exited).
+pub fn live_threads_named(names: &[&str]) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|comm| names.contains(&comm.trim_end()))
+        .count()
+}
+
+/// Waits (polling every millisecond, at most `bound`) until no thread named one of `names` is left.
+pub fn wait_threads_gone(names: &[&str], bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if live_threads_named(names) == 0 {
+            return true;
         }
-    } else {
-        Decision::Proceed {
-            vars: vec![Variable {
-                name: "rtc_decision",
-                value: "proceed".into(),
-            }],
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What differs between `running` and `new` that a reload cannot change on a running engine.
+pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if running.engine.queue_capacity != new.engine.queue_capacity {
+        out.push("queue-capacity");
+    }
+    if running.io_threads != new.io_threads {
+        out.push("io-threads");
+    }
+    if running.local.cdr_file != new.local.cdr_file
+        || running.local.cdr_memory != new.local.cdr_memory
+    {
+        out.push("<local> cdr-file/cdr-memory");
+    }
+    let http = |c: &RtcConfig| c.services.iter().any(|s| s.backend == Backend::Http);
+    if http(running) || http(new) {
+        // The HTTP service layer is built once, at load: its clients, breakers and any local tables behind it.
+        if running.services != new.services
+            || running.http != new.http
+            || running.partner_cache != new.partner_cache
+            || running.default_routes != new.default_routes
+            || running.settlement != new.settlement
+            || running.local != new.local
+        {
+            out.push("<services> (the HTTP service layer and the tables behind it keep their load-time settings)");
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc_engine::control::CallCommand;
+    use rtc_engine::settings::shipped_conf_dir;
 
-    struct NoControl;
-    impl CallControl for NoControl {
-        fn execute(&mut self, _: CallCommand) {}
-    }
-
-    fn config() -> HostConfig {
-        HostConfig {
-            xml: "<configuration name=\"rtc_core.conf\"/>".into(),
-        }
+    #[test]
+    fn parses_the_shipped_configuration_with_tables_under_the_conf_dir() {
+        let conf = shipped_conf_dir();
+        let xml = std::fs::read_to_string(conf.join(CONFIG_PATH)).expect("shipped config");
+        let config = parse_config(&xml, &conf).expect("valid");
+        assert_eq!(config.local.partners, conf.join("rtc_core/partners.csv"));
+        assert!(config.origin.ends_with(CONFIG_PATH), "{}", config.origin);
     }
 
     #[test]
-    fn follows_channels_and_decides() {
-        let host = Host::start(config(), Box::new(NoControl)).expect("start");
-        let h = host.handle();
-        let id = CallId::from_u128(7);
-        let mut create = CallEvent::new(id, EventKind::ChannelCreate, 1);
-        create.destination = "15551234".into();
-        h.submit(create).expect("queue has room");
-        let d = h.decide(id, Duration::from_secs(5)).expect("decision");
-        assert!(matches!(d, Decision::Proceed { .. }), "{d:?}");
-        let calls = h
-            .query(Query::Calls, Duration::from_secs(5))
-            .expect("calls");
-        assert!(calls.contains(&id.to_string()), "{calls}");
-        h.submit(CallEvent::new(id, EventKind::ChannelDestroy, 2))
-            .expect("queue has room");
-        let status = h
-            .query(Query::Status, Duration::from_secs(5))
-            .expect("status");
-        assert!(status.contains("live_channels: 0"), "{status}");
-        host.shutdown(Duration::from_secs(1));
-        assert!(matches!(
-            h.query(Query::Status, Duration::from_millis(50)),
-            Err(HostError::Stopped)
-        ));
-    }
-
-    #[test]
-    fn decision_waits_for_the_create_and_times_out_without_it() {
-        let host = Host::start(config(), Box::new(NoControl)).expect("start");
-        let h = host.handle();
-        let id = CallId::from_u128(8);
-        let err = h.decide(id, Duration::from_millis(20)).unwrap_err();
-        assert!(matches!(err, HostError::Timeout(_)), "{err}");
-        let h2 = h.clone();
-        let asker = std::thread::spawn(move || h2.decide(id, Duration::from_secs(5)));
-        // Whichever arrives first, the decision follows the CREATE. No destination: refused.
-        h.submit(CallEvent::new(id, EventKind::ChannelCreate, 1))
-            .expect("room");
-        let d = asker.join().expect("thread").expect("decision");
+    fn an_error_names_the_line_and_quotes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let xml = "<configuration name=\"rtc_core.conf\">\n<settings>\n<param name=\"setup-timout\" value=\"1s\"/>\n</settings>\n</configuration>";
+        let err = parse_config(xml, dir.path()).expect_err("unknown param");
+        let text = err.to_string();
         assert!(
-            matches!(
-                d,
-                Decision::Reject {
-                    reason: Reason::NoRoute,
-                    ..
-                }
-            ),
-            "{d:?}"
+            text.contains(":3: unknown param \"setup-timout\"")
+                && text.contains("(in: <param name=\"setup-timout\""),
+            "{text}"
         );
-        host.shutdown(Duration::from_secs(1));
+        // With the file on disk failing the same way, its own position is given.
+        std::fs::create_dir_all(dir.path().join("autoload_configs")).expect("mkdir");
+        std::fs::write(
+            dir.path().join(CONFIG_PATH),
+            format!("<!-- header -->\n{xml}"),
+        )
+        .expect("write");
+        let text = parse_config(xml, dir.path())
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}:4: unknown param",
+                dir.path().join(CONFIG_PATH).display()
+            )),
+            "{text}"
+        );
     }
 
     #[test]
-    fn refuses_a_config_without_configuration_element() {
-        let err = Host::start(HostConfig { xml: "<x/>".into() }, Box::new(NoControl))
-            .err()
-            .expect("refused");
-        assert!(err.to_string().contains("rtc_core.conf.xml"), "{err}");
+    fn reload_reports_what_a_running_engine_keeps() {
+        let a = RtcConfig::default();
+        let mut b = a.clone();
+        assert!(not_live(&a, &b).is_empty());
+        b.io_threads = 4;
+        b.engine.queue_capacity = 10;
+        b.engine.setup_timeout = Duration::from_secs(5);
+        assert_eq!(not_live(&a, &b), ["queue-capacity", "io-threads"]);
     }
 }

@@ -5,8 +5,10 @@
 //! - [`events`]: the channel-event handler on FreeSWITCH's dispatch threads → engine queue (never blocks).
 //! - [`api`]: the fs_cli command `rtc_core <sub>`.
 //! - [`app`]: the dialplan application `rtc_core`.
-//! - [`control`]: the engine's call commands carried out through the C API.
-//! - [`host`]: the one door to the engine; everything above reaches the engine only through it.
+//! - [`control`]: the engine's call commands carried out through the C API (the park flow's bridges included).
+//! - [`host`]: the one door to the engine (`rtc_engine::host::Host`, its configuration and reload); everything
+//!   above reaches the engine only through it.
+//! - [`report`]: the text of the API's answers, Prometheus metrics included.
 //! - [`session`]: safe session/channel handles (thread-bound borrows, lock guards).
 //! - [`guard`]: the panic guard every `extern "C"` entry point goes through.
 //! - [`logging`]: the `log` crate bridged to FreeSWITCH's log, always as `"%s"`.
@@ -24,6 +26,7 @@ pub mod histogram;
 pub mod host;
 pub mod logging;
 pub mod module;
+pub mod report;
 pub mod session;
 pub mod shim;
 

@@ -1,12 +1,18 @@
 //! The module's life: the exported function table, `load` and `shutdown`.
 //!
-//! Load: create the module interface, read `rtc_core.conf.xml`, start the engine, install the event intake,
-//! bind the channel events (removable bindings), register the API and the app. Shutdown undoes it in reverse:
-//! unbind (FreeSWITCH waits for deliveries in progress), remove the intake (we wait for handlers still inside),
-//! stop the engine within its grace and join its thread, stop logging — and only then return, because
-//! FreeSWITCH may unmap the library right after.
+//! Load: create the module interface, read `rtc_core.conf.xml` (as FreeSWITCH resolved it, relative table paths
+//! under its conf directory), start the engine (runtime, services, engine thread), install the event intake,
+//! bind the channel events (removable bindings), register the API and the app. A configuration error fails the
+//! load with the loader's message (file, line, what to change) in FreeSWITCH's log.
+//!
+//! Shutdown undoes it in reverse: unbind (FreeSWITCH waits for deliveries in progress), remove the intake (we
+//! wait for handlers still inside), stop the engine — it settles its live calls: those still in setup are hung up
+//! with the `shutdown` cause, connected ones are billed up to now and left up — then the service layer and the
+//! `rtc-io` runtime, joining every thread, stop logging, and only then return, because FreeSWITCH may unmap the
+//! library right after.
 
 use std::ffi::{CStr, c_char, c_void};
+use std::path::PathBuf;
 use std::ptr::{self, NonNull};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,14 +22,15 @@ use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, swit
 
 use crate::control::FsCallControl;
 use crate::events::{self, INTAKE};
-use crate::host::{Host, HostConfig, HostHandle};
+use crate::host::{HostHandle, Running};
 use crate::{api, app, guard, logging, shim};
 
 /// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
 pub const MODULE_NAME: &CStr = c"mod_rtc_core";
 /// The configuration FreeSWITCH resolves to `autoload_configs/rtc_core.conf.xml`.
 pub const CONFIG_FILE: &CStr = c"rtc_core.conf";
-/// How long shutdown gives the engine to settle live calls before it stops anyway.
+/// How long shutdown gives the service layer to deliver settlements in flight and the runtime to stop (the
+/// engine's own bound is its `shutdown-grace` setting).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The table FreeSWITCH looks up by name (`<module>_module_interface`) right after dlopen.
@@ -42,10 +49,9 @@ pub static mod_rtc_core_module_interface: fs::switch_loadable_module_function_ta
 
 /// What exists between a successful load and shutdown.
 struct Loaded {
-    /// The engine.
-    host: Host,
-    /// A handle for the API and the app (cloned out, never used under the lock).
-    handle: HostHandle,
+    /// The engine, its services and runtime; its handle is cloned out for the API and the app (never used
+    /// under the lock).
+    running: Running,
     /// The event bindings to remove first at shutdown.
     bindings: EventBindings,
 }
@@ -63,7 +69,48 @@ fn loaded() -> MutexGuard<'static, Option<Loaded>> {
 
 /// A handle to the running engine, or `None` while not loaded.
 pub fn handle() -> Option<HostHandle> {
-    loaded().as_ref().map(|l| l.handle.clone())
+    loaded().as_ref().map(|l| l.running.handle().clone())
+}
+
+/// Has FreeSWITCH re-read its XML files (as `reloadxml` does), re-reads the configuration and offers it to the
+/// running engine (`rtc_core reload`).
+pub fn reload(timeout: Duration) -> Result<String, String> {
+    let mut err: *const c_char = ptr::null();
+    // SAFETY: `err` receives a static string or stays null; called from an API thread FreeSWITCH gave us.
+    let status = unsafe { shim::rtc_xml_reload(&mut err) };
+    if status != SWITCH_STATUS_SUCCESS {
+        let why = if err.is_null() {
+            String::from("no reason given")
+        } else {
+            // SAFETY: FreeSWITCH's error messages are static NUL-terminated strings.
+            unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        return Err(format!(
+            "FreeSWITCH could not re-read its XML configuration ({why}); nothing changed"
+        ));
+    }
+    let config = read_config().map_err(|e| e.to_string())?;
+    let mut state = loaded();
+    let Some(l) = state.as_mut() else {
+        return Err("mod_rtc_core is not running".into());
+    };
+    l.running.reload(config, timeout).map_err(|e| e.to_string())
+}
+
+/// FreeSWITCH's configuration directory (`SWITCH_GLOBAL_dirs.conf_dir`).
+pub fn conf_dir() -> Option<PathBuf> {
+    // SAFETY: FreeSWITCH sets the directories before loading any module and never frees them.
+    let dir = unsafe { shim::rtc_conf_dir() };
+    // SAFETY: non-null: a NUL-terminated path string.
+    (!dir.is_null()).then(|| {
+        PathBuf::from(
+            unsafe { CStr::from_ptr(dir) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    })
 }
 
 /// Why `rtc_core.conf.xml` could not be read.
@@ -76,10 +123,19 @@ pub enum ConfigError {
     Missing,
     #[error("FreeSWITCH could not print rtc_core.conf (out of memory)")]
     Memory,
+    #[error("configuration rejected: {0}")]
+    Invalid(String),
 }
 
-/// Reads the `<configuration>` element of `rtc_core.conf.xml` as FreeSWITCH resolved it.
-pub fn read_config() -> Result<HostConfig, ConfigError> {
+/// Reads `rtc_core.conf.xml` as FreeSWITCH resolved it and parses it, tables under FreeSWITCH's conf dir.
+pub fn read_config() -> Result<rtc_engine::settings::RtcConfig, ConfigError> {
+    let xml = read_config_xml()?;
+    let dir = conf_dir().unwrap_or_else(|| PathBuf::from("."));
+    crate::host::parse_config(&xml, &dir).map_err(|e| ConfigError::Invalid(e.to_string()))
+}
+
+/// The text of the `<configuration>` element of `rtc_core.conf.xml` as FreeSWITCH resolved it.
+pub fn read_config_xml() -> Result<String, ConfigError> {
     unsafe extern "C" fn sink(user: *mut c_void, text: *const c_char) {
         guard::entry(
             "configuration reader",
@@ -108,7 +164,7 @@ pub fn read_config() -> Result<HostConfig, ConfigError> {
         )
     };
     match (status, out) {
-        (SWITCH_STATUS_SUCCESS, Some(xml)) => Ok(HostConfig { xml }),
+        (SWITCH_STATUS_SUCCESS, Some(xml)) => Ok(xml),
         (SWITCH_STATUS_MEMERR, _) => Err(ConfigError::Memory),
         _ => Err(ConfigError::Missing),
     }
@@ -216,21 +272,23 @@ fn load(
             return SWITCH_STATUS_GENERR;
         }
     };
-    let host = match Host::start(config, Box::new(FsCallControl)) {
-        Ok(h) => h,
+    log::set_max_level(config.log_level);
+    let origin = config.origin.clone();
+    let running = match Running::start(config, Box::new(FsCallControl)) {
+        Ok(r) => r,
         Err(e) => {
-            log::error!("mod_rtc_core not loaded: {e}");
+            log::error!("mod_rtc_core not loaded: {origin}: {e}");
             return SWITCH_STATUS_GENERR;
         }
     };
-    let handle = host.handle();
-    INTAKE.install(handle.clone());
+    INTAKE.install(running.handle().engine.clone());
+    events::init_reader();
     let bindings = match EventBindings::bind() {
         Ok(b) => b,
         Err(e) => {
             log::error!("mod_rtc_core not loaded: {e}");
             INTAKE.remove();
-            host.shutdown(SHUTDOWN_GRACE);
+            running.shutdown(SHUTDOWN_GRACE);
             return SWITCH_STATUS_GENERR;
         }
     };
@@ -256,11 +314,7 @@ fn load(
             app::SYNTAX.as_ptr(),
         )
     };
-    *state = Some(Loaded {
-        host,
-        handle,
-        bindings,
-    });
+    *state = Some(Loaded { running, bindings });
     if api_status != SWITCH_STATUS_SUCCESS || app_status != SWITCH_STATUS_SUCCESS {
         log::error!(
             "mod_rtc_core not loaded: FreeSWITCH could not allocate the API or app interface"
@@ -270,7 +324,7 @@ fn load(
         return SWITCH_STATUS_MEMERR;
     }
     log::info!(
-        "mod_rtc_core loaded ({} headers)",
+        "mod_rtc_core loaded: configuration {origin} ({} headers)",
         if fs::USING_STUB { "stub" } else { "FreeSWITCH" }
     );
     SWITCH_STATUS_SUCCESS
@@ -282,9 +336,23 @@ fn shutdown() -> switch_status_t {
     };
     l.bindings.unbind();
     drop(INTAKE.remove());
-    drop(l.handle);
-    l.host.shutdown(SHUTDOWN_GRACE);
-    log::info!("mod_rtc_core unloaded");
+    let report = l.running.shutdown(SHUTDOWN_GRACE);
+    log::info!(
+        "mod_rtc_core unloaded in {} ms: {} queued events applied, {} live calls settled{}{}",
+        report.took_ms,
+        report.engine.drained_events,
+        report.engine.settled_calls,
+        if report.engine.abandoned {
+            " (queue not drained within shutdown-grace)"
+        } else {
+            ""
+        },
+        if report.runtime_stopped {
+            ""
+        } else {
+            "; a runtime thread did not stop in time"
+        }
+    );
     logging::uninstall();
     SWITCH_STATUS_SUCCESS
 }

@@ -57,6 +57,17 @@ impl<'a> Session<'a> {
         text.to_str().ok().and_then(|t| CallId::parse(t).ok())
     }
 
+    /// Runs dialplan application `app` with `arg` on this session until it returns (for `bridge`: until the
+    /// bridged call ends, or every route failed). Only on the session's own thread, which `Session` guarantees.
+    pub fn execute(&self, app: &CStr, arg: &str) -> Result<(), ExecuteError> {
+        let carg = c_text(arg);
+        // SAFETY: the session is alive and this is its thread (type invariant); both strings are NUL-terminated
+        // and outlive the call.
+        let status =
+            unsafe { shim::rtc_session_execute(self.ptr.as_ptr(), app.as_ptr(), carg.as_ptr()) };
+        ExecuteError::check(app, status)
+    }
+
     /// The session's channel.
     pub fn channel(&self) -> Option<Channel<'_>> {
         // SAFETY: the session is alive; its channel lives as long as it does.
@@ -65,6 +76,29 @@ impl<'a> Session<'a> {
             ptr,
             _session: PhantomData,
         })
+    }
+}
+
+/// FreeSWITCH refused to run (or queue) an application.
+#[derive(Debug, thiserror::Error)]
+#[error("FreeSWITCH could not run application {app} (status {status})")]
+pub struct ExecuteError {
+    /// The application's name.
+    pub app: String,
+    /// The `switch_status_t` returned.
+    pub status: u32,
+}
+
+impl ExecuteError {
+    fn check(app: &CStr, status: u32) -> Result<(), ExecuteError> {
+        if status == SWITCH_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(ExecuteError {
+                app: app.to_string_lossy().into_owned(),
+                status,
+            })
+        }
     }
 }
 
@@ -93,6 +127,61 @@ impl Channel<'_> {
                 status,
             })
         }
+    }
+
+    /// Removes channel variable `name`.
+    pub fn clear_variable(&self, name: &str) -> Result<(), SetVariableError> {
+        let cname = c_text(name);
+        // SAFETY: the channel is alive; a NULL value removes the variable.
+        let status = unsafe {
+            shim::rtc_channel_set_variable(self.ptr.as_ptr(), cname.as_ptr(), std::ptr::null())
+        };
+        if status == SWITCH_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(SetVariableError {
+                name: name.to_string(),
+                status,
+            })
+        }
+    }
+
+    /// Channel variable `name`, when set and valid UTF-8.
+    pub fn variable(&self, name: &str) -> Option<String> {
+        let cname = c_text(name);
+        // SAFETY: the channel is alive; FreeSWITCH copies the value into the session's pool, which outlives this
+        // borrow; we copy it out at once.
+        let value = unsafe { shim::rtc_channel_get_variable(self.ptr.as_ptr(), cname.as_ptr()) };
+        // SAFETY: non-null values are NUL-terminated.
+        (!value.is_null())
+            .then(|| unsafe { CStr::from_ptr(value) })
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// A field of the channel's caller profile (`network_addr`, `caller_id_number`, `destination_number`...),
+    /// when set and not empty.
+    pub fn profile_field(&self, field: &CStr) -> Option<String> {
+        // SAFETY: the channel is alive; the profile's strings live in the session's pool; copied out at once.
+        let value = unsafe { shim::rtc_channel_profile_field(self.ptr.as_ptr(), field.as_ptr()) };
+        // SAFETY: non-null values are NUL-terminated.
+        (!value.is_null())
+            .then(|| unsafe { CStr::from_ptr(value) })
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// Whether the channel is up and not hanging up.
+    pub fn ready(&self) -> bool {
+        // SAFETY: the channel is alive.
+        unsafe { shim::rtc_channel_ready(self.ptr.as_ptr()) != 0 }
+    }
+
+    /// Whether FreeSWITCH placed this channel (an outbound leg) rather than received it.
+    pub fn outbound(&self) -> bool {
+        // SAFETY: the channel is alive.
+        unsafe { shim::rtc_channel_outbound(self.ptr.as_ptr()) != 0 }
     }
 
     /// Hangs the channel up with `cause` (FreeSWITCH's cause numbers are HangupCause's).
@@ -130,6 +219,20 @@ impl LocatedSession {
             ptr: self.ptr,
             _callback: PhantomData,
         }
+    }
+}
+
+impl LocatedSession {
+    /// Queues dialplan application `app` with `arg` for the session's own thread (a parked channel runs it within
+    /// its next park-loop turn, about 20 ms). Safe from any thread while the read lock is held.
+    pub fn execute_async(&self, app: &CStr, arg: &str) -> Result<(), ExecuteError> {
+        let carg = c_text(arg);
+        // SAFETY: we hold the session's read lock, so it is alive; FreeSWITCH copies both strings into the queued
+        // event.
+        let status = unsafe {
+            shim::rtc_session_execute_async(self.ptr.as_ptr(), app.as_ptr(), carg.as_ptr())
+        };
+        ExecuteError::check(app, status)
     }
 }
 

@@ -55,6 +55,30 @@ unsafe extern "C" {
         value: *const c_char,
     ) -> switch_status_t;
     pub fn rtc_channel_hangup(channel: *mut switch_channel_t, cause: c_int);
+    pub fn rtc_event_fields_init(names: *const *const c_char, n: c_int) -> c_int;
+    pub fn rtc_event_fields(event: *const switch_event_t, values: *mut *const c_char) -> c_int;
+    pub fn rtc_conf_dir() -> *const c_char;
+    pub fn rtc_xml_reload(err: *mut *const c_char) -> switch_status_t;
+    pub fn rtc_channel_get_variable(
+        channel: *mut switch_channel_t,
+        name: *const c_char,
+    ) -> *const c_char;
+    pub fn rtc_channel_profile_field(
+        channel: *mut switch_channel_t,
+        field: *const c_char,
+    ) -> *const c_char;
+    pub fn rtc_channel_ready(channel: *mut switch_channel_t) -> c_int;
+    pub fn rtc_channel_outbound(channel: *mut switch_channel_t) -> c_int;
+    pub fn rtc_session_execute(
+        session: *mut switch_core_session_t,
+        app: *const c_char,
+        arg: *const c_char,
+    ) -> switch_status_t;
+    pub fn rtc_session_execute_async(
+        session: *mut switch_core_session_t,
+        app: *const c_char,
+        arg: *const c_char,
+    ) -> switch_status_t;
     pub fn rtc_config_xml(
         file: *const c_char,
         sink: TextSink,

@@ -7,10 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use freeswitch_sys as fs;
 use rtc_fakehost::{FakeHost, Module, module_path};
 
+/// A minimal configuration: the sample tables of the repository's conf/ (the fake core's conf dir).
 const CONF: &str = r#"<configuration name="rtc_core.conf" description="test"><settings><param name="setup-timeout" value="60s"/></settings></configuration>"#;
 const A: &str = "4b2a1c3e-9f10-4d2b-8a7e-0123456789ab";
 const B: &str = "0e7c5a1f-2222-4d2b-8a7e-0123456789ff";
 const C: &str = "11111111-2222-4d2b-8a7e-0123456789ff";
+const D: &str = "22222222-2222-4d2b-8a7e-0123456789ff";
+const P: &str = "33333333-2222-4d2b-8a7e-0123456789ff";
+
+fn shipped_conf() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf")
+}
 
 /// Unloads the module when dropped, even when an assertion failed, so one failing test does not leave the
 /// module loaded for the next.
@@ -30,6 +37,7 @@ fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
     let host = FakeHost::get();
     host.reset();
     host.set_config("rtc_core.conf", Some(CONF));
+    host.set_conf_dir(Some(&shipped_conf()));
     let module = Module::open(&module_path());
     let (status, created) = module.load();
     assert_eq!(
@@ -84,7 +92,7 @@ fn api_answers_status_help_and_bad_arguments() {
         let (status, out) = host.api("rtc_core", "status").expect("API runs");
         assert_eq!(status, fs::SWITCH_STATUS_SUCCESS);
         assert!(
-            out.contains("engine:") && out.contains("intake: accepted"),
+            out.contains("engine: running") && out.contains("intake: accepted"),
             "{out}"
         );
         let (_, out) = host.api("rtc_core", "help").expect("API runs");
@@ -105,13 +113,40 @@ fn api_answers_status_help_and_bad_arguments() {
             );
         }
         let (_, out) = host.api("rtc_core", "reload").expect("API runs");
-        assert!(out.starts_with("+OK"), "{out}");
-        host.set_config("rtc_core.conf", None);
-        let (_, out) = host.api("rtc_core", "reload").expect("API runs");
         assert!(
-            out.starts_with("-ERR configuration rejected") && out.contains("rtc_core.conf"),
+            out.starts_with("+OK engine settings reloaded")
+                && out.contains("local tables reloaded"),
             "{out}"
         );
+        host.set_config(
+            "rtc_core.conf",
+            Some(r#"<configuration name="rtc_core.conf"><settings><param name="io-threads" value="3"/></settings></configuration>"#),
+        );
+        let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+        assert!(
+            out.starts_with("+OK")
+                && out.contains("Not applied while loaded")
+                && out.contains("io-threads"),
+            "{out}"
+        );
+        let (_, out) = host.api("rtc_core", "status").expect("API runs");
+        assert!(
+            out.contains("reloaded 2 times; waiting for a module reload: io-threads"),
+            "{out}"
+        );
+        host.set_config(
+            "rtc_core.conf",
+            Some(r#"<configuration name="rtc_core.conf"><settings><param name="setup-timout" value="3s"/></settings></configuration>"#),
+        );
+        let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+        assert!(
+            out.starts_with("-ERR configuration rejected:")
+                && out.contains("unknown param \"setup-timout\""),
+            "{out}"
+        );
+        host.set_config("rtc_core.conf", None);
+        let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+        assert!(out.starts_with("-ERR cannot open rtc_core.conf"), "{out}");
     });
 }
 
@@ -124,64 +159,198 @@ fn events_reach_the_engine() {
             &[("Unique-ID", A), ("Event-Sequence", "101")],
         );
         host.fire(fs::SWITCH_EVENT_CHANNEL_HANGUP, &[("Unique-ID", "garbage")]);
+        // An inbound leg the engine placed itself (rtc_a_leg set): not a new call.
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_CREATE,
+            &[("Unique-ID", B), ("variable_rtc_a_leg", A)],
+        );
         // The API's query queues behind the events: the engine has seen them when it answers.
         let (_, out) = host
             .api("rtc_core", &format!("call {A}"))
             .expect("API runs");
         assert!(
-            out.contains("destination: 4930123") && out.contains("last_event: CHANNEL_ANSWER"),
+            out.contains("destination: 4930123")
+                && out.contains("state: CONNECTED")
+                && out.contains("ROUTING -> PARKED on ROUTES_FOUND")
+                && out.contains("PARKED -> CONNECTED on CHANNEL_ANSWER"),
             "{out}"
         );
         let (_, out) = host.api("rtc_core", "calls").expect("API runs");
-        assert!(out.contains(A) && out.contains("1 total"), "{out}");
+        assert!(
+            out.contains(&format!("{A},CONNECTED,0,+15550001,4930123")) && out.contains("1 total"),
+            "{out}"
+        );
         let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
-        assert!(out.contains("rtc_module_events_accepted_total 2"), "{out}");
-        assert!(
-            out.contains("rtc_module_events_dropped_total{why=\"malformed\"} 1"),
-            "{out}"
-        );
-        assert!(out.contains("rtc_module_event_handler_ns_count 3"), "{out}");
-        assert!(
-            out.contains("rtc_engine_events_total{event=\"CHANNEL_CREATE\"} 1"),
-            "{out}"
-        );
+        for want in [
+            "rtc_module_events_total{outcome=\"accepted\"} 2\n",
+            "rtc_module_events_total{outcome=\"malformed\"} 1\n",
+            "rtc_module_events_total{outcome=\"own_leg\"} 1\n",
+            "rtc_module_event_handler_seconds_count 4\n",
+            "rtc_engine_events_total 2\n",
+            "rtc_engine_live_calls{state=\"CONNECTED\"} 1\n",
+        ] {
+            assert!(out.contains(want), "{want}: {out}");
+        }
         host.fire(fs::SWITCH_EVENT_CHANNEL_DESTROY, &[("Unique-ID", A)]);
         let (_, out) = host.api("rtc_core", "calls").expect("API runs");
         assert!(out.contains("0 total"), "{out}");
+        let (_, out) = host
+            .api("rtc_core", &format!("call {A}"))
+            .expect("API runs");
+        assert!(
+            out.contains("CONNECTED -> COMPLETED on CHANNEL_HANGUP"),
+            "{out}"
+        );
+        let (_, out) = host.api("rtc_core", "breakers").expect("API runs");
+        assert_eq!(out, "none: every service is local\n");
     });
 }
 
 #[test]
-fn app_applies_the_decision() {
+fn app_decides_and_bridges_over_the_routes() {
     with_module(|host, _| {
         assert!(host.interface(true, "rtc_core").is_some(), "app registered");
-        // Decided: proceed, variables set, call left up.
+        // Decided: variables set, bridged over both routes with failover, the call ends with the bridge.
         host.session_new(A);
-        create(host, A, "4930123");
+        host.session_profile(A, "+15550001", "4930123", "127.0.0.1", false);
         assert!(host.app("rtc_core", A, ""));
-        assert_eq!(host.var(A, "rtc_decision").as_deref(), Some("proceed"));
-        assert_eq!(host.hangup_cause(A), None);
-        // Refused: reason set, hung up with the reason's cause (NO_ROUTE_DESTINATION = 3).
+        assert_eq!(host.var(A, "rtc_partner").as_deref(), Some("lab"));
+        assert_eq!(host.var(A, "rtc_route").as_deref(), Some("carrier_b"));
+        assert_eq!(host.var(A, "hangup_after_bridge").as_deref(), Some("true"));
+        let executed = host.executed(A);
+        assert!(
+            executed.contains(&format!(
+                "bridge([rtc_a_leg={A}]sofia/gateway/carrier_b/4930123)"
+            )),
+            "{executed}"
+        );
+        assert_eq!(host.hangup_cause(A), Some(16), "ended with the bridge");
+        // Every route fails: hung up with the last route's cause (NORMAL_TEMPORARY_FAILURE = 41).
+        host.session_new(D);
+        host.session_profile(D, "+15550001", "15551234", "127.0.0.1", false);
+        host.bridge_fails(D, Some("NORMAL_TEMPORARY_FAILURE"));
+        assert!(host.app("rtc_core", D, ""));
+        let executed = host.executed(D);
+        assert!(
+            executed.contains(&format!(
+                "bridge([rtc_a_leg={D}]error/NORMAL_TEMPORARY_FAILURE|[rtc_a_leg={D}]loopback/15551234/rtc_answer)"
+            )),
+            "{executed}"
+        );
+        assert_eq!(host.hangup_cause(D), Some(41));
+        // No route: rtc_reject_reason set, hung up with NO_ROUTE_DESTINATION = 3.
         host.session_new(B);
-        create(host, B, "");
+        host.session_profile(B, "+15550001", "8821234", "127.0.0.1", false);
         assert!(host.app("rtc_core", B, ""));
         assert_eq!(
             host.var(B, "rtc_reject_reason").as_deref(),
             Some("no_route")
         );
         assert_eq!(host.hangup_cause(B), Some(3));
-        // No decision within the bound: setup_timeout, RECOVERY_ON_TIMER_EXPIRE = 102.
+        // Unknown partner: CALL_REJECTED = 21.
         host.session_new(C);
-        assert!(host.app("rtc_core", C, "wait_ms=20"));
+        host.session_profile(C, "+15550001", "4930123", "203.0.113.7", false);
+        assert!(host.app("rtc_core", C, ""));
         assert_eq!(
             host.var(C, "rtc_reject_reason").as_deref(),
-            Some("setup_timeout")
+            Some("unknown_partner")
         );
-        assert_eq!(host.hangup_cause(C), Some(102));
-        for s in [A, B, C] {
+        assert_eq!(host.hangup_cause(C), Some(21));
+        for s in [A, B, C, D] {
             assert_eq!(host.session_locks(s), 0, "no session lock left behind");
         }
     });
+}
+
+/// Polls `f` for up to 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn parked_calls_are_bridged_by_the_engine_with_failover() {
+    with_module(|host, _| {
+        host.session_new(P);
+        host.session_profile(P, "+15550001", "15551234", "127.0.0.1", false);
+        create(host, P, "15551234");
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_PARK,
+            &[("Unique-ID", P), ("Event-Sequence", "101")],
+        );
+        // The engine's first route is queued on the parked session; it fails.
+        host.bridge_fails(P, Some("NORMAL_TEMPORARY_FAILURE"));
+        eventually("first route queued", || host.run_queued(P) == 1);
+        let executed = host.executed(P);
+        assert!(
+            executed.contains("rtc_core(route ")
+                && executed.contains(&format!("bridge([rtc_a_leg={P},origination_uuid="))
+                && executed.contains("]error/NORMAL_TEMPORARY_FAILURE)"),
+            "{executed}"
+        );
+        assert_eq!(
+            host.hangup_cause(P),
+            None,
+            "a failed route leaves the call parked"
+        );
+        // The failure went back to the engine, which sends the second route; it connects.
+        host.bridge_fails(P, None);
+        eventually("second route queued", || host.run_queued(P) == 1);
+        assert!(
+            host.executed(P).contains("]loopback/15551234/rtc_answer)"),
+            "{}",
+            host.executed(P)
+        );
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_ANSWER,
+            &[("Unique-ID", P), ("Event-Sequence", "102")],
+        );
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_HANGUP,
+            &[
+                ("Unique-ID", P),
+                ("Event-Sequence", "103"),
+                ("Hangup-Cause", "NORMAL_CLEARING"),
+            ],
+        );
+        let (_, out) = host
+            .api("rtc_core", &format!("call {P}"))
+            .expect("API runs");
+        for want in [
+            "PARKED -> CONNECTING on CHANNEL_PARK",
+            "CONNECTING -> CONNECTING on B_LEG_HANGUP",
+            "CONNECTING -> CONNECTED on CHANNEL_ANSWER",
+            "CONNECTED -> COMPLETED on CHANNEL_HANGUP",
+        ] {
+            assert!(out.contains(want), "{want}: {out}");
+        }
+        assert_eq!(host.session_locks(P), 0);
+    });
+}
+
+#[test]
+fn a_bad_configuration_fails_the_load_with_the_loaders_message() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.reset();
+    host.set_conf_dir(Some(&shipped_conf()));
+    host.set_config(
+        "rtc_core.conf",
+        Some("<configuration name=\"rtc_core.conf\">\n<settings>\n<param name=\"queue-capacity\" value=\"lots\"/>\n</settings>\n</configuration>"),
+    );
+    let module = Module::open(&module_path());
+    let (status, _) = module.load();
+    assert_eq!(status, fs::SWITCH_STATUS_GENERR);
+    assert_eq!(host.bindings(), 0);
+    assert!(
+        host.log_count(":3: queue-capacity: \"lots\" is not") == 1,
+        "the log says where and what: {}",
+        host.log()
+    );
+    host.module_destroyed();
 }
 
 #[test]
@@ -214,6 +383,7 @@ fn load_without_configuration_fails_cleanly() {
     let host = FakeHost::get();
     host.reset();
     host.set_config("rtc_core.conf", None);
+    host.set_conf_dir(Some(&shipped_conf()));
     let module = Module::open(&module_path());
     let (status, _) = module.load();
     assert_eq!(status, fs::SWITCH_STATUS_GENERR);

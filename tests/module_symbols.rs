@@ -1,5 +1,6 @@
 //! The .so's dynamic symbols: it exports the module table and nothing else, and every symbol it imports is a
-//! switch_* function the stub header declares, or comes from the C runtime (libc, libgcc, pthread, libdl).
+//! switch_* function or SWITCH_GLOBAL_* datum the stub header declares, or comes from the C runtime (libc, libgcc,
+//! pthread, libdl).
 
 use object::{Object, ObjectSymbol, SymbolKind};
 use rtc_fakehost::module_path;
@@ -39,6 +40,8 @@ fn exports_only_the_table_and_imports_only_what_the_stub_declares() {
     );
     // SAFETY: dlopen(NULL) returns the running program's global scope; nothing is initialised.
     let this = libloading::os::unix::Library::this();
+    // SAFETY: the C math library has no initialisers of consequence.
+    let libm = unsafe { libloading::os::unix::Library::new("libm.so.6") }.expect("libm");
 
     let mut exported = Vec::new();
     let mut imported_switch = Vec::new();
@@ -48,15 +51,25 @@ fn exports_only_the_table_and_imports_only_what_the_stub_declares() {
             continue;
         }
         if sym.is_undefined() {
-            if name.starts_with("switch_") {
+            if name.starts_with("SWITCH_GLOBAL_") {
+                // FreeSWITCH's global data (SWITCH_GLOBAL_dirs): declared in the stub's data section.
+                let header = include_str!("../freeswitch-sys/stub/fs_stub.h");
+                assert!(
+                    header.contains(&format!(" {name};")),
+                    "{name} is imported but fs_stub.h does not declare it"
+                );
+                imported_switch.push(name.to_string());
+            } else if name.starts_with("switch_") {
                 assert!(
                     declared.iter().any(|d| d == name),
                     "{name} is imported but fs_stub.h does not declare it"
                 );
                 imported_switch.push(name.to_string());
             } else if !sym.is_weak() {
-                // SAFETY: only looks the symbol up.
-                let found = unsafe { this.get::<*const ()>(name.as_bytes()) }.is_ok();
+                // SAFETY: only looks the symbol up, in the program or in the C math library (the engine's
+                // histograms use log2; FreeSWITCH links libm too).
+                let found = unsafe { this.get::<*const ()>(name.as_bytes()) }.is_ok()
+                    || unsafe { libm.get::<*const ()>(name.as_bytes()) }.is_ok();
                 assert!(
                     found,
                     "{name} is imported but neither switch_* nor provided by the C runtime"

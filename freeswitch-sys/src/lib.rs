@@ -93,6 +93,36 @@ mod stub_agrees_with_real_headers {
         next,
         flags
     });
+    same_layout!(switch_event_header {
+        name,
+        value,
+        array,
+        idx,
+        hash,
+        next
+    });
+    same_layout!(switch_directories {
+        base_dir,
+        mod_dir,
+        conf_dir,
+        log_dir,
+        run_dir,
+        db_dir,
+        script_dir,
+        temp_dir,
+        htdocs_dir,
+        grammar_dir,
+        storage_dir,
+        cache_dir,
+        recordings_dir,
+        sounds_dir,
+        lib_dir,
+        certs_dir,
+        fonts_dir,
+        images_dir,
+        data_dir,
+        localstate_dir
+    });
     same_layout!(switch_stream_handle {
         read_function,
         write_function,
@@ -133,7 +163,12 @@ mod stub_agrees_with_real_headers {
         switch_status_t,
         switch_event_types_t,
         switch_log_level_t,
-        switch_priority_t
+        switch_priority_t,
+        switch_call_direction_t
+    );
+    same_value!(
+        SWITCH_CALL_DIRECTION_INBOUND,
+        SWITCH_CALL_DIRECTION_OUTBOUND
     );
     same_value!(SWITCH_API_VERSION);
     same_value!(

@@ -68,6 +68,9 @@ pub const SWITCH_PRIORITY_HIGH: switch_priority_t = 2;
 pub type switch_priority_t = ::core::ffi::c_uint;
 pub type switch_size_t = usize;
 pub type switch_module_flag_t = u32;
+pub const SWITCH_CALL_DIRECTION_INBOUND: switch_call_direction_t = 0;
+pub const SWITCH_CALL_DIRECTION_OUTBOUND: switch_call_direction_t = 1;
+pub type switch_call_direction_t = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct fspr_pool_t {
@@ -110,11 +113,6 @@ pub struct switch_event_node {
     _unused: [u8; 0],
 }
 pub type switch_event_node_t = switch_event_node;
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
-pub struct switch_event_header {
-    _unused: [u8; 0],
-}
 pub type switch_event_header_t = switch_event_header;
 pub type switch_event_t = switch_event;
 pub type switch_stream_handle_t = switch_stream_handle;
@@ -187,6 +185,40 @@ pub struct switch_event {
     pub key: ::core::ffi::c_ulong,
     pub next: *mut switch_event,
     pub flags: ::core::ffi::c_int,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct switch_event_header {
+    pub name: *mut ::core::ffi::c_char,
+    pub value: *mut ::core::ffi::c_char,
+    pub array: *mut *mut ::core::ffi::c_char,
+    pub idx: ::core::ffi::c_int,
+    pub hash: ::core::ffi::c_ulong,
+    pub next: *mut switch_event_header,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct switch_directories {
+    pub base_dir: *mut ::core::ffi::c_char,
+    pub mod_dir: *mut ::core::ffi::c_char,
+    pub conf_dir: *mut ::core::ffi::c_char,
+    pub log_dir: *mut ::core::ffi::c_char,
+    pub run_dir: *mut ::core::ffi::c_char,
+    pub db_dir: *mut ::core::ffi::c_char,
+    pub script_dir: *mut ::core::ffi::c_char,
+    pub temp_dir: *mut ::core::ffi::c_char,
+    pub htdocs_dir: *mut ::core::ffi::c_char,
+    pub grammar_dir: *mut ::core::ffi::c_char,
+    pub storage_dir: *mut ::core::ffi::c_char,
+    pub cache_dir: *mut ::core::ffi::c_char,
+    pub recordings_dir: *mut ::core::ffi::c_char,
+    pub sounds_dir: *mut ::core::ffi::c_char,
+    pub lib_dir: *mut ::core::ffi::c_char,
+    pub certs_dir: *mut ::core::ffi::c_char,
+    pub fonts_dir: *mut ::core::ffi::c_char,
+    pub images_dir: *mut ::core::ffi::c_char,
+    pub data_dir: *mut ::core::ffi::c_char,
+    pub localstate_dir: *mut ::core::ffi::c_char,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

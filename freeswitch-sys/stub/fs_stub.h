@@ -12,6 +12,7 @@
  * Layout of this file:
  *   1. types, enums, struct layouts    (skipped when FS_STUB_PROTOTYPES_ONLY is defined)
  *   2. function prototypes             (always)
+ *   3. data                            (skipped when FS_STUB_PROTOTYPES_ONLY is defined)
  *
  * Only what the module, the shim or the fake host touches is declared. Types the module only passes
  * around by pointer are left incomplete (opaque).
@@ -147,11 +148,17 @@ typedef enum {
     SWITCH_DATABASE_INTERFACE = 16
 } switch_module_interface_name_t;
 
-/* Application flags (SAF_*): the module registers its app with none. */
+/* Application flags (SAF_*). */
 #define SAF_NONE 0
+/* The application runs without media: FreeSWITCH does not pre-answer the channel for it. */
+#define SAF_SUPPORT_NOMEDIA (1 << 0)
 
 typedef uintptr_t switch_size_t;
+typedef intptr_t switch_ssize_t;
 typedef uint32_t switch_module_flag_t;
+
+/* Which way a channel was created: inbound (it called in) or outbound (FreeSWITCH placed it). */
+typedef enum { SWITCH_CALL_DIRECTION_INBOUND = 0, SWITCH_CALL_DIRECTION_OUTBOUND = 1 } switch_call_direction_t;
 
 /* Opaque types: only ever handled by pointer. */
 typedef struct fspr_pool_t switch_memory_pool_t;
@@ -163,6 +170,7 @@ typedef struct switch_loadable_module_interface switch_loadable_module_interface
 typedef struct switch_event_node switch_event_node_t;
 typedef struct switch_event_header switch_event_header_t;
 typedef struct switch_xml *switch_xml_t;
+typedef struct switch_caller_profile switch_caller_profile_t;
 
 typedef struct switch_event switch_event_t;
 typedef struct switch_stream_handle switch_stream_handle_t;
@@ -209,6 +217,43 @@ struct switch_event {
     struct switch_event *next;
     int flags;
 };
+
+/* One header of an event: a singly linked list from switch_event.headers. `hash` is the case-insensitive hash
+ * of the name (switch_ci_hashfunc_default), or 0 when not computed; `array`/`idx` hold array headers. The
+ * shim's event reader walks the list once. */
+struct switch_event_header {
+    char *name;
+    char *value;
+    char **array;
+    int idx;
+    unsigned long hash;
+    struct switch_event_header *next;
+};
+
+/* The directories FreeSWITCH runs with (its -conf, -log, ... options), as the global SWITCH_GLOBAL_dirs. The
+ * module reads conf_dir: relative table paths in rtc_core.conf.xml resolve against it. */
+typedef struct switch_directories {
+    char *base_dir;
+    char *mod_dir;
+    char *conf_dir;
+    char *log_dir;
+    char *run_dir;
+    char *db_dir;
+    char *script_dir;
+    char *temp_dir;
+    char *htdocs_dir;
+    char *grammar_dir;
+    char *storage_dir;
+    char *cache_dir;
+    char *recordings_dir;
+    char *sounds_dir;
+    char *lib_dir;
+    char *certs_dir;
+    char *fonts_dir;
+    char *images_dir;
+    char *data_dir;
+    char *localstate_dir;
+} switch_directories;
 
 /* The output stream an API command writes to; the shim calls write_function with "%s". */
 struct switch_stream_handle {
@@ -271,6 +316,8 @@ switch_status_t switch_event_bind_removable(const char *id, switch_event_types_t
                                             switch_event_node_t **node);
 switch_status_t switch_event_unbind(switch_event_node_t **node);
 char *switch_event_get_header_idx(switch_event_t *event, const char *header_name, int idx);
+/* The case-insensitive hash FreeSWITCH keeps in switch_event_header.hash; klen -1: NUL-terminated key. */
+unsigned int switch_ci_hashfunc_default(const char *char_key, switch_ssize_t *klen);
 
 /* Module interfaces (SWITCH_ADD_API / SWITCH_ADD_APP allocate through the second one). */
 switch_loadable_module_interface_t *switch_loadable_module_create_module_interface(switch_memory_pool_t *pool,
@@ -290,15 +337,49 @@ switch_status_t switch_channel_set_variable_var_check(switch_channel_t *channel,
                                                       const char *value, switch_bool_t var_check);
 switch_channel_state_t switch_channel_perform_hangup(switch_channel_t *channel, const char *file, const char *func,
                                                      int line, switch_call_cause_t hangup_cause);
+/* switch_channel_get_variable is a macro over ..._get_variable_dup(c, n, SWITCH_TRUE, -1): the value is copied
+ * into the session's pool. */
+const char *switch_channel_get_variable_dup(switch_channel_t *channel, const char *varname, switch_bool_t dup,
+                                            int idx);
+/* switch_channel_ready is a macro over ..._test_ready(c, SWITCH_TRUE, SWITCH_FALSE). */
+int switch_channel_test_ready(switch_channel_t *channel, switch_bool_t check_ready, switch_bool_t check_media);
+switch_call_direction_t switch_channel_direction(switch_channel_t *channel);
+/* The channel's caller profile and one of its fields by name ("network_addr", "caller_id_number",
+ * "destination_number", ...): no struct layout needed. */
+switch_caller_profile_t *switch_channel_get_caller_profile(switch_channel_t *channel);
+const char *switch_caller_get_field_by_name(switch_caller_profile_t *caller_profile, const char *name);
+/* Runs application `app` on the session, on the calling (session) thread, until it returns.
+ * switch_core_session_execute_application is a macro over ..._get_flags(s, a, g, NULL). */
+switch_status_t switch_core_session_execute_application_get_flags(switch_core_session_t *session, const char *app,
+                                                                  const char *arg, int32_t *flags);
+/* Queues application `app` for the session's own thread (a private "execute" event): safe from any thread that
+ * holds the session's read lock; a parked channel runs it within its next park loop turn. */
+switch_status_t switch_core_session_execute_application_async(switch_core_session_t *session, const char *app,
+                                                              const char *arg);
 
 /* Configuration: open_cfg returns the document root (free it with switch_xml_free) and sets *node to the
  * <configuration name="..."> element. toxml_ex returns a malloc'd string the caller frees with free(). */
 switch_xml_t switch_xml_open_cfg(const char *file_path, switch_xml_t *node, switch_event_t *params);
 char *switch_xml_toxml_ex(switch_xml_t xml, switch_bool_t prn_header, switch_bool_t use_utf8_encoding);
 void switch_xml_free(switch_xml_t xml);
+/* Re-reads FreeSWITCH's whole XML registry from disk (what `reloadxml` does); *err gets a static message. */
+switch_status_t switch_xml_reload(const char **err);
 
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- 3. Data ------------------------------------------------------------------------------------- */
+
+#ifndef FS_STUB_PROTOTYPES_ONLY
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* FreeSWITCH's directories (declared in switch_types.h as SWITCH_DECLARE_DATA). */
+extern switch_directories SWITCH_GLOBAL_dirs;
+#ifdef __cplusplus
+}
+#endif
+#endif /* FS_STUB_PROTOTYPES_ONLY */
 
 #endif /* RTC_FS_STUB_H */

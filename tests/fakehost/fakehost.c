@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -117,26 +118,40 @@ FH_EXPORT switch_status_t switch_event_unbind(switch_event_node_t **node)
 	return status;
 }
 
-/* An event: the stub's struct first, then the fake's header storage. */
-#define MAX_HEADERS 64
+/* An event: the stub's struct first, then the fake's header storage, linked as FreeSWITCH links them. */
+#define MAX_HEADERS 256
 struct fake_event {
 	switch_event_t ev;
 	int n;
-	const char *names[MAX_HEADERS];
-	const char *values[MAX_HEADERS];
+	switch_event_header_t headers[MAX_HEADERS];
 };
+
+/* FreeSWITCH's case-insensitive header-name hash (hash * 33 + lower-case byte). */
+FH_EXPORT unsigned int switch_ci_hashfunc_default(const char *char_key, switch_ssize_t *klen)
+{
+	unsigned int hash = 0;
+	const unsigned char *p = (const unsigned char *)char_key;
+	switch_ssize_t i = 0;
+	for (; *klen < 0 ? *p != 0 : i < *klen; p++, i++) {
+		unsigned char c = *p;
+		hash = hash * 33 + (unsigned)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	if (*klen < 0) {
+		*klen = i;
+	}
+	return hash;
+}
 
 FH_EXPORT char *switch_event_get_header_idx(switch_event_t *event, const char *header_name, int idx)
 {
-	struct fake_event *fe = (struct fake_event *)event;
-	int i;
+	switch_event_header_t *hp;
 	(void)idx;
-	if (!fe || !header_name) {
+	if (!event || !header_name) {
 		return NULL;
 	}
-	for (i = 0; i < fe->n; i++) {
-		if (!strcasecmp(fe->names[i], header_name)) {
-			return (char *)fe->values[i];
+	for (hp = event->headers; hp; hp = hp->next) {
+		if (!strcasecmp(hp->name, header_name)) {
+			return hp->value;
 		}
 	}
 	return NULL;
@@ -215,10 +230,28 @@ struct switch_channel {
 	int hangup_cause; /* -1 until hung up */
 };
 
+/* The fake's caller profile: the three fields the module reads by name. */
+struct switch_caller_profile {
+	char caller_id_number[64];
+	char destination_number[64];
+	char network_addr[64];
+};
+
+#define MAX_QUEUED 8
 struct switch_core_session {
 	char uuid[64];
 	int locks;
+	int outbound;
+	struct switch_caller_profile profile;
 	struct switch_channel channel;
+	/* Applications queued with execute_application_async, run by fakehost_run_queued. */
+	int nqueued;
+	char *queued_app[MAX_QUEUED];
+	char *queued_arg[MAX_QUEUED];
+	/* Every application executed on the session, as "app(arg)" lines. */
+	char executed[4096];
+	/* When set, a bridge fails with this cause name; otherwise it "connects" and the channel hangs up after it. */
+	char bridge_fails[64];
 	struct switch_core_session *next;
 };
 
@@ -314,6 +347,119 @@ FH_EXPORT switch_channel_state_t switch_channel_perform_hangup(switch_channel_t 
 	return CS_HANGUP;
 }
 
+static struct switch_core_session *session_of_channel(switch_channel_t *channel)
+{
+	return channel ? (struct switch_core_session *)((char *)channel - offsetof(struct switch_core_session, channel))
+				   : NULL;
+}
+
+static const char *channel_var(switch_channel_t *channel, const char *varname)
+{
+	int i;
+	for (i = 0; channel && i < channel->nvars; i++) {
+		if (!strcmp(channel->names[i], varname)) {
+			return channel->values[i];
+		}
+	}
+	return NULL;
+}
+
+FH_EXPORT const char *switch_channel_get_variable_dup(switch_channel_t *channel, const char *varname, switch_bool_t dup,
+													  int idx)
+{
+	const char *v;
+	(void)dup;
+	(void)idx;
+	pthread_mutex_lock(&session_lock);
+	v = channel_var(channel, varname);
+	pthread_mutex_unlock(&session_lock);
+	/* The fake never frees a value while a test runs (set_variable frees the old one: tests do not race it). */
+	return v;
+}
+
+FH_EXPORT int switch_channel_test_ready(switch_channel_t *channel, switch_bool_t check_ready, switch_bool_t check_media)
+{
+	(void)check_ready;
+	(void)check_media;
+	return channel && channel->hangup_cause < 0;
+}
+
+FH_EXPORT switch_call_direction_t switch_channel_direction(switch_channel_t *channel)
+{
+	struct switch_core_session *s = session_of_channel(channel);
+	return s && s->outbound ? SWITCH_CALL_DIRECTION_OUTBOUND : SWITCH_CALL_DIRECTION_INBOUND;
+}
+
+FH_EXPORT switch_caller_profile_t *switch_channel_get_caller_profile(switch_channel_t *channel)
+{
+	struct switch_core_session *s = session_of_channel(channel);
+	return s ? &s->profile : NULL;
+}
+
+FH_EXPORT const char *switch_caller_get_field_by_name(switch_caller_profile_t *caller_profile, const char *name)
+{
+	if (!caller_profile || !name) {
+		return NULL;
+	}
+	if (!strcasecmp(name, "caller_id_number")) {
+		return caller_profile->caller_id_number;
+	}
+	if (!strcasecmp(name, "destination_number")) {
+		return caller_profile->destination_number;
+	}
+	if (!strcasecmp(name, "network_addr")) {
+		return caller_profile->network_addr[0] ? caller_profile->network_addr : NULL;
+	}
+	return NULL;
+}
+
+static void record_executed(struct switch_core_session *s, const char *app, const char *arg)
+{
+	size_t len = strlen(s->executed);
+	snprintf(s->executed + len, sizeof(s->executed) - len, "%s(%s)\n", app, arg ? arg : "");
+}
+
+FH_EXPORT switch_status_t switch_core_session_execute_application_get_flags(switch_core_session_t *session,
+																			const char *app, const char *arg,
+																			int32_t *flags)
+{
+	(void)flags;
+	if (!session || !app) {
+		return SWITCH_STATUS_FALSE;
+	}
+	pthread_mutex_lock(&session_lock);
+	record_executed(session, app, arg);
+	pthread_mutex_unlock(&session_lock);
+	if (!strcmp(app, "bridge")) {
+		if (session->bridge_fails[0]) {
+			switch_channel_set_variable_var_check(&session->channel, "originate_failed_cause", session->bridge_fails,
+												  SWITCH_FALSE);
+		} else {
+			/* Connected, talked, and the far end hung up: hangup_after_bridge ends the call. */
+			switch_channel_perform_hangup(&session->channel, __FILE__, __func__, __LINE__, SWITCH_CAUSE_NORMAL_CLEARING);
+		}
+	}
+	return SWITCH_STATUS_SUCCESS;
+}
+
+FH_EXPORT switch_status_t switch_core_session_execute_application_async(switch_core_session_t *session,
+																		const char *app, const char *arg)
+{
+	switch_status_t status = SWITCH_STATUS_FALSE;
+	if (!session || !app) {
+		return status;
+	}
+	pthread_mutex_lock(&session_lock);
+	if (session->nqueued < MAX_QUEUED) {
+		session->queued_app[session->nqueued] = strdup(app);
+		session->queued_arg[session->nqueued] = strdup(arg ? arg : "");
+		session->nqueued++;
+		status = SWITCH_STATUS_SUCCESS;
+	}
+	pthread_mutex_unlock(&session_lock);
+	return status;
+}
+
 /* ---- configuration ------------------------------------------------------------------------------- */
 
 struct switch_xml {
@@ -357,7 +503,116 @@ FH_EXPORT void switch_xml_free(switch_xml_t xml)
 	}
 }
 
+FH_EXPORT switch_status_t switch_xml_reload(const char **err)
+{
+	if (err) {
+		*err = "Success";
+	}
+	return SWITCH_STATUS_SUCCESS;
+}
+
+/* ---- directories -------------------------------------------------------------------------------- */
+
+FH_EXPORT switch_directories SWITCH_GLOBAL_dirs;
+
 /* ---- control API for tests ----------------------------------------------------------------------- */
+
+/* Sets SWITCH_GLOBAL_dirs.conf_dir (NULL: unset). */
+FH_EXPORT void fakehost_set_conf_dir(const char *dir)
+{
+	static char buf[4096];
+	if (dir) {
+		snprintf(buf, sizeof(buf), "%s", dir);
+		SWITCH_GLOBAL_dirs.conf_dir = buf;
+	} else {
+		SWITCH_GLOBAL_dirs.conf_dir = NULL;
+	}
+}
+
+/* Sets the session's caller profile and direction. */
+FH_EXPORT void fakehost_session_profile(const char *uuid, const char *caller, const char *destination,
+										const char *network_addr, int outbound)
+{
+	struct switch_core_session *s;
+	pthread_mutex_lock(&session_lock);
+	if ((s = find_session(uuid))) {
+		snprintf(s->profile.caller_id_number, sizeof(s->profile.caller_id_number), "%s", caller ? caller : "");
+		snprintf(s->profile.destination_number, sizeof(s->profile.destination_number), "%s",
+				 destination ? destination : "");
+		snprintf(s->profile.network_addr, sizeof(s->profile.network_addr), "%s", network_addr ? network_addr : "");
+		s->outbound = outbound;
+	}
+	pthread_mutex_unlock(&session_lock);
+}
+
+/* Makes the session's next bridges fail with `cause` (a cause name), or succeed (NULL). */
+FH_EXPORT void fakehost_session_bridge_fails(const char *uuid, const char *cause)
+{
+	struct switch_core_session *s;
+	pthread_mutex_lock(&session_lock);
+	if ((s = find_session(uuid))) {
+		snprintf(s->bridge_fails, sizeof(s->bridge_fails), "%s", cause ? cause : "");
+	}
+	pthread_mutex_unlock(&session_lock);
+}
+
+/* The applications executed on the session so far ("app(arg)" lines), malloc'd, or NULL. */
+FH_EXPORT char *fakehost_session_executed(const char *uuid)
+{
+	struct switch_core_session *s;
+	char *out = NULL;
+	pthread_mutex_lock(&session_lock);
+	if ((s = find_session(uuid))) {
+		out = strdup(s->executed);
+	}
+	pthread_mutex_unlock(&session_lock);
+	return out;
+}
+
+/* Runs the applications queued on the session (as a parked channel's loop does); returns how many ran. */
+FH_EXPORT int fakehost_run_queued(const char *uuid)
+{
+	struct switch_core_session *s;
+	int ran = 0;
+	for (;;) {
+		char *app = NULL, *arg = NULL;
+		switch_application_function_t fn = NULL;
+		int i;
+		pthread_mutex_lock(&session_lock);
+		s = find_session(uuid);
+		if (s && s->nqueued) {
+			app = s->queued_app[0];
+			arg = s->queued_arg[0];
+			for (i = 1; i < s->nqueued; i++) {
+				s->queued_app[i - 1] = s->queued_app[i];
+				s->queued_arg[i - 1] = s->queued_arg[i];
+			}
+			s->nqueued--;
+		}
+		pthread_mutex_unlock(&session_lock);
+		if (!app) {
+			return ran;
+		}
+		pthread_mutex_lock(&module_lock);
+		for (i = 0; current_module && i < current_module->napps; i++) {
+			if (current_module->apps[i]->interface_name && !strcmp(current_module->apps[i]->interface_name, app)) {
+				fn = current_module->apps[i]->application_function;
+			}
+		}
+		pthread_mutex_unlock(&module_lock);
+		if (fn) {
+			pthread_mutex_lock(&session_lock);
+			record_executed(s, app, arg);
+			pthread_mutex_unlock(&session_lock);
+			fn(s, arg);
+		} else {
+			switch_core_session_execute_application_get_flags(s, app, arg, NULL);
+		}
+		free(app);
+		free(arg);
+		ran++;
+	}
+}
 
 /* Sets the text switch_xml_open_cfg returns for `name` (NULL text: the file is missing). */
 FH_EXPORT void fakehost_set_config(const char *name, const char *text)
@@ -393,9 +648,15 @@ FH_EXPORT int fakehost_fire(int type, const char *const *names, const char *cons
 	fe.ev.event_id = (switch_event_types_t)type;
 	fe.n = n < MAX_HEADERS ? n : MAX_HEADERS;
 	for (i = 0; i < fe.n; i++) {
-		fe.names[i] = names[i];
-		fe.values[i] = values[i];
+		switch_ssize_t len = -1;
+		fe.headers[i].name = (char *)names[i];
+		fe.headers[i].value = (char *)values[i];
+		/* Like FreeSWITCH, a header may carry no hash (0): readers must cope. Every third one has none here. */
+		fe.headers[i].hash = i % 3 == 2 ? 0 : switch_ci_hashfunc_default(names[i], &len);
+		fe.headers[i].next = i + 1 < fe.n ? &fe.headers[i + 1] : NULL;
 	}
+	fe.ev.headers = fe.n ? &fe.headers[0] : NULL;
+	fe.ev.last_header = fe.n ? &fe.headers[fe.n - 1] : NULL;
 	pthread_rwlock_rdlock(&event_lock);
 	for (p = nodes; p; p = p->next) {
 		if (p->type == (switch_event_types_t)type) {
@@ -619,6 +880,10 @@ FH_EXPORT void fakehost_reset(void)
 	pthread_mutex_lock(&session_lock);
 	while ((s = sessions)) {
 		sessions = s->next;
+		for (i = 0; i < s->nqueued; i++) {
+			free(s->queued_app[i]);
+			free(s->queued_arg[i]);
+		}
 		for (i = 0; i < s->channel.nvars; i++) {
 			free(s->channel.names[i]);
 			free(s->channel.values[i]);

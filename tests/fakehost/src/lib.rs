@@ -158,6 +158,72 @@ impl FakeHost {
         unsafe { f(c(uuid).as_ptr()) }
     }
 
+    /// Sets `SWITCH_GLOBAL_dirs.conf_dir` (`None`: unset).
+    pub fn set_conf_dir(&self, dir: Option<&Path>) {
+        let f: Symbol<unsafe extern "C" fn(*const c_char)> = self.sym("fakehost_set_conf_dir");
+        let dir = dir.map(|d| c(&d.to_string_lossy()));
+        // SAFETY: NUL-terminated string or NULL; the fake copies it.
+        unsafe { f(dir.as_ref().map_or(std::ptr::null(), |d| d.as_ptr())) }
+    }
+
+    /// Sets session `uuid`'s caller profile (caller number, destination, network address; empty: none) and
+    /// direction.
+    pub fn session_profile(
+        &self,
+        uuid: &str,
+        caller: &str,
+        destination: &str,
+        network_addr: &str,
+        outbound: bool,
+    ) {
+        let f: Symbol<
+            unsafe extern "C" fn(*const c_char, *const c_char, *const c_char, *const c_char, c_int),
+        > = self.sym("fakehost_session_profile");
+        // SAFETY: NUL-terminated strings; the fake copies them.
+        unsafe {
+            f(
+                c(uuid).as_ptr(),
+                c(caller).as_ptr(),
+                c(destination).as_ptr(),
+                c(network_addr).as_ptr(),
+                c_int::from(outbound),
+            )
+        }
+    }
+
+    /// Makes the session's next bridges fail with `cause` (a FreeSWITCH cause name), or connect (`None`: the
+    /// call then ends as after a completed bridge with `hangup_after_bridge`).
+    pub fn bridge_fails(&self, uuid: &str, cause: Option<&str>) {
+        let f: Symbol<unsafe extern "C" fn(*const c_char, *const c_char)> =
+            self.sym("fakehost_session_bridge_fails");
+        let cause = cause.map(c);
+        // SAFETY: NUL-terminated strings or NULL.
+        unsafe {
+            f(
+                c(uuid).as_ptr(),
+                cause.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            )
+        }
+    }
+
+    /// The applications executed on session `uuid`, one `app(arg)` per line.
+    pub fn executed(&self, uuid: &str) -> String {
+        let f: Symbol<unsafe extern "C" fn(*const c_char) -> *mut c_char> =
+            self.sym("fakehost_session_executed");
+        // SAFETY: NUL-terminated string; malloc'd result or NULL.
+        let p = unsafe { f(c(uuid).as_ptr()) };
+        self.take_string(p).unwrap_or_default()
+    }
+
+    /// Runs the applications queued on session `uuid` with `execute_application_async`, as a parked
+    /// channel's loop would; returns how many ran.
+    pub fn run_queued(&self, uuid: &str) -> i32 {
+        let f: Symbol<unsafe extern "C" fn(*const c_char) -> c_int> =
+            self.sym("fakehost_run_queued");
+        // SAFETY: NUL-terminated string.
+        unsafe { f(c(uuid).as_ptr()) }
+    }
+
     /// A channel variable of session `uuid`.
     pub fn var(&self, uuid: &str, name: &str) -> Option<String> {
         let f: Symbol<unsafe extern "C" fn(*const c_char, *const c_char) -> *mut c_char> =

@@ -1,0 +1,703 @@
+//! The text of `rtc_core status | calls | call | breakers | metrics`, from the engine's answers and the module's
+//! own counters. Pure formatting: unit-tested without FreeSWITCH.
+//!
+//! `metrics` is the Prometheus text exposition format (version 0.0.4), written directly rather than through the
+//! prometheus-client crate: every value here is a snapshot another owner already keeps (the engine thread's
+//! counters, the handler's atomics, the breakers), read once per scrape; prometheus-client would have us mirror
+//! each into its own registry types on every scrape (or implement its collector and encoder traits), more code
+//! than the format itself, which is a stable, line-oriented text. A unit test checks the output's shape.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use rtc_engine::call::CallView;
+use rtc_engine::core::{CallSummary, StatusReport};
+use rtc_engine::engine::IntakeStats;
+use rtc_engine::services::ServicesMonitor;
+use rtc_engine::services::breaker::{BreakerState, BreakerStatus};
+use rtc_engine::services::stats::CounterValue;
+use rtc_engine::settings::RtcConfig;
+
+use crate::events;
+use crate::guard;
+use crate::histogram::Snapshot;
+
+/// The previous `status` sample (when, engine events), for the events-per-second figure.
+static LAST_SAMPLE: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+
+/// Events per second since the previous `status`, or since `started` on the first one; and over how long.
+fn events_rate(events: u64, started: Instant) -> (f64, f64) {
+    let now = Instant::now();
+    let mut last = LAST_SAMPLE.lock().unwrap_or_else(|p| p.into_inner());
+    let (since, before) = match *last {
+        Some((at, n)) if at > started && n <= events => (at, n),
+        _ => (started, 0),
+    };
+    *last = Some((now, events));
+    let secs = now.duration_since(since).as_secs_f64();
+    if secs <= 0.0 {
+        (0.0, 0.0)
+    } else {
+        ((events - before) as f64 / secs, secs)
+    }
+}
+
+/// What the services layer looks like, for `status` and `breakers`.
+pub fn breaker_states(monitor: Option<&ServicesMonitor>) -> Option<Vec<BreakerStatus>> {
+    monitor.map(ServicesMonitor::breakers)
+}
+
+/// `rtc_core status`.
+pub fn status(
+    status: &StatusReport,
+    intake: &IntakeStats,
+    breakers: Option<&[BreakerStatus]>,
+    config: &RtcConfig,
+    reloads: u32,
+    pending: &[&str],
+    started: Instant,
+) -> String {
+    let mut out = String::new();
+    let s = &status.stats;
+    let _ = writeln!(
+        out,
+        "engine: running, uptime {} s, configuration {} (reloaded {reloads} times{})",
+        status.uptime_s,
+        config.origin,
+        if pending.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting for a module reload: {}", pending.join(", "))
+        }
+    );
+    let by_state: Vec<String> = status
+        .by_state
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "live calls: {}{}",
+        status.live_calls,
+        if by_state.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_state.join(", "))
+        }
+    );
+    let (rate, over) = events_rate(s.events, started);
+    let _ = writeln!(
+        out,
+        "events: {} applied, {rate:.1}/s over the last {over:.1} s; lag p50 {} us, p99 {} us",
+        s.events, s.event_lag_p50_us, s.event_lag_p99_us
+    );
+    let _ = writeln!(
+        out,
+        "queue: depth {} of {} (full {} times, refused after stop {}), control queue {}",
+        intake.queue_depth,
+        intake.queue_capacity,
+        intake.queue_full,
+        intake.refused_closed,
+        intake.control_depth
+    );
+    let m = &events::STATS;
+    let h = m.handler_ns.snapshot();
+    let _ = writeln!(
+        out,
+        "intake: accepted {}, dropped (queue_full {}, malformed {}, no_engine {}), own legs {}; handler p50 {} ns, \
+         p99 {} ns, max {} ns",
+        m.accepted.load(Relaxed),
+        m.queue_full.load(Relaxed),
+        m.malformed.load(Relaxed),
+        m.no_engine.load(Relaxed),
+        m.own_legs.load(Relaxed),
+        h.quantile(0.5),
+        h.quantile(0.99),
+        h.max()
+    );
+    let reasons: Vec<String> = s
+        .by_reason
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "calls: created {}, completed {}, rejected {}, failed {}{}",
+        s.calls_created,
+        s.completed,
+        s.rejected,
+        s.failed,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" (reasons: {})", reasons.join(", "))
+        }
+    );
+    let _ = writeln!(out, "breakers: {}", breakers_line(breakers));
+    let a = &config.engine.admission;
+    let limit = |n: u64| {
+        if n == 0 {
+            "none".to_owned()
+        } else {
+            n.to_string()
+        }
+    };
+    let _ = writeln!(
+        out,
+        "admission: limits concurrent {}, cps {}, shed above queue depth {} or age {} ms; refused limit_reached {}",
+        limit(u64::from(a.max_concurrent)),
+        limit(u64::from(a.cps.per_second)),
+        limit(a.shed_queue_depth as u64),
+        limit(a.shed_queue_age.as_millis() as u64),
+        s.reason_count(rtc_engine::reason::Reason::LimitReached)
+    );
+    let _ = writeln!(
+        out,
+        "panics caught: {}; headers: {}",
+        guard::panics_caught(),
+        if freeswitch_sys::USING_STUB {
+            "stub (not built against a FreeSWITCH install)"
+        } else {
+            "freeswitch"
+        }
+    );
+    out
+}
+
+fn breakers_line(breakers: Option<&[BreakerStatus]>) -> String {
+    match breakers {
+        None => "none: every service is local".to_owned(),
+        Some([]) => "none: no service is http".to_owned(),
+        Some(list) => list
+            .iter()
+            .map(|b| format!("{} {}", b.service.name(), b.state.name()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// `rtc_core calls`.
+pub fn calls(list: &[CallSummary], limit: usize) -> String {
+    let mut out = String::from("uuid,state,partner,caller,destination,age_ms\n");
+    for c in list {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            c.uuid,
+            c.state,
+            c.partner.map(|p| p.to_string()).unwrap_or_default(),
+            c.caller,
+            c.destination,
+            c.age_ms
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} total{}",
+        list.len(),
+        if list.len() >= limit {
+            format!(" (first {limit} shown)")
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// `rtc_core call <uuid>`: the call and its trace (from → to, cause, +time since creation).
+pub fn call(view: &CallView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "uuid: {}", view.uuid);
+    let _ = writeln!(out, "state: {}", view.state);
+    if let Some(r) = view.reason {
+        let _ = writeln!(out, "reason: {r}");
+    }
+    if let Some(c) = &view.hangup_cause {
+        let _ = writeln!(out, "hangup_cause: {c}");
+    }
+    if let Some(p) = view.partner {
+        let _ = writeln!(out, "partner: {p}");
+    }
+    let _ = writeln!(out, "caller: {}", view.caller);
+    let _ = writeln!(out, "destination: {}", view.destination);
+    let _ = writeln!(
+        out,
+        "source_ip: {}",
+        view.source_ip.map(|ip| ip.to_string()).unwrap_or_default()
+    );
+    if let Some(rate) = &view.rate_per_minute {
+        let _ = writeln!(out, "rate_per_minute: {rate}");
+    }
+    if !view.routes.is_empty() {
+        let _ = writeln!(
+            out,
+            "routes: {} (next {})",
+            view.routes.join(" | "),
+            view.route_index
+        );
+    }
+    let _ = writeln!(out, "age_ms: {}", view.age_ms);
+    let _ = writeln!(out, "trace:");
+    for t in &view.trace {
+        let _ = writeln!(
+            out,
+            "  {} -> {} on {} at +{}.{:03} ms",
+            t.from,
+            t.to,
+            t.cause,
+            t.at_us / 1000,
+            t.at_us % 1000
+        );
+    }
+    if view.trace_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} transitions dropped from the middle)",
+            view.trace_dropped
+        );
+    }
+    out
+}
+
+/// `rtc_core breakers`.
+pub fn breakers(list: Option<&[BreakerStatus]>) -> String {
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        return format!("{}\n", breakers_line(list));
+    };
+    let mut out = String::from(
+        "service,state,failure_rate_pct,calls_in_window,failures_in_window,opened_ago_ms,ends_in_ms,opened,half_opened,closed\n",
+    );
+    for b in list {
+        let ms = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{},{},{:.1},{},{},{},{},{},{},{}",
+            b.service.name(),
+            b.state.name(),
+            b.failure_rate,
+            b.calls_in_window,
+            b.failures_in_window,
+            ms(b.opened_ago_ms),
+            ms(b.ends_in_ms),
+            b.transitions.opened,
+            b.transitions.half_opened,
+            b.transitions.closed
+        );
+    }
+    out
+}
+
+/// A Prometheus text exposition, metric family by family.
+struct Exposition {
+    /// The text so far.
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Upper bounds (ns) of the handler histogram's Prometheus buckets: powers of two, where the module's
+/// log-linear buckets have exact boundaries.
+const HANDLER_BOUNDS_NS: [u64; 12] = [
+    128, 256, 512, 1024, 2048, 4096, 8192, 16_384, 65_536, 262_144, 1_048_576, 16_777_216,
+];
+
+/// `rtc_core metrics`.
+pub fn metrics(
+    status: &StatusReport,
+    intake: &IntakeStats,
+    breakers: Option<&[BreakerStatus]>,
+    service_counters: &[CounterValue],
+    config: &RtcConfig,
+    handler: &Snapshot,
+) -> String {
+    let mut e = Exposition { out: String::new() };
+    let s = &status.stats;
+    e.one(
+        "rtc_engine_uptime_seconds",
+        "gauge",
+        "Seconds since the engine started.",
+        status.uptime_s,
+    );
+    e.one(
+        "rtc_engine_events_total",
+        "counter",
+        "Channel events applied by the engine.",
+        s.events,
+    );
+    e.one(
+        "rtc_engine_service_results_total",
+        "counter",
+        "Business service results applied by the engine.",
+        s.results,
+    );
+    e.one(
+        "rtc_engine_transitions_total",
+        "counter",
+        "Call state transitions applied.",
+        s.transitions,
+    );
+    e.family(
+        "rtc_engine_inputs_ignored_total",
+        "counter",
+        "Inputs that changed nothing, by why.",
+    );
+    for (why, n) in [
+        ("absorbed", s.absorbed),
+        ("duplicate", s.duplicate_events),
+        ("late", s.late_events),
+        ("after_end", s.after_end_events),
+        ("unknown_channel", s.unknown_events),
+        ("foreign_leg", s.foreign_legs),
+        ("stale_result", s.stale_results),
+        ("illegal", s.illegal_total()),
+    ] {
+        e.sample("rtc_engine_inputs_ignored_total", &[("why", why)], n);
+    }
+    e.one(
+        "rtc_engine_calls_created_total",
+        "counter",
+        "Calls the engine started deciding.",
+        s.calls_created,
+    );
+    e.family(
+        "rtc_engine_calls_finished_total",
+        "counter",
+        "Calls finished, by final state.",
+    );
+    for (state, n) in [
+        ("COMPLETED", s.completed),
+        ("REJECTED", s.rejected),
+        ("FAILED", s.failed),
+    ] {
+        e.sample("rtc_engine_calls_finished_total", &[("state", state)], n);
+    }
+    e.family(
+        "rtc_engine_calls_by_reason_total",
+        "counter",
+        "Finished calls refused or failed, by reason.",
+    );
+    for (reason, n) in &s.by_reason {
+        e.sample("rtc_engine_calls_by_reason_total", &[("reason", reason)], n);
+    }
+    e.family("rtc_engine_live_calls", "gauge", "Live calls, by state.");
+    for (state, n) in &status.by_state {
+        e.sample("rtc_engine_live_calls", &[("state", state)], n);
+    }
+    for (name, help, n) in [
+        (
+            "rtc_engine_swept_total",
+            "Calls removed by the sweep.",
+            s.swept,
+        ),
+        (
+            "rtc_engine_timers_fired_total",
+            "Timers fired.",
+            s.timers_fired,
+        ),
+        (
+            "rtc_engine_service_requests_total",
+            "Service requests emitted.",
+            s.requests,
+        ),
+        (
+            "rtc_engine_commands_total",
+            "Call-control commands emitted.",
+            s.commands,
+        ),
+        ("rtc_engine_cdrs_total", "CDRs written.", s.cdrs),
+        (
+            "rtc_engine_decisions_delivered_total",
+            "Decisions handed to a waiting dialplan app.",
+            s.decisions_delivered,
+        ),
+        (
+            "rtc_engine_orphan_reservations_released_total",
+            "Reservations that arrived for calls already gone, released.",
+            s.orphan_reservations_released,
+        ),
+    ] {
+        e.one(name, "counter", help, n);
+    }
+    e.family(
+        "rtc_engine_event_lag_seconds",
+        "gauge",
+        "Delay from an event's FreeSWITCH timestamp to its application (sampled), by quantile.",
+    );
+    for (q, us) in [
+        ("0.5", s.event_lag_p50_us),
+        ("0.99", s.event_lag_p99_us),
+        ("1", s.event_lag_max_us),
+    ] {
+        e.sample(
+            "rtc_engine_event_lag_seconds",
+            &[("quantile", q)],
+            us as f64 / 1e6,
+        );
+    }
+    e.one(
+        "rtc_engine_queue_depth",
+        "gauge",
+        "Events waiting in the engine's inbound queue.",
+        intake.queue_depth,
+    );
+    e.one(
+        "rtc_engine_queue_capacity",
+        "gauge",
+        "Capacity of the engine's inbound queue.",
+        intake.queue_capacity,
+    );
+    e.one(
+        "rtc_engine_queue_full_total",
+        "counter",
+        "Events refused because the engine's queue was full.",
+        intake.queue_full,
+    );
+    e.one(
+        "rtc_engine_control_queue_depth",
+        "gauge",
+        "Results, queries and decisions waiting for the engine thread.",
+        intake.control_depth,
+    );
+    let m = &events::STATS;
+    e.family(
+        "rtc_module_events_total",
+        "counter",
+        "Channel events seen by the module's handler, by outcome.",
+    );
+    for (outcome, c) in [
+        ("accepted", &m.accepted),
+        ("queue_full", &m.queue_full),
+        ("malformed", &m.malformed),
+        ("no_engine", &m.no_engine),
+        ("own_leg", &m.own_legs),
+    ] {
+        e.sample(
+            "rtc_module_events_total",
+            &[("outcome", outcome)],
+            c.load(Relaxed),
+        );
+    }
+    e.family(
+        "rtc_module_event_handler_seconds",
+        "histogram",
+        "Time spent in the module's event handler on FreeSWITCH's dispatch threads.",
+    );
+    for bound in HANDLER_BOUNDS_NS {
+        e.sample(
+            "rtc_module_event_handler_seconds_bucket",
+            &[("le", &format!("{}", bound as f64 / 1e9))],
+            handler.count_at_most(bound),
+        );
+    }
+    e.sample(
+        "rtc_module_event_handler_seconds_bucket",
+        &[("le", "+Inf")],
+        handler.count(),
+    );
+    e.sample(
+        "rtc_module_event_handler_seconds_sum",
+        &[],
+        handler.sum() as f64 / 1e9,
+    );
+    e.sample(
+        "rtc_module_event_handler_seconds_count",
+        &[],
+        handler.count(),
+    );
+    e.one(
+        "rtc_module_panics_total",
+        "counter",
+        "Panics contained by the module's guard.",
+        guard::panics_caught(),
+    );
+    if let Some(list) = breakers.filter(|l| !l.is_empty()) {
+        e.family(
+            "rtc_breaker_state",
+            "gauge",
+            "Circuit breaker state per HTTP service: 0 closed, 1 half-open, 2 open.",
+        );
+        for b in list {
+            let v = match b.state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            e.sample("rtc_breaker_state", &[("service", b.service.name())], v);
+        }
+        e.family(
+            "rtc_breaker_opened_total",
+            "counter",
+            "Times each breaker opened.",
+        );
+        for b in list {
+            e.sample(
+                "rtc_breaker_opened_total",
+                &[("service", b.service.name())],
+                b.transitions.opened,
+            );
+        }
+    }
+    if !service_counters.is_empty() {
+        e.family(
+            "rtc_service_events_total",
+            "counter",
+            "Business service layer events, by service and event.",
+        );
+        for c in service_counters {
+            e.sample(
+                "rtc_service_events_total",
+                &[("service", c.service.name()), ("event", c.event.name())],
+                c.value,
+            );
+        }
+    }
+    let a = &config.engine.admission;
+    e.family(
+        "rtc_admission_limit",
+        "gauge",
+        "Configured global admission limits (0: none).",
+    );
+    for (limit, v) in [
+        ("max_concurrent", u64::from(a.max_concurrent)),
+        ("cps", u64::from(a.cps.per_second)),
+        ("shed_queue_depth", a.shed_queue_depth as u64),
+    ] {
+        e.sample("rtc_admission_limit", &[("limit", limit)], v);
+    }
+    e.one(
+        "rtc_admission_refused_total",
+        "counter",
+        "Calls refused by admission control (reason limit_reached).",
+        s.reason_count(rtc_engine::reason::Reason::LimitReached),
+    );
+    e.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::Histogram;
+    use rtc_engine::engine::{Query, QueryReply};
+    use rtc_engine::host::Host;
+    use rtc_engine::testkit::RecordingControl;
+    use std::time::Duration;
+
+    fn engine_answers() -> (StatusReport, IntakeStats) {
+        let host = Host::start(&RtcConfig::default(), Box::new(RecordingControl::default()))
+            .expect("engine");
+        let status = match host.engine().query(Query::Status, Duration::from_secs(5)) {
+            Ok(QueryReply::Status(s)) => *s,
+            other => panic!("{other:?}"),
+        };
+        let intake = host.engine().intake();
+        host.shutdown(Duration::from_secs(1));
+        (status, intake)
+    }
+
+    #[test]
+    fn metrics_are_well_formed_prometheus_text() {
+        let (status, intake) = engine_answers();
+        let h = Histogram::new();
+        for ns in [100, 300, 900, 5000] {
+            h.record(ns);
+        }
+        let text = metrics(
+            &status,
+            &intake,
+            None,
+            &[],
+            &RtcConfig::default(),
+            &h.snapshot(),
+        );
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("name and type");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(typed.insert(name.to_owned()), "family typed twice: {name}");
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("series and value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().expect("name");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "sample before its TYPE: {line}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "{line}"
+            );
+        }
+        assert!(
+            text.contains("rtc_module_event_handler_seconds_bucket{le=\"0.000000256\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("rtc_module_event_handler_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("rtc_module_event_handler_seconds_count 4\n"));
+        assert!(text.contains("rtc_engine_queue_capacity 65536\n"), "{text}");
+    }
+
+    #[test]
+    fn status_and_breakers_without_http_services() {
+        let (s, intake) = engine_answers();
+        let text = status(
+            &s,
+            &intake,
+            None,
+            &RtcConfig::default(),
+            0,
+            &[],
+            Instant::now(),
+        );
+        for want in [
+            "engine: running",
+            "live calls: 0",
+            "events: 0 applied",
+            "queue: depth 0 of 65536",
+            "breakers: none: every service is local",
+            "admission: limits concurrent none",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        assert_eq!(breakers(None), "none: every service is local\n");
+    }
+}

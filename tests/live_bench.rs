@@ -1,0 +1,124 @@
+//! The live benchmark (`cargo test --release --test live_bench -- --ignored --nocapture`): short loopback calls
+//! placed at a steady rate on a real FreeSWITCH, first through a plain dialplan (the same failover bridge, no
+//! module), then decided and bridged by mod_rtc_core through its app; then again with the event handler reading
+//! each header with its own lookup (`RTC_CORE_EVENT_LOOKUP=per-header`) to compare with the one-pass reader.
+//!
+//! Each call: the originating leg, the called leg (the call the module decides), a failing first route and an
+//! answering loopback route (two more channels) that hangs up at once. Figures: calls per second completed, and
+//! FreeSWITCH's CPU (user + system, /proc/<pid>/stat) per call in each mode; the module's share is the
+//! difference. `RTC_BENCH_CALLS` (default 2000) and `RTC_BENCH_CPS` (default 200) set the load. The last line is
+//! one JSON object.
+
+mod live;
+
+use std::time::{Duration, Instant};
+
+use live::{Esl, FreeSwitch, Install, wait_for};
+use rtc_fakehost::module_path;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Places `calls` calls at `cps` into `context`; waits until FreeSWITCH has no session left. Returns (seconds
+/// from the first call to the last session gone, CPU ticks FreeSWITCH used meanwhile).
+fn run(
+    fs: &FreeSwitch,
+    esl: &mut Esl,
+    context: &str,
+    calls: u64,
+    cps: u64,
+    base: u64,
+) -> (f64, u64) {
+    let cpu0 = fs.cpu_ticks();
+    let start = Instant::now();
+    for n in 0..calls {
+        let due = start + Duration::from_secs_f64(n as f64 / cps as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        esl.bgapi(&format!(
+            "originate loopback/15558{:06}/{context} &park()",
+            base + n
+        ));
+    }
+    wait_for("every session to end", Duration::from_secs(120), || {
+        (FreeSwitch::sessions(esl) == Some(0)).then_some(())
+    });
+    (start.elapsed().as_secs_f64(), fs.cpu_ticks() - cpu0)
+}
+
+fn handler_quantiles(esl: &mut Esl) -> (u64, u64) {
+    let status = esl.api("rtc_core status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("intake:"))
+        .unwrap_or_default()
+        .to_owned();
+    let after = |key: &str| {
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (after("handler p50 "), after("p99 "))
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn fs_loopback() {
+    let Some(install) = Install::find("bench fs-loopback") else {
+        return;
+    };
+    let calls = env_or("RTC_BENCH_CALLS", 2000);
+    let cps = env_or("RTC_BENCH_CPS", 200);
+    // SAFETY of the figures: clock ticks are 1/100 s (sysconf CLK_TCK on Linux).
+    let tick_us = 10_000.0;
+    let fs = FreeSwitch::start(&install, &module_path(), false);
+    let mut esl = fs.esl();
+    // Warm-up, then the plain dialplan.
+    run(&fs, &mut esl, "plain", 100, cps, 900_000);
+    let (plain_s, plain_ticks) = run(&fs, &mut esl, "plain", calls, cps, 0);
+    assert!(esl.api("load mod_rtc_core").contains("+OK"));
+    run(&fs, &mut esl, "default", 100, cps, 910_000);
+    let (module_s, module_ticks) = run(&fs, &mut esl, "default", calls, cps, 100_000);
+    let status = esl.api("rtc_core status");
+    println!("{status}");
+    assert!(
+        status.contains(&format!("completed {}", calls + 100)),
+        "every call decided and completed: {status}"
+    );
+    let (p50, p99) = handler_quantiles(&mut esl);
+    drop(esl);
+    drop(fs);
+
+    let fs = FreeSwitch::start_with_env(
+        &install,
+        &module_path(),
+        false,
+        &[("RTC_CORE_EVENT_LOOKUP", "per-header")],
+    );
+    let mut esl = fs.esl();
+    assert!(esl.api("load mod_rtc_core").contains("+OK"));
+    run(&fs, &mut esl, "default", calls, cps, 200_000);
+    let (p50_each, p99_each) = handler_quantiles(&mut esl);
+    drop(esl);
+    drop(fs);
+
+    let per_call = |ticks: u64| ticks as f64 * tick_us / calls as f64;
+    println!(
+        "{{\"bench\": \"fs-loopback\", \"calls\": {calls}, \"offered_cps\": {cps}, \"cps_plain\": {:.1}, \
+         \"cps_module\": {:.1}, \"fs_cpu_us_per_call_plain\": {:.0}, \"fs_cpu_us_per_call_module\": {:.0}, \
+         \"module_cpu_us_per_call\": {:.0}, \"handler_p50_ns\": {p50}, \"handler_p99_ns\": {p99}, \
+         \"handler_p50_ns_per_header\": {p50_each}, \"handler_p99_ns_per_header\": {p99_each}}}",
+        calls as f64 / plain_s,
+        calls as f64 / module_s,
+        per_call(plain_ticks),
+        per_call(module_ticks),
+        per_call(module_ticks) - per_call(plain_ticks),
+    );
+}
