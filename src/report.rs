@@ -148,12 +148,28 @@ pub fn status(
     };
     let _ = writeln!(
         out,
-        "admission: limits concurrent {}, cps {}, shed above queue depth {} or age {} ms; refused limit_reached {}",
+        "admission: limits concurrent {}, cps {}, shed above queue depth {} or age {} ms; {} calls admitted now, {} in all; refused limit_reached {}{}",
         limit(u64::from(a.max_concurrent)),
         limit(u64::from(a.cps.per_second)),
         limit(a.shed_queue_depth as u64),
         limit(a.shed_queue_age.as_millis() as u64),
-        s.reason_count(rtc_engine::reason::Reason::LimitReached)
+        status.admission.active,
+        status.admission.admitted,
+        s.reason_count(rtc_engine::reason::Reason::LimitReached),
+        {
+            let by: Vec<String> = status
+                .admission
+                .refused
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by.join(", "))
+            }
+        }
     );
     let _ = writeln!(
         out,
@@ -603,6 +619,20 @@ pub fn metrics(
         "Calls refused by admission control (reason limit_reached).",
         s.reason_count(rtc_engine::reason::Reason::LimitReached),
     );
+    e.one(
+        "rtc_admission_active_calls",
+        "gauge",
+        "Calls holding an admission place.",
+        u64::from(status.admission.active),
+    );
+    e.family(
+        "rtc_admission_refusals_total",
+        "counter",
+        "Admission refusals per limit.",
+    );
+    for (limit, n) in &status.admission.refused {
+        e.sample("rtc_admission_refusals_total", &[("limit", limit)], *n);
+    }
     e.out
 }
 

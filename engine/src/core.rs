@@ -84,6 +84,8 @@ pub struct StatusReport {
     pub live_calls: usize,
     pub by_state: Vec<(&'static str, u32)>,
     pub stats: Stats,
+    /// Calls holding an admission place, admitted so far, and refusals per limit.
+    pub admission: AdmissionStats,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -993,6 +995,7 @@ impl Core {
                 .map(|s| (s.name(), self.registry.count(*s)))
                 .collect(),
             stats: self.counters.snapshot(),
+            admission: self.admission.stats(),
         }
     }
 
@@ -1067,6 +1070,9 @@ impl Core {
     fn drain(&mut self) {
         loop {
             if let Some(result) = self.immediate.pop_front() {
+                // Each answer is its own moment: the trace (and the CDR's setup time) shows how long the
+                // embedded backends took, not one instant for the whole decision.
+                self.now_us = self.clock.now_us();
                 self.apply_result(result);
             } else if let Some((id, input)) = self.followups.pop_front() {
                 if let Some(slot) = self.registry.slot_of(&id) {
