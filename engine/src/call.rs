@@ -7,7 +7,7 @@
 //! The table below is the whole behaviour; the engine only applies it and carries out the actions.
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use compact_str::CompactString;
 use serde::Serialize;
@@ -142,8 +142,8 @@ macro_rules! rows {
 use Action::*;
 use Reason::*;
 
-/// Every transition a call can take.
-pub static CALL_TRANSITIONS: &[Row] = rows! {
+/// The transitions that belong to one state (or a few): the path of a call.
+static PATH: &[Row] = rows! {
     Created, ChannelCreate => PartnerIdentification [LookupPartner];
     // Shed before any work while the engine is overloaded.
     Created, AdmissionDenied => Rejected [Reject(LimitReached)];
@@ -172,14 +172,6 @@ pub static CALL_TRANSITIONS: &[Row] = rows! {
     Routing, RoutesNone => Rejected [Reject(NoRoute)];
     Routing, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
 
-    // The channel may reach park (or answer early) while the business steps run.
-    Created, ChannelPark => Created [MarkParked];
-    PartnerIdentification, ChannelPark => PartnerIdentification [MarkParked];
-    Authentication, ChannelPark => Authentication [MarkParked];
-    BalanceCheck, ChannelPark => BalanceCheck [MarkParked];
-    Rating, ChannelPark => Rating [MarkParked];
-    Routing, ChannelPark => Routing [MarkParked];
-
     Parked, ChannelPark => Connecting [Action::Bridge];
     Parked, Dispatch => Connecting [Action::Bridge];
     // A dialplan app bridging by itself answers from PARKED; its own failover is absorbed.
@@ -204,89 +196,199 @@ pub static CALL_TRANSITIONS: &[Row] = rows! {
     Connected, ChannelPark => Connected;
     Connected, BLegHangup => Connected [TalkEnded];
     Connected, DurationTimeout => Connected [HangupFor(MaxDuration)];
-
-    // Progress and early answer are expected anywhere before the end, and change nothing.
-    Created, ChannelProgress => Created;
-    PartnerIdentification, ChannelProgress => PartnerIdentification;
-    Authentication, ChannelProgress => Authentication;
-    BalanceCheck, ChannelProgress => BalanceCheck;
-    Rating, ChannelProgress => Rating;
-    Routing, ChannelProgress => Routing;
-    Parked, ChannelProgress => Parked;
-    Connecting, ChannelProgress => Connecting;
-    Connected, ChannelProgress => Connected;
-    Created, ChannelAnswer => Created;
-    PartnerIdentification, ChannelAnswer => PartnerIdentification;
-    Authentication, ChannelAnswer => Authentication;
-    BalanceCheck, ChannelAnswer => BalanceCheck;
-    Rating, ChannelAnswer => Rating;
-    Routing, ChannelAnswer => Routing;
-
-    // The setup timer runs from creation until the call connects.
-    Created, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    PartnerIdentification, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    Authentication, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    BalanceCheck, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    Rating, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    Routing, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    Parked, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-    Connecting, SetupTimeout => Failed [Fail(Reason::SetupTimeout)];
-
-    // A hangup in any state ends the call.
-    Created, ChannelHangup => Completed [Finalize];
-    PartnerIdentification, ChannelHangup => Completed [Finalize];
-    Authentication, ChannelHangup => Completed [Finalize];
-    BalanceCheck, ChannelHangup => Completed [Finalize];
-    Rating, ChannelHangup => Completed [Finalize];
-    Routing, ChannelHangup => Completed [Finalize];
-    Parked, ChannelHangup => Completed [Finalize];
-    Connecting, ChannelHangup => Completed [Finalize];
-    Connected, ChannelHangup => Completed [Finalize];
-    Rejected, ChannelHangup => Rejected [Finalize];
-    Failed, ChannelHangup => Failed [Finalize];
-    // After a refusal FreeSWITCH still reports the channel's last moves; they change nothing.
-    Rejected, ChannelPark => Rejected;
-    Rejected, ChannelProgress => Rejected;
-    Rejected, ChannelAnswer => Rejected;
-    Rejected, ChannelUnbridge => Rejected;
-    Rejected, BLegHangup => Rejected;
-    Failed, ChannelPark => Failed;
-    Failed, ChannelProgress => Failed;
-    Failed, ChannelAnswer => Failed;
-    Failed, ChannelUnbridge => Failed;
-    Failed, BLegHangup => Failed;
-
-    // The sweep removes refused calls whose hangup never came, and calls with no event for too long.
-    Created, Swept => Failed [Fail(Stale), Finalize];
-    PartnerIdentification, Swept => Failed [Fail(Stale), Finalize];
-    Authentication, Swept => Failed [Fail(Stale), Finalize];
-    BalanceCheck, Swept => Failed [Fail(Stale), Finalize];
-    Rating, Swept => Failed [Fail(Stale), Finalize];
-    Routing, Swept => Failed [Fail(Stale), Finalize];
-    Parked, Swept => Failed [Fail(Stale), Finalize];
-    Connecting, Swept => Failed [Fail(Stale), Finalize];
-    Connected, Swept => Failed [Fail(Stale), Finalize];
-    Rejected, Swept => Rejected [Finalize];
-    Failed, Swept => Failed [Finalize];
-
-    // Shutdown settles every live call: calls in setup are refused, connected ones are billed so far.
-    Created, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    PartnerIdentification, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    Authentication, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    BalanceCheck, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    Rating, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    Routing, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    Parked, EngineShutdown => Failed [Fail(Shutdown), Finalize];
-    Connecting, EngineShutdown => Failed [Fail(Shutdown), Finalize];
+    // Shutdown bills a connected call for its talk so far.
     Connected, EngineShutdown => Completed [Finalize];
-    Rejected, EngineShutdown => Rejected [Finalize];
-    Failed, EngineShutdown => Failed [Finalize];
 };
+
+/// Where the rows of a [`Family`] lead.
+enum To {
+    /// Each state to itself.
+    Same,
+    /// Every state to this one.
+    State(CallState),
+}
+
+/// One input handled alike in several states.
+struct Family {
+    from: &'static [CallState],
+    on: Input,
+    to: To,
+    actions: &'static [Action],
+}
+
+use CallState as S;
+
+/// Deciding the call: the business steps, before any decision.
+const DECIDING: &[CallState] = &[
+    S::Created,
+    S::PartnerIdentification,
+    S::Authentication,
+    S::BalanceCheck,
+    S::Rating,
+    S::Routing,
+];
+/// Until the call connects: the setup timer runs.
+const SETTING_UP: &[CallState] = &[
+    S::Created,
+    S::PartnerIdentification,
+    S::Authentication,
+    S::BalanceCheck,
+    S::Rating,
+    S::Routing,
+    S::Parked,
+    S::Connecting,
+];
+/// Every state a call is live in.
+const LIVE: &[CallState] = &[
+    S::Created,
+    S::PartnerIdentification,
+    S::Authentication,
+    S::BalanceCheck,
+    S::Rating,
+    S::Routing,
+    S::Parked,
+    S::Connecting,
+    S::Connected,
+];
+/// Refused or failed, waiting for the channel's end.
+const ENDED: &[CallState] = &[S::Rejected, S::Failed];
+
+static FAMILIES: &[Family] = &[
+    // The channel may reach park (or answer early) while the business steps run.
+    Family {
+        from: DECIDING,
+        on: Input::ChannelPark,
+        to: To::Same,
+        actions: &[MarkParked],
+    },
+    Family {
+        from: DECIDING,
+        on: Input::ChannelAnswer,
+        to: To::Same,
+        actions: &[],
+    },
+    // Progress is expected anywhere before the end, and changes nothing.
+    Family {
+        from: LIVE,
+        on: Input::ChannelProgress,
+        to: To::Same,
+        actions: &[],
+    },
+    // The setup timer runs from creation until the call connects.
+    Family {
+        from: SETTING_UP,
+        on: Input::SetupTimeout,
+        to: To::State(S::Failed),
+        actions: &[Fail(Reason::SetupTimeout)],
+    },
+    // A hangup in any state ends the call.
+    Family {
+        from: LIVE,
+        on: Input::ChannelHangup,
+        to: To::State(S::Completed),
+        actions: &[Finalize],
+    },
+    Family {
+        from: ENDED,
+        on: Input::ChannelHangup,
+        to: To::Same,
+        actions: &[Finalize],
+    },
+    // After a refusal FreeSWITCH still reports the channel's last moves; they change nothing.
+    Family {
+        from: ENDED,
+        on: Input::ChannelPark,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: ENDED,
+        on: Input::ChannelProgress,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: ENDED,
+        on: Input::ChannelAnswer,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: ENDED,
+        on: Input::ChannelUnbridge,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: ENDED,
+        on: Input::BLegHangup,
+        to: To::Same,
+        actions: &[],
+    },
+    // The sweep removes refused calls whose hangup never came, and calls with no event for too long.
+    Family {
+        from: LIVE,
+        on: Input::Swept,
+        to: To::State(S::Failed),
+        actions: &[Fail(Stale), Finalize],
+    },
+    Family {
+        from: ENDED,
+        on: Input::Swept,
+        to: To::Same,
+        actions: &[Finalize],
+    },
+    // Shutdown settles every live call: calls in setup are refused (connected ones: see PATH).
+    Family {
+        from: SETTING_UP,
+        on: Input::EngineShutdown,
+        to: To::State(S::Failed),
+        actions: &[Fail(Shutdown), Finalize],
+    },
+    Family {
+        from: ENDED,
+        on: Input::EngineShutdown,
+        to: To::Same,
+        actions: &[Finalize],
+    },
+];
+
+/// Every transition a call can take: the path, then the families expanded state by state.
+pub static CALL_TRANSITIONS: LazyLock<Vec<Row>> = LazyLock::new(|| {
+    let mut rows: Vec<Row> = PATH
+        .iter()
+        .map(|r| Row {
+            from: r.from,
+            on: r.on,
+            guard: r.guard.as_ref().map(|g| Guard {
+                name: g.name,
+                check: g.check,
+            }),
+            to: r.to,
+            actions: r.actions,
+        })
+        .collect();
+    for family in FAMILIES {
+        for &from in family.from {
+            rows.push(Row {
+                from,
+                on: family.on,
+                guard: None,
+                to: match family.to {
+                    To::Same => from,
+                    To::State(to) => to,
+                },
+                actions: family.actions,
+            });
+        }
+    }
+    rows
+});
 
 /// The compiled call table (built once).
 pub fn call_table() -> &'static CallTable {
     static TABLE: OnceLock<CallTable> = OnceLock::new();
-    TABLE.get_or_init(|| match Table::new(CALL_TRANSITIONS) {
+    TABLE.get_or_init(|| match Table::new(&CALL_TRANSITIONS) {
         Ok(t) => t,
         // The table is static data checked by a unit test; this cannot fail in a tested build.
         Err(e) => panic!("call transition table is malformed: {e}"),
@@ -588,7 +690,7 @@ pub fn transitions_markdown() -> String {
          actions that keep the state are *absorbed*: expected, applied, not traced.\n\n\
          | from | input | guard | to | actions |\n|---|---|---|---|---|\n",
     );
-    for row in CALL_TRANSITIONS {
+    for row in CALL_TRANSITIONS.iter() {
         let guard = row.guard.as_ref().map_or("", |g| g.name);
         let actions: Vec<String> = row.actions.iter().map(|a| format!("{a:?}")).collect();
         let _ = writeln!(

@@ -1196,7 +1196,7 @@ mod tests {
 
     #[test]
     fn the_table_compiles_and_states_fit_the_trace_encoding() {
-        assert!(Table::new(CALL_TRANSITIONS).is_ok());
+        assert!(Table::new(&CALL_TRANSITIONS).is_ok());
         const { assert!(CallState::COUNT <= 16) };
         const { assert!(Input::COUNT <= 256) };
     }
