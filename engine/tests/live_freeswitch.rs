@@ -53,6 +53,98 @@ struct CdrLine {
     hangup_cause: String,
 }
 
+/// The simulator's frames against the real ones: every channel event FreeSWITCH sent is written again by
+/// the simulator's writer for the same event, and (1) parses back to the same `CallEvent`, (2) carries every
+/// header the engine reads that the real frame carried, (3) has most of the real frame's header names and a
+/// size of the same order.
+fn check_simulator_frames(record: &std::path::Path) {
+    use rtc_engine::esl::event::{EslMessage, EventParser};
+    use rtc_engine::esl::frame::{ContentType, Framer};
+    use rtc_engine::esl::write::{Host, serialize_channel_event};
+    const ENGINE_HEADERS: &[&str] = &[
+        "Event-Name",
+        "Unique-ID",
+        "Event-Sequence",
+        "Event-Date-Timestamp",
+        "Call-Direction",
+        "Caller-Caller-ID-Number",
+        "Caller-Destination-Number",
+        "Caller-Network-Addr",
+        "Hangup-Cause",
+        "variable_sip_auth_username",
+    ];
+    let names = |body: &[u8]| -> std::collections::HashSet<String> {
+        String::from_utf8_lossy(body)
+            .split("\n\n")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(": ").map(|(n, _)| n.to_owned()))
+            .collect()
+    };
+    let mut framer = Framer::default();
+    framer.push(&std::fs::read(record).unwrap());
+    let (mut real_parser, mut sim_parser) = (EventParser::new(), EventParser::new());
+    let (mut checked, mut real_bytes, mut sim_bytes, mut shared, mut real_names) = (0, 0, 0, 0, 0);
+    while let Some(frame) = framer.next_frame() {
+        let frame = frame.expect("FreeSWITCH's own frames parse");
+        if frame.content_type != ContentType::EventPlain {
+            continue;
+        }
+        let Ok(Some(EslMessage::Event(real))) = real_parser.parse_event(frame.body) else {
+            continue;
+        };
+        let mut sim = Vec::new();
+        serialize_channel_event(real.kind.name(), &real, &Host::default(), &mut sim);
+        match sim_parser.parse_event(&sim) {
+            Ok(Some(EslMessage::Event(again))) => assert_eq!(again, real, "{}", real.kind.name()),
+            other => panic!(
+                "simulator frame for {} does not parse: {other:?}",
+                real.kind.name()
+            ),
+        }
+        let (r, m) = (names(frame.body), names(&sim));
+        for h in ENGINE_HEADERS {
+            assert!(
+                !r.contains(*h) || m.contains(*h),
+                "{}: simulator lacks {h}",
+                real.kind.name()
+            );
+        }
+        // The other leg may come from any of these (the parsed events are equal, so it was the same one).
+        let leg = [
+            "variable_rtc_a_leg",
+            "Other-Leg-Unique-ID",
+            "Bridge-A-Unique-ID",
+        ];
+        assert!(
+            !leg.iter().any(|h| r.contains(*h)) || leg.iter().any(|h| m.contains(*h)),
+            "{}: simulator names no other leg",
+            real.kind.name()
+        );
+        shared += r.intersection(&m).count();
+        real_names += r.len();
+        real_bytes += frame.body.len();
+        sim_bytes += sim.len();
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} channel events recorded");
+    let coverage = shared as f64 / real_names as f64;
+    let size = sim_bytes as f64 / real_bytes as f64;
+    println!(
+        "simulator vs FreeSWITCH frames: {checked} events, {:.0} % of real header names, size ratio {size:.2}",
+        coverage * 100.0
+    );
+    assert!(
+        coverage > 0.5,
+        "simulator frames have {coverage:.2} of the real header names"
+    );
+    assert!(
+        (0.5..2.0).contains(&size),
+        "simulator frames are {size:.2}x the real size"
+    );
+}
+
 fn read_cdrs(path: &std::path::Path) -> Vec<CdrLine> {
     let Ok(f) = std::fs::File::open(path) else {
         return Vec::new();
@@ -229,6 +321,8 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
     assert_eq!(c.events_queue_full, 0);
     assert_eq!(c.intake.errors, 0);
     client.shutdown();
+
+    check_simulator_frames(&record);
 
     // The recorded stream replays to the same traces.
     let replayed = replay(
