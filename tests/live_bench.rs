@@ -147,6 +147,15 @@ fn fs_loopback() {
         "every call decided and completed: {status}"
     );
     let (p50, p99) = handler_quantiles(&mut esl);
+    // Time spent in the event handler on FreeSWITCH's threads, per call (the warm-up's calls included).
+    let handler_us_per_call = esl
+        .api("rtc_core metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("rtc_module_event_handler_seconds_sum "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        * 1e6
+        / (calls + 100) as f64;
     drop(esl);
     drop(fs);
 
@@ -170,7 +179,8 @@ fn fs_loopback() {
          \"module_cpu_us_per_call\": {:.0}, \"handler_p50_ns\": {p50}, \"handler_p99_ns\": {p99}, \
          \"handler_p50_ns_per_header\": {p50_each}, \"handler_p99_ns_per_header\": {p99_each}, \
          \"fs_threads_us_per_call_plain\": {}, \"fs_threads_us_per_call_module\": {}, \
-         \"engine_wakeups_per_call\": {:.1}, \"engine_cpu_us_per_call\": {:.0}}}",
+         \"engine_wakeups_per_call\": {:.1}, \"engine_cpu_us_per_call\": {:.0}, \
+         \"handler_us_per_call\": {handler_us_per_call:.0}}}",
         calls as f64 / plain_s,
         calls as f64 / module_s,
         per_call(plain_ticks),
