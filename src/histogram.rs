@@ -54,7 +54,10 @@ impl Histogram {
     /// Records one sample.
     pub fn record(&self, ns: u64) {
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
-        self.max.fetch_max(ns, Ordering::Relaxed);
+        // Read before writing: a new maximum is rare, and a read leaves the shared cache line unowned.
+        if ns > self.max.load(Ordering::Relaxed) {
+            self.max.fetch_max(ns, Ordering::Relaxed);
+        }
         self.sum.fetch_add(ns, Ordering::Relaxed);
     }
 

@@ -11,6 +11,7 @@
 
 mod live;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use live::{Esl, FreeSwitch, Install, wait_for};
@@ -23,8 +24,38 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU ticks FreeSWITCH's threads used during a run, summed per thread name; threads that ended during the run
+/// (FreeSWITCH's session threads, mostly) are summed under `(ended)`.
+type Split = BTreeMap<String, u64>;
+
+fn split(before: &[(u32, String, u64)], after: &[(u32, String, u64)], total: u64) -> Split {
+    let mut by_name = Split::new();
+    let mut live = 0;
+    for (tid, name, ticks) in after {
+        let was = before
+            .iter()
+            .find(|(t, n, _)| t == tid && n == name)
+            .map_or(0, |b| b.2);
+        let used = ticks.saturating_sub(was);
+        live += used;
+        *by_name.entry(name.clone()).or_default() += used;
+    }
+    by_name.insert("(ended)".into(), total.saturating_sub(live));
+    by_name
+}
+
+/// The split as a JSON object of microseconds per call.
+fn split_json(split: &Split, tick_us: f64, calls: u64) -> String {
+    let items: Vec<String> = split
+        .iter()
+        .filter(|(_, t)| **t > 0)
+        .map(|(n, t)| format!("\"{n}\": {:.0}", *t as f64 * tick_us / calls as f64))
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
 /// Places `calls` calls at `cps` into `context`; waits until FreeSWITCH has no session left. Returns (seconds
-/// from the first call to the last session gone, CPU ticks FreeSWITCH used meanwhile).
+/// from the first call to the last session gone, CPU ticks FreeSWITCH used meanwhile, and their split by thread).
 fn run(
     fs: &FreeSwitch,
     esl: &mut Esl,
@@ -32,7 +63,8 @@ fn run(
     calls: u64,
     cps: u64,
     base: u64,
-) -> (f64, u64) {
+) -> (f64, u64, Split) {
+    let threads0 = fs.thread_ticks();
     let cpu0 = fs.cpu_ticks();
     let start = Instant::now();
     for n in 0..calls {
@@ -48,7 +80,9 @@ fn run(
     wait_for("every session to end", Duration::from_secs(120), || {
         (FreeSwitch::sessions(esl) == Some(0)).then_some(())
     });
-    (start.elapsed().as_secs_f64(), fs.cpu_ticks() - cpu0)
+    let elapsed = start.elapsed().as_secs_f64();
+    let total = fs.cpu_ticks() - cpu0;
+    (elapsed, total, split(&threads0, &fs.thread_ticks(), total))
 }
 
 fn handler_quantiles(esl: &mut Esl) -> (u64, u64) {
@@ -82,10 +116,30 @@ fn fs_loopback() {
     let mut esl = fs.esl();
     // Warm-up, then the plain dialplan.
     run(&fs, &mut esl, "plain", 100, cps, 900_000);
-    let (plain_s, plain_ticks) = run(&fs, &mut esl, "plain", calls, cps, 0);
+    let (plain_s, plain_ticks, plain_split) = run(&fs, &mut esl, "plain", calls, cps, 0);
     assert!(esl.api("load mod_rtc_core").contains("+OK"));
     run(&fs, &mut esl, "default", 100, cps, 910_000);
-    let (module_s, module_ticks) = run(&fs, &mut esl, "default", calls, cps, 100_000);
+    // RTC_BENCH_PERF=<file>: record FreeSWITCH's stacks with `perf record` during the module run.
+    let perf = std::env::var_os("RTC_BENCH_PERF").map(|out| {
+        std::process::Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "1999", "-g", "-p"])
+            .arg(fs.pid.to_string())
+            .arg("-o")
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
+    let (switches0, engine_us0) = fs.thread_switches_and_us("rtc-engine");
+    let (module_s, module_ticks, module_split) = run(&fs, &mut esl, "default", calls, cps, 100_000);
+    let (switches1, engine_us1) = fs.thread_switches_and_us("rtc-engine");
+    if let Some(mut perf) = perf {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
     let status = esl.api("rtc_core status");
     println!("{status}");
     assert!(
@@ -93,6 +147,15 @@ fn fs_loopback() {
         "every call decided and completed: {status}"
     );
     let (p50, p99) = handler_quantiles(&mut esl);
+    // Time spent in the event handler on FreeSWITCH's threads, per call (the warm-up's calls included).
+    let handler_us_per_call = esl
+        .api("rtc_core metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("rtc_module_event_handler_seconds_sum "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        * 1e6
+        / (calls + 100) as f64;
     drop(esl);
     drop(fs);
 
@@ -114,11 +177,18 @@ fn fs_loopback() {
         "{{\"bench\": \"fs-loopback\", \"calls\": {calls}, \"offered_cps\": {cps}, \"cps_plain\": {:.1}, \
          \"cps_module\": {:.1}, \"fs_cpu_us_per_call_plain\": {:.0}, \"fs_cpu_us_per_call_module\": {:.0}, \
          \"module_cpu_us_per_call\": {:.0}, \"handler_p50_ns\": {p50}, \"handler_p99_ns\": {p99}, \
-         \"handler_p50_ns_per_header\": {p50_each}, \"handler_p99_ns_per_header\": {p99_each}}}",
+         \"handler_p50_ns_per_header\": {p50_each}, \"handler_p99_ns_per_header\": {p99_each}, \
+         \"fs_threads_us_per_call_plain\": {}, \"fs_threads_us_per_call_module\": {}, \
+         \"engine_wakeups_per_call\": {:.1}, \"engine_cpu_us_per_call\": {:.0}, \
+         \"handler_us_per_call\": {handler_us_per_call:.0}}}",
         calls as f64 / plain_s,
         calls as f64 / module_s,
         per_call(plain_ticks),
         per_call(module_ticks),
         per_call(module_ticks) - per_call(plain_ticks),
+        split_json(&plain_split, tick_us, calls),
+        split_json(&module_split, tick_us, calls),
+        (switches1 - switches0) as f64 / calls as f64,
+        (engine_us1 - engine_us0) / calls as f64,
     );
 }

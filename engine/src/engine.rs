@@ -298,9 +298,14 @@ impl Drop for Engine {
 }
 
 /// How long the engine sleeps between polls of its queues while traffic flows.
-const POLL_INTERVAL: Duration = Duration::from_micros(500);
+///
+/// Each poll is a timed sleep and a wake-up, about 20 us of CPU on a virtual machine whatever it finds, so
+/// the interval sets the engine's idle cost: 2 ms is 500 wake-ups a second (about 1 % of a core) against
+/// 2000 at 500 us (measured live at 200 calls/s: 190 us of engine CPU per call at 500 us). Events wait up to
+/// one interval longer, against FreeSWITCH's own event dispatch lag of 10 ms and more under load.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// Polls without any event before the engine parks (100 ms of quiet).
-const QUIET_POLLS: u32 = 200;
+const QUIET_POLLS: u32 = 50;
 
 /// The engine thread's loop.
 fn run(

@@ -383,6 +383,60 @@ impl FreeSwitch {
         f(14) + f(15)
     }
 
+    /// User + system CPU ticks of each live thread of FreeSWITCH: (thread id, thread name, ticks), from
+    /// /proc/<pid>/task/<tid>/stat. Threads that ended are not listed (their time stays in [`Self::cpu_ticks`]).
+    pub fn thread_ticks(&self) -> Vec<(u32, String, u64)> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let f = |i: usize| {
+                fields
+                    .get(i - 3)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            Some((tid, name, f(14) + f(15)))
+        })
+        .collect()
+    }
+
+    /// Of the live threads named `name`: (context switches, voluntary and involuntary, i.e. how often they
+    /// slept and woke; CPU time in microseconds, exact from the scheduler, unlike the tick-sampled
+    /// [`Self::thread_ticks`]). From /proc/<pid>/task/<tid>/status and .../sched.
+    pub fn thread_switches_and_us(&self, name: &str) -> (u64, f64) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return (0, 0.0);
+        };
+        let value = |text: &str, key: &str| -> Option<f64> {
+            text.lines()
+                .find(|l| l.starts_with(key))?
+                .rsplit(|c: char| c == ':' || c.is_whitespace())
+                .next()?
+                .parse()
+                .ok()
+        };
+        dir.filter_map(|e| {
+            let path = e.ok()?.path();
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            if status.lines().next()?.strip_prefix("Name:")?.trim() != name {
+                return None;
+            }
+            let sched = std::fs::read_to_string(path.join("sched")).unwrap_or_default();
+            let switches = value(&status, "voluntary_ctxt_switches").unwrap_or(0.0)
+                + value(&status, "nonvoluntary_ctxt_switches").unwrap_or(0.0);
+            let ms = value(&sched, "se.sum_exec_runtime").unwrap_or(0.0);
+            Some((switches as u64, ms * 1000.0))
+        })
+        .fold((0, 0.0), |(n, us), (dn, dus)| (n + dn, us + dus))
+    }
+
     /// Sessions FreeSWITCH has right now (from `status`).
     pub fn sessions(esl: &mut Esl) -> Option<u64> {
         esl.api("status")
