@@ -35,6 +35,12 @@ pub struct EngineConfig {
     pub causes: CauseMap,
     /// Global call limits and overload shedding (per-partner limits come with the partner).
     pub admission: AdmissionConfig,
+    /// While traffic flows the engine thread polls its queues at this interval instead of being woken for
+    /// every event (a wake-up costs FreeSWITCH's event thread a syscall and the engine a context switch).
+    /// Each poll costs about 20 µs of CPU on a virtual machine, so the interval trades the engine's CPU for
+    /// latency: 750 µs is 1333 polls a second, and events wait up to 750 µs longer (FreeSWITCH's own event
+    /// dispatch lag is 10 ms and more under load). Zero: woken for every event.
+    pub poll_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +67,7 @@ impl Default for EngineConfig {
                 // ESL may come from another host's clock.
                 shed_queue_age: Duration::ZERO,
             },
+            poll_interval: Duration::from_micros(750),
         }
     }
 }

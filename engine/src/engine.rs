@@ -297,15 +297,8 @@ impl Drop for Engine {
     }
 }
 
-/// How long the engine sleeps between polls of its queues while traffic flows.
-///
-/// Each poll is a timed sleep and a wake-up, about 20 us of CPU on a virtual machine whatever it finds, so
-/// the interval sets the engine's idle cost: 2 ms is 500 wake-ups a second (about 1 % of a core) against
-/// 2000 at 500 us (measured live at 200 calls/s: 190 us of engine CPU per call at 500 us). Events wait up to
-/// one interval longer, against FreeSWITCH's own event dispatch lag of 10 ms and more under load.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
-/// Polls without any event before the engine parks (100 ms of quiet).
-const QUIET_POLLS: u32 = 50;
+/// How long the engine polls after its last event before it parks until woken.
+const QUIET_SPELL: Duration = Duration::from_millis(100);
 
 /// The engine thread's loop.
 fn run(
@@ -358,9 +351,10 @@ fn run(
         // Between events of a busy switch, poll instead of parking: a parked receiver makes every
         // `try_send` on FreeSWITCH's event threads a futex wake-up (a syscall and a context switch per
         // event); a polling one costs them nothing. After a quiet spell, park until woken.
-        if quiet_polls < QUIET_POLLS {
+        let poll = core.config().poll_interval;
+        if !poll.is_zero() && poll * quiet_polls < QUIET_SPELL {
             quiet_polls += 1;
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(poll);
             continue;
         }
         quiet_polls = 0;

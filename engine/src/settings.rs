@@ -59,6 +59,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "cps-burst",
     "shed-queue-depth",
     "shed-queue-age",
+    "poll-interval",
 ];
 
 /// Params accepted in `<local>`.
@@ -299,7 +300,7 @@ const DURATION: &str = "a duration such as 500ms, 60s, 5m or 4h (a bare number i
 const POSITIVE_DURATION: &str =
     "a duration above zero such as 500ms, 60s, 5m or 4h (a bare number is seconds)";
 
-/// Parses `500ms`, `60s`, `5m`, `4h`, or a bare number of seconds.
+/// Parses `750us`, `500ms`, `60s`, `5m`, `4h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -312,6 +313,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let n: u64 = number.parse().ok()?;
     match unit.trim() {
         "" | "s" => Some(Duration::from_secs(n)),
+        "us" | "µs" => Some(Duration::from_micros(n)),
         "ms" => Some(Duration::from_millis(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
         "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
@@ -722,6 +724,19 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "shed-queue-depth" => {
                     engine.admission.shed_queue_depth =
                         self.count(node, name, value, 0, "a whole number (0: off)")?
+                }
+                "poll-interval" => {
+                    engine.poll_interval = match parse_duration(value) {
+                        Some(d) if d <= Duration::from_millis(50) => d,
+                        _ => {
+                            return Err(self.bad(
+                                node,
+                                name,
+                                value,
+                                "a duration from 0ms (woken per event) to 50ms, such as 750us",
+                            ));
+                        }
+                    }
                 }
                 "shed-queue-age" => {
                     engine.admission.shed_queue_age = parse_duration(value)
