@@ -839,7 +839,7 @@ impl Core {
             _ => self.counters.failed += 1,
         }
         if let Some(r) = call.reason {
-            self.counters.by_reason[r.index()] += 1;
+            self.counters.finished_for(r);
         }
         let cdr = Cdr {
             uuid: call.id,

@@ -8,7 +8,7 @@ use crate::fsm::Symbol;
 use crate::reason::Reason;
 
 /// Everything the engine counts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     /// Channel events received.
     pub events: u64,
@@ -70,67 +70,63 @@ pub struct IllegalCount {
     pub count: u64,
 }
 
-/// The engine's mutable counters; [`Counters::snapshot`] gives a [`Stats`].
+/// The engine's mutable counters: the [`Stats`] themselves (reached through `Deref`), kept up to date in
+/// place, plus the lag histogram their percentiles are read from.
 pub(crate) struct Counters {
-    pub events: u64,
-    pub results: u64,
-    pub transitions: u64,
-    pub absorbed: u64,
-    pub duplicate_events: u64,
-    pub late_events: u64,
-    pub after_end_events: u64,
-    pub unknown_events: u64,
-    pub foreign_legs: u64,
-    pub stale_results: u64,
-    pub orphan_reservations_released: u64,
-    /// Dense (state × input) grid.
-    pub illegal: Vec<u64>,
-    pub calls_created: u64,
-    pub completed: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub by_reason: [u64; Reason::ALL.len()],
-    pub swept: u64,
-    pub timers_fired: u64,
-    pub requests: u64,
-    pub immediate_results: u64,
-    pub commands: u64,
-    pub cdrs: u64,
-    pub decisions_delivered: u64,
+    /// Every counter, as queries report them (the lag percentiles filled at snapshot time).
+    totals: Stats,
     /// Sampled event lag in microseconds, 3 significant digits, up to an hour.
-    pub lag: hdrhistogram::Histogram<u64>,
+    lag: hdrhistogram::Histogram<u64>,
+}
+
+impl std::ops::Deref for Counters {
+    type Target = Stats;
+    fn deref(&self) -> &Stats {
+        &self.totals
+    }
+}
+
+impl std::ops::DerefMut for Counters {
+    fn deref_mut(&mut self) -> &mut Stats {
+        &mut self.totals
+    }
 }
 
 impl Counters {
     pub fn new() -> Self {
         Counters {
-            events: 0,
-            results: 0,
-            transitions: 0,
-            absorbed: 0,
-            duplicate_events: 0,
-            late_events: 0,
-            after_end_events: 0,
-            unknown_events: 0,
-            foreign_legs: 0,
-            stale_results: 0,
-            orphan_reservations_released: 0,
-            illegal: vec![0; CallState::COUNT * Input::COUNT],
-            calls_created: 0,
-            completed: 0,
-            rejected: 0,
-            failed: 0,
-            by_reason: [0; Reason::ALL.len()],
-            swept: 0,
-            timers_fired: 0,
-            requests: 0,
-            immediate_results: 0,
-            commands: 0,
-            cdrs: 0,
-            decisions_delivered: 0,
+            totals: Stats {
+                by_reason: Reason::ALL.iter().map(|r| (r.name(), 0)).collect(),
+                ..Stats::default()
+            },
             // Constant, valid bounds (low ≥ 1, high ≥ 2 × low, 3 digits): this cannot fail.
             lag: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
+        }
+    }
+
+    /// Counts an input refused in `state` (a rare path: a short list is enough).
+    pub fn illegal(&mut self, state: CallState, input: Input) {
+        let (state, input) = (state.name(), input.name());
+        match self
+            .totals
+            .illegal
+            .iter_mut()
+            .find(|c| c.state == state && c.input == input)
+        {
+            Some(c) => c.count += 1,
+            None => self.totals.illegal.push(IllegalCount {
+                state,
+                input,
+                count: 1,
+            }),
+        }
+    }
+
+    /// Counts a call that finished for `reason`.
+    pub fn finished_for(&mut self, reason: Reason) {
+        if let Some(entry) = self.totals.by_reason.get_mut(reason.index()) {
+            entry.1 += 1;
         }
     }
 
@@ -139,58 +135,13 @@ impl Counters {
         self.lag.saturating_record(lag_us.max(1));
     }
 
-    pub fn illegal(&mut self, state: CallState, input: Input) {
-        self.illegal[state.index() * Input::COUNT + input.index()] += 1;
-    }
-
     pub fn snapshot(&self) -> Stats {
-        let mut illegal = Vec::new();
-        for (i, &count) in self.illegal.iter().enumerate() {
-            if count > 0
-                && let (Some(state), Some(input)) = (
-                    CallState::from_index(i / Input::COUNT),
-                    Input::from_index(i % Input::COUNT),
-                )
-            {
-                illegal.push(IllegalCount {
-                    state: state.name(),
-                    input: input.name(),
-                    count,
-                });
-            }
-        }
         Stats {
-            events: self.events,
-            results: self.results,
-            transitions: self.transitions,
-            absorbed: self.absorbed,
-            duplicate_events: self.duplicate_events,
-            late_events: self.late_events,
-            after_end_events: self.after_end_events,
-            unknown_events: self.unknown_events,
-            foreign_legs: self.foreign_legs,
-            stale_results: self.stale_results,
-            orphan_reservations_released: self.orphan_reservations_released,
-            illegal,
-            calls_created: self.calls_created,
-            completed: self.completed,
-            rejected: self.rejected,
-            failed: self.failed,
-            by_reason: Reason::ALL
-                .iter()
-                .map(|r| (r.name(), self.by_reason[r.index()]))
-                .collect(),
-            swept: self.swept,
-            timers_fired: self.timers_fired,
-            requests: self.requests,
-            immediate_results: self.immediate_results,
-            commands: self.commands,
-            cdrs: self.cdrs,
-            decisions_delivered: self.decisions_delivered,
             event_lag_p50_us: self.lag.value_at_quantile(0.5),
             event_lag_p99_us: self.lag.value_at_quantile(0.99),
             event_lag_max_us: self.lag.max(),
             event_lag_samples: self.lag.len(),
+            ..self.totals.clone()
         }
     }
 }
