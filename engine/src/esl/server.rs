@@ -720,12 +720,8 @@ fn api(shared: &Arc<Shared>, cmd: &str) -> String {
                 return "-ERR Usage: uuid_kill <uuid> [cause]\n".into();
             };
             shared.counters.kills.fetch_add(1, Ordering::Relaxed);
-            if !lock(&shared.channels).contains_key(&id) {
-                shared
-                    .counters
-                    .no_such_channel
-                    .fetch_add(1, Ordering::Relaxed);
-                return "-ERR No such channel!\n".into();
+            if let Err(reply) = known_channel(shared, id) {
+                return reply;
             }
             let cause = words
                 .next()
@@ -745,12 +741,8 @@ fn api(shared: &Arc<Shared>, cmd: &str) -> String {
                 return "-ERR Usage: uuid_setvar_multi <uuid> <var>=<value>;...\n".into();
             };
             shared.counters.setvars.fetch_add(1, Ordering::Relaxed);
-            if !lock(&shared.channels).contains_key(&id) {
-                shared
-                    .counters
-                    .no_such_channel
-                    .fetch_add(1, Ordering::Relaxed);
-                return "-ERR No such channel!\n".into();
+            if let Err(reply) = known_channel(shared, id) {
+                return reply;
             }
             let _ = shared.commands.send(CallCommand::SetVariables {
                 call: id,
@@ -761,6 +753,19 @@ fn api(shared: &Arc<Shared>, cmd: &str) -> String {
         "originate" => "-ERR originate is not simulated\n".into(),
         _ => format!("-ERR {name} Command not found!\n"),
     }
+}
+
+/// `Ok` when the simulated switch has channel `id`; else the reply FreeSWITCH's `uuid_*` commands give,
+/// counted.
+fn known_channel(shared: &Shared, id: CallId) -> Result<(), String> {
+    if lock(&shared.channels).contains_key(&id) {
+        return Ok(());
+    }
+    shared
+        .counters
+        .no_such_channel
+        .fetch_add(1, Ordering::Relaxed);
+    Err("-ERR No such channel!\n".into())
 }
 
 /// Handles `sendmsg <uuid>`; returns the reply text.
