@@ -142,28 +142,45 @@ int rtc_event_fields_init(const char *const *names, int n)
 	return 0;
 }
 
-int rtc_event_fields(const switch_event_t *event, const char **values)
+/* A channel variable's header ("variable_<name>", or "scope_variable_<name>" for a scoped one)? FreeSWITCH adds them
+ * after the event's own headers and the channel's and caller profiles' (switch_channel_event_set_extended_data runs
+ * after switch_channel_event_set_basic_data), so the first one ends the part of the list most fields live in. The
+ * name is allocated right after its header node, so this look costs little over reading the node. */
+static int is_variable(const char *name)
 {
-	const switch_event_header_t *hp;
-	int found = 0, i;
+	return (name[0] == 'v' && !strncmp(name, "variable_", 9)) ||
+		   (name[0] == 's' && !strncmp(name, "scope_variable_", 15));
+}
+
+const switch_event_header_t *rtc_event_fields(const switch_event_t *event, const switch_event_header_t *from,
+											  const char **values, unsigned want, int stop_at_variables)
+{
+	const switch_event_header_t *hp = from ? from : event->headers;
+	unsigned missing = 0;
+	int i;
 	for (i = 0; i < field_count; i++) {
-		values[i] = NULL;
+		if ((want & (1u << i)) && !values[i]) {
+			missing |= 1u << i;
+		}
 	}
-	for (hp = event->headers; hp && found < field_count; hp = hp->next) {
+	for (; hp && missing; hp = hp->next) {
 		unsigned long hash = hp->hash ? hp->hash : header_hash(hp->name);
 		unsigned slot = (unsigned)(hash % RTC_FIELD_SLOTS);
 		unsigned char at;
+		if (stop_at_variables && is_variable(hp->name)) {
+			return hp;
+		}
 		while ((at = field_slots[slot])) {
 			i = at - 1;
-			if (field_hashes[i] == hash && !values[i] && !strcasecmp(hp->name, field_names[i])) {
+			if (field_hashes[i] == hash && (missing & (1u << i)) && !strcasecmp(hp->name, field_names[i])) {
 				values[i] = hp->value;
-				found++;
+				missing &= ~(1u << i);
 				break;
 			}
 			slot = (slot + 1) % RTC_FIELD_SLOTS;
 		}
 	}
-	return found;
+	return hp;
 }
 
 const char *rtc_conf_dir(void)

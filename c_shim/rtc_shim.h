@@ -65,11 +65,18 @@ void rtc_channel_hangup(switch_channel_t *channel, int cause);
  * is its position. Call at load, before any event is bound. Returns 0, or -1 when n is out of range. */
 int rtc_event_fields_init(const char *const *names, int n);
 
-/* One pass over the event's headers: values[i] receives the value of the first header named names[i]
- * (case-insensitive, as switch_event_get_header), or NULL. Returns how many were found. The values live as long as
- * the event. Cheaper than one switch_event_get_header per name: each of those walks the list from its head, and
- * a channel event carries some 150 headers (its channel variables included). */
-int rtc_event_fields(const switch_event_t *event, const char **values);
+/* Walks the event's headers from `from` (NULL: the first) and sets values[i] to the value of the first header named
+ * names[i] (case-insensitive, as switch_event_get_header) for each bit i of `want` whose value is still NULL; the
+ * caller clears `values` before the first call. Stops when every wanted field has a value, at the end of the list,
+ * or, when `stop_at_variables` is non-zero, at the first channel-variable header. Returns the first header it did
+ * not look at (for a second call to go on from), NULL when it looked at them all. The values live as long as the
+ * event.
+ *
+ * One walk instead of one switch_event_get_header per name (each walks the list from its head), and most of it
+ * skipped: a channel event carries some 150 headers, two thirds of them channel variables, and every header is a
+ * separate allocation to fetch from memory. */
+const switch_event_header_t *rtc_event_fields(const switch_event_t *event, const switch_event_header_t *from,
+											  const char **values, unsigned want, int stop_at_variables);
 
 /* FreeSWITCH's configuration directory (SWITCH_GLOBAL_dirs.conf_dir), or NULL. */
 const char *rtc_conf_dir(void);

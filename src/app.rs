@@ -7,7 +7,7 @@
 //! given [`BOX_ADDRESS`]), and the app waits for the decision, at most the engine's setup timeout (or `wait_ms`).
 //! - Connect: the `rtc_*` variables are set, `hangup_after_bridge=true`, and `bridge` runs over every route at
 //!   once, joined by `|` so that FreeSWITCH fails over from one to the next; each leg carries
-//!   `[rtc_a_leg=<uuid>]` so its events are tied back to this call. If every route fails, the call is hung up
+//!   `[rtc_a_leg=<uuid>,call_uuid=<uuid>]` so its events are tied back to this call. If every route fails, the call is hung up
 //!   with the last route's cause.
 //! - Refuse: `rtc_reject_reason` is set and the call hung up with the reason's cause.
 //!
@@ -103,9 +103,17 @@ pub fn tagged_leg(vars: &str, dial: &str) -> String {
     format!("[{vars}]{dial}")
 }
 
-/// The failover dial string for `routes`: every leg tagged with the a-leg's UUID, joined by `|`.
+/// The per-leg variables of every leg the module places for call `a_leg`: `rtc_a_leg` names the call, and
+/// FreeSWITCH's own `call_uuid` (which its bridge sets to the a-leg's UUID anyway) does from the start — the
+/// event handler reads it among the leading headers of every event, where `variable_*` headers come last. A
+/// loopback route carries both to its far half, which is how that inbound channel is known as part of this call.
+pub fn leg_vars(a_leg: CallId) -> String {
+    format!("{A_LEG_VAR}={a_leg},call_uuid={a_leg}")
+}
+
+/// The failover dial string for `routes`: every leg tagged with [`leg_vars`], joined by `|`.
 pub fn failover_dial(a_leg: CallId, routes: &[Route]) -> String {
-    let vars = format!("{A_LEG_VAR}={a_leg}");
+    let vars = leg_vars(a_leg);
     routes
         .iter()
         .map(|r| tagged_leg(&vars, &r.dial_string))
@@ -254,7 +262,7 @@ fn decide(session: &Session<'_>, channel: &Channel<'_>, call: CallId, wait: Opti
 fn route(session: &Session<'_>, channel: &Channel<'_>, call: CallId, b_leg: CallId, dial: &str) {
     let call_text = call.to_string();
     let dial = tagged_leg(
-        &format!("{A_LEG_VAR}={call},origination_uuid={b_leg}"),
+        &format!("{},origination_uuid={b_leg}", leg_vars(call)),
         dial,
     );
     log::debug!("call {call_text}: bridging from park: {dial}");
@@ -376,8 +384,9 @@ mod tests {
         assert_eq!(
             dial,
             format!(
-                "[rtc_a_leg={A}]error/NORMAL_TEMPORARY_FAILURE|[rtc_a_leg={A},absolute_codec_string=PCMU]sofia/gateway/x/1|\
-                 [rtc_a_leg={A},leg=1]loopback/1/rtc_answer"
+                "[rtc_a_leg={A},call_uuid={A}]error/NORMAL_TEMPORARY_FAILURE|\
+                 [rtc_a_leg={A},call_uuid={A},absolute_codec_string=PCMU]sofia/gateway/x/1|\
+                 [rtc_a_leg={A},call_uuid={A},leg=1]loopback/1/rtc_answer"
             )
         );
         assert_eq!(tagged_leg("v=1", "{}x/y"), "[v=1]x/y");

@@ -21,7 +21,11 @@ use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
 use crate::histogram::Histogram;
 use crate::shim;
 
-/// The channel-event headers the engine uses, in the order the handler's one-pass reader returns them.
+/// The channel-event headers the engine uses, in the order of their bits in the one-pass reader's masks.
+///
+/// All but the last two are among the headers FreeSWITCH puts first — the event's own, the channel's and its
+/// caller profiles' — ahead of the channel variables (`variable_*`), which are two thirds of a channel event's
+/// ~150 headers. The reader stops at the first variable unless the event needs [`Field::TAIL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Field {
@@ -29,13 +33,15 @@ pub enum Field {
     Sequence,
     Timestamp,
     Direction,
-    RtcALeg,
+    /// FreeSWITCH's `call_uuid`: the call a channel belongs to. Its own UUID on a new inbound channel; the a-leg's
+    /// on every leg the module places (set on the dial string, and carried by a loopback route to its far half).
+    CallUuid,
     OtherLeg,
-    BridgeA,
     Caller,
     Destination,
     NetworkAddr,
     HangupCause,
+    RtcALeg,
     AuthUser,
 }
 
@@ -45,15 +51,18 @@ impl Field {
         Field::Sequence,
         Field::Timestamp,
         Field::Direction,
-        Field::RtcALeg,
+        Field::CallUuid,
         Field::OtherLeg,
-        Field::BridgeA,
         Field::Caller,
         Field::Destination,
         Field::NetworkAddr,
         Field::HangupCause,
+        Field::RtcALeg,
         Field::AuthUser,
     ];
+
+    /// The channel variables the engine reads, only on a new inbound channel.
+    pub const TAIL: [Field; 2] = [Field::RtcALeg, Field::AuthUser];
 
     /// The FreeSWITCH header name (a static C string: the C reader keeps the pointer).
     pub const fn header(self) -> &'static CStr {
@@ -62,18 +71,79 @@ impl Field {
             Field::Sequence => c"Event-Sequence",
             Field::Timestamp => c"Event-Date-Timestamp",
             Field::Direction => c"Call-Direction",
-            Field::RtcALeg => c"variable_rtc_a_leg",
+            Field::CallUuid => c"Channel-Call-UUID",
             Field::OtherLeg => c"Other-Leg-Unique-ID",
-            Field::BridgeA => c"Bridge-A-Unique-ID",
             Field::Caller => c"Caller-Caller-ID-Number",
             Field::Destination => c"Caller-Destination-Number",
             // The caller profile's network_addr: the transport source address FreeSWITCH received the call from
             // (for SIP, the packet's source), never a header the caller wrote.
             Field::NetworkAddr => c"Caller-Network-Addr",
             Field::HangupCause => c"Hangup-Cause",
+            Field::RtcALeg => c"variable_rtc_a_leg",
             Field::AuthUser => c"variable_sip_auth_username",
         }
     }
+
+    const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
+    /// The mask of `fields`.
+    pub const fn mask(fields: &[Field]) -> u32 {
+        let mut m = 0;
+        let mut i = 0;
+        while i < fields.len() {
+            m |= fields[i].bit();
+            i += 1;
+        }
+        m
+    }
+}
+
+/// The fields read from every event of `kind` before the channel variables.
+pub const fn wanted(kind: EventKind) -> u32 {
+    let base = Field::mask(&[
+        Field::UniqueId,
+        Field::Sequence,
+        Field::Timestamp,
+        Field::Direction,
+        Field::CallUuid,
+        Field::OtherLeg,
+    ]);
+    match kind {
+        // A new call (CHANNEL_PARK too: a parked channel whose creation was missed becomes a call).
+        EventKind::ChannelCreate | EventKind::ChannelPark => {
+            base | Field::mask(&[Field::Caller, Field::Destination, Field::NetworkAddr])
+        }
+        EventKind::ChannelHangup | EventKind::ChannelHangupComplete | EventKind::ChannelDestroy => {
+            base | Field::HangupCause.bit()
+        }
+        _ => base,
+    }
+}
+
+/// Whether an event whose leading headers `get` reads goes on into the channel variables: only a new inbound
+/// channel does (for `sip_auth_username`, and the `rtc_a_leg` mark of a leg the module placed), unless its
+/// `call_uuid` already says it is part of another call.
+pub fn wants_tail<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> bool {
+    kind == EventKind::ChannelCreate
+        && direction(get(Field::Direction)) == Direction::Inbound
+        && placed_by(&get).is_none()
+}
+
+fn direction(value: Option<&str>) -> Direction {
+    match value {
+        Some(d) if d.eq_ignore_ascii_case("outbound") => Direction::Outbound,
+        _ => Direction::Inbound,
+    }
+}
+
+/// The call an inbound channel's `call_uuid` says it belongs to, when that is another channel.
+fn placed_by<'a>(get: &impl Fn(Field) -> Option<&'a str>) -> Option<CallId> {
+    let own = get(Field::UniqueId).and_then(|u| CallId::parse(u).ok())?;
+    get(Field::CallUuid)
+        .and_then(|v| CallId::parse(v).ok())
+        .filter(|c| *c != own)
 }
 
 /// The source address given to inbound channels FreeSWITCH created itself (loopback endpoint, `originate` from
@@ -116,18 +186,17 @@ fn kind_of(id: fs::switch_event_types_t) -> Option<EventKind> {
 pub enum Skipped {
     #[error("{0} event without a usable Unique-ID")]
     NoUuid(&'static str),
-    /// An inbound leg the engine placed itself: the far side of a loopback route (`loopback/...`) carries the
-    /// `rtc_a_leg` the module put on the dial string. It belongs to that call; it is not a new call to decide.
-    #[error("inbound leg of call {0} (placed by the engine)")]
-    OwnLeg(CallId),
 }
 
 /// Builds the engine's event from a header getter. Pure: unit-tested without FreeSWITCH.
 ///
 /// Missing or malformed optional headers leave their field empty; only a missing `Unique-ID` drops the event.
-/// `other_leg` is filled for outbound legs only — it names the a-leg the channel belongs to — from
-/// `variable_rtc_a_leg` (set on every leg the engine bridges), else `Other-Leg-Unique-ID`, else
-/// `Bridge-A-Unique-ID`. An inbound channel without a network address gets [`BOX_ADDRESS`].
+/// `other_leg` names, for an outbound leg, the a-leg it belongs to: `variable_rtc_a_leg` when it was read, else
+/// `Other-Leg-Unique-ID` (the originator: every leg the module bridges is placed from its a-leg's session), else
+/// `Channel-Call-UUID` when it names another channel. For a new inbound channel that is part of a call already —
+/// the far half of a loopback route the module placed, marked by `call_uuid` or `rtc_a_leg` — it names that call,
+/// and the engine keeps the channel as the call's own leg instead of deciding it. An inbound channel without a
+/// network address gets [`BOX_ADDRESS`].
 pub fn build_event<'a>(
     kind: EventKind,
     get: impl Fn(Field) -> Option<&'a str>,
@@ -142,19 +211,15 @@ pub fn build_event<'a>(
     };
     let mut ev = CallEvent::new(uuid, kind, number(Field::Sequence));
     ev.timestamp_us = number(Field::Timestamp);
-    ev.direction = match get(Field::Direction) {
-        Some(d) if d.eq_ignore_ascii_case("outbound") => Direction::Outbound,
-        _ => Direction::Inbound,
-    };
-    let a_leg = get(Field::RtcALeg).and_then(|v| CallId::parse(v).ok());
+    ev.direction = direction(get(Field::Direction));
+    let id = |f| get(f).and_then(|v| CallId::parse(v).ok());
+    let marked = id(Field::RtcALeg);
     if ev.direction == Direction::Outbound {
-        ev.other_leg = a_leg.or_else(|| {
-            [Field::OtherLeg, Field::BridgeA]
-                .into_iter()
-                .find_map(|f| get(f).and_then(|v| CallId::parse(v).ok()))
-        });
-    } else if let Some(a) = a_leg {
-        return Err(Skipped::OwnLeg(a));
+        ev.other_leg = marked
+            .or_else(|| id(Field::OtherLeg))
+            .or_else(|| placed_by(&get));
+    } else if kind == EventKind::ChannelCreate {
+        ev.other_leg = marked.or_else(|| placed_by(&get));
     }
     if let Some(v) = get(Field::Caller) {
         ev.caller = v.into();
@@ -188,8 +253,6 @@ pub struct IntakeStats {
     pub malformed: AtomicU64,
     /// Events that arrived while no engine was installed (during load or shutdown), or after it stopped.
     pub no_engine: AtomicU64,
-    /// Events of inbound legs the engine placed itself (loopback routes), not handed on.
-    pub own_legs: AtomicU64,
     /// Time spent in the handler per event, nanoseconds.
     pub handler_ns: Histogram,
     /// Second (of the module's monotonic clock) of the last queue-full warning, for rate limiting.
@@ -203,7 +266,6 @@ pub static STATS: IntakeStats = IntakeStats {
     queue_full: AtomicU64::new(0),
     malformed: AtomicU64::new(0),
     no_engine: AtomicU64::new(0),
-    own_legs: AtomicU64::new(0),
     handler_ns: Histogram::new(),
     last_full_warning_s: AtomicU64::new(0),
     full_reported: AtomicU64::new(0),
@@ -220,7 +282,6 @@ impl IntakeStats {
             &self.queue_full,
             &self.malformed,
             &self.no_engine,
-            &self.own_legs,
             &self.last_full_warning_s,
             &self.full_reported,
         ] {
@@ -361,12 +422,26 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
                     // SAFETY: the event is live; the name is a static C string.
                     text(unsafe { shim::rtc_event_get_header(event, f.header().as_ptr()) })
                 }));
-            } else {
-                let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
-                // SAFETY: the event is live; `values` has room for every registered field.
-                unsafe { shim::rtc_event_fields(event, values.as_mut_ptr()) };
-                deliver(build_event(kind, |f| text(values[f as usize])));
+                return;
             }
+            let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
+            // SAFETY: the event is live; `values` has room for every registered field and starts cleared.
+            let rest = unsafe {
+                shim::rtc_event_fields(event, ptr::null(), values.as_mut_ptr(), wanted(kind), 1)
+            };
+            if !rest.is_null() && wants_tail(kind, |f| text(values[f as usize])) {
+                // SAFETY: `rest` is a header of the same live event, returned by the first call.
+                unsafe {
+                    shim::rtc_event_fields(
+                        event,
+                        rest,
+                        values.as_mut_ptr(),
+                        Field::mask(&Field::TAIL),
+                        0,
+                    )
+                };
+            }
+            deliver(build_event(kind, |f| text(values[f as usize])));
         },
     );
     STATS.handler_ns.record(started.elapsed().as_nanos() as u64);
@@ -376,10 +451,6 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
 pub fn deliver(event: Result<CallEvent, Skipped>) {
     let ev = match event {
         Ok(ev) => ev,
-        Err(Skipped::OwnLeg(_)) => {
-            STATS.own_legs.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         Err(e) => {
             let n = STATS.malformed.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -450,7 +521,8 @@ mod tests {
             &[
                 (Field::UniqueId, B),
                 (Field::Direction, "outbound"),
-                (Field::BridgeA, A),
+                (Field::OtherLeg, A),
+                (Field::CallUuid, B),
             ],
         )
         .expect("event");
@@ -495,14 +567,39 @@ mod tests {
 
     #[test]
     fn legs_the_engine_placed_and_channels_without_an_address() {
-        // The inbound side of a loopback route carries rtc_a_leg: part of call A, not a new call.
-        assert_eq!(
-            build(
-                EventKind::ChannelCreate,
-                &[(Field::UniqueId, B), (Field::RtcALeg, A)]
-            ),
-            Err(Skipped::OwnLeg(CallId::parse(A).expect("uuid")))
-        );
+        // The inbound side of a loopback route carries call_uuid (and rtc_a_leg) naming call A: created as part of
+        // call A, not a new call.
+        for mark in [Field::CallUuid, Field::RtcALeg] {
+            let ev =
+                build(EventKind::ChannelCreate, &[(Field::UniqueId, B), (mark, A)]).expect("event");
+            assert_eq!(ev.direction, Direction::Inbound);
+            assert_eq!(ev.other_leg.map(|c| c.to_string()).as_deref(), Some(A));
+        }
+        // A new channel's call_uuid is its own UUID: a call to decide.
+        let ev = build(
+            EventKind::ChannelCreate,
+            &[(Field::UniqueId, A), (Field::CallUuid, A)],
+        )
+        .expect("event");
+        assert_eq!(ev.other_leg, None);
+        // Only the creation marks a channel: later, FreeSWITCH moves call_uuid about (bridges, transfers).
+        let ev = build(
+            EventKind::ChannelAnswer,
+            &[(Field::UniqueId, A), (Field::CallUuid, B)],
+        )
+        .expect("event");
+        assert_eq!(ev.other_leg, None);
+        // An outbound leg without Other-Leg-Unique-ID names its call by call_uuid.
+        let ev = build(
+            EventKind::ChannelProgress,
+            &[
+                (Field::UniqueId, B),
+                (Field::Direction, "outbound"),
+                (Field::CallUuid, A),
+            ],
+        )
+        .expect("event");
+        assert_eq!(ev.other_leg.map(|c| c.to_string()).as_deref(), Some(A));
         // An inbound channel FreeSWITCH created itself has no network address: it comes from the box.
         let ev = build(EventKind::ChannelCreate, &[(Field::UniqueId, A)]).expect("event");
         assert_eq!(ev.source_ip, Some(BOX_ADDRESS));
@@ -512,6 +609,38 @@ mod tests {
         )
         .expect("event");
         assert_eq!(ev.source_ip, None, "outbound legs have no caller address");
+    }
+
+    #[test]
+    fn only_a_new_inbound_call_reads_the_channel_variables() {
+        let get = |headers: &'static [(Field, &'static str)]| {
+            move |f: Field| headers.iter().find(|(h, _)| *h == f).map(|(_, v)| *v)
+        };
+        const NEW: &[(Field, &str)] = &[(Field::UniqueId, A), (Field::CallUuid, A)];
+        const PLACED: &[(Field, &str)] = &[(Field::UniqueId, B), (Field::CallUuid, A)];
+        const OUT: &[(Field, &str)] = &[(Field::UniqueId, B), (Field::Direction, "outbound")];
+        assert!(wants_tail(EventKind::ChannelCreate, get(NEW)));
+        assert!(!wants_tail(EventKind::ChannelCreate, get(PLACED)));
+        assert!(!wants_tail(EventKind::ChannelCreate, get(OUT)));
+        for kind in EventKind::ALL {
+            if kind != EventKind::ChannelCreate {
+                assert!(!wants_tail(kind, get(NEW)), "{kind:?}");
+            }
+        }
+        // What each kind reads before the variables: never a variable.
+        for kind in EventKind::ALL {
+            assert_eq!(wanted(kind) & Field::mask(&Field::TAIL), 0, "{kind:?}");
+            assert_ne!(wanted(kind) & Field::UniqueId.bit(), 0, "{kind:?}");
+        }
+        assert_ne!(
+            wanted(EventKind::ChannelHangup) & Field::HangupCause.bit(),
+            0
+        );
+        assert_ne!(wanted(EventKind::ChannelPark) & Field::NetworkAddr.bit(), 0);
+        for f in Field::ALL {
+            let variable = f.header().to_bytes().starts_with(b"variable_");
+            assert_eq!(variable, Field::TAIL.contains(&f), "{f:?}");
+        }
     }
 
     #[test]

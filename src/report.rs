@@ -113,7 +113,7 @@ pub fn status(
         m.queue_full.load(Relaxed),
         m.malformed.load(Relaxed),
         m.no_engine.load(Relaxed),
-        m.own_legs.load(Relaxed),
+        s.own_legs,
         h.quantile(0.5),
         h.quantile(0.99),
         h.max()
@@ -397,6 +397,7 @@ pub fn metrics(
         ("after_end", s.after_end_events),
         ("unknown_channel", s.unknown_events),
         ("foreign_leg", s.foreign_legs),
+        ("own_leg", s.own_leg_events),
         ("stale_result", s.stale_results),
         ("illegal", s.illegal_total()),
     ] {
@@ -518,7 +519,6 @@ pub fn metrics(
         ("queue_full", &m.queue_full),
         ("malformed", &m.malformed),
         ("no_engine", &m.no_engine),
-        ("own_leg", &m.own_legs),
     ] {
         e.sample(
             "rtc_module_events_total",

@@ -5,8 +5,8 @@
 use core::ffi::{c_char, c_int, c_void};
 
 use freeswitch_sys::{
-    switch_api_function_t, switch_channel_t, switch_core_session_t, switch_event_t,
-    switch_event_types_t, switch_loadable_module_interface_t, switch_status_t,
+    switch_api_function_t, switch_channel_t, switch_core_session_t, switch_event_header_t,
+    switch_event_t, switch_event_types_t, switch_loadable_module_interface_t, switch_status_t,
     switch_stream_handle_t,
 };
 
@@ -56,7 +56,13 @@ unsafe extern "C" {
     ) -> switch_status_t;
     pub fn rtc_channel_hangup(channel: *mut switch_channel_t, cause: c_int);
     pub fn rtc_event_fields_init(names: *const *const c_char, n: c_int) -> c_int;
-    pub fn rtc_event_fields(event: *const switch_event_t, values: *mut *const c_char) -> c_int;
+    pub fn rtc_event_fields(
+        event: *const switch_event_t,
+        from: *const switch_event_header_t,
+        values: *mut *const c_char,
+        want: std::ffi::c_uint,
+        stop_at_variables: c_int,
+    ) -> *const switch_event_header_t;
     pub fn rtc_conf_dir() -> *const c_char;
     pub fn rtc_xml_reload(err: *mut *const c_char) -> switch_status_t;
     pub fn rtc_channel_get_variable(

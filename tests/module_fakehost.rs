@@ -159,10 +159,19 @@ fn events_reach_the_engine() {
             &[("Unique-ID", A), ("Event-Sequence", "101")],
         );
         host.fire(fs::SWITCH_EVENT_CHANNEL_HANGUP, &[("Unique-ID", "garbage")]);
-        // An inbound leg the engine placed itself (rtc_a_leg set): not a new call.
+        // An inbound leg call A placed itself (a loopback route's far half: its call_uuid is A's): part of A, not
+        // a new call; nor does it become one when it parks later (its call_uuid is its own by then).
         host.fire(
             fs::SWITCH_EVENT_CHANNEL_CREATE,
-            &[("Unique-ID", B), ("variable_rtc_a_leg", A)],
+            &[
+                ("Unique-ID", B),
+                ("Channel-Call-UUID", A),
+                ("variable_rtc_a_leg", A),
+            ],
+        );
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_PARK,
+            &[("Unique-ID", B), ("Channel-Call-UUID", B)],
         );
         // The API's query queues behind the events: the engine has seen them when it answers.
         let (_, out) = host
@@ -182,11 +191,11 @@ fn events_reach_the_engine() {
         );
         let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
         for want in [
-            "rtc_module_events_total{outcome=\"accepted\"} 2\n",
+            "rtc_module_events_total{outcome=\"accepted\"} 4\n",
             "rtc_module_events_total{outcome=\"malformed\"} 1\n",
-            "rtc_module_events_total{outcome=\"own_leg\"} 1\n",
-            "rtc_module_event_handler_seconds_count 4\n",
-            "rtc_engine_events_total 2\n",
+            "rtc_engine_inputs_ignored_total{why=\"own_leg\"} 2\n",
+            "rtc_module_event_handler_seconds_count 5\n",
+            "rtc_engine_events_total 4\n",
             "rtc_engine_live_calls{state=\"CONNECTED\"} 1\n",
         ] {
             assert!(out.contains(want), "{want}: {out}");
@@ -220,7 +229,7 @@ fn app_decides_and_bridges_over_the_routes() {
         let executed = host.executed(A);
         assert!(
             executed.contains(&format!(
-                "bridge([rtc_a_leg={A}]sofia/gateway/carrier_b/4930123)"
+                "bridge([rtc_a_leg={A},call_uuid={A}]sofia/gateway/carrier_b/4930123)"
             )),
             "{executed}"
         );
@@ -233,7 +242,8 @@ fn app_decides_and_bridges_over_the_routes() {
         let executed = host.executed(D);
         assert!(
             executed.contains(&format!(
-                "bridge([rtc_a_leg={D}]error/NORMAL_TEMPORARY_FAILURE|[rtc_a_leg={D}]loopback/15551234/rtc_answer)"
+                "bridge([rtc_a_leg={D},call_uuid={D}]error/NORMAL_TEMPORARY_FAILURE|\
+                 [rtc_a_leg={D},call_uuid={D}]loopback/15551234/rtc_answer)"
             )),
             "{executed}"
         );
@@ -287,7 +297,9 @@ fn parked_calls_are_bridged_by_the_engine_with_failover() {
         let executed = host.executed(P);
         assert!(
             executed.contains("rtc_core(route ")
-                && executed.contains(&format!("bridge([rtc_a_leg={P},origination_uuid="))
+                && executed.contains(&format!(
+                    "bridge([rtc_a_leg={P},call_uuid={P},origination_uuid="
+                ))
                 && executed.contains("]error/NORMAL_TEMPORARY_FAILURE)"),
             "{executed}"
         );
@@ -427,5 +439,47 @@ fn shutdown_while_events_flow() {
         // with_module's own shutdown call finds nothing loaded and succeeds.
         let (status, _) = module.load();
         assert_eq!(status, fs::SWITCH_STATUS_SUCCESS);
+    });
+}
+
+#[test]
+fn a_new_calls_digest_user_is_read_from_its_channel_variables() {
+    with_module(|host, _| {
+        // Partner lab_auth (127.0.8.0/24) takes calls from digest users alice and bob only. The variables come after
+        // the channel's own headers, as FreeSWITCH orders them.
+        let fire = |uuid: &str, user: Option<&str>| {
+            let mut headers = vec![
+                ("Unique-ID", uuid),
+                ("Event-Sequence", "100"),
+                ("Call-Direction", "inbound"),
+                ("Channel-Call-UUID", uuid),
+                ("Caller-Caller-ID-Number", "+15550001"),
+                ("Caller-Destination-Number", "15551234"),
+                ("Caller-Network-Addr", "127.0.8.5"),
+                ("variable_sip_from_user", "alice-desk"),
+            ];
+            if let Some(u) = user {
+                headers.push(("variable_sip_auth_username", u));
+            }
+            headers.push(("variable_sip_authorized", "true"));
+            host.fire(fs::SWITCH_EVENT_CHANNEL_CREATE, &headers);
+        };
+        fire(A, Some("alice"));
+        fire(B, None);
+        fire(C, Some("mallory"));
+        let trace = |uuid: &str| {
+            host.api("rtc_core", &format!("call {uuid}"))
+                .expect("API runs")
+                .1
+        };
+        let out = trace(A);
+        assert!(out.contains("AUTHENTICATION -> BALANCE_CHECK"), "{out}");
+        for uuid in [B, C] {
+            let out = trace(uuid);
+            assert!(
+                out.contains("state: REJECTED") && out.contains("auth"),
+                "{out}"
+            );
+        }
     });
 }

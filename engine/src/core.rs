@@ -132,6 +132,9 @@ pub struct Core {
     reserving: HashMap<CallId, PartnerId, RandomState>,
     /// Digest usernames of calls not yet authenticated; kept aside because most calls have none.
     auth_users: HashMap<CallId, CompactString, RandomState>,
+    /// Inbound channels calls placed themselves (the far half of a loopback route), with the engine time they were
+    /// seen: their events are not new calls. Dropped at their CHANNEL_DESTROY, or by the sweep once stale.
+    own_legs: HashMap<CallId, u64, RandomState>,
     /// Dialplan apps waiting for a call's decision.
     waiters: HashMap<CallId, Sender<Decision>, RandomState>,
     pub(crate) counters: Counters,
@@ -170,6 +173,7 @@ impl Core {
             partners: HashMap::default(),
             waiters: HashMap::default(),
             auth_users: HashMap::default(),
+            own_legs: HashMap::default(),
             pending_results: 0,
             reserving: HashMap::default(),
             counters: Counters::new(),
@@ -298,6 +302,24 @@ impl Core {
     }
 
     fn new_channel_event(&mut self, ev: CallEvent) {
+        if self.own_legs.contains_key(&ev.uuid) {
+            self.counters.own_leg_events += 1;
+            if ev.kind == EventKind::ChannelDestroy {
+                self.own_legs.remove(&ev.uuid);
+            }
+            return;
+        }
+        if ev.direction == Direction::Inbound
+            && ev.kind == EventKind::ChannelCreate
+            && let Some(a) = ev.other_leg
+        {
+            // A channel that is part of call `a` already (placed by it), not a new call to decide.
+            self.counters.own_legs += 1;
+            self.counters.own_leg_events += 1;
+            self.own_legs.insert(ev.uuid, self.now_us);
+            log::debug!("call {a}: own inbound leg {}", ev.uuid);
+            return;
+        }
         if self.registry.is_finished(&ev.uuid) {
             self.counters.after_end_events += 1;
             return;
@@ -954,6 +976,9 @@ impl Core {
             })
             .map(|c| c.id)
             .collect();
+        let stale_us = stale_ms * 1000;
+        self.own_legs
+            .retain(|_, seen_us| now_us.saturating_sub(*seen_us) < stale_us);
         for id in due {
             if let Some(slot) = self.registry.slot_of(&id) {
                 self.counters.swept += 1;

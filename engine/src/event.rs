@@ -102,8 +102,10 @@ pub struct CallEvent {
     pub timestamp_us: u64,
     /// `Call-Direction`.
     pub direction: Direction,
-    /// The a-leg this channel belongs to, for outbound legs: `variable_rtc_a_leg` (set on every leg the
-    /// engine bridges), else `Other-Leg-Unique-ID` / `Bridge-A-Unique-ID`.
+    /// For an outbound leg, the a-leg it belongs to: `variable_rtc_a_leg` (set on every leg the engine bridges),
+    /// else FreeSWITCH's own notion of the other leg. On the CHANNEL_CREATE of an inbound channel, the call that
+    /// placed it (the far half of a loopback route): the engine keeps such a channel as that call's own leg and
+    /// ignores its events, instead of deciding it as a new call.
     pub other_leg: Option<CallId>,
     /// `Caller-Caller-ID-Number`.
     pub caller: CompactString,

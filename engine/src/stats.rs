@@ -28,6 +28,10 @@ pub struct Stats {
     pub unknown_events: u64,
     /// Outbound channels not tied to any call of ours.
     pub foreign_legs: u64,
+    /// Inbound channels a call placed itself (the far half of a loopback route), kept apart from new calls.
+    pub own_legs: u64,
+    /// Events of those channels, ignored.
+    pub own_leg_events: u64,
     /// Service results for calls gone or past that step.
     pub stale_results: u64,
     /// Reservations that arrived for calls already gone, released at once.

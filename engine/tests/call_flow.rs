@@ -2,6 +2,7 @@
 
 mod common;
 
+use rtc_engine::CallEvent;
 use std::time::Duration;
 
 use common::*;
@@ -461,6 +462,41 @@ fn unknown_and_foreign_channels_are_counted_not_created() {
         (2, 1, 0)
     );
     assert_eq!(r.core.live_calls(), 0);
+}
+
+#[test]
+fn inbound_channels_a_call_placed_are_its_own_legs_not_new_calls() {
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    assert_eq!(r.core.live_calls(), 1);
+    // The far half of a loopback route call 1 placed: created naming call 1, then parked and answered by its own
+    // dialplan without naming it any more. None of it is a call.
+    let far_half = |kind, seq, placed_by: Option<u128>| {
+        let mut ev = CallEvent::new(id(900), kind, seq);
+        ev.other_leg = placed_by.map(id);
+        ev
+    };
+    r.core
+        .on_event(far_half(EventKind::ChannelCreate, 50, Some(1)));
+    r.core.on_event(far_half(EventKind::ChannelPark, 51, None));
+    r.core
+        .on_event(far_half(EventKind::ChannelAnswer, 52, None));
+    r.core
+        .on_event(far_half(EventKind::ChannelDestroy, 53, None));
+    let s = r.core.stats();
+    assert_eq!(
+        (
+            s.own_legs,
+            s.own_leg_events,
+            s.calls_created,
+            s.unknown_events
+        ),
+        (1, 4, 1, 0)
+    );
+    assert_eq!(r.core.live_calls(), 1);
+    // Forgotten at its destroy: a later park of the same UUID is a channel never seen created (a call).
+    r.core.on_event(far_half(EventKind::ChannelPark, 54, None));
+    assert_eq!(r.core.stats().calls_created, 2);
 }
 
 #[test]

@@ -203,6 +203,9 @@ impl Rules {
                     self.stats.own_legs_dropped += 1;
                     return None;
                 }
+                // Unmarked: whatever FreeSWITCH names as its other leg, an inbound channel is not one the engine
+                // placed (an inbound event naming a call is the engine's mark of its own leg).
+                ev.other_leg = None;
                 if ev.source_ip.is_none() && header(body, b"Caller-Network-Addr").is_none() {
                     match self.config.internal_source_ip {
                         Some(ip) => {
