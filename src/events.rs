@@ -40,13 +40,15 @@ pub enum Field {
     Caller,
     Destination,
     NetworkAddr,
+    /// The caller profile's source: the endpoint module that created the channel (`mod_sofia` for SIP).
+    Source,
     HangupCause,
     RtcALeg,
     AuthUser,
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 13] = [
         Field::UniqueId,
         Field::Sequence,
         Field::Timestamp,
@@ -56,6 +58,7 @@ impl Field {
         Field::Caller,
         Field::Destination,
         Field::NetworkAddr,
+        Field::Source,
         Field::HangupCause,
         Field::RtcALeg,
         Field::AuthUser,
@@ -78,6 +81,7 @@ impl Field {
             // The caller profile's network_addr: the transport source address FreeSWITCH received the call from
             // (for SIP, the packet's source), never a header the caller wrote.
             Field::NetworkAddr => c"Caller-Network-Addr",
+            Field::Source => c"Caller-Source",
             Field::HangupCause => c"Hangup-Cause",
             Field::RtcALeg => c"variable_rtc_a_leg",
             Field::AuthUser => c"variable_sip_auth_username",
@@ -100,21 +104,18 @@ impl Field {
     }
 }
 
-/// The fields read from every event of `kind` before the channel variables.
-pub const fn wanted(kind: EventKind) -> u32 {
+/// The fields every event of `kind` needs, all among its first two dozen headers (the event's own and the
+/// channel's, ahead of the caller profile's 35). They are always there: this read does not stop at the channel
+/// variables.
+pub const fn leading(kind: EventKind) -> u32 {
     let base = Field::mask(&[
         Field::UniqueId,
         Field::Sequence,
         Field::Timestamp,
         Field::Direction,
         Field::CallUuid,
-        Field::OtherLeg,
     ]);
     match kind {
-        // A new call (CHANNEL_PARK too: a parked channel whose creation was missed becomes a call).
-        EventKind::ChannelCreate | EventKind::ChannelPark => {
-            base | Field::mask(&[Field::Caller, Field::Destination, Field::NetworkAddr])
-        }
         EventKind::ChannelHangup | EventKind::ChannelHangupComplete | EventKind::ChannelDestroy => {
             base | Field::HangupCause.bit()
         }
@@ -122,12 +123,38 @@ pub const fn wanted(kind: EventKind) -> u32 {
     }
 }
 
-/// Whether an event whose leading headers `get` reads goes on into the channel variables: only a new inbound
-/// channel does (for `sip_auth_username`, and the `rtc_a_leg` mark of a leg the module placed), unless its
-/// `call_uuid` already says it is part of another call.
-pub fn wants_tail<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> bool {
+/// What an event whose [`leading`] fields `get` reads needs next, and whether that read may stop at the first
+/// channel variable (it looks for a header that may be absent):
+/// - a new inbound call (CHANNEL_CREATE, or CHANNEL_PARK: a parked channel whose creation was missed becomes a
+///   call): its caller profile's number, destination, address and source;
+/// - an outbound leg whose `call_uuid` does not name another channel: `Other-Leg-Unique-ID`;
+/// - anything else: nothing (`0`).
+pub fn then_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> (u32, bool) {
+    // `call_uuid` is looked at only where it decides something: one header value less to fetch elsewhere.
+    match (direction(get(Field::Direction)), kind) {
+        (Direction::Inbound, EventKind::ChannelCreate | EventKind::ChannelPark) => (
+            Field::mask(&[
+                Field::Caller,
+                Field::Destination,
+                Field::NetworkAddr,
+                Field::Source,
+            ]),
+            false,
+        ),
+        (Direction::Inbound, _) => (0, false),
+        (Direction::Outbound, _) if placed_by(&get).is_none() => (Field::OtherLeg.bit(), true),
+        (Direction::Outbound, _) => (0, false),
+    }
+}
+
+/// Whether an event goes on into its channel variables (two thirds of its headers), once its [`leading`] and
+/// [`then_read`] fields are read: only the CHANNEL_CREATE of a new inbound SIP call, for `sip_auth_username`
+/// (mod_sofia sets it on a digest-authenticated call), and for the `rtc_a_leg` mark should its `call_uuid` not
+/// have said already that it is a leg the module placed.
+pub fn reads_variables<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> bool {
     kind == EventKind::ChannelCreate
         && direction(get(Field::Direction)) == Direction::Inbound
+        && get(Field::Source) == Some("mod_sofia")
         && placed_by(&get).is_none()
 }
 
@@ -138,7 +165,7 @@ fn direction(value: Option<&str>) -> Direction {
     }
 }
 
-/// The call an inbound channel's `call_uuid` says it belongs to, when that is another channel.
+/// The call a channel's `call_uuid` says it belongs to, when that is another channel.
 fn placed_by<'a>(get: &impl Fn(Field) -> Option<&'a str>) -> Option<CallId> {
     let own = get(Field::UniqueId).and_then(|u| CallId::parse(u).ok())?;
     get(Field::CallUuid)
@@ -192,8 +219,9 @@ pub enum Skipped {
 ///
 /// Missing or malformed optional headers leave their field empty; only a missing `Unique-ID` drops the event.
 /// `other_leg` names, for an outbound leg, the a-leg it belongs to: `variable_rtc_a_leg` when it was read, else
-/// `Other-Leg-Unique-ID` (the originator: every leg the module bridges is placed from its a-leg's session), else
-/// `Channel-Call-UUID` when it names another channel. For a new inbound channel that is part of a call already —
+/// `Channel-Call-UUID` when it names another channel (the module sets it on every leg it places, FreeSWITCH on
+/// every leg it bridges), else `Other-Leg-Unique-ID` (the originator: every leg the module bridges is placed from
+/// its a-leg's session). For a new inbound channel that is part of a call already —
 /// the far half of a loopback route the module placed, marked by `call_uuid` or `rtc_a_leg` — it names that call,
 /// and the engine keeps the channel as the call's own leg instead of deciding it. An inbound channel without a
 /// network address gets [`BOX_ADDRESS`].
@@ -216,8 +244,8 @@ pub fn build_event<'a>(
     let marked = id(Field::RtcALeg);
     if ev.direction == Direction::Outbound {
         ev.other_leg = marked
-            .or_else(|| id(Field::OtherLeg))
-            .or_else(|| placed_by(&get));
+            .or_else(|| placed_by(&get))
+            .or_else(|| id(Field::OtherLeg));
     } else if kind == EventKind::ChannelCreate {
         ev.other_leg = marked.or_else(|| placed_by(&get));
     }
@@ -424,22 +452,45 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
                 }));
                 return;
             }
-            let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
-            // SAFETY: the event is live; `values` has room for every registered field and starts cleared.
-            let rest = unsafe {
-                shim::rtc_event_fields(event, ptr::null(), values.as_mut_ptr(), wanted(kind), 1)
+            // Up to three reads, each going on from where the one before stopped once that one found all it
+            // looked for. If it did not (a header FreeSWITCH always sends was missing), it went on to the end, or
+            // to the channel variables, past headers the next read needs: that one starts over from the first.
+            // SAFETY (the three reads): the event is live; `values` has room for every registered field and
+            // starts cleared; `from` is null or a header of the same event returned by the read before.
+            let all_found = |values: &[*const c_char], mask: u32| {
+                Field::ALL
+                    .iter()
+                    .all(|f| mask & f.bit() == 0 || !values[*f as usize].is_null())
             };
-            if !rest.is_null() && wants_tail(kind, |f| text(values[f as usize])) {
-                // SAFETY: `rest` is a header of the same live event, returned by the first call.
-                unsafe {
+            let lead = leading(kind);
+            let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
+            let mut rest =
+                unsafe { shim::rtc_event_fields(event, ptr::null(), values.as_mut_ptr(), lead, 0) };
+            let (next, may_stop) = then_read(kind, |f| text(values[f as usize]));
+            if next != 0 {
+                let from = if all_found(&values, lead) {
+                    rest
+                } else {
+                    ptr::null()
+                };
+                rest = unsafe {
                     shim::rtc_event_fields(
                         event,
-                        rest,
+                        from,
                         values.as_mut_ptr(),
-                        Field::mask(&Field::TAIL),
-                        0,
+                        next,
+                        i32::from(may_stop),
                     )
                 };
+            }
+            if reads_variables(kind, |f| text(values[f as usize])) {
+                let from = if all_found(&values, lead | next) {
+                    rest
+                } else {
+                    ptr::null()
+                };
+                let variables = Field::mask(&Field::TAIL);
+                unsafe { shim::rtc_event_fields(event, from, values.as_mut_ptr(), variables, 0) };
             }
             deliver(build_event(kind, |f| text(values[f as usize])));
         },
@@ -612,31 +663,68 @@ mod tests {
     }
 
     #[test]
-    fn only_a_new_inbound_call_reads_the_channel_variables() {
+    fn each_event_reads_only_what_it_needs() {
         let get = |headers: &'static [(Field, &'static str)]| {
             move |f: Field| headers.iter().find(|(h, _)| *h == f).map(|(_, v)| *v)
         };
-        const NEW: &[(Field, &str)] = &[(Field::UniqueId, A), (Field::CallUuid, A)];
-        const PLACED: &[(Field, &str)] = &[(Field::UniqueId, B), (Field::CallUuid, A)];
-        const OUT: &[(Field, &str)] = &[(Field::UniqueId, B), (Field::Direction, "outbound")];
-        assert!(wants_tail(EventKind::ChannelCreate, get(NEW)));
-        assert!(!wants_tail(EventKind::ChannelCreate, get(PLACED)));
-        assert!(!wants_tail(EventKind::ChannelCreate, get(OUT)));
-        for kind in EventKind::ALL {
-            if kind != EventKind::ChannelCreate {
-                assert!(!wants_tail(kind, get(NEW)), "{kind:?}");
-            }
-        }
-        // What each kind reads before the variables: never a variable.
-        for kind in EventKind::ALL {
-            assert_eq!(wanted(kind) & Field::mask(&Field::TAIL), 0, "{kind:?}");
-            assert_ne!(wanted(kind) & Field::UniqueId.bit(), 0, "{kind:?}");
-        }
-        assert_ne!(
-            wanted(EventKind::ChannelHangup) & Field::HangupCause.bit(),
-            0
+        const SIP: &[(Field, &str)] = &[
+            (Field::UniqueId, A),
+            (Field::CallUuid, A),
+            (Field::Source, "mod_sofia"),
+        ];
+        const LOOPBACK: &[(Field, &str)] = &[
+            (Field::UniqueId, A),
+            (Field::CallUuid, A),
+            (Field::Source, "mod_loopback"),
+        ];
+        const PLACED: &[(Field, &str)] = &[
+            (Field::UniqueId, B),
+            (Field::CallUuid, A),
+            (Field::Source, "mod_sofia"),
+        ];
+        const OUT: &[(Field, &str)] = &[
+            (Field::UniqueId, B),
+            (Field::Direction, "outbound"),
+            (Field::CallUuid, B),
+        ];
+        const OUT_PLACED: &[(Field, &str)] = &[
+            (Field::UniqueId, B),
+            (Field::Direction, "outbound"),
+            (Field::CallUuid, A),
+        ];
+        let profile = Field::mask(&[
+            Field::Caller,
+            Field::Destination,
+            Field::NetworkAddr,
+            Field::Source,
+        ]);
+        let tail = Field::mask(&Field::TAIL);
+        use EventKind::*;
+        assert_eq!(then_read(ChannelCreate, get(SIP)), (profile, false));
+        assert_eq!(then_read(ChannelPark, get(PLACED)), (profile, false));
+        assert_eq!(then_read(ChannelAnswer, get(SIP)), (0, false));
+        assert!(reads_variables(ChannelCreate, get(SIP)));
+        assert!(
+            !reads_variables(ChannelCreate, get(LOOPBACK)),
+            "no digest user"
         );
-        assert_ne!(wanted(EventKind::ChannelPark) & Field::NetworkAddr.bit(), 0);
+        assert!(!reads_variables(ChannelCreate, get(PLACED)), "own leg");
+        for kind in EventKind::ALL {
+            assert_eq!(
+                then_read(kind, get(OUT)),
+                (Field::OtherLeg.bit(), true),
+                "{kind:?}"
+            );
+            assert_eq!(then_read(kind, get(OUT_PLACED)), (0, false), "{kind:?}");
+            assert!(!reads_variables(kind, get(OUT)), "{kind:?}");
+            if kind != ChannelCreate {
+                assert!(!reads_variables(kind, get(SIP)), "{kind:?}");
+            }
+            // The leading read: never a variable, never the caller profile.
+            assert_eq!(leading(kind) & (tail | profile), 0, "{kind:?}");
+            assert_ne!(leading(kind) & Field::UniqueId.bit(), 0, "{kind:?}");
+        }
+        assert_ne!(leading(ChannelHangup) & Field::HangupCause.bit(), 0);
         for f in Field::ALL {
             let variable = f.header().to_bytes().starts_with(b"variable_");
             assert_eq!(variable, Field::TAIL.contains(&f), "{f:?}");

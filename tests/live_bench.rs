@@ -192,3 +192,67 @@ fn fs_loopback() {
         (engine_us1 - engine_us0) / calls as f64,
     );
 }
+
+/// SIP calls from SIPp (`sipp` on PATH) decided by the module: the production mix of events, where every new call
+/// is a mod_sofia channel (whose CHANNEL_CREATE the handler reads through to its channel variables, for a digest
+/// user) and no leg is placed by the API. `RTC_BENCH_SIP_CALLS` (default 2000) and `RTC_BENCH_SIP_CPS` (default
+/// 100). The last line is one JSON object.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn fs_sip() {
+    let Some(install) = Install::find("bench fs-sip") else {
+        return;
+    };
+    if std::process::Command::new("sipp")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        println!("skipped: bench fs-sip: no sipp on PATH (apt-get install sip-tester)");
+        return;
+    }
+    let calls = env_or("RTC_BENCH_SIP_CALLS", 2000);
+    let cps = env_or("RTC_BENCH_SIP_CPS", 100);
+    let fs = FreeSwitch::start(&install, &module_path(), true);
+    let mut esl = fs.esl();
+    assert!(esl.api("load mod_rtc_core").contains("+OK"));
+    wait_for("the SIP profile", Duration::from_secs(20), || {
+        esl.api("sofia status").contains("RUNNING").then_some(())
+    });
+    let started = Instant::now();
+    let status = std::process::Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", fs.sip_port))
+        .args(["-sn", "uac", "-s", "155591234", "-i", "127.0.0.1", "-p"])
+        .arg(live::free_port().to_string())
+        .args(["-m", &calls.to_string(), "-r", &cps.to_string()])
+        .args(["-nostdin", "-timeout"])
+        .arg(format!("{}s", calls / cps.max(1) + 60))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run sipp");
+    let elapsed = started.elapsed().as_secs_f64();
+    let status_text = wait_for("the calls to finish", Duration::from_secs(60), || {
+        let s = esl.api("rtc_core status");
+        s.contains("live calls: 0").then_some(s)
+    });
+    println!("{status_text}");
+    assert!(status.success(), "sipp: {status}");
+    assert!(
+        status_text.contains(&format!("completed {calls}")),
+        "every call decided and completed: {status_text}"
+    );
+    let (p50, p99) = handler_quantiles(&mut esl);
+    let events = status_text
+        .lines()
+        .find_map(|l| l.strip_prefix("intake: accepted "))
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!(
+        "{{\"bench\": \"fs-sip\", \"calls\": {calls}, \"offered_cps\": {cps}, \"cps\": {:.1}, \
+         \"events_per_call\": {:.1}, \"handler_p50_ns\": {p50}, \"handler_p99_ns\": {p99}}}",
+        calls as f64 / elapsed,
+        events / calls as f64,
+    );
+}

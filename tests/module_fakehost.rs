@@ -446,7 +446,7 @@ fn shutdown_while_events_flow() {
 fn a_new_calls_digest_user_is_read_from_its_channel_variables() {
     with_module(|host, _| {
         // Partner lab_auth (127.0.8.0/24) takes calls from digest users alice and bob only. The variables come after
-        // the channel's own headers, as FreeSWITCH orders them.
+        // the channel's own headers, as FreeSWITCH orders them; only a SIP channel (mod_sofia) has a digest user.
         let fire = |uuid: &str, user: Option<&str>| {
             let mut headers = vec![
                 ("Unique-ID", uuid),
@@ -454,8 +454,9 @@ fn a_new_calls_digest_user_is_read_from_its_channel_variables() {
                 ("Call-Direction", "inbound"),
                 ("Channel-Call-UUID", uuid),
                 ("Caller-Caller-ID-Number", "+15550001"),
-                ("Caller-Destination-Number", "15551234"),
                 ("Caller-Network-Addr", "127.0.8.5"),
+                ("Caller-Destination-Number", "15551234"),
+                ("Caller-Source", "mod_sofia"),
                 ("variable_sip_from_user", "alice-desk"),
             ];
             if let Some(u) = user {
