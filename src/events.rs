@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use freeswitch_sys as fs;
 use rtc_engine::engine::{EngineHandle, SubmitError};
+use rtc_engine::event::is_true;
 use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
 
 use crate::histogram::Histogram;
@@ -25,7 +26,7 @@ use crate::shim;
 ///
 /// All but the last two are among the headers FreeSWITCH puts first — the event's own, the channel's and its
 /// caller profiles' — ahead of the channel variables (`variable_*`), which are two thirds of a channel event's
-/// ~150 headers. The reader stops at the first variable unless the event needs [`Field::TAIL`].
+/// ~150 headers. The reader stops at the first variable unless the event needs [`Field::VARIABLES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Field {
@@ -45,10 +46,12 @@ pub enum Field {
     HangupCause,
     RtcALeg,
     AuthUser,
+    /// `rtc_core=true`, set by the dialplan before `park`: the engine drives the parked call.
+    RtcCore,
 }
 
 impl Field {
-    pub const ALL: [Field; 13] = [
+    pub const ALL: [Field; 14] = [
         Field::UniqueId,
         Field::Sequence,
         Field::Timestamp,
@@ -62,10 +65,11 @@ impl Field {
         Field::HangupCause,
         Field::RtcALeg,
         Field::AuthUser,
+        Field::RtcCore,
     ];
 
-    /// The channel variables the engine reads, only on a new inbound channel.
-    pub const TAIL: [Field; 2] = [Field::RtcALeg, Field::AuthUser];
+    /// The channel variables the handler reads, on the few events that go that far ([`variables_to_read`]).
+    pub const VARIABLES: [Field; 3] = [Field::RtcALeg, Field::AuthUser, Field::RtcCore];
 
     /// The FreeSWITCH header name (a static C string: the C reader keeps the pointer).
     pub const fn header(self) -> &'static CStr {
@@ -85,6 +89,7 @@ impl Field {
             Field::HangupCause => c"Hangup-Cause",
             Field::RtcALeg => c"variable_rtc_a_leg",
             Field::AuthUser => c"variable_sip_auth_username",
+            Field::RtcCore => c"variable_rtc_core",
         }
     }
 
@@ -147,15 +152,25 @@ pub fn then_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) ->
     }
 }
 
-/// Whether an event goes on into its channel variables (two thirds of its headers), once its [`leading`] and
-/// [`then_read`] fields are read: only the CHANNEL_CREATE of a new inbound SIP call, for `sip_auth_username`
-/// (mod_sofia sets it on a digest-authenticated call), and for the `rtc_a_leg` mark should its `call_uuid` not
-/// have said already that it is a leg the module placed.
-pub fn reads_variables<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> bool {
-    kind == EventKind::ChannelCreate
-        && direction(get(Field::Direction)) == Direction::Inbound
-        && get(Field::Source) == Some("mod_sofia")
-        && placed_by(&get).is_none()
+/// The channel variables an event needs, once its [`leading`] and [`then_read`] fields are read (`0`: it does not
+/// go on into them, two thirds of its headers):
+/// - the CHANNEL_CREATE of a new inbound SIP call (`Caller-Source` mod_sofia): `sip_auth_username` (mod_sofia sets
+///   it on a digest-authenticated call), and the `rtc_a_leg` mark should its `call_uuid` not have said already that
+///   it is a leg the module placed;
+/// - the CHANNEL_PARK of an inbound channel: `rtc_core`, without which the engine leaves a parked call alone.
+pub fn variables_to_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> u32 {
+    if direction(get(Field::Direction)) == Direction::Outbound {
+        return 0;
+    }
+    match kind {
+        EventKind::ChannelCreate
+            if get(Field::Source) == Some("mod_sofia") && placed_by(&get).is_none() =>
+        {
+            Field::mask(&[Field::RtcALeg, Field::AuthUser])
+        }
+        EventKind::ChannelPark => Field::RtcCore.bit(),
+        _ => 0,
+    }
 }
 
 fn direction(value: Option<&str>) -> Direction {
@@ -213,6 +228,9 @@ fn kind_of(id: fs::switch_event_types_t) -> Option<EventKind> {
 pub enum Skipped {
     #[error("{0} event without a usable Unique-ID")]
     NoUuid(&'static str),
+    /// A channel parked without `rtc_core=true`: parked for something else, not for the engine to bridge.
+    #[error("CHANNEL_PARK of {0} without rtc_core=true")]
+    UnmarkedPark(CallId),
 }
 
 /// Builds the engine's event from a header getter. Pure: unit-tested without FreeSWITCH.
@@ -240,6 +258,12 @@ pub fn build_event<'a>(
     let mut ev = CallEvent::new(uuid, kind, number(Field::Sequence));
     ev.timestamp_us = number(Field::Timestamp);
     ev.direction = direction(get(Field::Direction));
+    if kind == EventKind::ChannelPark
+        && ev.direction == Direction::Inbound
+        && !get(Field::RtcCore).is_some_and(is_true)
+    {
+        return Err(Skipped::UnmarkedPark(uuid));
+    }
     let id = |f| get(f).and_then(|v| CallId::parse(v).ok());
     let marked = id(Field::RtcALeg);
     if ev.direction == Direction::Outbound {
@@ -281,6 +305,8 @@ pub struct IntakeStats {
     pub malformed: AtomicU64,
     /// Events that arrived while no engine was installed (during load or shutdown), or after it stopped.
     pub no_engine: AtomicU64,
+    /// CHANNEL_PARK events of channels without `rtc_core=true`: parked for something else.
+    pub unmarked_parks: AtomicU64,
     /// Time spent in the handler per event, nanoseconds.
     pub handler_ns: Histogram,
     /// Second (of the module's monotonic clock) of the last queue-full warning, for rate limiting.
@@ -294,6 +320,7 @@ pub static STATS: IntakeStats = IntakeStats {
     queue_full: AtomicU64::new(0),
     malformed: AtomicU64::new(0),
     no_engine: AtomicU64::new(0),
+    unmarked_parks: AtomicU64::new(0),
     handler_ns: Histogram::new(),
     last_full_warning_s: AtomicU64::new(0),
     full_reported: AtomicU64::new(0),
@@ -310,6 +337,7 @@ impl IntakeStats {
             &self.queue_full,
             &self.malformed,
             &self.no_engine,
+            &self.unmarked_parks,
             &self.last_full_warning_s,
             &self.full_reported,
         ] {
@@ -483,13 +511,13 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
                     )
                 };
             }
-            if reads_variables(kind, |f| text(values[f as usize])) {
+            let variables = variables_to_read(kind, |f| text(values[f as usize]));
+            if variables != 0 {
                 let from = if all_found(&values, lead | next) {
                     rest
                 } else {
                     ptr::null()
                 };
-                let variables = Field::mask(&Field::TAIL);
                 unsafe { shim::rtc_event_fields(event, from, values.as_mut_ptr(), variables, 0) };
             }
             deliver(build_event(kind, |f| text(values[f as usize])));
@@ -502,6 +530,10 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
 pub fn deliver(event: Result<CallEvent, Skipped>) {
     let ev = match event {
         Ok(ev) => ev,
+        Err(Skipped::UnmarkedPark(_)) => {
+            STATS.unmarked_parks.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         Err(e) => {
             let n = STATS.malformed.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -698,17 +730,33 @@ mod tests {
             Field::NetworkAddr,
             Field::Source,
         ]);
-        let tail = Field::mask(&Field::TAIL);
+        let tail = Field::mask(&Field::VARIABLES);
         use EventKind::*;
         assert_eq!(then_read(ChannelCreate, get(SIP)), (profile, false));
         assert_eq!(then_read(ChannelPark, get(PLACED)), (profile, false));
         assert_eq!(then_read(ChannelAnswer, get(SIP)), (0, false));
-        assert!(reads_variables(ChannelCreate, get(SIP)));
-        assert!(
-            !reads_variables(ChannelCreate, get(LOOPBACK)),
+        let digest = Field::mask(&[Field::RtcALeg, Field::AuthUser]);
+        assert_eq!(variables_to_read(ChannelCreate, get(SIP)), digest);
+        assert_eq!(
+            variables_to_read(ChannelCreate, get(LOOPBACK)),
+            0,
             "no digest user"
         );
-        assert!(!reads_variables(ChannelCreate, get(PLACED)), "own leg");
+        assert_eq!(variables_to_read(ChannelCreate, get(PLACED)), 0, "own leg");
+        assert_eq!(
+            variables_to_read(ChannelPark, get(LOOPBACK)),
+            Field::RtcCore.bit()
+        );
+        assert!(
+            ["true", "YES", "on", "1", "allow"]
+                .iter()
+                .all(|v| is_true(v))
+        );
+        assert!(
+            ["false", "no", "0", "", "maybe"]
+                .iter()
+                .all(|v| !is_true(v))
+        );
         for kind in EventKind::ALL {
             assert_eq!(
                 then_read(kind, get(OUT)),
@@ -716,9 +764,9 @@ mod tests {
                 "{kind:?}"
             );
             assert_eq!(then_read(kind, get(OUT_PLACED)), (0, false), "{kind:?}");
-            assert!(!reads_variables(kind, get(OUT)), "{kind:?}");
-            if kind != ChannelCreate {
-                assert!(!reads_variables(kind, get(SIP)), "{kind:?}");
+            assert_eq!(variables_to_read(kind, get(OUT)), 0, "{kind:?}");
+            if !matches!(kind, ChannelCreate | ChannelPark) {
+                assert_eq!(variables_to_read(kind, get(SIP)), 0, "{kind:?}");
             }
             // The leading read: never a variable, never the caller profile.
             assert_eq!(leading(kind) & (tail | profile), 0, "{kind:?}");
@@ -727,8 +775,22 @@ mod tests {
         assert_ne!(leading(ChannelHangup) & Field::HangupCause.bit(), 0);
         for f in Field::ALL {
             let variable = f.header().to_bytes().starts_with(b"variable_");
-            assert_eq!(variable, Field::TAIL.contains(&f), "{f:?}");
+            assert_eq!(variable, Field::VARIABLES.contains(&f), "{f:?}");
         }
+    }
+
+    #[test]
+    fn only_parks_marked_rtc_core_go_to_the_engine() {
+        let park = |headers: &[(Field, &'static str)]| build(EventKind::ChannelPark, headers);
+        assert_eq!(
+            park(&[(Field::UniqueId, A)]),
+            Err(Skipped::UnmarkedPark(CallId::parse(A).expect("uuid")))
+        );
+        assert!(park(&[(Field::UniqueId, A), (Field::RtcCore, "false")]).is_err());
+        let ev = park(&[(Field::UniqueId, A), (Field::RtcCore, "true")]).expect("event");
+        assert_eq!(ev.kind, EventKind::ChannelPark);
+        // An outbound leg's park is the engine's to see as any other event of its leg.
+        assert!(park(&[(Field::UniqueId, B), (Field::Direction, "outbound")]).is_ok());
     }
 
     #[test]

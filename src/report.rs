@@ -107,12 +107,13 @@ pub fn status(
     let h = m.handler_ns.snapshot();
     let _ = writeln!(
         out,
-        "intake: accepted {}, dropped (queue_full {}, malformed {}, no_engine {}), own legs {}; handler p50 {} ns, \
-         p99 {} ns, max {} ns",
+        "intake: accepted {}, dropped (queue_full {}, malformed {}, no_engine {}), parks without rtc_core=true {}, \
+         own legs {}; handler p50 {} ns, p99 {} ns, max {} ns",
         m.accepted.load(Relaxed),
         m.queue_full.load(Relaxed),
         m.malformed.load(Relaxed),
         m.no_engine.load(Relaxed),
+        m.unmarked_parks.load(Relaxed),
         s.own_legs,
         h.quantile(0.5),
         h.quantile(0.99),
@@ -519,6 +520,7 @@ pub fn metrics(
         ("queue_full", &m.queue_full),
         ("malformed", &m.malformed),
         ("no_engine", &m.no_engine),
+        ("unmarked_park", &m.unmarked_parks),
     ] {
         e.sample(
             "rtc_module_events_total",

@@ -171,7 +171,11 @@ fn events_reach_the_engine() {
         );
         host.fire(
             fs::SWITCH_EVENT_CHANNEL_PARK,
-            &[("Unique-ID", B), ("Channel-Call-UUID", B)],
+            &[
+                ("Unique-ID", B),
+                ("Channel-Call-UUID", B),
+                ("variable_rtc_core", "true"),
+            ],
         );
         // The API's query queues behind the events: the engine has seen them when it answers.
         let (_, out) = host
@@ -287,9 +291,26 @@ fn parked_calls_are_bridged_by_the_engine_with_failover() {
         host.session_new(P);
         host.session_profile(P, "+15550001", "15551234", "127.0.0.1", false);
         create(host, P, "15551234");
+        // Parked for something else (no rtc_core=true): the engine never sees it.
         host.fire(
             fs::SWITCH_EVENT_CHANNEL_PARK,
             &[("Unique-ID", P), ("Event-Sequence", "101")],
+        );
+        let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+        assert!(
+            out.contains("rtc_module_events_total{outcome=\"unmarked_park\"} 1\n"),
+            "{out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(host.run_queued(P), 0, "nothing queued on an unmarked park");
+        // Parked for the engine.
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_PARK,
+            &[
+                ("Unique-ID", P),
+                ("Event-Sequence", "101"),
+                ("variable_rtc_core", "true"),
+            ],
         );
         // The engine's first route is queued on the parked session; it fails.
         host.bridge_fails(P, Some("NORMAL_TEMPORARY_FAILURE"));

@@ -220,12 +220,13 @@ pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
         println!("call {id}: seen created, but its trace was not kept");
     }
     println!(
-        "{} calls, {} events over {:.1} s of recording ({} frames, {} engine-placed legs dropped, {} failovers without an outbound leg, {} unreadable frames)",
+        "{} calls, {} events over {:.1} s of recording ({} frames, {} engine-placed legs dropped, {} parks without rtc_core=true dropped, {} failovers without an outbound leg, {} unreadable frames)",
         report.calls.len(),
         report.events,
         report.span_ms as f64 / 1000.0,
         report.intake.frames,
         report.intake.own_legs_dropped,
+        report.intake.unmarked_parks,
         report.intake.synthetic_b_hangups,
         report.intake.errors
     );

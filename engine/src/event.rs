@@ -139,6 +139,18 @@ impl CallEvent {
     }
 }
 
+/// FreeSWITCH's notion of a true channel variable (`switch_true`): yes, on, true, t, enabled, enable, active,
+/// allow (any case), or a non-zero number.
+pub fn is_true(value: &str) -> bool {
+    let v = value.trim();
+    [
+        "yes", "on", "true", "t", "enabled", "enable", "active", "allow",
+    ]
+    .iter()
+    .any(|t| v.eq_ignore_ascii_case(t))
+        || v.parse::<i64>().is_ok_and(|n| n != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

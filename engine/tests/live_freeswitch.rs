@@ -29,6 +29,7 @@ const DIALPLAN: &str = r#"
       <extension name="park_for_rtc_core">
         <condition field="destination_number" expression="^(.*)$">
           <action application="set" data="park_timeout=20"/>
+          <action application="set" data="rtc_core=true"/>
           <action application="park"/>
         </condition>
       </extension>

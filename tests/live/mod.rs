@@ -81,8 +81,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The dialplan of the live tests. `default`: every call through the `rtc_core` app; `rtc_park`: parked, for
-/// the engine to bridge; `rtc_answer`: where the loopback route lands (answers; 15559... numbers stay up 5 s,
+/// The dialplan of the live tests. `default`: every call through the `rtc_core` app; `rtc_park`: parked with
+/// `rtc_core=true`, for the engine to bridge; `rtc_answer`: where the loopback route lands (answers; 15559... numbers stay up 5 s,
 /// 15558... hang up at once, others after 300 ms); `plain`: the same failover as the sample routes, without
 /// the module (benchmark baseline), and 15559... answered and held 5 s; `public`: SIP calls, through the app.
 const DIALPLAN: &str = r#"<include>
@@ -98,6 +98,7 @@ const DIALPLAN: &str = r#"<include>
 </context>
 <context name="rtc_park">
   <extension name="park"><condition field="destination_number" expression="^\d+$">
+    <action application="set" data="rtc_core=true"/>
     <action application="park"/>
   </condition></extension>
 </context>

@@ -58,6 +58,8 @@ pub struct IntakeStats {
     pub events: u64,
     /// Inbound halves of engine-placed legs dropped.
     pub own_legs_dropped: u64,
+    /// CHANNEL_PARK events of channels without `rtc_core=true` dropped: parked for something else.
+    pub unmarked_parks: u64,
     /// Inbound events without a transport address given [`IntakeConfig::internal_source_ip`].
     pub internal_address_assumed: u64,
     /// Inbound events without a transport address left without one (unknown partner).
@@ -203,6 +205,15 @@ impl Rules {
                     self.stats.own_legs_dropped += 1;
                     return None;
                 }
+                if ev.kind == EventKind::ChannelPark
+                    && !header(body, b"variable_rtc_core")
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .is_some_and(crate::event::is_true)
+                {
+                    // Parked for something else: not the engine's to bridge.
+                    self.stats.unmarked_parks += 1;
+                    return None;
+                }
                 // Unmarked: whatever FreeSWITCH names as its other leg, an inbound channel is not one the engine
                 // placed (an inbound event naming a call is the engine's mark of its own leg).
                 ev.other_leg = None;
@@ -344,6 +355,36 @@ mod tests {
         assert_eq!(header(body, b"Event-Name"), Some(&b"CUSTOM"[..]));
         assert_eq!(header(body, b"rtc_attempt"), Some(&b"2"[..]));
         assert_eq!(header(body, b"Missing"), None);
+    }
+
+    #[test]
+    fn parks_without_rtc_core_true_are_not_handed_on() {
+        let mut intake = Intake::new(IntakeConfig::default(), FramerConfig::default());
+        let park = |seq: u32, var: &str| {
+            let body = format!(
+                "Event-Name: CHANNEL_PARK\nEvent-Sequence: {seq}\nEvent-Date-Timestamp: 1\nUnique-ID: 4b2a1c3e-9f10-4d2b-8a7e-0123456789ab\n\
+                 Call-Direction: inbound\n{var}\n"
+            );
+            let mut out = Vec::new();
+            crate::esl::write::write_event_frame(body.as_bytes(), &mut out);
+            out
+        };
+        for (seq, var) in [
+            (1, ""),
+            (2, "variable_rtc_core: false\n"),
+            (3, "variable_rtc_core: true\n"),
+        ] {
+            intake.push(&park(seq, var));
+        }
+        let mut handed_on = Vec::new();
+        while let Some(m) = intake.next_message() {
+            match m {
+                Ok(EslMessage::Event(ev)) => handed_on.push(ev.sequence),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(handed_on, [3]);
+        assert_eq!(intake.stats().unmarked_parks, 2);
     }
 
     #[test]

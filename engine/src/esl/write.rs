@@ -579,6 +579,10 @@ fn variables(
         if answered { "bridge" } else { "park" },
     );
     v("rtc_partner", "acme-voice");
+    if !outbound {
+        // Set by the dialplan before `park`: the engine drives the parked call.
+        v("rtc_core", "true");
+    }
     if outbound && let Some(a) = other {
         v("rtc_a_leg", a);
     }
