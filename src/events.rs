@@ -43,6 +43,8 @@ pub enum Field {
     NetworkAddr,
     /// The caller profile's source: the endpoint module that created the channel (`mod_sofia` for SIP).
     Source,
+    /// The caller profile's dialplan context (the engine may take calls from some contexts only).
+    Context,
     HangupCause,
     RtcALeg,
     AuthUser,
@@ -51,7 +53,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 14] = [
+    pub const ALL: [Field; 15] = [
         Field::UniqueId,
         Field::Sequence,
         Field::Timestamp,
@@ -62,6 +64,7 @@ impl Field {
         Field::Destination,
         Field::NetworkAddr,
         Field::Source,
+        Field::Context,
         Field::HangupCause,
         Field::RtcALeg,
         Field::AuthUser,
@@ -86,6 +89,7 @@ impl Field {
             // (for SIP, the packet's source), never a header the caller wrote.
             Field::NetworkAddr => c"Caller-Network-Addr",
             Field::Source => c"Caller-Source",
+            Field::Context => c"Caller-Context",
             Field::HangupCause => c"Hangup-Cause",
             Field::RtcALeg => c"variable_rtc_a_leg",
             Field::AuthUser => c"variable_sip_auth_username",
@@ -131,7 +135,7 @@ pub const fn leading(kind: EventKind) -> u32 {
 /// What an event whose [`leading`] fields `get` reads needs next, and whether that read may stop at the first
 /// channel variable (it looks for a header that may be absent):
 /// - a new inbound call (CHANNEL_CREATE, or CHANNEL_PARK: a parked channel whose creation was missed becomes a
-///   call): its caller profile's number, destination, address and source;
+///   call): its caller profile's number, destination, address, source and context;
 /// - an outbound leg whose `call_uuid` does not name another channel: `Other-Leg-Unique-ID`;
 /// - anything else: nothing (`0`).
 pub fn then_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> (u32, bool) {
@@ -143,6 +147,7 @@ pub fn then_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) ->
                 Field::Destination,
                 Field::NetworkAddr,
                 Field::Source,
+                Field::Context,
             ]),
             false,
         ),
@@ -278,6 +283,9 @@ pub fn build_event<'a>(
     }
     if let Some(v) = get(Field::Destination) {
         ev.destination = v.into();
+    }
+    if let Some(v) = get(Field::Context) {
+        ev.context = v.into();
     }
     ev.source_ip = match get(Field::NetworkAddr).map(str::trim) {
         None | Some("") if ev.direction == Direction::Inbound => Some(BOX_ADDRESS),
@@ -729,6 +737,7 @@ mod tests {
             Field::Destination,
             Field::NetworkAddr,
             Field::Source,
+            Field::Context,
         ]);
         let tail = Field::mask(&Field::VARIABLES);
         use EventKind::*;

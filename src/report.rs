@@ -127,7 +127,7 @@ pub fn status(
         .collect();
     let _ = writeln!(
         out,
-        "calls: created {}, completed {}, rejected {}, failed {}{}",
+        "calls: created {}, completed {}, rejected {}, failed {}{}{}",
         s.calls_created,
         s.completed,
         s.rejected,
@@ -136,6 +136,15 @@ pub fn status(
             String::new()
         } else {
             format!(" (reasons: {})", reasons.join(", "))
+        },
+        if config.engine.contexts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; taken from contexts {} only ({} channels elsewhere left to the dialplan)",
+                config.engine.contexts.join(", "),
+                s.other_context
+            )
         }
     );
     let _ = writeln!(out, "breakers: {}", breakers_line(breakers));
@@ -399,6 +408,7 @@ pub fn metrics(
         ("unknown_channel", s.unknown_events),
         ("foreign_leg", s.foreign_legs),
         ("own_leg", s.own_leg_events),
+        ("other_context", s.other_context),
         ("stale_result", s.stale_results),
         ("illegal", s.illegal_total()),
     ] {

@@ -505,3 +505,48 @@ fn a_new_calls_digest_user_is_read_from_its_channel_variables() {
         }
     });
 }
+
+#[test]
+fn calls_are_taken_from_the_configured_contexts_only() {
+    with_module(|host, _| {
+        host.set_config(
+            "rtc_core.conf",
+            Some(r#"<configuration name="rtc_core.conf"><settings><param name="contexts" value="public, carriers"/></settings></configuration>"#),
+        );
+        let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+        assert!(out.starts_with("+OK"), "{out}");
+        let fire = |uuid: &str, context: &str| {
+            host.fire(
+                fs::SWITCH_EVENT_CHANNEL_CREATE,
+                &[
+                    ("Unique-ID", uuid),
+                    ("Event-Sequence", "100"),
+                    ("Call-Direction", "inbound"),
+                    ("Channel-Call-UUID", uuid),
+                    ("Caller-Caller-ID-Number", "+15550001"),
+                    ("Caller-Network-Addr", "127.0.0.1"),
+                    ("Caller-Destination-Number", "4930123"),
+                    ("Caller-Source", "mod_sofia"),
+                    ("Caller-Context", context),
+                ],
+            );
+        };
+        fire(A, "default");
+        fire(B, "carriers");
+        let (_, out) = host.api("rtc_core", "calls").expect("API runs");
+        assert!(
+            out.contains(B) && !out.contains(A) && out.contains("1 total"),
+            "{out}"
+        );
+        let (_, out) = host.api("rtc_core", "status").expect("API runs");
+        assert!(
+            out.contains("taken from contexts public, carriers only (1 channels elsewhere left to the dialplan)"),
+            "{out}"
+        );
+        // A call from another context that reaches the app is decided all the same: the app asks for it.
+        host.session_new(A);
+        host.session_profile(A, "+15550001", "4930123", "127.0.0.1", false);
+        assert!(host.app("rtc_core", A, ""));
+        assert_eq!(host.var(A, "rtc_partner").as_deref(), Some("lab"));
+    });
+}

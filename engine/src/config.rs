@@ -41,6 +41,10 @@ pub struct EngineConfig {
     /// latency: 750 µs is 1333 polls a second, and events wait up to 750 µs longer (FreeSWITCH's own event
     /// dispatch lag is 10 ms and more under load). Zero: woken for every event.
     pub poll_interval: Duration,
+    /// Dialplan contexts (`Caller-Context`) whose new inbound channels the engine takes from their CHANNEL_CREATE
+    /// (or CHANNEL_PARK); a channel in another context is decided only if it reaches the `rtc_core` app. Empty:
+    /// every context.
+    pub contexts: Vec<compact_str::CompactString>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
                 shed_queue_age: Duration::ZERO,
             },
             poll_interval: Duration::from_micros(750),
+            contexts: Vec::new(),
         }
     }
 }

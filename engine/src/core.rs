@@ -239,7 +239,7 @@ impl Core {
         match self.registry.find(&ev.uuid) {
             Some(Leg::A(slot)) => self.a_leg_event(slot, &ev),
             Some(Leg::B(slot)) => self.b_leg_event(slot, &ev),
-            None => self.new_channel_event(ev),
+            None => self.new_channel_event(ev, false),
         }
         self.event_ts_us = 0;
         self.drain();
@@ -270,7 +270,7 @@ impl Core {
             let mut ev = ev;
             ev.kind = EventKind::ChannelCreate;
             self.event_ts_us = ev.timestamp_us;
-            self.new_channel_event(ev);
+            self.new_channel_event(ev, true);
             self.event_ts_us = 0;
         }
         if let Some(slot) = self.registry.slot_of(&id)
@@ -301,7 +301,9 @@ impl Core {
         self.drain();
     }
 
-    fn new_channel_event(&mut self, ev: CallEvent) {
+    /// An event of a channel the registry does not hold; `asked` when a dialplan app asks for its decision (the
+    /// app is the operator's explicit choice: the `contexts` filter does not apply).
+    fn new_channel_event(&mut self, ev: CallEvent, asked: bool) {
         if self.own_legs.contains_key(&ev.uuid) {
             self.counters.own_leg_events += 1;
             if ev.kind == EventKind::ChannelDestroy {
@@ -322,6 +324,16 @@ impl Core {
         }
         if self.registry.is_finished(&ev.uuid) {
             self.counters.after_end_events += 1;
+            return;
+        }
+        if !asked
+            && ev.direction == Direction::Inbound
+            && matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark)
+            && !self.cfg.contexts.is_empty()
+            && !self.cfg.contexts.contains(&ev.context)
+        {
+            // Routed in a context the engine does not take calls from: decided only if it reaches the app.
+            self.counters.other_context += 1;
             return;
         }
         if ev.direction == Direction::Outbound {

@@ -111,6 +111,8 @@ pub struct CallEvent {
     pub caller: CompactString,
     /// `Caller-Destination-Number`.
     pub destination: CompactString,
+    /// `Caller-Context`: the dialplan context the channel is routed in (new inbound channels only).
+    pub context: CompactString,
     /// `Caller-Network-Addr`: the transport source address FreeSWITCH saw. The only thing a partner is
     /// identified by: a header the caller can set is never trusted for that.
     pub source_ip: Option<IpAddr>,
@@ -132,6 +134,7 @@ impl CallEvent {
             other_leg: None,
             caller: CompactString::const_new(""),
             destination: CompactString::const_new(""),
+            context: CompactString::const_new(""),
             source_ip: None,
             hangup_cause: None,
             auth_user: CompactString::const_new(""),
@@ -165,9 +168,9 @@ mod tests {
 
     #[test]
     fn event_stays_small() {
-        // The event crosses a channel on FreeSWITCH's dispatch threads: keep it within two cache lines.
+        // The event crosses a channel from FreeSWITCH's dispatch threads: keep it within three cache lines.
         assert!(
-            std::mem::size_of::<CallEvent>() <= 160,
+            std::mem::size_of::<CallEvent>() <= 192,
             "{}",
             std::mem::size_of::<CallEvent>()
         );

@@ -60,6 +60,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "shed-queue-depth",
     "shed-queue-age",
     "poll-interval",
+    "contexts",
 ];
 
 /// Params accepted in `<local>`.
@@ -724,6 +725,14 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "shed-queue-depth" => {
                     engine.admission.shed_queue_depth =
                         self.count(node, name, value, 0, "a whole number (0: off)")?
+                }
+                "contexts" => {
+                    engine.contexts = value
+                        .split([',', ' '])
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(Into::into)
+                        .collect();
                 }
                 "poll-interval" => {
                     engine.poll_interval = match parse_duration(value) {
@@ -1600,6 +1609,25 @@ mod tests {
         assert!(
             e.starts_with("fs.xml: no <configuration name=\"rtc_core.conf\"> element"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn contexts_are_a_list() {
+        let text = r#"<configuration name="rtc_core.conf">
+  <settings><param name="contexts" value="public, carriers,,x"/></settings>
+</configuration>"#;
+        let config = RtcConfig::from_xml_str(text, Path::new("/c"), "c.xml").unwrap();
+        assert_eq!(config.engine.contexts, ["public", "carriers", "x"]);
+        let config = RtcConfig::from_xml_str(
+            r#"<configuration name="rtc_core.conf"/>"#,
+            Path::new("/c"),
+            "c.xml",
+        )
+        .unwrap();
+        assert!(
+            config.engine.contexts.is_empty(),
+            "every context by default"
         );
     }
 

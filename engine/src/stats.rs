@@ -32,6 +32,8 @@ pub struct Stats {
     pub own_legs: u64,
     /// Events of those channels, ignored.
     pub own_leg_events: u64,
+    /// New inbound channels in a dialplan context the engine does not take calls from (`contexts`).
+    pub other_context: u64,
     /// Service results for calls gone or past that step.
     pub stale_results: u64,
     /// Reservations that arrived for calls already gone, released at once.

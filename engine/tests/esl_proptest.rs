@@ -158,6 +158,7 @@ proptest! {
         let host = Host::default();
         let mut ev = CallEvent::new(CallId::from_u128(7), EventKind::ChannelAnswer, seq);
         ev.caller = "+15551234567".into();
+        ev.context = "public".into();
         let mut stream = Vec::new();
         write::write_call_event(&ev, &host, &mut stream);
         stream.extend_from_slice(&garbage);
@@ -190,6 +191,8 @@ proptest! {
             w.caller = through_the_wire(&ev.caller).into();
             w.destination = through_the_wire(&ev.destination).into();
             w.auth_user = through_the_wire(&ev.auth_user).into();
+            // The writer routes a call without a context in `public`, as FreeSWITCH's sample SIP profile does.
+            w.context = if ev.context.is_empty() { "public".into() } else { through_the_wire(&ev.context).into() };
             // A code FreeSWITCH has no name for travels as UNKNOWN.
             w.hangup_cause = ev.hangup_cause.filter(|c| c.name().is_some());
             want.push(EslMessage::Event(w));

@@ -36,6 +36,7 @@ fn expected() -> Vec<CallEvent> {
     create.destination = "+33 1 42 68 53 00".into();
     create.source_ip = Some("2001:db8:7::15".parse::<IpAddr>().unwrap());
     create.auth_user = "pbx-müller".into();
+    create.context = "public".into();
 
     let mut answer = CallEvent::new(id(B_LEG), EventKind::ChannelAnswer, 40213412);
     answer.timestamp_us = 1741940717254310;
@@ -45,6 +46,7 @@ fn expected() -> Vec<CallEvent> {
     answer.destination = "+33142685300".into();
     answer.source_ip = Some("192.0.2.44".parse::<IpAddr>().unwrap());
     answer.auth_user = "pbx-müller".into();
+    answer.context = "public".into();
 
     let mut hangup = create.clone();
     hangup.kind = EventKind::ChannelHangupComplete;
@@ -352,6 +354,7 @@ fn written_events_round_trip_for_every_kind() {
             ev.destination = "Zoë#1;x=y".into();
             ev.source_ip = Some("2001:db8::7".parse().unwrap());
             ev.auth_user = "user@realm".into();
+            ev.context = "carriers-in".into();
             if matches!(
                 kind,
                 EventKind::ChannelHangup

@@ -182,6 +182,7 @@ struct Raw<'a> {
     rtc_a_leg: Option<&'a [u8]>,
     caller: Option<&'a [u8]>,
     destination: Option<&'a [u8]>,
+    context: Option<&'a [u8]>,
     network_addr: Option<&'a [u8]>,
     hangup_cause: Option<&'a [u8]>,
     auth_user: Option<&'a [u8]>,
@@ -350,6 +351,7 @@ impl EventParser {
         }
         ev.caller = self.text(raw.caller);
         ev.destination = self.text(raw.destination);
+        ev.context = self.text(raw.context);
         ev.auth_user = self.text(raw.auth_user);
         if let Some(v) = raw.network_addr {
             let t = self.text(Some(v));
@@ -461,7 +463,8 @@ fn match_line<'a>(line: &'a [u8], raw: &mut Raw<'a>) {
         }
         b"Call" => match line.get(7) {
             Some(b'C') => {
-                take(line, b"Caller-Caller-ID-Number", &mut raw.caller);
+                let _ = take(line, b"Caller-Caller-ID-Number", &mut raw.caller)
+                    || take(line, b"Caller-Context", &mut raw.context);
             }
             Some(b'D') => {
                 take(line, b"Caller-Destination-Number", &mut raw.destination);

@@ -482,7 +482,14 @@ fn profile(
     }
     h("Unique-ID", uuid);
     h("Source", "mod_sofia");
-    h("Context", "public");
+    h(
+        "Context",
+        if ev.context.is_empty() {
+            "public"
+        } else {
+            &ev.context
+        },
+    );
     h("Channel-Name", chan);
     // The other leg's profile is written short: its times are on its own events.
     let Some((t0, answered, hangup, bridged)) = times else {
