@@ -111,12 +111,17 @@ pub fn leg_vars(a_leg: CallId) -> String {
     format!("{A_LEG_VAR}={a_leg},call_uuid={a_leg}")
 }
 
-/// The failover dial string for `routes`: every leg tagged with [`leg_vars`], joined by `|`.
+/// The failover dial string for `routes`: every leg tagged with [`leg_vars`] and placed with its route's leg UUID
+/// ([`CallId::leg`]: the engine knows from it which route answered, for the CDR's carrier), joined by `|`.
 pub fn failover_dial(a_leg: CallId, routes: &[Route]) -> String {
     let vars = leg_vars(a_leg);
     routes
         .iter()
-        .map(|r| tagged_leg(&vars, &r.dial_string))
+        .enumerate()
+        .map(|(i, r)| {
+            let leg = a_leg.leg(i.min(255) as u8);
+            tagged_leg(&format!("{vars},origination_uuid={leg}"), &r.dial_string)
+        })
         .collect::<Vec<_>>()
         .join("|")
 }
@@ -384,9 +389,12 @@ mod tests {
         assert_eq!(
             dial,
             format!(
-                "[rtc_a_leg={A},call_uuid={A}]error/NORMAL_TEMPORARY_FAILURE|\
-                 [rtc_a_leg={A},call_uuid={A},absolute_codec_string=PCMU]sofia/gateway/x/1|\
-                 [rtc_a_leg={A},call_uuid={A},leg=1]loopback/1/rtc_answer"
+                "[rtc_a_leg={A},call_uuid={A},origination_uuid={}]error/NORMAL_TEMPORARY_FAILURE|\
+                 [rtc_a_leg={A},call_uuid={A},origination_uuid={},absolute_codec_string=PCMU]sofia/gateway/x/1|\
+                 [rtc_a_leg={A},call_uuid={A},origination_uuid={},leg=1]loopback/1/rtc_answer",
+                a.leg(0),
+                a.leg(1),
+                a.leg(2)
             )
         );
         assert_eq!(tagged_leg("v=1", "{}x/y"), "[v=1]x/y");

@@ -12,7 +12,6 @@
 //!   within one park-loop turn). The app bridges with `continue_on_fail`, so a failed route returns the channel
 //!   to park and is reported to the engine, which then sends the next route or gives up.
 
-use rtc_engine::CallId;
 use rtc_engine::control::{CallCommand, CallControl};
 
 use crate::app;
@@ -21,14 +20,6 @@ use crate::session::LocatedSession;
 /// Executes call commands on live FreeSWITCH sessions.
 #[derive(Default)]
 pub struct FsCallControl;
-
-/// A fresh random (version 4) UUID for an outbound leg.
-pub fn new_leg_id() -> CallId {
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    CallId::from_bytes(bytes)
-}
 
 impl CallControl for FsCallControl {
     fn execute(&mut self, command: CallCommand) {
@@ -51,7 +42,7 @@ impl CallControl for FsCallControl {
             }
             CallCommand::Hangup { cause, .. } => channel.hangup(cause),
             CallCommand::Bridge { attempt, route, .. } => {
-                let data = format!("route {} {}", new_leg_id(), route.dial_string);
+                let data = format!("route {} {}", call.leg(attempt), route.dial_string);
                 log::debug!(
                     "call {call}: route {} (attempt {attempt}) queued: {data}",
                     route.carrier
@@ -64,18 +55,5 @@ impl CallControl for FsCallControl {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leg_ids_are_version_4_and_differ() {
-        let a = new_leg_id().to_string();
-        assert_eq!(&a[14..15], "4", "{a}");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
-        assert_ne!(a, new_leg_id().to_string());
     }
 }

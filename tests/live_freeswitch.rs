@@ -85,6 +85,15 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
             "CONNECTED -> COMPLETED on CHANNEL_HANGUP",
         ],
     );
+    // The CDR names the carrier of the route that answered (the second), known from its leg's UUID.
+    assert!(
+        fs.cdrs()
+            .iter()
+            .any(|c| c.contains("\"destination\":\"15551001\"")
+                && c.contains("\"carrier\":\"loopback\"")),
+        "{:?}",
+        fs.cdrs()
+    );
 
     // The park flow: the engine bridges the parked call, the first route fails, the engine sends the second.
     let out = esl.api("originate loopback/15551002/rtc_park &park()");

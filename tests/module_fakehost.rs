@@ -55,6 +55,14 @@ fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
     assert_eq!(host.bindings(), 0, "shutdown unbinds every event");
 }
 
+/// The UUID the module gives the leg of route `attempt` of call `a`.
+fn leg(a: &str, attempt: u8) -> String {
+    rtc_engine::CallId::parse(a)
+        .expect("uuid")
+        .leg(attempt)
+        .to_string()
+}
+
 fn create(host: &FakeHost, uuid: &str, destination: &str) -> i32 {
     host.fire(
         fs::SWITCH_EVENT_CHANNEL_CREATE,
@@ -233,7 +241,8 @@ fn app_decides_and_bridges_over_the_routes() {
         let executed = host.executed(A);
         assert!(
             executed.contains(&format!(
-                "bridge([rtc_a_leg={A},call_uuid={A}]sofia/gateway/carrier_b/4930123)"
+                "bridge([rtc_a_leg={A},call_uuid={A},origination_uuid={}]sofia/gateway/carrier_b/4930123)",
+                leg(A, 0)
             )),
             "{executed}"
         );
@@ -246,8 +255,10 @@ fn app_decides_and_bridges_over_the_routes() {
         let executed = host.executed(D);
         assert!(
             executed.contains(&format!(
-                "bridge([rtc_a_leg={D},call_uuid={D}]error/NORMAL_TEMPORARY_FAILURE|\
-                 [rtc_a_leg={D},call_uuid={D}]loopback/15551234/rtc_answer)"
+                "bridge([rtc_a_leg={D},call_uuid={D},origination_uuid={}]error/NORMAL_TEMPORARY_FAILURE|\
+                 [rtc_a_leg={D},call_uuid={D},origination_uuid={}]loopback/15551234/rtc_answer)",
+                leg(D, 0),
+                leg(D, 1)
             )),
             "{executed}"
         );
@@ -319,7 +330,8 @@ fn parked_calls_are_bridged_by_the_engine_with_failover() {
         assert!(
             executed.contains("rtc_core(route ")
                 && executed.contains(&format!(
-                    "bridge([rtc_a_leg={P},call_uuid={P},origination_uuid="
+                    "bridge([rtc_a_leg={P},call_uuid={P},origination_uuid={}]",
+                    leg(P, 0)
                 ))
                 && executed.contains("]error/NORMAL_TEMPORARY_FAILURE)"),
             "{executed}"

@@ -451,6 +451,14 @@ impl Core {
             return;
         }
         call.b_seen |= bit;
+        if let Some(routes) = call.routes.as_ref()
+            && let Some(i) = call.id.attempt_of(ev.uuid, routes.len())
+            && call.route_index <= i
+        {
+            // The leg of route `i` (by its UUID, `CallId::leg`), placed by the host's own failover bridge (the
+            // app flow): the routes before it were tried, and this one is the call's carrier so far.
+            call.route_index = i + 1;
+        }
         call.last_seq = call.last_seq.max(ev.sequence);
         call.last_event_ms = ms_since(call.created_us, self.now_us);
         let input = match kind {

@@ -24,6 +24,25 @@ impl CallId {
         CallId(n.to_be_bytes())
     }
 
+    /// The UUID of this call's outbound leg for route attempt `attempt` (0 for the first route): hosts place
+    /// each route's leg with it (`origination_uuid`), so the engine knows which route a leg carries without
+    /// being told, and a failed attempt with no leg at all can still be reported as that leg's hangup. Derived,
+    /// so a replay gives the same one; its first bytes (`b1d6e...` over the call's own) keep it apart from the
+    /// call's UUID, and it differs for each of the 256 attempts. Version and variant are the call's.
+    pub const fn leg(self, attempt: u8) -> CallId {
+        let mut b = self.0;
+        b[0] ^= 0xB1;
+        b[1] ^= 0xD6;
+        b[2] ^= 0xE0 | (attempt & 0x0F);
+        b[3] ^= attempt;
+        CallId(b)
+    }
+
+    /// The route attempt whose leg (by [`CallId::leg`]) is `leg`, among the first `attempts`.
+    pub fn attempt_of(self, leg: CallId, attempts: usize) -> Option<u8> {
+        (0..attempts.min(256)).find_map(|i| (self.leg(i as u8) == leg).then_some(i as u8))
+    }
+
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
@@ -113,6 +132,26 @@ impl serde::Serialize for CallId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_legs_differ_per_attempt_and_from_the_call() {
+        let a = CallId::parse("4b2a1c3e-9f10-4d2b-8a7e-0123456789ab").unwrap();
+        let legs: std::collections::HashSet<CallId> = (0..=255u8).map(|i| a.leg(i)).collect();
+        assert_eq!(legs.len(), 256);
+        assert!(!legs.contains(&a));
+        assert_eq!(a.attempt_of(a.leg(3), 4), Some(3));
+        assert_eq!(
+            a.attempt_of(a.leg(3), 3),
+            None,
+            "beyond the attempts asked about"
+        );
+        assert_eq!(a.attempt_of(a, 4), None);
+        assert_eq!(
+            a.leg(1).to_string()[14..15],
+            a.to_string()[14..15],
+            "version kept"
+        );
+    }
 
     #[test]
     fn round_trips_canonical_form() {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use rtc_engine::CallEvent;
+use rtc_engine::{CallEvent, Direction};
 use std::time::Duration;
 
 use common::*;
@@ -462,6 +462,36 @@ fn unknown_and_foreign_channels_are_counted_not_created() {
         (2, 1, 0)
     );
     assert_eq!(r.core.live_calls(), 0);
+}
+
+#[test]
+fn the_route_whose_leg_answered_is_the_carrier_when_the_host_fails_over_itself() {
+    // The app flow: the host bridges over every route at once, each leg with the UUID `CallId::leg` gives its
+    // route; the first route fails without a channel (`error/...`), the second one's leg answers.
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(1, EventKind::ChannelCreate);
+    assert_eq!(r.state(1), Some(CallState::Parked));
+    let leg = |kind, seq| {
+        let mut ev = CallEvent::new(id(1).leg(1), kind, seq);
+        ev.direction = Direction::Outbound;
+        ev.other_leg = Some(id(1));
+        ev
+    };
+    r.core.on_event(leg(EventKind::ChannelCreate, 10));
+    r.core.on_event(leg(EventKind::ChannelAnswer, 11));
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    r.hangup(1, HangupCause::NORMAL_CLEARING);
+    let cdr = cdrs(&r).pop().expect("cdr");
+    assert_eq!(cdr.carrier.as_deref(), Some("carrier_1"));
+    // Without the route's leg UUID (another host's leg), the first route stays the carrier on record.
+    let mut r = rig(ScriptedServices::all_yes());
+    r.a(2, EventKind::ChannelCreate);
+    r.b(2, 77, EventKind::ChannelAnswer, None);
+    r.hangup(2, HangupCause::NORMAL_CLEARING);
+    assert_eq!(
+        cdrs(&r).pop().expect("cdr").carrier.as_deref(),
+        Some("carrier_0")
+    );
 }
 
 #[test]

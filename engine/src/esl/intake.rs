@@ -283,7 +283,7 @@ impl Rules {
                 .unwrap_or(0)
         };
         let mut ev = CallEvent::new(
-            synthetic_b_leg(a, attempt),
+            a.leg(attempt),
             EventKind::ChannelHangup,
             number(b"Event-Sequence"),
         );
@@ -305,17 +305,6 @@ impl Rules {
             Some(v) => CompactString::new(percent::decode_text(v, &mut self.scratch).0),
         }
     }
-}
-
-/// The id given to the missing outbound leg of a failed bridge attempt: derived from the a-leg so that a
-/// replay gives the same one; its first bytes (`b1d6e...`) keep it apart from the a-leg's own id.
-pub fn synthetic_b_leg(a: CallId, attempt: u8) -> CallId {
-    let mut b = *a.as_bytes();
-    b[0] ^= 0xB1;
-    b[1] ^= 0xD6;
-    b[2] ^= 0xE0 | (attempt & 0x0F);
-    b[3] ^= attempt;
-    CallId::from_bytes(b)
 }
 
 /// The raw (still encoded) value of header `name` in an event's header block, or `None`.
@@ -385,13 +374,5 @@ mod tests {
         }
         assert_eq!(handed_on, [3]);
         assert_eq!(intake.stats().unmarked_parks, 2);
-    }
-
-    #[test]
-    fn synthetic_legs_differ_per_attempt_and_from_the_a_leg() {
-        let a = CallId::from_u128(42);
-        assert_ne!(synthetic_b_leg(a, 0), a);
-        assert_ne!(synthetic_b_leg(a, 0), synthetic_b_leg(a, 1));
-        assert_eq!(synthetic_b_leg(a, 1), synthetic_b_leg(a, 1));
     }
 }
