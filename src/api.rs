@@ -130,15 +130,22 @@ pub fn run(cmd: &str) -> String {
     let breakers = report::breaker_states(h.monitor.as_ref());
     let answer = match command {
         Command::Status => query(&h.engine, Query::Status).map(|r| match r {
-            QueryReply::Status(s) => report::status(
-                &s,
-                &h.engine.intake(),
-                breakers.as_deref(),
-                &h.config,
-                h.reloads,
-                &not_live(&h.started_with, &h.config),
-                h.started,
-            ),
+            QueryReply::Status(s) => {
+                let mut text = report::status(
+                    &s,
+                    &h.engine.intake(),
+                    breakers.as_deref(),
+                    &h.config,
+                    h.reloads,
+                    &not_live(&h.started_with, &h.config),
+                    h.started,
+                );
+                if let Some(m) = &h.metrics_endpoint {
+                    text.push_str(&format!("metrics endpoint: {m}
+"));
+                }
+                text
+            }
             other => unexpected(&other),
         }),
         Command::Calls => query(&h.engine, Query::Calls { limit: CALLS_LIMIT }).map(|r| match r {
@@ -153,17 +160,7 @@ pub fn run(cmd: &str) -> String {
             other => unexpected(&other),
         }),
         Command::Breakers => Ok(report::breakers(breakers.as_deref())),
-        Command::Metrics => query(&h.engine, Query::Status).map(|r| match r {
-            QueryReply::Status(s) => report::metrics(
-                &s,
-                &h.engine.intake(),
-                breakers.as_deref(),
-                &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
-                &h.config,
-                &events::STATS.handler_ns.snapshot(),
-            ),
-            other => unexpected(&other),
-        }),
+        Command::Metrics => metrics_text(&h),
         Command::Help | Command::Reload => unreachable!("answered above"),
         #[cfg(feature = "panic-test")]
         Command::Panic => unreachable!("panicked above"),
@@ -172,6 +169,35 @@ pub fn run(cmd: &str) -> String {
         Ok(text) => text,
         Err(e) => format!("-ERR {e}\n"),
     }
+}
+
+/// The Prometheus page of `h`'s engine (`rtc_core metrics`, and the scrape endpoint).
+fn metrics_text(h: &crate::host::HostHandle) -> Result<String, QueryError> {
+    let breakers = report::breaker_states(h.monitor.as_ref());
+    query(&h.engine, Query::Status).map(|r| match r {
+        QueryReply::Status(s) => report::metrics(
+            &s,
+            &h.engine.intake(),
+            breakers.as_deref(),
+            &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+            &h.config,
+            &events::STATS.handler_ns.snapshot(),
+        ),
+        other => unexpected(&other),
+    })
+}
+
+/// The page the scrape endpoint serves: rendered from the module as loaded at the time of the scrape. Runs on
+/// the runtime's blocking pool, under the module's panic guard.
+pub fn metrics_page() -> Result<String, String> {
+    crate::guard::entry(
+        "metrics endpoint",
+        || Err("internal error (logged)".to_string()),
+        || match module::handle() {
+            Some(h) => metrics_text(&h).map_err(|e| format!("the engine did not answer: {e}")),
+            None => Err("mod_rtc_core is not running (loading or unloading)".to_string()),
+        },
+    )
 }
 
 fn unexpected(reply: &QueryReply) -> String {

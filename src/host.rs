@@ -16,6 +16,7 @@ use rtc_engine::config::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
 use rtc_engine::host::{Host, HostShutdownReport};
+use rtc_engine::metrics_http::MetricsEndpoint;
 use rtc_engine::services::ServicesMonitor;
 use rtc_engine::settings::RtcConfig;
 
@@ -66,6 +67,8 @@ pub fn parse_config(xml: &str, conf_dir: &Path) -> Result<RtcConfig, ConfigLoadE
 pub struct Running {
     /// Runtime, services and engine thread, stopped in order by [`Running::shutdown`].
     host: Host,
+    /// The Prometheus scrape endpoint, when `metrics-listen` is set and its address could be bound.
+    metrics: Option<MetricsEndpoint>,
     /// What the API, the app and the event handler use.
     handle: HostHandle,
 }
@@ -85,6 +88,8 @@ pub struct HostHandle {
     pub reloads: u32,
     /// When the module started the engine.
     pub started: Instant,
+    /// The scrape endpoint, for `status`: its URL, or why it is not serving; `None` when not configured.
+    pub metrics_endpoint: Option<String>,
 }
 
 impl Running {
@@ -94,6 +99,24 @@ impl Running {
         control: Box<dyn CallControl>,
     ) -> Result<Running, rtc_engine::host::HostError> {
         let host = Host::start(&config, control)?;
+        let (metrics, metrics_endpoint) = match config.metrics_listen {
+            None => (None, None),
+            // The page is rendered from whatever the module runs at the time of the scrape (after a reload too).
+            Some(addr) => {
+                match MetricsEndpoint::start(host.io(), addr, Arc::new(crate::api::metrics_page)) {
+                    Ok(m) => {
+                        let url = format!("http://{}/metrics", m.addr());
+                        log::info!("metrics: serving {url}");
+                        (Some(m), Some(url))
+                    }
+                    Err(e) => {
+                        // Calls matter more than graphs: the module runs on without the endpoint, and says so.
+                        log::error!("{e}; no scrape endpoint (rtc_core metrics still answers)");
+                        (None, Some(format!("not serving: {e}")))
+                    }
+                }
+            }
+        };
         let config = Arc::new(config);
         let handle = HostHandle {
             engine: host.engine().clone(),
@@ -102,8 +125,13 @@ impl Running {
             started_with: config,
             reloads: 0,
             started: Instant::now(),
+            metrics_endpoint,
         };
-        Ok(Running { host, handle })
+        Ok(Running {
+            host,
+            metrics,
+            handle,
+        })
     }
 
     pub fn handle(&self) -> &HostHandle {
@@ -131,7 +159,9 @@ impl Running {
 
     /// Stops engine, services and runtime within `grace`; returns once no thread of theirs is left (unless
     /// the report says the runtime was stuck).
-    pub fn shutdown(self, grace: Duration) -> HostShutdownReport {
+    pub fn shutdown(mut self, grace: Duration) -> HostShutdownReport {
+        // No scrape may start once shutdown has begun: close the endpoint before its runtime stops.
+        drop(self.metrics.take());
         let mut report = self.host.shutdown(grace);
         // The runtime reports its threads stopped when they leave their loop, but each still runs its exit path
         // (thread-local destructors, the end of its closure) in this library for a moment. FreeSWITCH unmaps the
@@ -186,6 +216,9 @@ pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
     }
     if running.io_threads != new.io_threads {
         out.push("io-threads");
+    }
+    if running.metrics_listen != new.metrics_listen {
+        out.push("metrics-listen");
     }
     if running.local.cdr_file != new.local.cdr_file
         || running.local.cdr_memory != new.local.cdr_memory

@@ -17,7 +17,17 @@ fn count(dir: &str) -> usize {
 fn fifty_load_unload_cycles_leave_no_thread_or_fd() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.set_config("rtc_core.conf", Some(CONF));
+    // With the scrape endpoint on, and scraped every cycle: its socket and the runtime's blocking thread that
+    // renders the page go too.
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").to_string()
+    };
+    let conf = CONF.replace(
+        "<settings/>",
+        &format!(r#"<settings><param name="metrics-listen" value="{addr}"/></settings>"#),
+    );
+    host.set_config("rtc_core.conf", Some(&conf));
     host.set_conf_dir(Some(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf"),
     ));
@@ -46,6 +56,16 @@ fn fifty_load_unload_cycles_leave_no_thread_or_fd() {
         );
         let (_, out) = host.api("rtc_core", "status").expect("API");
         assert!(out.contains("live calls: 1"), "cycle {cycle}: {out}");
+        let page = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+                .expect("write");
+            let mut page = String::new();
+            s.read_to_string(&mut page).expect("read");
+            page
+        };
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "cycle {cycle}: {page}");
         assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
         drop(module);
         assert_eq!(

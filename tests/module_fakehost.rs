@@ -562,3 +562,96 @@ fn calls_are_taken_from_the_configured_contexts_only() {
         assert_eq!(host.var(A, "rtc_partner").as_deref(), Some("lab"));
     });
 }
+
+/// `GET <path>` on `addr`; the whole response.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.reset();
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").to_string()
+    };
+    host.set_config(
+        "rtc_core.conf",
+        Some(&format!(
+            r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="{addr}"/></settings></configuration>"#
+        )),
+    );
+    host.set_conf_dir(Some(&shipped_conf()));
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    assert_eq!(create(host, A, "4930123"), 1);
+    let page = http_get(&addr, "/metrics").expect("scrape");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Type: text/plain; version=0.0.4")
+            && page.contains("rtc_module_events_total{outcome=\"accepted\"} 1\n")
+            && page.contains("rtc_module_event_handler_seconds_count 1\n"),
+        "{page}"
+    );
+    assert!(
+        http_get(&addr, "/")
+            .expect("404")
+            .starts_with("HTTP/1.1 404")
+    );
+    let (_, out) = host.api("rtc_core", "status").expect("API runs");
+    assert!(
+        out.contains(&format!("metrics endpoint: http://{addr}/metrics")),
+        "{out}"
+    );
+    // A reload cannot move it: said so, and it keeps serving where it is.
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="127.0.0.1:1"/></settings></configuration>"#),
+    );
+    let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+    assert!(
+        out.contains("Not applied while loaded") && out.contains("metrics-listen"),
+        "{out}"
+    );
+    assert!(
+        http_get(&addr, "/metrics")
+            .expect("scrape")
+            .starts_with("HTTP/1.1 200")
+    );
+    // Unloaded: nothing listens any more.
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    assert!(
+        http_get(&addr, "/metrics").is_err(),
+        "still listening after shutdown"
+    );
+
+    // An address that cannot be bound: the module loads all the same, and status says why there is no endpoint.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let busy_addr = busy.local_addr().expect("addr").to_string();
+    host.reset();
+    host.set_conf_dir(Some(&shipped_conf()));
+    host.set_config(
+        "rtc_core.conf",
+        Some(&format!(
+            r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="{busy_addr}"/></settings></configuration>"#
+        )),
+    );
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    let (_, out) = host.api("rtc_core", "status").expect("API runs");
+    assert!(
+        out.contains(&format!(
+            "metrics endpoint: not serving: metrics-listen {busy_addr}: cannot listen"
+        )),
+        "{out}"
+    );
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+}

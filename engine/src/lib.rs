@@ -29,6 +29,7 @@ pub mod fsm;
 pub mod host;
 pub mod id;
 pub mod local;
+pub mod metrics_http;
 pub mod reason;
 pub mod registry;
 pub mod service;

@@ -61,6 +61,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "shed-queue-age",
     "poll-interval",
     "contexts",
+    "metrics-listen",
 ];
 
 /// Params accepted in `<local>`.
@@ -161,6 +162,8 @@ pub struct RtcConfig {
     pub io_threads: usize,
     /// Most verbose level the module logs at.
     pub log_level: LevelFilter,
+    /// Where the Prometheus scrape endpoint (`GET /metrics`) listens; `None`: no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Tables of the local backends.
     pub local: LocalFiles,
     /// Where this configuration came from (file path or a description), for messages and `rtc_core status`.
@@ -188,6 +191,7 @@ impl Default for RtcConfig {
             settlement: SettlementConfig::default(),
             io_threads: 2,
             log_level: LevelFilter::Info,
+            metrics_listen: None,
             local: LocalFiles::under(&shipped_conf_dir()),
             origin: "built-in defaults".to_owned(),
         }
@@ -726,6 +730,17 @@ impl<'d, 'input> Parser<'d, 'input> {
                     engine.admission.shed_queue_depth =
                         self.count(node, name, value, 0, "a whole number (0: off)")?
                 }
+                "metrics-listen" => config.metrics_listen = match value.trim() {
+                    "" => None,
+                    v => Some(v.parse().map_err(|_| {
+                        self.bad(
+                            node,
+                            name,
+                            value,
+                            "an address and port such as 127.0.0.1:9464, or empty for no endpoint",
+                        )
+                    })?),
+                },
                 "contexts" => {
                     engine.contexts = value
                         .split([',', ' '])
@@ -1608,6 +1623,29 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("fs.xml: no <configuration name=\"rtc_core.conf\"> element"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_port() {
+        let parse = |v: &str| {
+            RtcConfig::from_xml_str(
+                &format!(
+                    r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="{v}"/></settings></configuration>"#
+                ),
+                Path::new("/c"),
+                "c.xml",
+            )
+        };
+        assert_eq!(
+            parse("127.0.0.1:9464").unwrap().metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let e = parse("localhost").unwrap_err().to_string();
+        assert!(
+            e.contains("metrics-listen: \"localhost\" is not an address and port"),
             "{e}"
         );
     }
