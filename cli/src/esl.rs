@@ -89,6 +89,12 @@ fn services(cfg: &RtcConfig) -> Result<Services, String> {
 /// Runs until SIGINT or SIGTERM, or until the link fails for good (a refused password).
 pub fn run(args: EslArgs) -> Result<(), String> {
     let cfg = load_config(&args.config)?;
+    if let Some(addr) = cfg.metrics_listen {
+        log::warn!(
+            "metrics-listen {addr}: the scrape endpoint is the FreeSWITCH module's; rtc-core esl logs its \
+             counters every minute and prints them on exit instead"
+        );
+    }
     let svc = services(&cfg)?;
     let link = EslLink::new();
     let engine = Engine::start(EngineParts {
