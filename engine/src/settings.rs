@@ -730,17 +730,19 @@ impl<'d, 'input> Parser<'d, 'input> {
                     engine.admission.shed_queue_depth =
                         self.count(node, name, value, 0, "a whole number (0: off)")?
                 }
-                "metrics-listen" => config.metrics_listen = match value.trim() {
-                    "" => None,
-                    v => Some(v.parse().map_err(|_| {
-                        self.bad(
+                "metrics-listen" => {
+                    config.metrics_listen = match value.trim() {
+                        "" => None,
+                        v => Some(v.parse().map_err(|_| {
+                            self.bad(
                             node,
                             name,
                             value,
                             "an address and port such as 127.0.0.1:9464, or empty for no endpoint",
                         )
-                    })?),
-                },
+                        })?),
+                    }
+                }
                 "contexts" => {
                     engine.contexts = value
                         .split([',', ' '])

@@ -40,7 +40,7 @@ fn state(engine: &Engine, call: u128) -> (String, Option<String>) {
 }
 
 #[test]
-fn reload_swaps_tables_and_refuses_what_would_break_live_calls() {
+fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&shipped_conf_dir(), dir.path());
     let conf = dir.path().join("autoload_configs/rtc_core.conf.xml");
@@ -80,8 +80,19 @@ fn reload_swaps_tables_and_refuses_what_would_break_live_calls() {
     h.submit_event(ev.clone()).unwrap();
     assert_eq!(state(&engine, 2).0, "PARKED");
 
-    // Reordering partners would give live calls' ids to someone else: refused, nothing changed.
-    let lines: Vec<&str> = text.lines().collect();
+    // Reorder the partners and remove the one just added: accepted. Every partner keeps its id by name, so the
+    // live call 2 still belongs to its partner, whose row moved, and a new call from the same source finds the
+    // same id.
+    let partner_of = |call: u128| match h
+        .query(Query::Call(id(call)), Duration::from_secs(5))
+        .unwrap()
+    {
+        QueryReply::Call(Some(v)) => v.partner,
+        other => panic!("{other:?}"),
+    };
+    let before = partner_of(2);
+    assert!(before.is_some());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("newco,")).collect();
     let (head, rows): (Vec<&str>, Vec<&str>) = lines
         .iter()
         .partition(|l| l.starts_with('#') || l.starts_with("name,"));
@@ -95,18 +106,41 @@ fn reload_swaps_tables_and_refuses_what_would_break_live_calls() {
             .replace("882,carrier_x", "8829,carrier_x"),
     )
     .unwrap();
+    let summary = h
+        .reload(RtcConfig::load_file(&conf).unwrap(), Duration::from_secs(5))
+        .unwrap();
+    assert!(summary.contains("0 new, 1 removed"), "{summary}");
+    assert_eq!(partner_of(2), before, "a live call keeps its partner");
+    ev.uuid = id(3);
+    ev.destination = "8829123".into();
+    h.submit_event(ev.clone()).unwrap();
+    assert_eq!(state(&engine, 3).0, "PARKED", "the new routes are in force");
+    assert_eq!(partner_of(3), before, "the same partner, the same id");
+
+    // A table that does not hold together is still refused whole: a balance for a partner no longer there.
+    let balances = dir.path().join("rtc_core/balances.csv");
+    let mut text = std::fs::read_to_string(&balances).unwrap();
+    text.push_str("newco,10.00\n");
+    std::fs::write(&balances, text).unwrap();
+    std::fs::write(
+        &routes,
+        std::fs::read_to_string(&routes)
+            .unwrap()
+            .replace("8829,carrier_x", "88299,carrier_x"),
+    )
+    .unwrap();
     let err = h
         .reload(RtcConfig::load_file(&conf).unwrap(), Duration::from_secs(5))
         .unwrap_err();
     assert!(
-        matches!(&err, ReloadError::Refused(m) if m.contains("may only") && m.contains("partners.csv")),
+        matches!(&err, ReloadError::Refused(m) if m.contains("balances.csv") && m.contains("newco")),
         "{err}"
     );
-    ev.uuid = id(3);
+    ev.uuid = id(4);
     h.submit_event(ev).unwrap();
     assert_eq!(
-        state(&engine, 3).0,
+        state(&engine, 4).0,
         "PARKED",
-        "the old routes are still in force"
+        "the routes before the refused reload are in force"
     );
 }

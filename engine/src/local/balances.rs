@@ -131,7 +131,7 @@ impl Ledger {
         data: impl Read,
         partners: &Partners,
     ) -> Result<Ledger, LocalError> {
-        let mut ledger = Ledger::new(partners.len());
+        let mut ledger = Ledger::new(partners.id_space());
         let mut lines: HashMap<PartnerId, u64> = HashMap::new();
         table::read(file, data, COLUMNS, |row| {
             let partner = partners.resolve(row)?;

@@ -214,39 +214,30 @@ impl LocalServices {
 
     /// Re-reads the tables named by `files` and swaps them in, all or nothing.
     ///
-    /// Partner ids are the rows' positions and live calls hold them, so the partner table may only grow
-    /// at its end: a reordered or shortened table is refused (the module must be restarted for that).
-    /// Rates and routes are replaced whole. Balances of existing partners keep their live values and
-    /// reservations (money moves through the balance service, not through a reload); appended partners
+    /// Partners may be added, removed and reordered: live calls hold partner ids, and a partner keeps its id
+    /// by name for as long as the module runs (also when removed and added back). A call in setup whose partner
+    /// was removed fails at its next step with the partner's id named; settlements of removed partners still
+    /// reach their account. Rates and routes are replaced whole. Balances of known partners keep their live
+    /// values and reservations (money moves through the balance service, not through a reload); new partners
     /// open at their `balances.csv` amount. The CDR store is kept.
     pub fn reload(&mut self, files: &LocalFiles) -> Result<String, LocalError> {
-        let partners = Partners::load(&files.partners)?;
-        for old in self.partners.iter() {
-            match partners.get(old.id) {
-                Some(new) if new.name == old.name => {}
-                other => {
-                    return Err(LocalError::Reload(format!(
-                        "{}: partner ids are row positions held by live calls, so a reload may only \
-                         append partners; row {} was {:?} and is now {}. Restart the module to reorder \
-                         or remove partners",
-                        files.partners.display(),
-                        old.id + 1,
-                        old.name.as_str(),
-                        other.map_or_else(
-                            || "missing".to_owned(),
-                            |p| format!("{:?}", p.name.as_str())
-                        )
-                    )));
-                }
-            }
-        }
+        let partners = Partners::load_after(&files.partners, &self.partners)?;
         let rates = RateDeck::load(&files.rates, &partners)?;
         let routes = RouteTable::load(&files.routes)?;
         let opening = Ledger::load(&files.balances, &partners)?;
-        let added = partners.len() - self.partners.len();
+        let added = partners
+            .iter()
+            .filter(|p| self.partners.by_name(&p.name).is_none())
+            .count();
+        let removed = self
+            .partners
+            .iter()
+            .filter(|p| partners.by_name(&p.name).is_none())
+            .count();
         self.ledger.extend_from(&opening);
         let summary = format!(
-            "local tables reloaded: {} partners ({added} new), {} rate prefixes, {} route prefixes",
+            "local tables reloaded: {} partners ({added} new, {removed} removed), {} rate prefixes, {} route \
+             prefixes",
             partners.len(),
             rates.len(),
             routes.len()

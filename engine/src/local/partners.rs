@@ -100,8 +100,15 @@ struct LengthTable {
 /// distinct lengths (typically /32, /29, /24 and a couple of IPv6 ones), so this is a handful of probes.
 #[derive(Clone, Debug, Default)]
 pub struct Partners {
-    /// Partners by id.
-    list: Vec<Partner>,
+    /// Partners by id; `None` for the id of a partner a reload removed (ids are never reused).
+    list: Vec<Option<Partner>>,
+    /// Partners in the table.
+    count: usize,
+    /// The id the next partner new to the table gets.
+    next_id: usize,
+    /// Every partner name the tables since load have had, with its id: a partner keeps its id across reloads,
+    /// also when it is removed and added back (its account in the ledger is still there).
+    known_ids: HashMap<CompactString, PartnerId>,
     /// Id by name, for the other tables.
     by_name: HashMap<CompactString, PartnerId>,
     /// IPv4 networks by prefix length, longest first.
@@ -145,10 +152,26 @@ impl Partners {
         Partners::from_reader(path, table::open(path)?)
     }
 
+    /// Loads `partners.csv` to replace `previous` (a reload): a partner already there keeps its id, whatever its
+    /// row now; a new one gets an id never used before; a removed one's id stays unused. Live calls hold ids.
+    pub fn load_after(path: &Path, previous: &Partners) -> Result<Partners, LocalError> {
+        Partners::read(path, table::open(path)?, Some(previous))
+    }
+
     /// Reads the table from `data`; `file` names it in messages.
     pub fn from_reader(file: &Path, data: impl Read) -> Result<Partners, LocalError> {
+        Partners::read(file, data, None)
+    }
+
+    fn read(
+        file: &Path,
+        data: impl Read,
+        previous: Option<&Partners>,
+    ) -> Result<Partners, LocalError> {
         let mut partners = Partners {
             file: file.to_owned(),
+            next_id: previous.map_or(0, |p| p.list.len()),
+            known_ids: previous.map(|p| p.known_ids.clone()).unwrap_or_default(),
             ..Partners::default()
         };
         // (network) → (partner, line), to report the earlier claimant of a network.
@@ -173,14 +196,22 @@ impl Partners {
             "a partner name without spaces, commas or \"*\"",
             |n| (n != "*" && !n.contains(char::is_whitespace)).then_some(n),
         )?;
-        if let Some(&other) = self.by_name.get(name) {
+        if let Some(other) = self.by_name.get(name).and_then(|&id| self.get(id)) {
             return Err(row.error(LineProblem::Duplicate {
                 what: format!("partner {name:?}"),
-                first_line: self.list[other as usize].line,
+                first_line: other.line,
             }));
         }
-        let id = PartnerId::try_from(self.list.len())
-            .map_err(|_| row.error(LineProblem::Other("too many partners".to_owned())))?;
+        let id = match self.known_ids.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = PartnerId::try_from(self.next_id)
+                    .map_err(|_| row.error(LineProblem::Other("too many partners".to_owned())))?;
+                self.next_id += 1;
+                self.known_ids.insert(CompactString::from(name), id);
+                id
+            }
+        };
         let cidrs_text = row.non_empty(
             "cidrs",
             "space-separated networks such as 192.0.2.0/24 2001:db8::/32",
@@ -199,7 +230,9 @@ impl Partners {
                 Some(&(owner, other_line)) => {
                     return Err(row.error(LineProblem::CidrConflict {
                         cidr: net.to_string(),
-                        other: self.list[owner as usize].name.to_string(),
+                        other: self
+                            .get(owner)
+                            .map_or_else(String::new, |p| p.name.to_string()),
                         other_line,
                     }));
                 }
@@ -251,7 +284,12 @@ impl Partners {
             allowed_prefixes.push(CompactString::from(digits));
         }
         self.by_name.insert(CompactString::from(name), id);
-        self.list.push(Partner {
+        let slot = id as usize;
+        if self.list.len() <= slot {
+            self.list.resize_with(slot + 1, || None);
+        }
+        self.count += 1;
+        self.list[slot] = Some(Partner {
             id,
             name: CompactString::from(name),
             cidrs,
@@ -279,7 +317,7 @@ impl Partners {
 
     /// The partner with this id.
     pub fn get(&self, id: PartnerId) -> Option<&Partner> {
-        self.list.get(id as usize)
+        self.list.get(id as usize).and_then(Option::as_ref)
     }
 
     /// The partner with this name.
@@ -289,15 +327,21 @@ impl Partners {
 
     /// All partners, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Partner> {
-        self.list.iter()
+        self.list.iter().flatten()
     }
 
+    /// Partners in the table.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.count == 0
+    }
+
+    /// One more than the largest id ever given (removed partners' included): the size of id-indexed tables.
+    pub fn id_space(&self) -> usize {
+        self.list.len()
     }
 
     /// The file the table was read from.
@@ -326,6 +370,37 @@ mod tests {
     }
 
     const HEADER: &str = "name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes\n";
+
+    #[test]
+    fn a_partner_keeps_its_id_across_reloads_whatever_its_row() {
+        let after = |previous: &Partners, rows: &str| {
+            Partners::read(
+                Path::new("partners.csv"),
+                format!("{HEADER}{rows}").as_bytes(),
+                Some(previous),
+            )
+            .unwrap()
+        };
+        let id = |p: &Partners, name: &str| p.by_name(name).map(|x| x.id);
+        let first = load(&format!("{HEADER}a,10.0.0.0/8,0,0,,\nb,11.0.0.0/8,0,0,,\n")).unwrap();
+        assert_eq!((id(&first, "a"), id(&first, "b")), (Some(0), Some(1)));
+        // Reordered, b removed, c added: a keeps 0, c gets an id never used, b's stays unused.
+        let second = after(&first, "c,12.0.0.0/8,0,0,,\na,10.0.0.0/8,0,0,,\n");
+        assert_eq!(
+            (id(&second, "a"), id(&second, "c"), id(&second, "b")),
+            (Some(0), Some(2), None)
+        );
+        assert!(second.get(1).is_none());
+        assert_eq!((second.len(), second.id_space()), (2, 3));
+        assert_eq!(
+            second.identify("10.1.2.3".parse().unwrap()).map(|p| p.id),
+            Some(0)
+        );
+        // b back: its old id, so its account in the ledger is the one it had.
+        let third = after(&second, "b,11.0.0.0/8,0,0,,\n");
+        assert_eq!(id(&third, "b"), Some(1));
+        assert_eq!(third.iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
+    }
 
     #[test]
     fn most_specific_network_wins() {

@@ -43,7 +43,7 @@ impl RateDeck {
     ) -> Result<RateDeck, LocalError> {
         let mut deck = RateDeck {
             default: PrefixMap::new(),
-            partners: vec![None; partners.len()],
+            partners: vec![None; partners.id_space()],
         };
         // (partner or None for `*`, prefix) → line, for duplicate messages.
         let mut lines: HashMap<(Option<PartnerId>, String), u64> = HashMap::new();
