@@ -12,6 +12,7 @@
 //!   within one park-loop turn). The app bridges with `continue_on_fail`, so a failed route returns the channel
 //!   to park and is reported to the engine, which then sends the next route or gives up.
 
+use rtc_engine::CallId;
 use rtc_engine::control::{CallCommand, CallControl};
 
 use crate::app;
@@ -22,6 +23,11 @@ use crate::session::LocatedSession;
 pub struct FsCallControl;
 
 impl CallControl for FsCallControl {
+    /// Gone when FreeSWITCH no longer has a session by the call's UUID (a lookup in its session table).
+    fn channel_gone(&mut self, call: CallId) -> bool {
+        LocatedSession::locate(call).is_none()
+    }
+
     fn execute(&mut self, command: CallCommand) {
         let call = command.call();
         let Some(located) = LocatedSession::locate(call) else {

@@ -451,6 +451,11 @@ pub fn metrics(
             s.swept,
         ),
         (
+            "rtc_engine_channels_gone_total",
+            "Live calls whose channel was gone though no hangup was seen (lost events), settled then.",
+            s.channels_gone,
+        ),
+        (
             "rtc_engine_timers_fired_total",
             "Timers fired.",
             s.timers_fired,

@@ -655,3 +655,32 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
     );
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
 }
+
+#[test]
+fn a_call_whose_session_is_gone_without_a_hangup_is_settled() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.reset();
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><settings><param name="verify-after" value="200ms"/><param name="sweep-interval" value="50ms"/></settings></configuration>"#),
+    );
+    host.set_conf_dir(Some(&shipped_conf()));
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    // B's session is there; A's is not (its hangup events never came).
+    host.session_new(B);
+    create(host, A, "4930123");
+    create(host, B, "4930123");
+    eventually("A settled", || {
+        let (_, out) = host.api("rtc_core", "calls").expect("API runs");
+        out.contains(B) && !out.contains(A)
+    });
+    let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+    assert!(out.contains("rtc_engine_channels_gone_total 1\n"), "{out}");
+    let (_, out) = host
+        .api("rtc_core", &format!("call {A}"))
+        .expect("API runs");
+    assert!(out.contains("reason: stale"), "{out}");
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+}

@@ -21,6 +21,9 @@ pub struct EngineConfig {
     pub linger: Duration,
     /// How often the sweep runs.
     pub sweep_interval: Duration,
+    /// A live call with no event for this long has its channel looked up by the host; one that is gone had its
+    /// hangup lost, and is settled then (`channel_gone`, as swept). Zero: never looked up.
+    pub verify_after: Duration,
     /// Amount reserved from the partner's balance when a call starts.
     pub reservation_amount: Money,
     /// Capacity of the engine's inbound queue; a full queue is counted, never waited on by FreeSWITCH.
@@ -56,6 +59,7 @@ impl Default for EngineConfig {
             stale_after: Duration::from_secs(4 * 3600 + 600),
             linger: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(5),
+            verify_after: Duration::from_secs(60),
             reservation_amount: Money(1_000_000),
             queue_capacity: 65_536,
             finished_traces: 1024,

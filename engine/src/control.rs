@@ -47,4 +47,12 @@ impl CallCommand {
 /// Where the engine sends call control.
 pub trait CallControl: Send {
     fn execute(&mut self, command: CallCommand);
+
+    /// Whether the call's channel is known to be gone. `false` when it is there, or when the host cannot tell
+    /// at once (ESL mode, whose link reconciles on its own). Asked by the sweep about live calls quiet for
+    /// `verify-after`, so that a call whose hangup event was lost (a full queue) is settled within minutes, not
+    /// at `stale-after`.
+    fn channel_gone(&mut self, _call: CallId) -> bool {
+        false
+    }
 }

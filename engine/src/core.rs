@@ -135,6 +135,8 @@ pub struct Core {
     /// Inbound channels calls placed themselves (the far half of a loopback route), with the engine time they were
     /// seen: their events are not new calls. Dropped at their CHANNEL_DESTROY, or by the sweep once stale.
     own_legs: HashMap<CallId, u64, RandomState>,
+    /// Engine time of the next look at quiet calls' channels (`verify-after`).
+    next_verify_us: u64,
     /// Dialplan apps waiting for a call's decision.
     waiters: HashMap<CallId, Sender<Decision>, RandomState>,
     pub(crate) counters: Counters,
@@ -174,6 +176,7 @@ impl Core {
             waiters: HashMap::default(),
             auth_users: HashMap::default(),
             own_legs: HashMap::default(),
+            next_verify_us: 0,
             pending_results: 0,
             reserving: HashMap::default(),
             counters: Counters::new(),
@@ -996,6 +999,32 @@ impl Core {
             })
             .map(|c| c.id)
             .collect();
+        let verify_ms = self.cfg.verify_after.as_millis() as u64;
+        let verify = if verify_ms > 0 && now_us >= self.next_verify_us {
+            self.next_verify_us = now_us + verify_ms * 1000;
+            self.registry
+                .iter()
+                .filter(|c| {
+                    let quiet_ms =
+                        now_us.saturating_sub(c.created_us) / 1000 - u64::from(c.last_event_ms);
+                    !c.state.is_final() && quiet_ms >= verify_ms
+                })
+                .map(|c| c.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for id in verify {
+            if self.control.channel_gone(id)
+                && let Some(slot) = self.registry.slot_of(&id)
+            {
+                self.counters.channels_gone += 1;
+                log::warn!(
+                    "call {id}: its channel is gone, but no hangup was seen (events lost?); settled now"
+                );
+                self.apply(slot, Input::Swept, false);
+            }
+        }
         let stale_us = stale_ms * 1000;
         self.own_legs
             .retain(|_, seen_us| now_us.saturating_sub(*seen_us) < stale_us);

@@ -47,6 +47,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "stale-after",
     "linger",
     "sweep-interval",
+    "verify-after",
     "reservation-amount",
     "queue-capacity",
     "finished-traces",
@@ -662,6 +663,10 @@ impl<'d, 'input> Parser<'d, 'input> {
                 }
                 "sweep-interval" => {
                     engine.sweep_interval = self.positive_duration(node, name, value)?
+                }
+                "verify-after" => {
+                    engine.verify_after = parse_duration(value)
+                        .ok_or_else(|| self.bad(node, name, value, DURATION))?
                 }
                 "reservation-amount" => {
                     engine.reservation_amount = match Money::parse(value) {

@@ -50,6 +50,8 @@ pub struct Stats {
     pub by_reason: Vec<(&'static str, u64)>,
     /// Calls removed by the sweep.
     pub swept: u64,
+    /// Live calls whose channel the host said was gone though no hangup was seen (lost events).
+    pub channels_gone: u64,
     /// Timers that fired.
     pub timers_fired: u64,
     /// Service requests emitted, and those answered at once by an embedded backend.

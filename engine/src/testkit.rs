@@ -4,6 +4,7 @@
 //! in a unit test — FreeSWITCH's call control, an operator's services — with recorders and scripted
 //! answers, named as such.
 
+use crate::CallId;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,8 @@ use crate::service::{Outcome, ServiceRequest, ServiceResult, ServiceSink};
 #[derive(Clone, Default)]
 pub struct RecordingControl {
     pub commands: Arc<Mutex<Vec<CallCommand>>>,
+    /// Calls whose channel [`CallControl::channel_gone`] reports gone.
+    pub gone: Arc<Mutex<Vec<CallId>>>,
 }
 
 impl RecordingControl {
@@ -31,6 +34,13 @@ impl CallControl for RecordingControl {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(command);
+    }
+
+    fn channel_gone(&mut self, call: CallId) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&call)
     }
 }
 

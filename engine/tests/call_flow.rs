@@ -495,6 +495,40 @@ fn the_route_whose_leg_answered_is_the_carrier_when_the_host_fails_over_itself()
 }
 
 #[test]
+fn a_call_whose_channel_is_gone_without_a_hangup_is_settled_after_verify_after() {
+    let mut r = rig(ScriptedServices::all_yes());
+    for call in [1, 2] {
+        r.a(call, EventKind::ChannelCreate);
+        r.a(call, EventKind::ChannelPark);
+        r.b(call, 100 + call, EventKind::ChannelCreate, None);
+        r.b(call, 100 + call, EventKind::ChannelAnswer, None);
+        assert_eq!(r.state(call), Some(CallState::Connected));
+    }
+    // Call 1's hangup events were lost (say, a full queue): its channel is gone. Call 2 talks on, quietly.
+    r.control.gone.lock().unwrap().push(id(1));
+    r.advance(Duration::from_secs(30));
+    assert_eq!(
+        r.state(1),
+        Some(CallState::Connected),
+        "not quiet for long enough"
+    );
+    for _ in 0..30 {
+        r.advance(Duration::from_secs(5));
+    }
+    assert!(!r.live(1), "settled once its channel was found gone");
+    assert_eq!(
+        r.state(2),
+        Some(CallState::Connected),
+        "a quiet call still up is left alone"
+    );
+    let s = r.core.stats();
+    assert_eq!((s.channels_gone, s.swept), (1, 0));
+    assert_eq!(commits(&r), 1, "call 1's reservation settled");
+    let cdr = cdrs(&r).pop().expect("cdr");
+    assert_eq!((cdr.uuid, cdr.reason), (id(1), Some("stale")));
+}
+
+#[test]
 fn inbound_channels_a_call_placed_are_its_own_legs_not_new_calls() {
     let mut r = rig(ScriptedServices::all_yes());
     r.a(1, EventKind::ChannelCreate);
