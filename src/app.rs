@@ -37,9 +37,10 @@ pub const NAME: &CStr = c"rtc_core";
 pub const SHORT_DESC: &CStr = c"Decide this call with mod_rtc_core and bridge it over its routes";
 pub const LONG_DESC: &CStr =
     c"Waits for the call engine's decision on this call (partner, auth, balance, rate, route), sets the \
-rtc_* channel variables and bridges the call over its routes with failover, or hangs it up with the mapped cause \
-when it is refused. `route <uuid> <dial string>` is queued by the module itself for parked calls.";
-pub const SYNTAX: &CStr = c"[wait_ms=<milliseconds>]";
+rtc_* channel variables and bridges the call over its routes with failover (or, with transfer=<context> or the \
+transfer-context setting, sets rtc_dial and transfers the call there), or hangs it up with the mapped cause when it \
+is refused. `route <uuid> <dial string>` is queued by the module itself for parked calls.";
+pub const SYNTAX: &CStr = c"[wait_ms=<milliseconds>] [transfer=<context>]";
 
 /// The variable every leg the module places carries: the a-leg's UUID.
 pub const A_LEG_VAR: &str = "rtc_a_leg";
@@ -48,7 +49,11 @@ pub const A_LEG_VAR: &str = "rtc_a_leg";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppData {
     /// From the dialplan: decide the call and carry the decision out; `None` waits the engine's setup timeout.
-    Decide { wait: Option<Duration> },
+    Decide {
+        wait: Option<Duration>,
+        /// Transfer a connected call to this dialplan context instead of bridging it (else `transfer-context`).
+        transfer: Option<String>,
+    },
     /// Queued by the engine for a parked call: try one route, tagging the outbound leg with `b_leg` as its UUID.
     Route { b_leg: CallId, dial: String },
 }
@@ -57,7 +62,10 @@ pub enum AppData {
 pub fn parse_data(data: &str) -> Result<AppData, String> {
     let data = data.trim();
     if data.is_empty() {
-        return Ok(AppData::Decide { wait: None });
+        return Ok(AppData::Decide {
+            wait: None,
+            transfer: None,
+        });
     }
     if let Some(rest) = data.strip_prefix("route ") {
         let (uuid, dial) = rest
@@ -74,13 +82,28 @@ pub fn parse_data(data: &str) -> Result<AppData, String> {
             dial: dial.to_owned(),
         });
     }
-    let ms = data
-        .strip_prefix("wait_ms=")
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| format!("bad data {data:?}: want wait_ms=<milliseconds> or nothing"))?;
-    Ok(AppData::Decide {
-        wait: Some(Duration::from_millis(ms)),
-    })
+    let mut wait = None;
+    let mut transfer = None;
+    for word in data.split_whitespace() {
+        if let Some(ms) = word.strip_prefix("wait_ms=") {
+            let ms = ms.parse::<u64>().map_err(|_| {
+                format!("bad data {data:?}: wait_ms wants a number of milliseconds")
+            })?;
+            wait = Some(Duration::from_millis(ms));
+        } else if let Some(context) = word.strip_prefix("transfer=") {
+            if context.is_empty() {
+                return Err(format!(
+                    "bad data {data:?}: transfer wants a dialplan context"
+                ));
+            }
+            transfer = Some(context.to_owned());
+        } else {
+            return Err(format!(
+                "bad data {data:?}: want wait_ms=<milliseconds> and/or transfer=<context>, or nothing"
+            ));
+        }
+    }
+    Ok(AppData::Decide { wait, transfer })
 }
 
 /// One leg of a dial string with `vars` (`name=value,...`) as its per-leg variables. A leading `{...}` or
@@ -202,7 +225,13 @@ fn describe(call: CallId, channel: &Channel<'_>) -> CallEvent {
 }
 
 /// Decide mode: the dialplan asked.
-fn decide(session: &Session<'_>, channel: &Channel<'_>, call: CallId, wait: Option<Duration>) {
+fn decide(
+    session: &Session<'_>,
+    channel: &Channel<'_>,
+    call: CallId,
+    wait: Option<Duration>,
+    transfer: Option<String>,
+) {
     let call_text = call.to_string();
     if channel.outbound() {
         log::warn!(
@@ -248,6 +277,23 @@ fn decide(session: &Session<'_>, channel: &Channel<'_>, call: CallId, wait: Opti
                 return;
             }
             let dial = failover_dial(call, &routes);
+            let transfer = transfer.or_else(|| handle.as_ref()?.config.transfer_context.clone());
+            if let Some(context) = transfer {
+                // The operator's dialplan connects the call: it gets the failover dial string, tagged as the
+                // engine's own bridge would be (its legs are followed and the CDR names the carrier).
+                set(&call_text, channel, "rtc_dial", &dial);
+                set(&call_text, channel, "rtc_routes", &routes.len().to_string());
+                let destination = channel
+                    .profile_field(c"destination_number")
+                    .unwrap_or_else(|| "rtc".into());
+                let target = format!("{destination} XML {context}");
+                log::debug!("call {call_text}: decided, transferred to {target}");
+                if let Err(e) = session.execute(c"transfer", &target) {
+                    log::error!("call {call_text}: cannot transfer to {target}: {e}");
+                    channel.hangup(HangupCause::NORMAL_TEMPORARY_FAILURE);
+                }
+                return;
+            }
             log::debug!(
                 "call {call_text}: bridging over {} route(s): {dial}",
                 routes.len()
@@ -312,11 +358,13 @@ fn run(session: *mut switch_core_session_t, data: *const c_char) {
         unsafe { CStr::from_ptr(data) }.to_str().unwrap_or("")
     };
     match parse_data(data) {
-        Ok(AppData::Decide { wait }) => decide(&session, &channel, call, wait),
+        Ok(AppData::Decide { wait, transfer }) => decide(&session, &channel, call, wait, transfer),
         Ok(AppData::Route { b_leg, dial }) => route(&session, &channel, call, b_leg, &dial),
         Err(e) => {
-            log::warn!("call {call}: rtc_core app: {e}; deciding with the engine's wait");
-            decide(&session, &channel, call, None);
+            log::warn!(
+                "call {call}: rtc_core app: {e}; deciding with the defaults (the engine's wait, transfer-context)"
+            );
+            decide(&session, &channel, call, None, None);
         }
     }
 }
@@ -356,14 +404,30 @@ mod tests {
 
     #[test]
     fn data() {
-        assert_eq!(parse_data(""), Ok(AppData::Decide { wait: None }));
+        assert_eq!(
+            parse_data(""),
+            Ok(AppData::Decide {
+                wait: None,
+                transfer: None
+            })
+        );
         assert_eq!(
             parse_data(" wait_ms=250 "),
             Ok(AppData::Decide {
-                wait: Some(Duration::from_millis(250))
+                wait: Some(Duration::from_millis(250)),
+                transfer: None
+            })
+        );
+        assert_eq!(
+            parse_data("transfer=carriers wait_ms=9"),
+            Ok(AppData::Decide {
+                wait: Some(Duration::from_millis(9)),
+                transfer: Some("carriers".into())
             })
         );
         assert!(parse_data("wait=3").is_err());
+        assert!(parse_data("wait_ms=x").is_err());
+        assert!(parse_data("transfer=").is_err());
         assert_eq!(
             parse_data(&format!("route {B} [x=1]loopback/1/ctx")),
             Ok(AppData::Route {

@@ -95,6 +95,28 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
         fs.cdrs()
     );
 
+    // Decided by the app, connected by the operator's dialplan: transferred to rtc_routed, which bridges
+    // ${rtc_dial}; its legs are followed as the app's own, and the CDR names the carrier that answered.
+    let out = esl.api("originate loopback/15551005/rtc_transfer &park()");
+    assert!(out.starts_with("+OK"), "originate: {out}");
+    let uuid = finished(&fs, "15551005");
+    assert_has(
+        &trace(&mut esl, &uuid),
+        &[
+            "state: COMPLETED",
+            "PARKED -> CONNECTED on",
+            "CONNECTED -> COMPLETED on CHANNEL_HANGUP",
+        ],
+    );
+    assert!(
+        fs.cdrs()
+            .iter()
+            .any(|c| c.contains("\"destination\":\"15551005\"")
+                && c.contains("\"carrier\":\"loopback\"")),
+        "{:?}",
+        fs.cdrs()
+    );
+
     // The park flow: the engine bridges the parked call, the first route fails, the engine sends the second.
     let out = esl.api("originate loopback/15551002/rtc_park &park()");
     assert!(out.starts_with("+OK"), "originate: {out}");
@@ -146,14 +168,14 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
         &esl.api("rtc_core metrics"),
         &[
             "# TYPE rtc_module_event_handler_seconds histogram",
-            "rtc_engine_calls_finished_total{state=\"COMPLETED\"} 2\n",
+            "rtc_engine_calls_finished_total{state=\"COMPLETED\"} 3\n",
             "rtc_engine_calls_by_reason_total{reason=\"no_route\"} 1\n",
             "rtc_module_events_total{outcome=\"queue_full\"} 0\n",
         ],
     );
     assert_has(
         &esl.api("rtc_core status"),
-        &["calls: created 3, completed 2, rejected 1", "own legs"],
+        &["calls: created 4, completed 3, rejected 1", "own legs"],
     );
 
     // Reload: 127.0.0.1 no longer belongs to lab (same partner row, other networks): loopback calls are refused.

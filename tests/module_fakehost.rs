@@ -684,3 +684,33 @@ fn a_call_whose_session_is_gone_without_a_hangup_is_settled() {
     assert!(out.contains("reason: stale"), "{out}");
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
 }
+
+#[test]
+fn the_app_can_leave_the_bridge_to_the_operators_dialplan() {
+    with_module(|host, _| {
+        host.session_new(A);
+        host.session_profile(A, "+15550001", "4930123", "127.0.0.1", false);
+        assert!(host.app("rtc_core", A, "transfer=carriers"));
+        let executed = host.executed(A);
+        assert!(
+            executed.contains("transfer(4930123 XML carriers)") && !executed.contains("bridge("),
+            "{executed}"
+        );
+        assert_eq!(
+            host.var(A, "rtc_dial"),
+            Some(format!(
+                "[rtc_a_leg={A},call_uuid={A},origination_uuid={}]sofia/gateway/carrier_b/4930123",
+                leg(A, 0)
+            ))
+        );
+        assert_eq!(host.var(A, "rtc_routes").as_deref(), Some("1"));
+        assert_eq!(host.var(A, "rtc_route").as_deref(), Some("carrier_b"));
+        assert_eq!(host.hangup_cause(A), None, "the dialplan carries on");
+        // Refused calls are hung up as ever, transfer or not.
+        host.session_new(C);
+        host.session_profile(C, "+15550001", "4930123", "203.0.113.7", false);
+        assert!(host.app("rtc_core", C, "transfer=carriers"));
+        assert_eq!(host.hangup_cause(C), Some(21));
+        assert!(!host.executed(C).contains("transfer("));
+    });
+}

@@ -63,6 +63,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "poll-interval",
     "contexts",
     "metrics-listen",
+    "transfer-context",
 ];
 
 /// Params accepted in `<local>`.
@@ -165,6 +166,9 @@ pub struct RtcConfig {
     pub log_level: LevelFilter,
     /// Where the Prometheus scrape endpoint (`GET /metrics`) listens; `None`: no endpoint.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Dialplan context the module's `rtc_core` app transfers a connected call to (with `rtc_dial` set) instead
+    /// of bridging it itself; `None`: the app bridges.
+    pub transfer_context: Option<String>,
     /// Tables of the local backends.
     pub local: LocalFiles,
     /// Where this configuration came from (file path or a description), for messages and `rtc_core status`.
@@ -193,6 +197,7 @@ impl Default for RtcConfig {
             io_threads: 2,
             log_level: LevelFilter::Info,
             metrics_listen: None,
+            transfer_context: None,
             local: LocalFiles::under(&shipped_conf_dir()),
             origin: "built-in defaults".to_owned(),
         }
@@ -734,6 +739,20 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "shed-queue-depth" => {
                     engine.admission.shed_queue_depth =
                         self.count(node, name, value, 0, "a whole number (0: off)")?
+                }
+                "transfer-context" => {
+                    config.transfer_context = match value.trim() {
+                        "" => None,
+                        v if v.contains(char::is_whitespace) => {
+                            return Err(self.bad(
+                                node,
+                                name,
+                                value,
+                                "a dialplan context name, or empty for none",
+                            ));
+                        }
+                        v => Some(v.to_owned()),
+                    }
                 }
                 "metrics-listen" => {
                     config.metrics_listen = match value.trim() {

@@ -96,6 +96,17 @@ const DIALPLAN: &str = r#"<include>
     <action application="rtc_core"/>
   </condition></extension>
 </context>
+<context name="rtc_transfer">
+  <extension name="rtc"><condition field="destination_number" expression="^\d+$">
+    <action application="rtc_core" data="transfer=rtc_routed"/>
+  </condition></extension>
+</context>
+<context name="rtc_routed">
+  <extension name="bridge"><condition field="destination_number" expression="^\d+$">
+    <action application="set" data="hangup_after_bridge=true"/>
+    <action application="bridge" data="${rtc_dial}"/>
+  </condition></extension>
+</context>
 <context name="rtc_park">
   <extension name="park"><condition field="destination_number" expression="^\d+$">
     <action application="set" data="rtc_core=true"/>
