@@ -714,3 +714,34 @@ fn the_app_can_leave_the_bridge_to_the_operators_dialplan() {
         assert!(!host.executed(C).contains("transfer("));
     });
 }
+
+#[test]
+fn unload_hangs_connected_calls_up_when_configured() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.reset();
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><settings><param name="shutdown-calls" value="hangup"/></settings></configuration>"#),
+    );
+    host.set_conf_dir(Some(&shipped_conf()));
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    for uuid in [A, B] {
+        host.session_new(uuid);
+        create(host, uuid, "4930123");
+    }
+    // A is connected; B is decided and waiting to park.
+    host.fire(
+        fs::SWITCH_EVENT_CHANNEL_ANSWER,
+        &[("Unique-ID", A), ("Event-Sequence", "101")],
+    );
+    let (_, out) = host
+        .api("rtc_core", &format!("call {A}"))
+        .expect("API runs");
+    assert!(out.contains("state: CONNECTED"), "{out}");
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    // SYSTEM_SHUTDOWN = 701 for both: the connected call too, as configured.
+    assert_eq!(host.hangup_cause(A), Some(701));
+    assert_eq!(host.hangup_cause(B), Some(701));
+}

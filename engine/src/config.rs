@@ -34,6 +34,9 @@ pub struct EngineConfig {
     pub finished_ids: usize,
     /// How long `shutdown` may take to settle live calls before it abandons them.
     pub shutdown_grace: Duration,
+    /// At shutdown (module unload), hang connected calls up too (`shutdown-calls hangup`) rather than leave them
+    /// up, billed so far (`keep`). Calls still in setup are hung up either way.
+    pub hangup_connected_on_shutdown: bool,
     /// Hangup cause for each refusal reason.
     pub causes: CauseMap,
     /// Global call limits and overload shedding (per-partner limits come with the partner).
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             finished_traces: 1024,
             finished_ids: 65_536,
             shutdown_grace: Duration::from_secs(5),
+            hangup_connected_on_shutdown: false,
             causes: CauseMap::default(),
             admission: AdmissionConfig {
                 max_concurrent: 0,

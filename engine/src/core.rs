@@ -1057,10 +1057,16 @@ impl Core {
         let n = ids.len();
         for id in ids {
             if let Some(slot) = self.registry.slot_of(&id) {
+                let mut hang_up = false;
                 if let Some(call) = self.registry.get_mut(slot)
                     && call.state == CallState::Connected
                 {
                     call.reason = Some(Reason::Shutdown);
+                    hang_up = self.cfg.hangup_connected_on_shutdown;
+                }
+                if hang_up {
+                    let cause = self.cfg.causes.cause(Reason::Shutdown);
+                    self.command(CallCommand::Hangup { call: id, cause });
                 }
                 self.apply(slot, Input::EngineShutdown, false);
             }

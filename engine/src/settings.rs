@@ -53,6 +53,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "finished-traces",
     "finished-ids",
     "shutdown-grace",
+    "shutdown-calls",
     "io-threads",
     "log-level",
     "max-calls",
@@ -697,6 +698,13 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "finished-ids" => {
                     engine.finished_ids =
                         self.count(node, name, value, 0, "a whole number (0 keeps none)")?
+                }
+                "shutdown-calls" => {
+                    engine.hangup_connected_on_shutdown = match value.trim() {
+                        "keep" => false,
+                        "hangup" => true,
+                        _ => return Err(self.bad(node, name, value, "keep or hangup")),
+                    }
                 }
                 "shutdown-grace" => {
                     engine.shutdown_grace = parse_duration(value)

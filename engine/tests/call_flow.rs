@@ -2,13 +2,13 @@
 
 mod common;
 
-use rtc_engine::{CallEvent, Direction};
+use rtc_engine::{CallEvent, CallId, Direction};
 use std::time::Duration;
 
 use common::*;
 use rtc_engine::call::CallState;
 use rtc_engine::cause::HangupCause;
-use rtc_engine::config::FailMode;
+use rtc_engine::config::{EngineConfig, FailMode};
 use rtc_engine::control::CallCommand;
 use rtc_engine::core::FailModes;
 use rtc_engine::domain::{Money, PartnerInfo, Reservation};
@@ -669,6 +669,37 @@ fn shutdown_settles_every_live_call() {
     assert_eq!((c2.final_state, c2.reason), ("COMPLETED", Some("shutdown")));
     assert_eq!(c2.talk_s, 30);
     assert_eq!((commits(&r), releases(&r)), (1, 1));
+    // Kept up by default: the only hangup is the call in setup's.
+    let hangups: Vec<CallId> = r
+        .control
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            CallCommand::Hangup { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hangups, [id(1)]);
+}
+
+#[test]
+fn shutdown_calls_hangup_ends_connected_calls_too() {
+    let cfg = EngineConfig {
+        hangup_connected_on_shutdown: true,
+        ..config()
+    };
+    let mut r = rig_with(ScriptedServices::all_yes(), cfg, FailModes::default());
+    r.a(2, EventKind::ChannelCreate);
+    r.a(2, EventKind::ChannelPark);
+    r.b(2, 200, EventKind::ChannelAnswer, None);
+    r.control.take();
+    assert_eq!(r.core.shutdown_calls(), 1);
+    assert!(matches!(
+        &r.control.take()[..],
+        [CallCommand::Hangup { call, cause }] if *call == id(2) && *cause == HangupCause::SYSTEM_SHUTDOWN
+    ));
+    let c2 = cdrs(&r).pop().unwrap();
+    assert_eq!((c2.final_state, c2.reason), ("COMPLETED", Some("shutdown")));
 }
 
 #[test]
