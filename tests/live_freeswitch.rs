@@ -177,6 +177,24 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
         &esl.api("rtc_core status"),
         &["calls: created 4, completed 3, rejected 1", "own legs"],
     );
+    // The scrape endpoint inside FreeSWITCH serves the same page.
+    let page = {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", fs.metrics_port)).expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut page = String::new();
+        s.read_to_string(&mut page).expect("read");
+        page
+    };
+    assert_has(
+        &page,
+        &[
+            "HTTP/1.1 200 OK",
+            "rtc_engine_calls_finished_total{state=\"COMPLETED\"} 3\n",
+        ],
+    );
 
     // Reload: 127.0.0.1 no longer belongs to lab (same partner row, other networks): loopback calls are refused.
     let partners = fs.dir.path().join("conf/rtc_core/partners.csv");

@@ -144,6 +144,8 @@ pub struct FreeSwitch {
     pub esl_port: u16,
     /// Its SIP profile's port on 127.0.0.1.
     pub sip_port: u16,
+    /// The module's scrape endpoint's port on 127.0.0.1 (`metrics-listen`).
+    pub metrics_port: u16,
     /// Its process id (from the run dir's pid file).
     pub pid: u32,
 }
@@ -172,7 +174,7 @@ impl FreeSwitch {
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        let (esl_port, sip_port) = (free_port(), free_port());
+        let (esl_port, sip_port, metrics_port) = (free_port(), free_port(), free_port());
         let rtp = 20_000 + (esl_port % 20) * 1000;
         let conf = d.join("conf");
         write(
@@ -266,6 +268,10 @@ impl FreeSwitch {
             .replace(
                 "/var/spool/rtc_core/settlements.jsonl",
                 &d.join("spool.jsonl").to_string_lossy(),
+            )
+            .replace(
+                r#"<param name="metrics-listen" value=""/>"#,
+                &format!(r#"<param name="metrics-listen" value="127.0.0.1:{metrics_port}"/>"#),
             );
         write(&ac.join("rtc_core.conf.xml"), &ours);
         copy_dir(&repo.join("conf/rtc_core"), &conf.join("rtc_core"));
@@ -338,6 +344,7 @@ impl FreeSwitch {
             dir,
             esl_port,
             sip_port,
+            metrics_port,
             pid,
         };
         loop {
