@@ -555,6 +555,20 @@ fn calls_are_taken_from_the_configured_contexts_only() {
             out.contains("taken from contexts public, carriers only (1 channels elsewhere left to the dialplan)"),
             "{out}"
         );
+        // So is one parked there with rtc_core=true.
+        host.fire(
+            fs::SWITCH_EVENT_CHANNEL_PARK,
+            &[
+                ("Unique-ID", D),
+                ("Call-Direction", "inbound"),
+                ("Caller-Network-Addr", "127.0.0.1"),
+                ("Caller-Destination-Number", "4930123"),
+                ("Caller-Context", "default"),
+                ("variable_rtc_core", "true"),
+            ],
+        );
+        let (_, out) = host.api("rtc_core", "calls").expect("API runs");
+        assert!(out.contains(D) && out.contains("2 total"), "{out}");
         // A call from another context that reaches the app is decided all the same: the app asks for it.
         host.session_new(A);
         host.session_profile(A, "+15550001", "4930123", "127.0.0.1", false);

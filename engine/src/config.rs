@@ -47,9 +47,9 @@ pub struct EngineConfig {
     /// latency: 750 µs is 1333 polls a second, and events wait up to 750 µs longer (FreeSWITCH's own event
     /// dispatch lag is 10 ms and more under load). Zero: woken for every event.
     pub poll_interval: Duration,
-    /// Dialplan contexts (`Caller-Context`) whose new inbound channels the engine takes from their CHANNEL_CREATE
-    /// (or CHANNEL_PARK); a channel in another context is decided only if it reaches the `rtc_core` app. Empty:
-    /// every context.
+    /// Dialplan contexts (`Caller-Context`) whose new inbound channels the engine takes from their CHANNEL_CREATE;
+    /// a channel in another context is decided only if it reaches the `rtc_core` app or parks with
+    /// `rtc_core=true`. Empty: every context.
     pub contexts: Vec<compact_str::CompactString>,
 }
 

@@ -312,7 +312,7 @@ impl Core {
     }
 
     /// An event of a channel the registry does not hold; `asked` when a dialplan app asks for its decision (the
-    /// app is the operator's explicit choice: the `contexts` filter does not apply).
+    /// app is the operator's explicit choice: the `contexts` filter does not apply, as to a marked park).
     fn new_channel_event(&mut self, ev: CallEvent, asked: bool) {
         if self.own_legs.contains_key(&ev.uuid) {
             self.counters.own_leg_events += 1;
@@ -336,9 +336,10 @@ impl Core {
             self.counters.after_end_events += 1;
             return;
         }
+        // Only a creation is filtered: a park reaches the engine only with `rtc_core=true`, the operator's say-so.
         if !asked
             && ev.direction == Direction::Inbound
-            && matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark)
+            && ev.kind == EventKind::ChannelCreate
             && !self.cfg.contexts.is_empty()
             && !self.cfg.contexts.contains(&ev.context)
         {
