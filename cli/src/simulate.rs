@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rtc_engine::clock::Clock;
-use rtc_engine::core::FailModes;
-use rtc_engine::engine::{Engine, EngineParts};
-use rtc_engine::local::LocalServices;
+use rtc_engine::config::Backend;
+use rtc_engine::host::Host;
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, SimOptions, SimReport};
 
@@ -59,31 +57,31 @@ pub fn run(args: Args) -> Result<SimReport, String> {
     if args.backend == BackendArg::Http {
         return simulate_http::run(&args, args.outage);
     }
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(path) => RtcConfig::load_file(path).map_err(|e| e.to_string())?,
         None => RtcConfig::default(),
     };
-    let services = LocalServices::load(&cfg.local).map_err(|e| e.to_string())?;
+    // `--backend local`: every service on the embedded backends, whatever the file says.
+    for service in &mut cfg.services {
+        service.backend = Backend::Local;
+    }
     let (switch, commands) = sim::SimSwitch::new();
     let heap_before = live_bytes();
-    let engine = Engine::start(EngineParts {
-        config: cfg.engine.clone(),
-        fail_modes: FailModes::from_services(&cfg.services),
-        services: Box::new(services),
-        control: Box::new(switch),
-        clock: Clock::system(),
-    })
-    .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    // Assembled as the module and `rtc-core esl` assemble it: runtime, services, engine thread.
+    let host = Host::start(&cfg, Box::new(switch)).map_err(|e| e.to_string())?;
     let bar = progress_bar(args.calls);
     let opts = sim_options(&args);
     let mut peak_heap = 0isize;
-    let report = sim::run(engine.handle(), commands, opts, |started, ended| {
+    let report = sim::run(host.engine().clone(), commands, opts, |started, ended| {
         bar.set_position(started as u64);
         bar.set_message(format!("{ended} ended"));
         peak_heap = peak_heap.max(live_bytes() - heap_before);
     });
     bar.finish_and_clear();
-    drop(engine);
+    let stopped = host.shutdown(Duration::from_secs(5));
+    if !stopped.runtime_stopped {
+        log::warn!("simulate: the rtc-io runtime did not stop within 5 s");
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
