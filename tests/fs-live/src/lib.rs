@@ -461,7 +461,7 @@ impl FreeSwitch {
         alive(self.pid)
     }
 
-    /// User + system CPU time FreeSWITCH has used, in clock ticks (from /proc/<pid>/stat).
+    /// User + system CPU time FreeSWITCH has used, in clock ticks (from `/proc/<pid>/stat`).
     pub fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
         stat.rsplit_once(')')
@@ -469,7 +469,7 @@ impl FreeSwitch {
     }
 
     /// User + system CPU ticks of each live thread of FreeSWITCH: (thread id, thread name, ticks), from
-    /// /proc/<pid>/task/<tid>/stat. Threads that ended are not listed (their time stays in [`Self::cpu_ticks`]).
+    /// `/proc/<pid>/task/<tid>/stat`. Threads that ended are not listed (their time stays in [`Self::cpu_ticks`]).
     pub fn thread_ticks(&self) -> Vec<(u32, String, u64)> {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
             return Vec::new();
@@ -487,7 +487,7 @@ impl FreeSwitch {
 
     /// Of the live threads named `name`: (context switches, voluntary and involuntary, i.e. how often they
     /// slept and woke; CPU time in microseconds, exact from the scheduler, unlike the tick-sampled
-    /// [`Self::thread_ticks`]). From /proc/<pid>/task/<tid>/status and .../sched.
+    /// [`Self::thread_ticks`]). From `/proc/<pid>/task/<tid>/status` and `.../sched`.
     pub fn thread_switches_and_us(&self, name: &str) -> (u64, f64) {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
             return (0, 0.0);
