@@ -1,6 +1,7 @@
 //! Live tests against a real FreeSWITCH, when one is installed (see the `rtc_fs_live` crate for how it is found,
-//! configured and stopped, and `module_live/mod.rs` for the module's part). Each test starts its own FreeSWITCH on 127.0.0.1 with a temporary configuration, loads the
-//! module built by this run as `mod_rtc_core`, and checks calls end to end:
+//! configured and stopped, and `module_live/mod.rs` for the module's part). Each test starts its own FreeSWITCH
+//! on 127.0.0.1 with a temporary configuration, loads the module built by this run as `mod_rtc_core`, and checks
+//! calls end to end:
 //! - through the `rtc_core` app (loopback calls to the sample route 1555: the first route fails, the second
 //!   answers in `rtc_answer`), and through the park flow (the engine bridges the parked call, route by route);
 //! - refused calls: no route (882...), unknown partner (after a `reload` that takes 127.0.0.1 from `lab`);
