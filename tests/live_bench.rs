@@ -9,13 +9,14 @@
 //! difference. `RTC_BENCH_CALLS` (default 2000) and `RTC_BENCH_CPS` (default 200) set the load. The last line is
 //! one JSON object.
 
-mod live;
+mod module_live;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use live::{Esl, FreeSwitch, Install, wait_for};
+use module_live::ModuleFs;
 use rtc_fakehost::module_path;
+use rtc_fs_live::{Esl, Install, free_port, wait_for};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -57,7 +58,7 @@ fn split_json(split: &Split, tick_us: f64, calls: u64) -> String {
 /// Places `calls` calls at `cps` into `context`; waits until FreeSWITCH has no session left. Returns (seconds
 /// from the first call to the last session gone, CPU ticks FreeSWITCH used meanwhile, and their split by thread).
 fn run(
-    fs: &FreeSwitch,
+    fs: &ModuleFs,
     esl: &mut Esl,
     context: &str,
     calls: u64,
@@ -78,7 +79,7 @@ fn run(
         ));
     }
     wait_for("every session to end", Duration::from_secs(120), || {
-        (FreeSwitch::sessions(esl) == Some(0)).then_some(())
+        (esl.sessions() == Some(0)).then_some(())
     });
     let elapsed = start.elapsed().as_secs_f64();
     let total = fs.cpu_ticks() - cpu0;
@@ -112,7 +113,7 @@ fn fs_loopback() {
     let cps = env_or("RTC_BENCH_CPS", 200);
     // SAFETY of the figures: clock ticks are 1/100 s (sysconf CLK_TCK on Linux).
     let tick_us = 10_000.0;
-    let fs = FreeSwitch::start(&install, &module_path(), false);
+    let fs = module_live::start(&install, &module_path(), false, &[]);
     let mut esl = fs.esl();
     // Warm-up, then the plain dialplan.
     run(&fs, &mut esl, "plain", 100, cps, 900_000);
@@ -159,7 +160,7 @@ fn fs_loopback() {
     drop(esl);
     drop(fs);
 
-    let fs = FreeSwitch::start_with_env(
+    let fs = module_live::start(
         &install,
         &module_path(),
         false,
@@ -213,7 +214,7 @@ fn fs_sip() {
     }
     let calls = env_or("RTC_BENCH_SIP_CALLS", 2000);
     let cps = env_or("RTC_BENCH_SIP_CPS", 100);
-    let fs = FreeSwitch::start(&install, &module_path(), true);
+    let fs = module_live::start(&install, &module_path(), true, &[]);
     let mut esl = fs.esl();
     assert!(esl.api("load mod_rtc_core").contains("+OK"));
     wait_for("the SIP profile", Duration::from_secs(20), || {
@@ -221,9 +222,9 @@ fn fs_sip() {
     });
     let started = Instant::now();
     let status = std::process::Command::new("sipp")
-        .arg(format!("127.0.0.1:{}", fs.sip_port))
+        .arg(format!("127.0.0.1:{}", fs.sip_port.expect("SIP profile")))
         .args(["-sn", "uac", "-s", "155591234", "-i", "127.0.0.1", "-p"])
-        .arg(live::free_port().to_string())
+        .arg(free_port().to_string())
         .args(["-m", &calls.to_string(), "-r", &cps.to_string()])
         .args(["-nostdin", "-timeout"])
         .arg(format!("{}s", calls / cps.max(1) + 60))

@@ -1,6 +1,7 @@
-//! Live tests against a real FreeSWITCH, when one is installed (see `live/mod.rs` for how it is found, configured
-//! and stopped). Each test starts its own FreeSWITCH on 127.0.0.1 with a temporary configuration, loads the
-//! module built by this run as `mod_rtc_core`, and checks calls end to end:
+//! Live tests against a real FreeSWITCH, when one is installed (see the `rtc_fs_live` crate for how it is found,
+//! configured and stopped, and `module_live/mod.rs` for the module's part). Each test starts its own FreeSWITCH
+//! on 127.0.0.1 with a temporary configuration, loads the module built by this run as `mod_rtc_core`, and checks
+//! calls end to end:
 //! - through the `rtc_core` app (loopback calls to the sample route 1555: the first route fails, the second
 //!   answers in `rtc_answer`), and through the park flow (the engine bridges the parked call, route by route);
 //! - refused calls: no route (882...), unknown partner (after a `reload` that takes 127.0.0.1 from `lab`);
@@ -9,15 +10,16 @@
 //!
 //! Without FreeSWITCH each test prints one `skipped:` line and passes.
 
-mod live;
+mod module_live;
 
 use std::time::{Duration, Instant};
 
-use live::{Esl, FreeSwitch, Install, cdr_uuid, wait_for};
+use module_live::{ModuleFs, cdr_uuid};
 use rtc_fakehost::module_path;
+use rtc_fs_live::{Esl, Install, free_port, wait_for};
 
 /// The CDR uuid of the call to `destination`, once written.
-fn finished(fs: &FreeSwitch, destination: &str) -> String {
+fn finished(fs: &ModuleFs, destination: &str) -> String {
     wait_for(
         &format!("the CDR of the call to {destination}"),
         Duration::from_secs(15),
@@ -61,7 +63,7 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
         return;
     };
     let started = Instant::now();
-    let fs = FreeSwitch::start(&install, &module_path(), false);
+    let fs = module_live::start(&install, &module_path(), false, &[]);
     let mut esl = fs.esl();
     let out = esl.api("load mod_rtc_core");
     assert!(out.contains("+OK"), "load: {out}\n{}", fs.log());
@@ -300,15 +302,15 @@ fn sip_calls_from_sipp() {
         println!("skipped: SIP calls: no sipp on PATH (apt-get install sip-tester)");
         return;
     }
-    let fs = FreeSwitch::start(&install, &module_path(), true);
+    let fs = module_live::start(&install, &module_path(), true, &[]);
     let mut esl = fs.esl();
     assert!(esl.api("load mod_rtc_core").contains("+OK"));
     wait_for("the SIP profile", Duration::from_secs(20), || {
         esl.api("sofia status").contains("RUNNING").then_some(())
     });
     let sipp = |from: &str, calls: u32, destination: &str| {
-        let port = live::free_port().to_string();
-        let target = format!("127.0.0.1:{}", fs.sip_port);
+        let port = free_port().to_string();
+        let target = format!("127.0.0.1:{}", fs.sip_port.expect("SIP profile"));
         let calls = calls.to_string();
         std::process::Command::new("sipp")
             .args([

@@ -1,5 +1,5 @@
 //! Live: the engine in ESL mode against a real FreeSWITCH (1.10.12 here), started by the test with its own
-//! configuration. Skipped, with one line, when FreeSWITCH is not installed.
+//! configuration (`rtc_fs_live`). Skipped, with one line, when FreeSWITCH is not installed.
 //!
 //! Calls are placed with `originate ... loopback/<destination>/default &park`: the inbound half of the
 //! loopback pair is the call the engine decides; it parks. Loopback channels have no transport address
@@ -7,8 +7,6 @@
 //! the sample partner `lab`. The sample routes send 1555... first to `error/NORMAL_TEMPORARY_FAILURE` (a
 //! bridge that fails without an outbound channel) and then to `loopback/${destination}/rtc_answer`, which
 //! this dialplan answers, holds for half a second and hangs up. 882... is rated but not routed.
-
-mod support;
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -22,7 +20,7 @@ use rtc_engine::esl::replay::{ReplayOptions, replay};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
-use support::fs_harness::{FreeSwitch, FsOptions, SKIPPED, find_prefix};
+use rtc_fs_live::{FreeSwitch, Install, Options};
 
 const DIALPLAN: &str = r#"
     <context name="default">
@@ -159,15 +157,16 @@ fn read_cdrs(path: &std::path::Path) -> Vec<CdrLine> {
 
 #[test]
 fn engine_decides_real_freeswitch_calls_over_esl() {
-    let Some(prefix) = find_prefix() else {
-        println!("{SKIPPED}");
+    let Some(install) = Install::find("engine over ESL") else {
         return;
     };
     let fs = FreeSwitch::start(
-        &prefix,
-        &FsOptions {
+        &install,
+        Options {
             dialplan: DIALPLAN.into(),
             password: "ClueCon-live".into(),
+            log_level: "debug".into(),
+            ..Options::default()
         },
     )
     .expect("FreeSWITCH starts");
