@@ -177,9 +177,9 @@ impl Running {
     }
 }
 
-/// The names of the threads the engine starts (`rtc-engine`, and the `rtc-io` runtime's workers and blocking
-/// threads).
-pub const OUR_THREADS: [&str; 2] = ["rtc-engine", "rtc-io"];
+/// The names of the threads the engine starts (`rtc-engine`, the `rtc-io` runtime's workers and blocking threads,
+/// and the local CDR file's writer `rtc-cdr`).
+pub const OUR_THREADS: [&str; 3] = ["rtc-engine", "rtc-io", rtc_engine::local::CDR_THREAD];
 
 /// Threads of this process whose name is one of `names` (from `/proc/self/task/*/comm`; a thread leaves that
 /// list only once it has fully exited).

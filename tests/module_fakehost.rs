@@ -759,3 +759,34 @@ fn unload_hangs_connected_calls_up_when_configured() {
     assert_eq!(host.hangup_cause(A), Some(701));
     assert_eq!(host.hangup_cause(B), Some(701));
 }
+
+#[test]
+fn a_cdr_the_disk_refuses_is_logged_whole() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    host.reset();
+    // /dev/full takes the open and refuses every write (ENOSPC).
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><local><param name="cdr-file" value="/dev/full"/></local></configuration>"#),
+    );
+    host.set_conf_dir(Some(&shipped_conf()));
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    create(host, A, "4930123");
+    host.fire(
+        fs::SWITCH_EVENT_CHANNEL_HANGUP,
+        &[
+            ("Unique-ID", A),
+            ("Event-Sequence", "101"),
+            ("Hangup-Cause", "NORMAL_CLEARING"),
+        ],
+    );
+    // Unloading waits for the CDR writer: the record is in the log by then.
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    let log = host.log();
+    assert!(
+        log.contains(&format!("CDR not written to /dev/full: {{\"uuid\":\"{A}\"")),
+        "{log}"
+    );
+}

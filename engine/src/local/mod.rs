@@ -36,13 +36,10 @@ use crate::settings::LocalFiles;
 /// Where the local CDR writer puts records.
 #[derive(Debug)]
 pub enum CdrStore {
-    /// Appended as JSON lines to a file, flushed after each record.
-    File {
-        /// The file, for messages.
-        path: PathBuf,
-        /// Open in append mode.
-        out: BufWriter<File>,
-    },
+    /// Appended as JSON lines to a file by a writer thread of its own (`rtc-cdr`), so that a slow disk never
+    /// stalls the engine thread; flushed whenever it has written all it was given. Dropping the store hands
+    /// over what is queued and waits for the writer to finish it.
+    File(CdrFile),
     /// The most recent records, in memory (tests, the simulator).
     Memory {
         /// How many are kept.
@@ -50,6 +47,66 @@ pub enum CdrStore {
         /// Oldest first.
         recent: VecDeque<Cdr>,
     },
+}
+
+/// The file store's handle on its writer thread.
+#[derive(Debug)]
+pub struct CdrFile {
+    /// The file, for messages.
+    path: PathBuf,
+    /// Records for the writer; closed (dropped) to stop it.
+    tx: Option<crossbeam_channel::Sender<Cdr>>,
+    /// Joined on drop: every record handed over is written (or logged whole) before the store is gone.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The name of the CDR writer thread.
+pub const CDR_THREAD: &str = "rtc-cdr";
+
+impl Drop for CdrFile {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take()
+            && w.join().is_err()
+        {
+            log::error!("{}: the CDR writer panicked", self.path.display());
+        }
+    }
+}
+
+/// The writer thread: appends each record as a JSON line, flushing when the queue is empty. A record that
+/// cannot be written is logged whole, so that it can still be recovered from the log.
+fn write_cdrs(path: &Path, file: File, rx: &crossbeam_channel::Receiver<Cdr>) {
+    let mut out = BufWriter::new(file);
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(1023));
+        let mut lines = Vec::with_capacity(batch.len() * 400);
+        for cdr in &batch {
+            if let Ok(mut line) = serde_json::to_vec(cdr) {
+                line.push(b'\n');
+                lines.extend_from_slice(&line);
+            }
+        }
+        match out.write_all(&lines).and_then(|()| out.flush()) {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    log::error!(
+                        "{}: CDRs not written: {e}; each is logged below",
+                        path.display()
+                    );
+                }
+                failing = true;
+                for line in String::from_utf8_lossy(&lines).lines() {
+                    log::error!("CDR not written to {}: {line}", path.display());
+                }
+                // What BufWriter kept is dropped: the records are in the log.
+                out = BufWriter::new(out.into_parts().0);
+            }
+        }
+    }
 }
 
 impl CdrStore {
@@ -61,7 +118,7 @@ impl CdrStore {
         }
     }
 
-    /// Appends CDRs to `path` (created when missing).
+    /// Appends CDRs to `path` (created when missing), from a writer thread.
     pub fn file(path: &Path) -> Result<CdrStore, LocalError> {
         let file = OpenOptions::new()
             .create(true)
@@ -71,21 +128,34 @@ impl CdrStore {
                 file: path.to_owned(),
                 source,
             })?;
-        Ok(CdrStore::File {
+        let (tx, rx) = crossbeam_channel::unbounded::<Cdr>();
+        let writer_path = path.to_owned();
+        let writer = std::thread::Builder::new()
+            .name(CDR_THREAD.into())
+            .spawn(move || write_cdrs(&writer_path, file, &rx))
+            .map_err(|source| LocalError::Read {
+                file: path.to_owned(),
+                source,
+            })?;
+        Ok(CdrStore::File(CdrFile {
             path: path.to_owned(),
-            out: BufWriter::new(file),
-        })
+            tx: Some(tx),
+            writer: Some(writer),
+        }))
     }
 
     fn write(&mut self, cdr: Cdr) -> Result<(), String> {
         match self {
-            CdrStore::File { path, out } => {
-                let mut line = serde_json::to_vec(&cdr).map_err(|e| e.to_string())?;
-                line.push(b'\n');
-                out.write_all(&line)
-                    .and_then(|()| out.flush())
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            }
+            CdrStore::File(f) => match &f.tx {
+                Some(tx) => tx.send(cdr).map_err(|e| {
+                    let line = serde_json::to_string(&e.0).unwrap_or_default();
+                    format!(
+                        "{}: the CDR writer is gone; the record: {line}",
+                        f.path.display()
+                    )
+                }),
+                None => Err(format!("{}: the CDR store is closed", f.path.display())),
+            },
             CdrStore::Memory { keep, recent } => {
                 if *keep > 0 {
                     if recent.len() == *keep {
@@ -261,7 +331,7 @@ impl LocalServices {
     pub fn recent_cdrs(&self) -> impl Iterator<Item = &Cdr> {
         let recent = match &self.cdrs {
             CdrStore::Memory { recent, .. } => Some(recent.iter()),
-            CdrStore::File { .. } => None,
+            CdrStore::File(_) => None,
         };
         recent.into_iter().flatten()
     }
@@ -696,6 +766,9 @@ mod tests {
         let mut s = LocalServices::load(&files).unwrap();
         s.submit(ServiceRequest::WriteCdr(Box::new(cdr(1))));
         s.submit(ServiceRequest::WriteCdr(Box::new(cdr(2))));
+        assert_eq!(s.recent_cdrs().count(), 0);
+        // Dropping the services waits for the writer thread to write what it was handed.
+        drop(s);
         let text = std::fs::read_to_string(dir.path().join("cdr.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -705,7 +778,6 @@ mod tests {
         assert_eq!(lines[1]["uuid"], "00000000-0000-0000-0000-000000000002");
         assert_eq!(lines[0]["hangup_cause"], "NORMAL_CLEARING");
         assert_eq!(lines[0]["cost"], 13_200);
-        assert_eq!(s.recent_cdrs().count(), 0);
     }
 
     #[test]
