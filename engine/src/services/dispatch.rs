@@ -728,45 +728,60 @@ impl ServicesMonitor {
         let Some(mut taken) = taken else {
             return Ok(ReplayReport::default());
         };
-        let mut report = ReplayReport {
-            unreadable: taken.unreadable.len(),
-            ..ReplayReport::default()
-        };
-        let mut failed = Vec::new();
+        let mut report = ReplayReport::default();
         let mut open = [false; ServiceKind::ALL.len()];
-        for mut record in std::mem::take(&mut taken.records) {
-            let kind = record.op.service();
-            let service_open = &mut open[kind_index(kind)];
-            if *service_open || self.shared.service(kind).endpoint.is_none() {
-                failed.push(record);
-                continue;
-            }
-            let call = CallId::parse(&record.call_id).unwrap_or_default();
-            match self.shared.attempt(record.op, call, &record.body).await {
-                Ok(_) => {
-                    self.shared.counters.count(kind, Event::Replayed);
-                    report.replayed += 1;
-                }
-                Err(e) => {
-                    if matches!(e, Failure::CircuitOpen(_)) {
-                        *service_open = true;
-                    } else {
-                        record.attempts += 1;
-                        record.last_error = e.to_string();
-                    }
+        loop {
+            report.unreadable += taken.unreadable.len();
+            let mut failed = Vec::new();
+            for mut record in std::mem::take(&mut taken.records) {
+                let kind = record.op.service();
+                let service_open = &mut open[kind_index(kind)];
+                if *service_open || self.shared.service(kind).endpoint.is_none() {
                     failed.push(record);
+                    continue;
+                }
+                let call = CallId::parse(&record.call_id).unwrap_or_default();
+                match self.shared.attempt(record.op, call, &record.body).await {
+                    Ok(_) => {
+                        self.shared.counters.count(kind, Event::Replayed);
+                        report.replayed += 1;
+                    }
+                    Err(e) => {
+                        if matches!(e, Failure::CircuitOpen(_)) {
+                            *service_open = true;
+                        } else {
+                            record.attempts += 1;
+                            record.last_error = e.to_string();
+                        }
+                        failed.push(record);
+                    }
                 }
             }
-        }
-        report.failed = failed.len();
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.spool.finish_replay(taken, &failed))
+            report.failed += failed.len();
+            let shared = self.shared.clone();
+            let last = taken.is_last();
+            // The last chunk finishes the replay; any other reads the next one (bounded memory for any spool).
+            let step = tokio::task::spawn_blocking(move || {
+                if last {
+                    shared.spool.finish_replay(taken, &failed).map(|()| None)
+                } else {
+                    shared
+                        .spool
+                        .next_chunk(&mut taken, &failed)
+                        .map(|()| Some(taken))
+                }
+            })
             .await
             .map_err(|e| SpoolError {
                 path: self.shared.spool.path().to_owned(),
                 action: "replay task",
                 source: std::io::Error::other(e),
             })??;
+            match step {
+                Some(next) => taken = next,
+                None => break,
+            }
+        }
         Ok(report)
     }
 }

@@ -7,7 +7,7 @@
 //! to a fresh spool meanwhile; a replay interrupted by a crash is finished by the next one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -124,11 +124,34 @@ impl Spool {
         Ok(())
     }
 
-    /// Takes the records to replay: those of an interrupted replay if any, else the current spool (moved
-    /// aside so that new failures go to a fresh file). `None` when there is nothing to replay.
+    /// Where a replay in progress records how far into its file it has come (bytes, after the last chunk
+    /// whose undelivered records went back to the spool).
+    fn progress_path(&self) -> PathBuf {
+        let mut name = self.replay_path().into_os_string();
+        name.push(".offset");
+        PathBuf::from(name)
+    }
+
+    /// Starts (or resumes) a replay and reads its first chunk of at most [`REPLAY_CHUNK`] records: those of an
+    /// interrupted replay if any, from where it had come, else the current spool (moved aside so that new
+    /// failures go to a fresh file). `None` when there is nothing to replay. A spool of any size is replayed in
+    /// bounded memory, chunk by chunk ([`Spool::next_chunk`]).
     pub fn take_for_replay(&self) -> Result<Option<TakenRecords>, SpoolError> {
         let work = self.replay_path();
-        if !work.exists() {
+        let progress = self.progress_path();
+        let mut offset = 0;
+        if work.exists() {
+            offset = std::fs::read_to_string(&progress)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        } else {
+            // A progress file without its replay file belongs to a replay already finished.
+            match std::fs::remove_file(&progress) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("remove stale replay progress")(e)),
+            }
             let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
             *guard = None;
             match std::fs::rename(&self.path, &work) {
@@ -137,31 +160,72 @@ impl Spool {
                 Err(e) => return Err(self.err("move aside for replay")(e)),
             }
         }
-        let file = File::open(&work).map_err(self.err("open for replay"))?;
-        let mut records = Vec::new();
-        let mut unreadable = Vec::new();
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(self.err("read for replay"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<SpoolRecord>(&line) {
-                Ok(r) => records.push(r),
-                Err(_) => unreadable.push(line),
-            }
+        let mut file = File::open(&work).map_err(self.err("open for replay"))?;
+        let len = file.metadata().map_err(self.err("open for replay"))?.len();
+        if offset > len {
+            offset = 0;
         }
-        Ok(Some(TakenRecords {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(self.err("open for replay"))?;
+        let mut taken = TakenRecords {
             work,
-            records,
-            unreadable,
-        }))
+            reader: BufReader::new(file),
+            offset,
+            at_end: false,
+            records: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        self.read_chunk(&mut taken)?;
+        Ok(Some(taken))
     }
 
-    /// Finishes a replay: records still undelivered go back to the spool, unreadable lines to
-    /// `<path>.bad` for a person to look at, and the replay file is removed.
-    pub fn finish_replay(
+    fn read_chunk(&self, taken: &mut TakenRecords) -> Result<(), SpoolError> {
+        taken.records.clear();
+        let mut line = String::new();
+        while taken.records.len() < REPLAY_CHUNK {
+            line.clear();
+            let n = taken
+                .reader
+                .read_line(&mut line)
+                .map_err(self.err("read for replay"))?;
+            if n == 0 {
+                taken.at_end = true;
+                break;
+            }
+            taken.offset += n as u64;
+            let text = line.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<SpoolRecord>(text) {
+                Ok(r) => taken.records.push(r),
+                Err(_) => taken.unreadable.push(text.to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles the chunk just sent (`failed`: its records still undelivered, back to the spool; unreadable
+    /// lines to `<path>.bad`), records the progress, and reads the next chunk into `taken`. A crash anywhere
+    /// sends at most the last chunk again: deliveries are idempotent (`Idempotency-Key`).
+    pub fn next_chunk(
         &self,
-        taken: TakenRecords,
+        taken: &mut TakenRecords,
+        failed: &[SpoolRecord],
+    ) -> Result<(), SpoolError> {
+        self.settle_chunk(taken, failed)?;
+        let mut progress =
+            File::create(self.progress_path()).map_err(self.err("write replay progress"))?;
+        progress
+            .write_all(taken.offset.to_string().as_bytes())
+            .and_then(|()| progress.sync_data())
+            .map_err(self.err("write replay progress"))?;
+        self.read_chunk(taken)
+    }
+
+    fn settle_chunk(
+        &self,
+        taken: &mut TakenRecords,
         failed: &[SpoolRecord],
     ) -> Result<(), SpoolError> {
         if !failed.is_empty() {
@@ -175,23 +239,56 @@ impl Spool {
                 .append(true)
                 .open(PathBuf::from(name))
                 .map_err(self.err("open .bad file"))?;
-            for line in &taken.unreadable {
+            for line in taken.unreadable.drain(..) {
                 writeln!(bad, "{line}").map_err(self.err("write .bad file"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Finishes a replay after its last chunk: records still undelivered go back to the spool, unreadable
+    /// lines to `<path>.bad` for a person to look at, and the replay file is removed (its progress first, so
+    /// that a crash in between replays the file again rather than skipping into the next one).
+    pub fn finish_replay(
+        &self,
+        mut taken: TakenRecords,
+        failed: &[SpoolRecord],
+    ) -> Result<(), SpoolError> {
+        self.settle_chunk(&mut taken, failed)?;
+        match std::fs::remove_file(self.progress_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.err("remove replay progress")(e)),
         }
         std::fs::remove_file(&taken.work).map_err(self.err("remove replay file"))
     }
 }
 
-/// Records taken from the spool for a replay.
+/// Records a replay reads at a time.
+pub const REPLAY_CHUNK: usize = 1000;
+
+/// A replay in progress: its file, where it has come, and the chunk of records to send now.
 #[derive(Debug)]
 pub struct TakenRecords {
-    /// The replay file they came from.
+    /// The replay file they come from.
     work: PathBuf,
-    /// The records to send again.
+    /// The replay file, read a chunk at a time.
+    reader: BufReader<File>,
+    /// Bytes of the replay file read so far.
+    offset: u64,
+    /// Whether the file has been read to its end (the chunk in `records` is the last).
+    at_end: bool,
+    /// The records to send now.
     pub records: Vec<SpoolRecord>,
-    /// Lines that are not records (hand-edited, truncated by a crash): kept aside, never dropped.
+    /// Lines of this chunk that are not records (hand-edited, truncated by a crash): kept aside, never dropped.
     pub unreadable: Vec<String>,
+}
+
+impl TakenRecords {
+    /// Whether the chunk in `records` is the replay's last.
+    pub fn is_last(&self) -> bool {
+        self.at_end
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +328,34 @@ mod tests {
             .collect();
         assert_eq!(left, vec![record(3), record(2)]);
         assert!(!spool.replay_path().exists());
+    }
+
+    #[test]
+    fn a_large_spool_is_replayed_a_chunk_at_a_time_and_resumed_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool.jsonl"));
+        let total = REPLAY_CHUNK as u32 * 2 + 5;
+        spool
+            .append(&(1..=total).map(record).collect::<Vec<_>>())
+            .unwrap();
+        let mut taken = spool.take_for_replay().unwrap().unwrap();
+        assert_eq!(taken.records.len(), REPLAY_CHUNK);
+        assert!(!taken.is_last());
+        // The first chunk's record 1 failed again: back to the spool, progress recorded.
+        spool.next_chunk(&mut taken, &[record(1)]).unwrap();
+        assert_eq!(taken.records[0], record(REPLAY_CHUNK as u32 + 1));
+        // A crash now: the next replay resumes after the first chunk, sending the second one again at most.
+        drop(taken);
+        let mut taken = spool.take_for_replay().unwrap().unwrap();
+        assert_eq!(taken.records[0], record(REPLAY_CHUNK as u32 + 1));
+        spool.next_chunk(&mut taken, &[]).unwrap();
+        assert_eq!(taken.records.len(), 5);
+        assert!(taken.is_last());
+        spool.finish_replay(taken, &[]).unwrap();
+        assert!(!spool.replay_path().exists() && !spool.progress_path().exists());
+        // Only the failed record is left for the next replay.
+        let taken = spool.take_for_replay().unwrap().unwrap();
+        assert_eq!(taken.records, vec![record(1)]);
     }
 
     #[test]
