@@ -39,6 +39,9 @@
 //!   row count matches) is anything concluded;
 //! - a call the engine holds that FreeSWITCH no longer has ended during the outage: the engine gets a
 //!   synthetic `CHANNEL_HANGUP` for it, so that it is settled and written;
+//! - a call the engine holds that FreeSWITCH shows answered (`callstate` ACTIVE or HELD) may have been answered
+//!   during the outage: the engine gets a synthetic `CHANNEL_ANSWER` (absorbed if it knew already), so that it
+//!   does not take the call for one still ringing;
 //! - channels FreeSWITCH has that the engine does not follow are counted and logged, never touched;
 //! - nothing is ever hung up on FreeSWITCH because of this answer (a controller that misread `show
 //!   channels` once hung up live calls).
@@ -1434,38 +1437,54 @@ fn reconcile(shared: &Shared, engine: &EngineHandle, body: &str, known: Vec<Call
     counters.rebuilds.fetch_add(1, Ordering::Relaxed);
     let known_set: HashSet<CallId> = known.iter().copied().collect();
     let mut gone = 0u64;
-    for id in known.iter().filter(|id| !live.contains(id)) {
+    let mut answered = 0u64;
+    for id in &known {
+        // Answered during the outage (its CHANNEL_ANSWER lost): the engine learns it now, or it would take the
+        // call for one still ringing. A call it already knows connected absorbs the repeat.
+        if live.get(id) == Some(&true) {
+            let mut ev = CallEvent::new(*id, EventKind::ChannelAnswer, 0);
+            ev.timestamp_us = crate::core::epoch_us();
+            submit(counters, engine, ev);
+            answered += 1;
+        }
+    }
+    for id in known.iter().filter(|id| !live.contains_key(id)) {
         let mut ev = CallEvent::new(*id, EventKind::ChannelHangup, 0);
         ev.timestamp_us = crate::core::epoch_us();
         log::info!("call {id}: gone from FreeSWITCH while the ESL link was down; ending it");
         submit(counters, engine, ev);
         gone += 1;
     }
-    let unknown = live.iter().filter(|id| !known_set.contains(id)).count() as u64;
+    let unknown = live.keys().filter(|id| !known_set.contains(id)).count() as u64;
     counters.rebuild_hangups.fetch_add(gone, Ordering::Relaxed);
     counters
         .rebuild_unknown_channels
         .store(unknown, Ordering::Relaxed);
     log::info!(
         "ESL reconciliation: {} channels on FreeSWITCH, {} calls held by the engine, {gone} ended during \
-         the outage, {unknown} channels not followed (left alone)",
+         the outage, {answered} up and answered, {unknown} channels not followed (left alone)",
         live.len(),
         known.len()
     );
 }
 
-/// The channel uuids of a `show channels as json` answer, or `None` unless it was read completely.
-pub fn read_channels(body: &str) -> Option<HashSet<CallId>> {
+/// The channels of a `show channels as json` answer, each with whether it is answered (`callstate` ACTIVE or
+/// HELD), or `None` unless it was read completely.
+pub fn read_channels(body: &str) -> Option<HashMap<CallId, bool>> {
     let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
     let count = v.get("row_count")?.as_u64()?;
     let rows: &[serde_json::Value] = match v.get("rows") {
         Some(r) => r.as_array()?,
         None => &[],
     };
-    let mut out = HashSet::with_capacity(rows.len());
+    let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let id = CallId::parse(row.get("uuid")?.as_str()?).ok()?;
-        out.insert(id);
+        let answered = matches!(
+            row.get("callstate").and_then(|v| v.as_str()),
+            Some("ACTIVE" | "HELD")
+        );
+        out.insert(id, answered);
     }
     (count == rows.len() as u64).then_some(out)
 }
@@ -1476,9 +1495,16 @@ mod tests {
 
     #[test]
     fn channel_lists_are_read_completely_or_not_at_all() {
-        assert_eq!(read_channels("{\"row_count\": 0}\n"), Some(HashSet::new()));
+        assert_eq!(read_channels("{\"row_count\": 0}\n"), Some(HashMap::new()));
         let one = r#"{"row_count":1,"rows":[{"uuid":"4b2a1c3e-9f10-4d2b-8a7e-0123456789ab","direction":"inbound"}]}"#;
         assert_eq!(read_channels(one).map(|s| s.len()), Some(1));
+        let two = r#"{"row_count":2,"rows":[
+            {"uuid":"4b2a1c3e-9f10-4d2b-8a7e-0123456789ab","callstate":"ACTIVE"},
+            {"uuid":"0e7c5a1f-2222-4d2b-8a7e-0123456789ff","callstate":"RINGING"}]}"#;
+        let read = read_channels(two).expect("read");
+        let state = |u: &str| read.get(&CallId::parse(u).unwrap()).copied();
+        assert_eq!(state("4b2a1c3e-9f10-4d2b-8a7e-0123456789ab"), Some(true));
+        assert_eq!(state("0e7c5a1f-2222-4d2b-8a7e-0123456789ff"), Some(false));
         for bad in [
             "-ERR no reply",
             r#"{"row_count":2,"rows":[{"uuid":"4b2a1c3e-9f10-4d2b-8a7e-0123456789ab"}]}"#,
