@@ -401,7 +401,9 @@ fn a_bad_configuration_fails_the_load_with_the_loaders_message() {
 #[test]
 fn a_panic_in_an_entry_point_is_contained() {
     if !cfg!(feature = "panic-test") {
-        println!("skipped: build with --features panic-test to check panic containment");
+        println!(
+            "skipped: panic containment: build with --features mod_rtc_core/panic-test (as README's test command does)"
+        );
         return;
     }
     with_module(|host, _| {
@@ -418,7 +420,7 @@ fn a_panic_in_an_entry_point_is_contained() {
             .api("rtc_core", "status")
             .expect("API runs after the panic");
         assert_eq!(status, fs::SWITCH_STATUS_SUCCESS);
-        assert!(out.contains("panics_caught: 1"), "{out}");
+        assert!(out.contains("panics caught: 1"), "{out}");
     });
 }
 
