@@ -643,6 +643,18 @@ pub fn metrics(
         u64::from(status.admission.active),
     );
     e.family(
+        "rtc_partner_active_calls",
+        "gauge",
+        "Live calls per partner (holding an admission place), for every partner seen since start.",
+    );
+    for p in &status.by_partner {
+        e.sample(
+            "rtc_partner_active_calls",
+            &[("partner_id", &p.id.to_string()), ("partner", &p.name)],
+            p.active,
+        );
+    }
+    e.family(
         "rtc_admission_refusals_total",
         "counter",
         "Admission refusals per limit.",

@@ -209,6 +209,7 @@ fn events_reach_the_engine() {
             "rtc_module_event_handler_seconds_count 5\n",
             "rtc_engine_events_total 4\n",
             "rtc_engine_live_calls{state=\"CONNECTED\"} 1\n",
+            "rtc_partner_active_calls{partner_id=\"0\",partner=\"lab\"} 1\n",
         ] {
             assert!(out.contains(want), "{want}: {out}");
         }

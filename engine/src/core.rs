@@ -86,6 +86,17 @@ pub struct StatusReport {
     pub stats: Stats,
     /// Calls holding an admission place, admitted so far, and refusals per limit.
     pub admission: AdmissionStats,
+    /// Live calls per partner (those holding an admission place), with the partner's name as its service gave
+    /// it, for every partner seen since start.
+    pub by_partner: Vec<PartnerLive>,
+}
+
+/// One partner's live calls, for `rtc_core metrics`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerLive {
+    pub id: PartnerId,
+    pub name: CompactString,
+    pub active: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1087,6 +1098,22 @@ impl Core {
                 .map(|s| (s.name(), self.registry.count(*s)))
                 .collect(),
             stats: self.counters.snapshot(),
+            by_partner: {
+                let admission = self.admission.stats();
+                admission
+                    .by_partner
+                    .iter()
+                    .map(|&(id, active)| PartnerLive {
+                        id,
+                        name: self
+                            .partners
+                            .get(&id)
+                            .map(|p| p.name.clone())
+                            .unwrap_or_default(),
+                        active,
+                    })
+                    .collect()
+            },
             admission: self.admission.stats(),
         }
     }

@@ -162,6 +162,8 @@ pub struct AdmissionStats {
     pub admitted: u64,
     /// Refusals by limit name.
     pub refused: Vec<(&'static str, u64)>,
+    /// Calls holding an admission place per partner, for every partner admitted since start (by id).
+    pub by_partner: Vec<(PartnerId, u32)>,
 }
 
 /// Admission control state. Owned by the engine thread; not shared.
@@ -329,6 +331,15 @@ impl Admission {
                 .copied()
                 .zip(self.refused.iter().copied())
                 .collect(),
+            by_partner: {
+                let mut v: Vec<(PartnerId, u32)> = self
+                    .partners
+                    .iter()
+                    .map(|(&id, s)| (id, s.active))
+                    .collect();
+                v.sort_unstable_by_key(|&(id, _)| id);
+                v
+            },
         }
     }
 }
