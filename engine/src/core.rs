@@ -1008,19 +1008,19 @@ impl Core {
         let linger_ms = self.cfg.linger.as_millis() as u64;
         let stale_ms = self.cfg.stale_after.as_millis() as u64;
         let now_us = self.now_us;
+        // How long a call has gone without an event, in ms.
+        let quiet_for =
+            |c: &Call| now_us.saturating_sub(c.created_us) / 1000 - u64::from(c.last_event_ms);
         let due: Vec<CallId> = self
             .registry
             .iter()
             .filter(|c| {
-                let quiet_ms =
-                    now_us.saturating_sub(c.created_us) / 1000 - u64::from(c.last_event_ms);
+                let quiet_ms = quiet_for(c);
                 (c.state.is_final() && quiet_ms >= linger_ms) || quiet_ms >= stale_ms
             })
             .map(|c| c.id)
             .collect();
         let verify_ms = self.cfg.verify_after.as_millis() as u64;
-        let quiet_for =
-            |c: &Call| now_us.saturating_sub(c.created_us) / 1000 - u64::from(c.last_event_ms);
         if verify_ms > 0 && self.verify_queue.is_empty() && now_us >= self.next_verify_us {
             self.next_verify_us = now_us + verify_ms * 1000;
             self.verify_queue = self
@@ -1038,7 +1038,7 @@ impl Core {
             };
             let still_quiet = self
                 .registry
-                .get_mut(slot)
+                .get(slot)
                 .is_some_and(|c| !c.state.is_final() && quiet_for(c) >= verify_ms);
             if still_quiet && self.control.channel_gone(id) {
                 self.counters.channels_gone += 1;
