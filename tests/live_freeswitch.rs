@@ -27,6 +27,18 @@ fn finished(fs: &ModuleFs, destination: &str) -> String {
     )
 }
 
+/// The CDR of the call to `destination` names `carrier`.
+fn assert_carrier(fs: &ModuleFs, destination: &str, carrier: &str) {
+    let cdrs = fs.cdrs();
+    assert!(
+        cdrs.iter().any(
+            |c| c.contains(&format!("\"destination\":\"{destination}\""))
+                && c.contains(&format!("\"carrier\":\"{carrier}\""))
+        ),
+        "{cdrs:?}"
+    );
+}
+
 fn trace(esl: &mut Esl, uuid: &str) -> String {
     esl.api(&format!("rtc_core call {uuid}"))
 }
@@ -88,14 +100,7 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
         ],
     );
     // The CDR names the carrier of the route that answered (the second), known from its leg's UUID.
-    assert!(
-        fs.cdrs()
-            .iter()
-            .any(|c| c.contains("\"destination\":\"15551001\"")
-                && c.contains("\"carrier\":\"loopback\"")),
-        "{:?}",
-        fs.cdrs()
-    );
+    assert_carrier(&fs, "15551001", "loopback");
 
     // Decided by the app, connected by the operator's dialplan: transferred to rtc_routed, which bridges
     // ${rtc_dial}; its legs are followed as the app's own, and the CDR names the carrier that answered.
@@ -110,14 +115,7 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
             "CONNECTED -> COMPLETED on CHANNEL_HANGUP",
         ],
     );
-    assert!(
-        fs.cdrs()
-            .iter()
-            .any(|c| c.contains("\"destination\":\"15551005\"")
-                && c.contains("\"carrier\":\"loopback\"")),
-        "{:?}",
-        fs.cdrs()
-    );
+    assert_carrier(&fs, "15551005", "loopback");
 
     // The park flow: the engine bridges the parked call, the first route fails, the engine sends the second.
     let out = esl.api("originate loopback/15551002/rtc_park &park()");
@@ -132,14 +130,7 @@ fn calls_through_the_app_and_the_park_flow_api_reload_and_unload() {
             "CONNECTED -> COMPLETED on CHANNEL_HANGUP",
         ],
     );
-    assert!(
-        fs.cdrs()
-            .iter()
-            .any(|c| c.contains("\"destination\":\"15551002\"")
-                && c.contains("\"carrier\":\"loopback\"")),
-        "{:?}",
-        fs.cdrs()
-    );
+    assert_carrier(&fs, "15551002", "loopback");
 
     // No route: refused with NO_ROUTE_DESTINATION, which the originating leg sees.
     let out = esl.api("originate loopback/8821003/default &park()");

@@ -55,6 +55,22 @@ fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
     assert_eq!(host.bindings(), 0, "shutdown unbinds every event");
 }
 
+/// Opens and loads the module with a configuration whose `<configuration>` element holds `inner`, the tables
+/// from the shipped conf dir; the caller shuts it down.
+fn loaded_with(host: &FakeHost, inner: &str) -> Module {
+    host.reset();
+    host.set_config(
+        "rtc_core.conf",
+        Some(&format!(
+            r#"<configuration name="rtc_core.conf">{inner}</configuration>"#
+        )),
+    );
+    host.set_conf_dir(Some(&shipped_conf()));
+    let module = Module::open(&module_path());
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    module
+}
+
 /// The UUID the module gives the leg of route `attempt` of call `a`.
 fn leg(a: &str, attempt: u8) -> String {
     rtc_engine::CallId::parse(a)
@@ -595,20 +611,14 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
     let addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         probe.local_addr().expect("addr").to_string()
     };
-    host.set_config(
-        "rtc_core.conf",
-        Some(&format!(
-            r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="{addr}"/></settings></configuration>"#
-        )),
+    let module = loaded_with(
+        host,
+        &format!(r#"<settings><param name="metrics-listen" value="{addr}"/></settings>"#),
     );
-    host.set_conf_dir(Some(&shipped_conf()));
-    let module = Module::open(&module_path());
-    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
     assert_eq!(create(host, A, "4930123"), 1);
     let page = http_get(&addr, "/metrics").expect("scrape");
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
@@ -653,16 +663,10 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
     // An address that cannot be bound: the module loads all the same, and status says why there is no endpoint.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let busy_addr = busy.local_addr().expect("addr").to_string();
-    host.reset();
-    host.set_conf_dir(Some(&shipped_conf()));
-    host.set_config(
-        "rtc_core.conf",
-        Some(&format!(
-            r#"<configuration name="rtc_core.conf"><settings><param name="metrics-listen" value="{busy_addr}"/></settings></configuration>"#
-        )),
+    let module = loaded_with(
+        host,
+        &format!(r#"<settings><param name="metrics-listen" value="{busy_addr}"/></settings>"#),
     );
-    let module = Module::open(&module_path());
-    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
     let (_, out) = host.api("rtc_core", "status").expect("API runs");
     assert!(
         out.contains(&format!(
@@ -677,14 +681,10 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
 fn a_call_whose_session_is_gone_without_a_hangup_is_settled() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config(
-        "rtc_core.conf",
-        Some(r#"<configuration name="rtc_core.conf"><settings><param name="verify-after" value="200ms"/><param name="sweep-interval" value="50ms"/></settings></configuration>"#),
+    let module = loaded_with(
+        host,
+        r#"<settings><param name="verify-after" value="200ms"/><param name="sweep-interval" value="50ms"/></settings>"#,
     );
-    host.set_conf_dir(Some(&shipped_conf()));
-    let module = Module::open(&module_path());
-    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
     // B's session is there; A's is not (its hangup events never came).
     host.session_new(B);
     create(host, A, "4930123");
@@ -736,14 +736,10 @@ fn the_app_can_leave_the_bridge_to_the_operators_dialplan() {
 fn unload_hangs_connected_calls_up_when_configured() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config(
-        "rtc_core.conf",
-        Some(r#"<configuration name="rtc_core.conf"><settings><param name="shutdown-calls" value="hangup"/></settings></configuration>"#),
+    let module = loaded_with(
+        host,
+        r#"<settings><param name="shutdown-calls" value="hangup"/></settings>"#,
     );
-    host.set_conf_dir(Some(&shipped_conf()));
-    let module = Module::open(&module_path());
-    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
     for uuid in [A, B] {
         host.session_new(uuid);
         create(host, uuid, "4930123");
@@ -767,15 +763,11 @@ fn unload_hangs_connected_calls_up_when_configured() {
 fn a_cdr_the_disk_refuses_is_logged_whole() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
     // /dev/full takes the open and refuses every write (ENOSPC).
-    host.set_config(
-        "rtc_core.conf",
-        Some(r#"<configuration name="rtc_core.conf"><local><param name="cdr-file" value="/dev/full"/></local></configuration>"#),
+    let module = loaded_with(
+        host,
+        r#"<local><param name="cdr-file" value="/dev/full"/></local>"#,
     );
-    host.set_conf_dir(Some(&shipped_conf()));
-    let module = Module::open(&module_path());
-    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
     create(host, A, "4930123");
     host.fire(
         fs::SWITCH_EVENT_CHANNEL_HANGUP,
