@@ -1090,6 +1090,20 @@ impl Core {
     // ---- queries --------------------------------------------------------------------------------
 
     pub fn status(&self, uptime_s: u64) -> StatusReport {
+        let admission = self.admission.stats();
+        let by_partner = admission
+            .by_partner
+            .iter()
+            .map(|&(id, active)| PartnerLive {
+                id,
+                name: self
+                    .partners
+                    .get(&id)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                active,
+            })
+            .collect();
         StatusReport {
             uptime_s,
             live_calls: self.registry.len(),
@@ -1098,23 +1112,8 @@ impl Core {
                 .map(|s| (s.name(), self.registry.count(*s)))
                 .collect(),
             stats: self.counters.snapshot(),
-            by_partner: {
-                let admission = self.admission.stats();
-                admission
-                    .by_partner
-                    .iter()
-                    .map(|&(id, active)| PartnerLive {
-                        id,
-                        name: self
-                            .partners
-                            .get(&id)
-                            .map(|p| p.name.clone())
-                            .unwrap_or_default(),
-                        active,
-                    })
-                    .collect()
-            },
-            admission: self.admission.stats(),
+            by_partner,
+            admission,
         }
     }
 
