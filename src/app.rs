@@ -126,24 +126,26 @@ pub fn tagged_leg(vars: &str, dial: &str) -> String {
     format!("[{vars}]{dial}")
 }
 
-/// The per-leg variables of every leg the module places for call `a_leg`: `rtc_a_leg` names the call, and
+/// The per-leg variables of the leg `leg` the module places for call `a_leg`: `rtc_a_leg` names the call, and
 /// FreeSWITCH's own `call_uuid` (which its bridge sets to the a-leg's UUID anyway) does from the start — the
-/// event handler reads it among the leading headers of every event, where `variable_*` headers come last. A
+/// event handler reads it among the leading headers of every event, where `variable_*` headers come last; a
 /// loopback route carries both to its far half, which is how that inbound channel is known as part of this call.
-pub fn leg_vars(a_leg: CallId) -> String {
-    format!("{A_LEG_VAR}={a_leg},call_uuid={a_leg}")
+/// `origination_uuid` is the route's leg UUID ([`CallId::leg`]): the engine knows from it which route answered,
+/// for the CDR's carrier.
+pub fn leg_vars(a_leg: CallId, leg: CallId) -> String {
+    format!("{A_LEG_VAR}={a_leg},call_uuid={a_leg},origination_uuid={leg}")
 }
 
-/// The failover dial string for `routes`: every leg tagged with [`leg_vars`] and placed with its route's leg UUID
-/// ([`CallId::leg`]: the engine knows from it which route answered, for the CDR's carrier), joined by `|`.
+/// The failover dial string for `routes`: every leg tagged with its [`leg_vars`], joined by `|`.
 pub fn failover_dial(a_leg: CallId, routes: &[Route]) -> String {
-    let vars = leg_vars(a_leg);
     routes
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let leg = a_leg.leg(i.min(255) as u8);
-            tagged_leg(&format!("{vars},origination_uuid={leg}"), &r.dial_string)
+            tagged_leg(
+                &leg_vars(a_leg, a_leg.leg(i.min(255) as u8)),
+                &r.dial_string,
+            )
         })
         .collect::<Vec<_>>()
         .join("|")
@@ -312,10 +314,7 @@ fn decide(
 /// Route mode: the engine's bridge command for a parked call.
 fn route(session: &Session<'_>, channel: &Channel<'_>, call: CallId, b_leg: CallId, dial: &str) {
     let call_text = call.to_string();
-    let dial = tagged_leg(
-        &format!("{},origination_uuid={b_leg}", leg_vars(call)),
-        dial,
-    );
+    let dial = tagged_leg(&leg_vars(call, b_leg), dial);
     log::debug!("call {call_text}: bridging from park: {dial}");
     let Some(cause) = bridge(&call_text, session, channel, &dial) else {
         return;
