@@ -47,6 +47,13 @@ impl CallControl for FsCallControl {
                 }
             }
             CallCommand::Hangup { cause, .. } => channel.hangup(cause),
+            CallCommand::LowBalance(warning) => {
+                if let Err(e) =
+                    channel.set_variable("rtc_low_balance", &warning.remaining_s.to_string())
+                {
+                    log::warn!("call {call}: {e}");
+                }
+            }
             CallCommand::Bridge { attempt, route, .. } => {
                 let data = format!("route {} {}", call.leg(attempt), route.dial_string);
                 log::debug!(

@@ -220,10 +220,11 @@ pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
     if running.metrics_listen != new.metrics_listen {
         out.push("metrics-listen");
     }
-    if running.local.cdr_file != new.local.cdr_file
-        || running.local.cdr_memory != new.local.cdr_memory
-    {
-        out.push("<local> cdr-file/cdr-memory");
+    if running.local.cdr_file != new.local.cdr_file {
+        out.push("<local> cdr-file");
+    }
+    if running.local.ledger != new.local.ledger {
+        out.push("<local> ledger");
     }
     let http = |c: &RtcConfig| c.services.iter().any(|s| s.backend == Backend::Http);
     if http(running) || http(new) {

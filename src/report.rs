@@ -215,7 +215,7 @@ pub fn calls(list: &[CallSummary], limit: usize) -> String {
             "{},{},{},{},{},{}",
             c.uuid,
             c.state,
-            c.partner.map(|p| p.to_string()).unwrap_or_default(),
+            c.partner.as_deref().unwrap_or_default(),
             c.caller,
             c.destination,
             c.age_ms
@@ -245,7 +245,7 @@ pub fn call(view: &CallView) -> String {
     if let Some(c) = &view.hangup_cause {
         let _ = writeln!(out, "hangup_cause: {c}");
     }
-    if let Some(p) = view.partner {
+    if let Some(p) = &view.partner {
         let _ = writeln!(out, "partner: {p}");
     }
     let _ = writeln!(out, "caller: {}", view.caller);

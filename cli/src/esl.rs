@@ -256,6 +256,7 @@ fn print_call(c: &CallView) {
         c.source_ip
             .map_or("no address".to_string(), |ip| ip.to_string()),
         c.partner
+            .as_ref()
             .map_or("no partner".to_string(), |p| format!("partner {p}")),
         if c.caller.is_empty() { "?" } else { &c.caller },
         if c.destination.is_empty() {

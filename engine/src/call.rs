@@ -13,7 +13,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 
 use crate::cause::HangupCause;
-use crate::domain::{PartnerId, Rate, Reservation, Routes};
+use crate::domain::{Money, PartnerId, Rate, Reservation, Routes};
 use crate::fsm::{Guard, Symbol, Table, Transition};
 use crate::id::CallId;
 use crate::reason::Reason;
@@ -80,6 +80,10 @@ symbol_enum! {
         SetupTimeout => "SETUP_TIMEOUT",
         ParkTimeout => "PARK_TIMEOUT",
         DurationTimeout => "DURATION_TIMEOUT",
+        /// Real-time billing: time to debit the next interval of a connected call.
+        BillingTick => "BILLING_TICK",
+        /// The balance service granted an interval's debit.
+        BalanceExtended => "BALANCE_EXTENDED",
         /// The sweep found the call finished or lost (no hangup within its bound).
         Swept => "SWEPT",
         /// The engine is shutting down with the call still live.
@@ -112,6 +116,17 @@ pub enum Action {
     Fail(Reason),
     /// Hang up a connected call (e.g. its balance runs out) without changing state.
     HangupFor(Reason),
+    /// Real-time billing: ask the balance service to debit the call's next interval.
+    Extend,
+    /// The debit was granted (or the balance service failed fail-open): talk is paid further; a debit granted only
+    /// in part warns of low balance.
+    Extended,
+    /// The partner's money cannot pay the next interval: warn (`rtc_core::low_balance`) and stop extending; the call
+    /// is hung up when what it paid for runs out.
+    LowBalance,
+    /// The balance service failed fail-closed while the call talks: stop extending; the call is hung up when what
+    /// it paid for runs out.
+    BillingStopped,
     /// The channel is gone: settle the balance, write the CDR, remove the call.
     Finalize,
 }
@@ -196,6 +211,12 @@ static PATH: &[Row] = rows! {
     Connected, ChannelPark => Connected;
     Connected, BLegHangup => Connected [TalkEnded];
     Connected, DurationTimeout => Connected [HangupFor(MaxDuration)];
+    // Real-time billing: one interval at a time, while the partner's money pays.
+    Connected, BillingTick => Connected [Extend];
+    Connected, BalanceExtended => Connected [Extended];
+    Connected, StepSkipped => Connected [Extended];
+    Connected, BalanceInsufficient => Connected [Action::LowBalance];
+    Connected, ServiceDown => Connected [BillingStopped];
     // Shutdown bills a connected call for its talk so far.
     Connected, EngineShutdown => Completed [Finalize];
 };
@@ -489,6 +510,11 @@ pub mod flags {
     pub const ANSWERED: u8 = 4;
     /// The channel's hangup was seen.
     pub const HUNG_UP: u8 = 8;
+    /// Real-time billing: an extension is asked for and not answered yet.
+    pub const EXTENDING: u8 = 16;
+    /// Real-time billing is over for this call (low balance, cost cap, maximum duration, balance service down):
+    /// it talks on what it paid for.
+    pub const BILLING_DONE: u8 = 32;
 }
 
 /// Everything the engine keeps about one live call: small and fixed-size (strings inline when short),
@@ -529,6 +555,10 @@ pub struct Call {
     /// Earliest deadline this call has queued in the engine's timer heap; 0 = none.
     pub queued_ms: u32,
     pub reservation: Option<Reservation>,
+    /// Real-time billing: what the balance service has granted to be debited for this call's talk so far.
+    pub debited: Money,
+    /// Real-time billing: seconds of talk (from the answer) the debits pay for.
+    pub paid_s: u32,
     pub rate: Option<Rate>,
     pub routes: Option<Routes>,
     /// The call's place in admission control, given back when it ends.
@@ -565,6 +595,8 @@ impl Call {
             timer: None,
             queued_ms: 0,
             reservation: None,
+            debited: Money::ZERO,
+            paid_s: 0,
             rate: None,
             routes: None,
             admitted: None,
@@ -623,11 +655,16 @@ pub struct CallView {
     pub state: &'static str,
     pub reason: Option<&'static str>,
     pub hangup_cause: Option<String>,
-    pub partner: Option<PartnerId>,
+    /// The partner's name (filled in by the engine when it answers a query).
+    pub partner: Option<String>,
+    pub partner_id: Option<PartnerId>,
     pub caller: String,
     pub destination: String,
     pub source_ip: Option<IpAddr>,
     pub rate_per_minute: Option<String>,
+    /// Real-time billing: debited so far, and the seconds of talk it pays for.
+    pub debited: Option<String>,
+    pub paid_s: u32,
     pub routes: Vec<String>,
     pub route_index: u8,
     pub age_ms: u64,
@@ -652,11 +689,14 @@ impl CallView {
             reason: call.reason.map(Reason::name),
             hangup_cause: (call.last_cause != HangupCause::NONE)
                 .then(|| call.last_cause.to_string()),
-            partner: (call.partner != NO_PARTNER).then_some(call.partner),
+            partner: None,
+            partner_id: (call.partner != NO_PARTNER).then_some(call.partner),
             caller: call.caller.to_string(),
             destination: call.destination.to_string(),
             source_ip: call.source_ip,
             rate_per_minute: call.rate.map(|r| r.per_minute.to_string()),
+            debited: (call.debited != Money::ZERO).then(|| call.debited.to_string()),
+            paid_s: call.paid_s,
             routes: call
                 .routes
                 .iter()

@@ -26,6 +26,9 @@ pub struct EngineConfig {
     pub verify_after: Duration,
     /// Amount reserved from the partner's balance when a call starts.
     pub reservation_amount: Money,
+    /// Real-time billing: a connected call's next interval is debited from the partner's money this often (its
+    /// reservation extended), and the call is hung up when what it paid for runs out.
+    pub debit_interval: Duration,
     /// Capacity of the engine's inbound queue; a full queue is counted, never waited on by FreeSWITCH.
     pub queue_capacity: usize,
     /// How many finished calls keep their trace for `rtc_core call <uuid>`.
@@ -53,6 +56,26 @@ pub struct EngineConfig {
     pub contexts: Vec<compact_str::CompactString>,
 }
 
+impl EngineConfig {
+    /// How long a reservation made at call setup lives unsettled before it frees itself: past the setup and park
+    /// timeouts, by two debit intervals and a minute (the first extension, at answer, moves it on).
+    pub fn reservation_ttl(&self) -> Duration {
+        self.setup_timeout + self.park_timeout + self.extension_ttl()
+    }
+
+    /// How long an extended reservation lives unsettled: two debit intervals and a minute. A live call extends it
+    /// every interval; one nobody extends (a lost call, a dead process) frees itself.
+    pub fn extension_ttl(&self) -> Duration {
+        self.debit_interval * 2 + Duration::from_secs(60)
+    }
+
+    /// How long before what a call paid for runs out its next interval is asked for: half an interval, at most
+    /// five seconds (room for the balance service's answer).
+    pub fn debit_lead(&self) -> Duration {
+        (self.debit_interval / 2).min(Duration::from_secs(5))
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -64,6 +87,7 @@ impl Default for EngineConfig {
             sweep_interval: Duration::from_secs(5),
             verify_after: Duration::from_secs(60),
             reservation_amount: Money(1_000_000),
+            debit_interval: Duration::from_secs(60),
             queue_capacity: 65_536,
             finished_traces: 1024,
             finished_ids: 65_536,

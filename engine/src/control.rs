@@ -32,6 +32,41 @@ pub enum CallCommand {
     },
     /// Hang the call up with `cause`.
     Hangup { call: CallId, cause: HangupCause },
+    /// The partner's money cannot pay the call's next interval: set `rtc_low_balance` on the channel and raise
+    /// the CUSTOM event `rtc_core::low_balance`. The engine hangs the call up when what it paid for runs out.
+    LowBalance(Box<LowBalance>),
+}
+
+/// What a low-balance warning says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowBalance {
+    pub call: CallId,
+    pub partner: CompactString,
+    /// What the partner can still reserve, when the balance service said.
+    pub available: Option<crate::domain::Money>,
+    /// Seconds of talk paid for, from the answer; the call is hung up when they run out.
+    pub paid_s: u32,
+    /// Seconds of talk left from now.
+    pub remaining_s: u32,
+}
+
+impl LowBalance {
+    /// The CUSTOM event's subclass.
+    pub const SUBCLASS: &'static str = "rtc_core::low_balance";
+
+    /// The event's headers (and the channel variable's value, `remaining_s`), in order.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("Unique-ID", self.call.to_string()),
+            ("rtc_partner", self.partner.to_string()),
+            ("rtc_paid_seconds", self.paid_s.to_string()),
+            ("rtc_remaining_seconds", self.remaining_s.to_string()),
+        ];
+        if let Some(a) = self.available {
+            h.push(("rtc_available", a.to_string()));
+        }
+        h
+    }
 }
 
 impl CallCommand {
@@ -40,6 +75,7 @@ impl CallCommand {
             CallCommand::SetVariables { call, .. }
             | CallCommand::Bridge { call, .. }
             | CallCommand::Hangup { call, .. } => *call,
+            CallCommand::LowBalance(w) => w.call,
         }
     }
 }

@@ -17,8 +17,8 @@ use crate::call::{
 use crate::cause::HangupCause;
 use crate::clock::Clock;
 use crate::config::{EngineConfig, FailMode};
-use crate::control::{CallCommand, CallControl, Variable};
-use crate::domain::{Cdr, PartnerId, Routes};
+use crate::control::{CallCommand, CallControl, LowBalance, Variable};
+use crate::domain::{Cdr, Money, PartnerId, Rate, Routes};
 use crate::event::{CallEvent, Direction, EventKind};
 #[cfg(test)]
 use crate::fsm::Table;
@@ -26,7 +26,9 @@ use crate::fsm::{Rejected, Symbol};
 use crate::id::CallId;
 use crate::reason::Reason;
 use crate::registry::{Leg, Registry};
-use crate::service::{Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink};
+use crate::service::{
+    CallContext, Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
+};
 use crate::services::admission::{Admission, AdmissionStats, CpsLimit, PartnerLimits};
 use crate::stats::{Counters, Stats};
 
@@ -89,6 +91,8 @@ pub struct StatusReport {
     /// Live calls per partner (those holding an admission place), with the partner's name as its service gave
     /// it, for every partner seen since start.
     pub by_partner: Vec<PartnerLive>,
+    /// Decision requests (an extension among them) sent to services that answer later, not answered yet.
+    pub pending_results: u64,
 }
 
 /// One partner's live calls, for `rtc_core metrics`.
@@ -103,7 +107,8 @@ pub struct PartnerLive {
 pub struct CallSummary {
     pub uuid: CallId,
     pub state: &'static str,
-    pub partner: Option<PartnerId>,
+    /// The partner's name, once identified.
+    pub partner: Option<CompactString>,
     pub caller: String,
     pub destination: String,
     pub age_ms: u64,
@@ -112,6 +117,8 @@ pub struct CallSummary {
 /// A partner seen by the engine: its name, for `rtc_partner` and CDRs.
 struct PartnerSlot {
     name: CompactString,
+    /// Most one call may cost (`max_call_cost`): real-time billing stops extending there.
+    max_call_cost: Option<Money>,
 }
 
 /// Channels looked up per sweep at most (`verify-after`): a lookup is a hash probe in FreeSWITCH's session table,
@@ -147,6 +154,11 @@ pub struct Core {
     reserving: HashMap<CallId, PartnerId, RandomState>,
     /// Digest usernames of calls not yet authenticated; kept aside because most calls have none.
     auth_users: HashMap<CallId, CompactString, RandomState>,
+    /// What each partner could still reserve when its call's reservation was made (if the balance service said),
+    /// kept from the reservation to the decision for `rtc_max_duration`; aside, since it matters only in setup.
+    affordable: HashMap<CallId, Money, RandomState>,
+    /// Set while an extension that failed fail-open is applied: talk is carried on unpaid for an interval.
+    unpaid_extension: bool,
     /// Inbound channels calls placed themselves (the far half of a loopback route), with the engine time they were
     /// seen: their events are not new calls. Dropped at their CHANNEL_DESTROY, or by the sweep once stale.
     own_legs: HashMap<CallId, u64, RandomState>,
@@ -192,6 +204,8 @@ impl Core {
             partners: HashMap::default(),
             waiters: HashMap::default(),
             auth_users: HashMap::default(),
+            affordable: HashMap::default(),
+            unpaid_extension: false,
             own_legs: HashMap::default(),
             next_verify_us: 0,
             verify_queue: Vec::new(),
@@ -501,7 +515,7 @@ impl Core {
     fn apply_result(&mut self, result: ServiceResult) {
         let id = result.call;
         let reserved_for = match result.outcome {
-            Outcome::BalanceReserved(_)
+            Outcome::BalanceReserved { .. }
             | Outcome::BalanceInsufficient
             | Outcome::Failed(ServiceKind::Balance, _) => self.reserving.remove(&id),
             _ => None,
@@ -516,8 +530,9 @@ impl Core {
             Outcome::PartnerUnknown => Input::PartnerUnknown,
             Outcome::AuthOk => Input::AuthOk,
             Outcome::AuthDenied => Input::AuthDenied,
-            Outcome::BalanceReserved(_) => Input::BalanceReserved,
+            Outcome::BalanceReserved { .. } => Input::BalanceReserved,
             Outcome::BalanceInsufficient => Input::BalanceInsufficient,
+            Outcome::BalanceExtended { .. } => Input::BalanceExtended,
             Outcome::RateFound(_) => Input::RateFound,
             Outcome::RateNone => Input::RateNone,
             Outcome::RoutesFound(r) if r.is_empty() => Input::RoutesNone,
@@ -575,25 +590,52 @@ impl Core {
                 Outcome::PartnerFound(p) if input == Input::PartnerFound => {
                     call.partner = p.id;
                     match self.partners.get_mut(&p.id) {
-                        Some(slot) if slot.name == p.name => {}
-                        Some(slot) => slot.name = p.name,
+                        Some(slot) => {
+                            if slot.name != p.name {
+                                slot.name = p.name;
+                            }
+                            slot.max_call_cost = p.max_call_cost;
+                        }
                         None => {
-                            self.partners.insert(p.id, PartnerSlot { name: p.name });
+                            self.partners.insert(
+                                p.id,
+                                PartnerSlot {
+                                    name: p.name,
+                                    max_call_cost: p.max_call_cost,
+                                },
+                            );
                         }
                     }
                 }
-                Outcome::BalanceReserved(r) => call.reservation = Some(r),
+                Outcome::BalanceReserved {
+                    reservation,
+                    available,
+                } => {
+                    call.reservation = Some(reservation);
+                    if let Some(available) = available {
+                        self.affordable.insert(id, available);
+                    }
+                }
+                Outcome::BalanceExtended { granted, .. } => {
+                    call.debited = Money(call.debited.0.saturating_add(granted.0.max(0)));
+                }
+                Outcome::Failed(ServiceKind::Balance, _)
+                    if input == Input::StepSkipped && call.state == CallState::Connected =>
+                {
+                    self.unpaid_extension = true;
+                }
                 Outcome::RateFound(r) => call.rate = Some(r),
                 Outcome::RoutesFound(r) => call.routes = Some(r),
                 _ => {}
             }
         }
         self.apply(slot, input, false);
+        self.unpaid_extension = false;
     }
 
     /// A reservation that found no call to hold it goes straight back.
     fn release_orphan(&mut self, result: &ServiceResult, reserved_for: Option<PartnerId>) {
-        if let Outcome::BalanceReserved(reservation) = result.outcome {
+        if let Outcome::BalanceReserved { reservation, .. } = result.outcome {
             self.counters.orphan_reservations_released += 1;
             log::info!(
                 "call {}: reservation {} arrived after the call moved on; released",
@@ -680,6 +722,14 @@ impl Core {
                     call: id,
                     partner: call.partner,
                     amount: self.cfg.reservation_amount,
+                    context: Box::new(CallContext {
+                        caller: call.caller.clone(),
+                        destination: call.destination.clone(),
+                        source_ip: call.source_ip,
+                        started_at_us: call.first_ts_us,
+                        ..CallContext::default()
+                    }),
+                    ttl: self.cfg.reservation_ttl(),
                 };
                 self.submit(req);
             }
@@ -740,15 +790,41 @@ impl Core {
                 let at = self.event_ms(slot).max(1);
                 if let Some(call) = self.registry.get_mut(slot) {
                     call.answer_ms = at;
+                    call.paid_s = 0;
+                    call.debited = Money::ZERO;
                 }
-                let max = self.max_duration_s(slot);
-                let limit = if max == 0 {
-                    self.cfg.max_call_duration.as_secs()
+                self.affordable.remove(&id);
+                if self
+                    .registry
+                    .get(slot)
+                    .is_some_and(|c| c.reservation.is_some())
+                {
+                    // Real-time billing: the first interval (and the connect fee) is debited now; until the answer
+                    // comes, the call talks on what its setup reservation pays for.
+                    self.request_extension(slot);
                 } else {
-                    u64::from(max)
-                };
-                let age = self.age_ms(slot);
-                self.arm(slot, Input::DurationTimeout, age + limit * 1000);
+                    let cap = self.cfg.max_call_duration.as_millis() as u64;
+                    self.arm(slot, Input::DurationTimeout, u64::from(at) + cap);
+                }
+            }
+            Action::Extend => self.request_extension(slot),
+            Action::Extended => self.extended(slot),
+            Action::LowBalance => {
+                call.flags &= !flags::EXTENDING;
+                call.flags |= flags::BILLING_DONE;
+                self.counters.extensions_refused += 1;
+                self.warn_low_balance(slot, None);
+                self.arm_billing(slot);
+            }
+            Action::BillingStopped => {
+                call.flags &= !flags::EXTENDING;
+                call.flags |= flags::BILLING_DONE;
+                self.counters.billing_failures += 1;
+                log::warn!(
+                    "call {id}: the balance service could not extend the call (fail-closed); it is hung up when what \
+                     it paid for runs out"
+                );
+                self.arm_billing(slot);
             }
             Action::TalkEnded => {
                 let at = self.event_ms(slot);
@@ -824,18 +900,241 @@ impl Core {
         vars
     }
 
-    /// Seconds of talk the call may have: what its reservation pays for at its rate, capped by the
-    /// configured maximum.
+    /// Seconds of talk the partner's money can pay for now, at the call's rate: its reservation and what it can
+    /// still reserve (when the balance service said), capped by the configured maximum. Real-time billing debits
+    /// interval by interval and hangs the call up only when the money runs out; this is what `rtc_max_duration`
+    /// tells the dialplan at the decision.
     fn max_duration_s(&self, slot: u32) -> u32 {
         let cap = self.cfg.max_call_duration.as_secs();
         let Some(call) = self.registry.get(slot) else {
             return cap as u32;
         };
         let paid = match (call.rate, call.reservation) {
-            (Some(rate), Some(r)) => rate.seconds_covered(r.amount).unwrap_or(cap),
+            (Some(rate), Some(r)) => {
+                let money = match self.affordable.get(&call.id) {
+                    Some(available) => Money(r.amount.0.saturating_add(available.0.max(0))),
+                    None => r.amount,
+                };
+                rate.paid_seconds(money).unwrap_or(cap)
+            }
             _ => cap,
         };
         paid.min(cap).min(u64::from(u32::MAX)) as u32
+    }
+
+    // ---- real-time billing ------------------------------------------------------------------------
+
+    /// The connected call's rate, when its talk costs something per minute.
+    fn billed_rate(call: &Call) -> Option<Rate> {
+        call.rate
+            .filter(|r| r.per_minute > Money::ZERO || r.connect_fee > Money::ZERO)
+    }
+
+    /// Seconds of talk, from the answer, after which the call is hung up: what its debits pay for; before the first
+    /// debit is answered, what its setup reservation pays for; the configured maximum at most.
+    fn talk_deadline_s(&self, call: &Call) -> u64 {
+        let cap = self.cfg.max_call_duration.as_secs();
+        let Some(rate) = Self::billed_rate(call) else {
+            return cap;
+        };
+        let waiting_first =
+            call.debited == Money::ZERO && call.paid_s == 0 && !call.has(flags::BILLING_DONE);
+        if waiting_first && !self.unpaid_extension {
+            let held = call.reservation.map_or(Money::ZERO, |r| r.amount);
+            return rate.paid_seconds(held).unwrap_or(cap).min(cap);
+        }
+        u64::from(call.paid_s).min(cap)
+    }
+
+    /// Asks the balance service to debit the call's next interval (a keep-alive of its reservation when its talk
+    /// is free, or its billing is over), and arms the hangup for when what it paid for runs out.
+    fn request_extension(&mut self, slot: u32) {
+        let cap_s = self.cfg.max_call_duration.as_secs();
+        let interval_s = self.cfg.debit_interval.as_secs().max(1);
+        let Some(call) = self.registry.get(slot) else {
+            return;
+        };
+        let Some(reservation) = call.reservation else {
+            return;
+        };
+        if call.has(flags::EXTENDING) {
+            // The last one is still unanswered: its answer arms what comes next.
+            return;
+        }
+        let (id, partner, paid_s, debited) = (call.id, call.partner, call.paid_s, call.debited);
+        // `done`: billing was over before this request (a keep-alive); `last`: this debit is the last one.
+        let mut done = call.has(flags::BILLING_DONE);
+        let mut last = false;
+        let (mut debit, mut unit) = (Money::ZERO, Money::ZERO);
+        if let Some(rate) = Self::billed_rate(call).filter(|_| !done) {
+            let target = (u64::from(paid_s) + interval_s).min(cap_s);
+            if u64::from(paid_s) >= cap_s {
+                done = true;
+            } else {
+                unit = rate.increment_cost();
+                debit = Money(rate.call_cost(target).0.saturating_sub(debited.0).max(0));
+                let cap = self.partners.get(&partner).and_then(|p| p.max_call_cost);
+                if let Some(cap) = cap
+                    && debited.0.saturating_add(debit.0) > cap.0
+                {
+                    let room = cap.0.saturating_sub(debited.0).max(0);
+                    debit = Money(match unit.0 {
+                        0 => room,
+                        u => room / u * u,
+                    });
+                    last = true;
+                    done = debit == Money::ZERO;
+                    self.counters.cost_capped += 1;
+                    log::info!(
+                        "call {id}: its cost reaches the partner's cap of {cap}; it is hung up when what it paid for \
+                         runs out"
+                    );
+                }
+            }
+        }
+        let context = self.billing_context(slot);
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        if done {
+            call.flags |= flags::BILLING_DONE;
+            debit = Money::ZERO;
+            unit = Money::ZERO;
+        }
+        if last {
+            call.flags |= flags::BILLING_DONE;
+        }
+        call.flags |= flags::EXTENDING;
+        self.counters.extensions += 1;
+        self.submit(ServiceRequest::ExtendBalance {
+            call: id,
+            partner,
+            reservation,
+            debit,
+            unit,
+            paid_s,
+            context,
+            ttl: self.cfg.extension_ttl(),
+        });
+        let at = self.registry.get(slot).map_or(0, |c| {
+            u64::from(c.answer_ms) + self.talk_deadline_s(c) * 1000
+        });
+        self.arm(slot, Input::DurationTimeout, at);
+    }
+
+    /// What the ledger keeps of a connected call, for a CDR should nobody settle its reservation.
+    fn billing_context(&self, slot: u32) -> Box<CallContext> {
+        let Some(call) = self.registry.get(slot) else {
+            return Box::default();
+        };
+        Box::new(CallContext {
+            caller: call.caller.clone(),
+            destination: call.destination.clone(),
+            source_ip: call.source_ip,
+            started_at_us: call.first_ts_us,
+            answered_at_us: match call.answer_ms {
+                0 => 0,
+                ms => call.first_ts_us + u64::from(ms) * 1000,
+            },
+            rate: call.rate,
+            carrier: call
+                .routes
+                .as_ref()
+                .and_then(|r| r.get(usize::from(call.route_index.saturating_sub(1))))
+                .map(|r| r.carrier.clone()),
+            paid_s: call.paid_s,
+        })
+    }
+
+    /// An extension was answered: talk is paid further (or, after a fail-open failure, carried on unpaid for an
+    /// interval). A debit granted only in part means the partner's money is running out: warn, and extend no more.
+    fn extended(&mut self, slot: u32) {
+        let cap_s = self.cfg.max_call_duration.as_secs();
+        let interval_s = self.cfg.debit_interval.as_secs().max(1);
+        let unpaid = self.unpaid_extension;
+        let Some(call) = self.registry.get_mut(slot) else {
+            return;
+        };
+        call.flags &= !flags::EXTENDING;
+        let Some(rate) = Self::billed_rate(call) else {
+            self.arm_billing(slot);
+            return;
+        };
+        // Billing already over (a cost cap's last debit, a keep-alive): no warning for a short grant.
+        let was_done = call.has(flags::BILLING_DONE);
+        let before = u64::from(call.paid_s);
+        let wanted = (before + interval_s).min(cap_s);
+        let paid = if unpaid {
+            wanted
+        } else {
+            rate.paid_seconds(call.debited).unwrap_or(cap_s).min(cap_s)
+        };
+        call.paid_s = paid.max(before).min(u64::from(u32::MAX)) as u32;
+        let short = u64::from(call.paid_s) < wanted;
+        if u64::from(call.paid_s) >= cap_s {
+            call.flags |= flags::BILLING_DONE;
+        }
+        self.counters.extensions_granted += 1;
+        if short && !was_done {
+            if let Some(call) = self.registry.get_mut(slot) {
+                call.flags |= flags::BILLING_DONE;
+            }
+            self.warn_low_balance(slot, None);
+        }
+        self.arm_billing(slot);
+    }
+
+    /// Arms what comes next for a connected call: its next debit (or keep-alive) a little before what it paid for
+    /// runs out, or the hangup when nothing more will be debited.
+    fn arm_billing(&mut self, slot: u32) {
+        let cap_ms = self.cfg.max_call_duration.as_millis() as u64;
+        let interval_ms = self.cfg.debit_interval.as_millis().max(1000) as u64;
+        let lead_ms = self.cfg.debit_lead().as_millis() as u64;
+        let age = self.age_ms(slot);
+        let Some(call) = self.registry.get(slot) else {
+            return;
+        };
+        let answer = u64::from(call.answer_ms);
+        let deadline = answer + (self.talk_deadline_s(call) * 1000).min(cap_ms);
+        let next_tick = if Self::billed_rate(call).is_some() && !call.has(flags::BILLING_DONE) {
+            deadline.saturating_sub(lead_ms).max(age)
+        } else {
+            // Free talk, or billing over: keep the reservation alive every interval until the hangup.
+            age + interval_ms
+        };
+        if call.reservation.is_some() && next_tick < deadline {
+            self.arm(slot, Input::BillingTick, next_tick);
+        } else {
+            self.arm(slot, Input::DurationTimeout, deadline);
+        }
+    }
+
+    /// Tells FreeSWITCH (and the operator) that the call's partner cannot pay its next interval.
+    fn warn_low_balance(&mut self, slot: u32, available: Option<Money>) {
+        let age = self.age_ms(slot);
+        let Some(call) = self.registry.get(slot) else {
+            return;
+        };
+        let deadline_ms = u64::from(call.answer_ms) + self.talk_deadline_s(call) * 1000;
+        let warning = LowBalance {
+            call: call.id,
+            partner: self
+                .partners
+                .get(&call.partner)
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            available,
+            paid_s: call.paid_s,
+            remaining_s: (deadline_ms.saturating_sub(age) / 1000).min(u64::from(u32::MAX)) as u32,
+        };
+        self.counters.low_balance += 1;
+        log::info!(
+            "call {}: low balance: partner {} cannot pay the next interval; {} s of paid talk left",
+            warning.call,
+            warning.partner,
+            warning.remaining_s
+        );
+        self.command(CallCommand::LowBalance(Box::new(warning)));
     }
 
     fn ready_decision(&self, slot: u32) -> Option<Decision> {
@@ -868,16 +1167,17 @@ impl Core {
         };
         self.waiters.remove(&call.id);
         self.auth_users.remove(&call.id);
+        self.affordable.remove(&call.id);
         if call.has(flags::ANSWERED) && call.talk_end_ms == 0 {
             call.talk_end_ms = ended_ms.max(call.answer_ms);
         }
         let talk_s = call.talk_seconds();
         let (billed_s, cost) = match call.rate {
-            Some(rate) => (rate.billed_seconds(talk_s), rate.cost(talk_s)),
+            Some(rate) => (rate.billed_seconds(talk_s), rate.call_cost(talk_s)),
             None => (0, Default::default()),
         };
-        if let Some(reservation) = call.reservation {
-            let req = if talk_s > 0 {
+        let settlement = call.reservation.map(|reservation| {
+            if talk_s > 0 {
                 ServiceRequest::CommitBalance {
                     call: call.id,
                     partner: call.partner,
@@ -890,9 +1190,8 @@ impl Core {
                     partner: call.partner,
                     reservation,
                 }
-            };
-            self.submit(req);
-        }
+            }
+        });
         if let Some(ticket) = call.admitted.take() {
             self.admission.release(ticket);
         }
@@ -928,7 +1227,8 @@ impl Core {
             ended_at_us: call.first_ts_us + u64::from(ended_ms) * 1000,
         };
         self.counters.cdrs += 1;
-        self.submit(ServiceRequest::WriteCdr(Box::new(cdr)));
+        self.counters.requests += 1 + u64::from(settlement.is_some());
+        self.services.finish(settlement, Box::new(cdr));
     }
 
     // ---- timers and sweep -----------------------------------------------------------------------
@@ -1114,6 +1414,7 @@ impl Core {
             stats: self.counters.snapshot(),
             by_partner,
             admission,
+            pending_results: self.pending_results,
         }
     }
 
@@ -1129,7 +1430,7 @@ impl Core {
             .map(|c| CallSummary {
                 uuid: c.id,
                 state: c.state.name(),
-                partner: (c.partner != NO_PARTNER).then_some(c.partner),
+                partner: self.partners.get(&c.partner).map(|p| p.name.clone()),
                 caller: c.caller.to_string(),
                 destination: c.destination.to_string(),
                 age_ms: now.saturating_sub(c.created_us) / 1000,
@@ -1140,10 +1441,15 @@ impl Core {
     /// A live call's view, or a finished one's while its trace is kept.
     pub fn call(&self, id: &CallId) -> Option<CallView> {
         let now = self.clock.now_us();
-        match self.registry.by_id(id) {
-            Some(c) => Some(CallView::of(c, now)),
-            None => self.registry.finished_view(id).cloned(),
-        }
+        let mut view = match self.registry.by_id(id) {
+            Some(c) => CallView::of(c, now),
+            None => self.registry.finished_view(id).cloned()?,
+        };
+        view.partner = view
+            .partner_id
+            .and_then(|p| self.partners.get(&p))
+            .map(|p| p.name.to_string());
+        Some(view)
     }
 
     // ---- plumbing --------------------------------------------------------------------------------
@@ -1154,6 +1460,7 @@ impl Core {
             ServiceRequest::ReserveBalance { call, partner, .. } => Some((*call, Some(*partner))),
             ServiceRequest::IdentifyPartner { call, .. }
             | ServiceRequest::Authenticate { call, .. }
+            | ServiceRequest::ExtendBalance { call, .. }
             | ServiceRequest::Rate { call, .. }
             | ServiceRequest::Route { call, .. } => Some((*call, None)),
             _ => None,
@@ -1321,8 +1628,9 @@ mod tests {
 
     #[test]
     fn call_record_stays_compact() {
-        // 100,000 live calls must fit in 512 bytes each, index and timers included.
+        // 100,000 live calls must fit in 512 bytes each, index and timers included (`bench engine` measures
+        // the whole: 24 bytes more for real-time billing took it from 462 to about 486).
         let size = std::mem::size_of::<Call>();
-        assert!(size <= 340, "Call is {size} bytes");
+        assert!(size <= 360, "Call is {size} bytes");
     }
 }

@@ -1,6 +1,5 @@
 //! Business facts the services supply and the engine keeps per call: partners, rates, routes, balances.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,71 +9,8 @@ use serde::Serialize;
 use crate::cause::HangupCause;
 use crate::id::CallId;
 
-/// An amount of money in millionths of the account currency. Integer so that billing never rounds by
-/// accident; `i64` covers ±9.2 trillion units.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-#[serde(transparent)]
-pub struct Money(pub i64);
-
-impl Money {
-    pub const ZERO: Money = Money(0);
-    pub const MICROS_PER_UNIT: i64 = 1_000_000;
-
-    /// Parses a decimal amount such as `0.0125` or `-3`, with at most 6 decimals.
-    pub fn parse(text: &str) -> Option<Money> {
-        let text = text.trim();
-        let (neg, digits) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (whole, frac) = match digits.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (digits, ""),
-        };
-        if whole.is_empty() && frac.is_empty()
-            || frac.len() > 6
-            || !whole.bytes().all(|b| b.is_ascii_digit())
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        let whole: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().ok()?
-        };
-        let mut frac_val: i64 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().ok()?
-        };
-        for _ in frac.len()..6 {
-            frac_val *= 10;
-        }
-        let micros = whole
-            .checked_mul(Self::MICROS_PER_UNIT)?
-            .checked_add(frac_val)?;
-        Some(Money(if neg { -micros } else { micros }))
-    }
-
-    pub fn micros(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        write!(f, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
-    }
-}
-
-impl fmt::Debug for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+/// An amount of money in millionths of the account currency (the ledger's own type).
+pub use rtc_ledger::Money;
 
 /// A partner's id: an index the backends hand out, small enough for the compact call record.
 pub type PartnerId = u32;
@@ -88,6 +24,9 @@ pub struct PartnerInfo {
     pub max_concurrent: u32,
     /// Most new calls per second this partner may start (0: no limit).
     pub max_cps: u32,
+    /// Most one call may cost (its connect fee included): real-time billing stops extending a call there, and the
+    /// call is hung up when what it paid for runs out. `None`: no cap.
+    pub max_call_cost: Option<Money>,
 }
 
 /// The price of a destination for a partner.
@@ -95,6 +34,8 @@ pub struct PartnerInfo {
 pub struct Rate {
     /// Price per minute.
     pub per_minute: Money,
+    /// Charged once when the call is answered, on top of its talk (0: none).
+    pub connect_fee: Money,
     /// Billing increment in seconds (e.g. 6 for 6/6 billing, 60 for per-minute).
     pub increment_s: u16,
     /// Minimum billed duration in seconds for an answered call.
@@ -114,21 +55,55 @@ impl Rate {
         s.div_ceil(inc) * inc
     }
 
-    /// Cost of `talk_s` seconds, rounded up to the micro-unit.
+    /// Cost of `talk_s` seconds of talk (connect fee apart), rounded up to the micro-unit.
     pub fn cost(&self, talk_s: u64) -> Money {
         let billed = self.billed_seconds(talk_s) as i128;
         let micros = (i128::from(self.per_minute.0) * billed + 59) / 60;
         Money(micros.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
     }
 
-    /// How many seconds `amount` pays for at this rate (whole increments only). `None` when the rate is free.
-    pub fn seconds_covered(&self, amount: Money) -> Option<u64> {
+    /// What a call that talked `talk_s` seconds costs: nothing when it never talked, else the connect fee and its
+    /// talk.
+    pub fn call_cost(&self, talk_s: u64) -> Money {
+        if talk_s == 0 {
+            return Money::ZERO;
+        }
+        Money(self.connect_fee.0.saturating_add(self.cost(talk_s).0))
+    }
+
+    /// The cost of one billing increment: the unit in which a partial extension is granted.
+    pub fn increment_cost(&self) -> Money {
+        let micros =
+            (i128::from(self.per_minute.0.max(0)) * i128::from(self.increment_s.max(1)) + 59) / 60;
+        Money(micros.min(i128::from(i64::MAX)) as i64)
+    }
+
+    /// The longest talk, in seconds, that `amount` pays for with the connect fee ([`Rate::call_cost`] of it is at
+    /// most `amount`): whole increments, at least the minimum, or 0 when `amount` does not pay the first billed
+    /// stretch. `None` when talk is free (a zero price) and `amount` pays the connect fee: no limit.
+    pub fn paid_seconds(&self, amount: Money) -> Option<u64> {
+        let budget = amount.0.saturating_sub(self.connect_fee.0);
+        if budget < 0 {
+            return Some(0);
+        }
         if self.per_minute.0 <= 0 {
             return None;
         }
-        let secs = (i128::from(amount.0.max(0)) * 60 / i128::from(self.per_minute.0)) as u64;
+        let first = self.billed_seconds(1);
+        if self.cost(first).0 > budget {
+            return Some(0);
+        }
         let inc = u64::from(self.increment_s.max(1));
-        Some(secs / inc * inc)
+        let estimate = (i128::from(budget) * 60 / i128::from(self.per_minute.0))
+            .min(i128::from(u32::MAX)) as u64;
+        let mut t = (estimate / inc * inc).max(first);
+        while t > first && self.cost(t).0 > budget {
+            t -= inc;
+        }
+        while self.cost(t + inc).0 <= budget && t < u64::from(u32::MAX) {
+            t += inc;
+        }
+        Some(t)
     }
 }
 

@@ -246,10 +246,12 @@ impl Engine {
             capacity,
         };
         let started = Instant::now();
+        let mut services = parts.services;
+        services.attach(handle.clone());
         let core = Core::new(
             parts.config,
             parts.fail_modes,
-            parts.services,
+            services,
             parts.control,
             parts.clock,
         );

@@ -9,8 +9,11 @@
 //! then the runtime stops within a bound. Nothing of ours runs once it returns, unless the report says a
 //! runtime thread was stuck.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rtc_ledger::LedgerHandle;
 
 use serde::Serialize;
 
@@ -50,6 +53,10 @@ pub struct HostOptions {
     /// Local backends already loaded (tests, the simulator); when `None` and a service is configured
     /// `local`, they are loaded from the configuration's `<local>` tables.
     pub local: Option<LocalServices>,
+    /// Where this host keeps its ledger when the configuration does not say (`rtc_core.db` there), and what a
+    /// relative `ledger` path is under: the module gives FreeSWITCH's db directory, `rtc-core esl` its working
+    /// directory. `None`: a ledger the configuration does not place is kept in memory (tests, the simulator).
+    pub ledger_dir: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
@@ -57,6 +64,7 @@ impl Default for HostOptions {
         HostOptions {
             clock: Clock::system(),
             local: None,
+            ledger_dir: None,
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct Host {
     io: tokio::runtime::Handle,
     /// The HTTP service layer's view, cloned for accessors.
     monitor: Option<ServicesMonitor>,
+    /// The local ledger (when balances or CDRs are local), for operators' commands.
+    ledger: Option<LedgerHandle>,
 }
 
 impl Host {
@@ -117,7 +127,7 @@ impl Host {
             ..RuntimeConfig::default()
         })?;
         match Host::assemble(config, control, options, &runtime) {
-            Ok((engine, monitor)) => {
+            Ok((engine, monitor, ledger)) => {
                 let handle = engine.handle();
                 let io = runtime.handle().clone();
                 Ok(Host {
@@ -129,6 +139,7 @@ impl Host {
                     handle,
                     io,
                     monitor,
+                    ledger,
                 })
             }
             Err(e) => {
@@ -143,12 +154,23 @@ impl Host {
         control: Box<dyn CallControl>,
         options: HostOptions,
         runtime: &IoRuntime,
-    ) -> Result<(Engine, Option<ServicesMonitor>), HostError> {
-        let local = match options.local {
+    ) -> Result<(Engine, Option<ServicesMonitor>, Option<LedgerHandle>), HostError> {
+        let mut local = match options.local {
             Some(local) => Some(local),
-            None if config.any_local() => Some(LocalServices::load(&config.local)?),
+            None if config.any_local() => {
+                let location = config.local.ledger.resolve(options.ledger_dir.as_deref());
+                Some(LocalServices::load_at(&config.local, location)?)
+            }
             None => None,
         };
+        if let Some(local) = local.as_mut() {
+            local.set_balance_timeout(config.service(crate::service::ServiceKind::Balance).timeout);
+        }
+        let ledger = local.as_ref().map(LocalServices::ledger_handle);
+        let recovered: Vec<crate::domain::Cdr> = local
+            .as_ref()
+            .map(|l| l.recovered_cdrs().to_vec())
+            .unwrap_or_default();
         let results = Arc::new(LateResults::new());
         let (services, monitor): (Box<dyn ServiceSink>, _) = if config.any_http() {
             let services = AsyncServices::new(
@@ -171,6 +193,12 @@ impl Host {
                 }
             }
         };
+        let mut services = services;
+        // CDRs of calls the ledger settled at open (a process that died): to the exports too (`cdr-file`, an HTTP
+        // CDR service); the ledger keeps the one it has.
+        for cdr in recovered {
+            services.submit(crate::service::ServiceRequest::WriteCdr(Box::new(cdr)));
+        }
         let engine = Engine::start(EngineParts {
             config: config.engine.clone(),
             fail_modes: FailModes::from_services(&config.services),
@@ -180,7 +208,7 @@ impl Host {
         })
         .map_err(HostError::Engine)?;
         results.attach(engine.handle());
-        Ok((engine, monitor))
+        Ok((engine, monitor, ledger))
     }
 
     /// Takes a new configuration (`rtc_core reload`), all or nothing; see [`EngineHandle::reload`].
@@ -201,6 +229,11 @@ impl Host {
     /// service is local.
     pub fn monitor(&self) -> Option<&ServicesMonitor> {
         self.monitor.as_ref()
+    }
+
+    /// The local ledger (balances, top-ups, CDRs), when balances or CDRs are local.
+    pub fn ledger(&self) -> Option<&LedgerHandle> {
+        self.ledger.as_ref()
     }
 
     /// The `rtc-io` runtime, for other I/O the host runs (the ESL connection, a metrics endpoint).

@@ -39,6 +39,9 @@ pub mod sim;
 pub mod stats;
 pub mod testkit;
 
+/// The ledger the local balance service keeps money in, for hosts and tools that read or move it.
+pub use rtc_ledger;
+
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};
 pub use id::CallId;

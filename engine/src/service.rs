@@ -64,6 +64,11 @@ pub enum ServiceRequest {
         call: CallId,
         partner: PartnerId,
         amount: Money,
+        /// What is known of the call, kept with the reservation so that one nobody settles (a crash) still gets a
+        /// CDR that says what the call was.
+        context: Box<CallContext>,
+        /// The reservation frees itself this long after now unless extended or settled.
+        ttl: std::time::Duration,
     },
     Rate {
         call: CallId,
@@ -74,6 +79,24 @@ pub enum ServiceRequest {
         call: CallId,
         partner: PartnerId,
         destination: CompactString,
+    },
+    /// Debit the next interval of a connected call (real-time billing): `debit` more of the call's money is
+    /// spent, its reservation growing from the partner's available money where the debits pass it. With a
+    /// `unit`, a debit the money cannot cover whole is granted in whole units as far as it goes.
+    ExtendBalance {
+        call: CallId,
+        partner: PartnerId,
+        reservation: Reservation,
+        /// The next interval's cost (its connect fee included for the first).
+        debit: Money,
+        /// The cost of one billing increment (0: all or nothing).
+        unit: Money,
+        /// Seconds of talk paid for before this debit: with the call, names the debit (idempotency).
+        paid_s: u32,
+        /// What is now known of the call, for a CDR should nobody settle it.
+        context: Box<CallContext>,
+        /// The reservation's new expiry, from now.
+        ttl: std::time::Duration,
     },
     /// Settle a reservation with the call's real cost (the rest returns to the balance).
     CommitBalance {
@@ -97,6 +120,7 @@ impl ServiceRequest {
             ServiceRequest::IdentifyPartner { .. } => ServiceKind::Partner,
             ServiceRequest::Authenticate { .. } => ServiceKind::Auth,
             ServiceRequest::ReserveBalance { .. }
+            | ServiceRequest::ExtendBalance { .. }
             | ServiceRequest::CommitBalance { .. }
             | ServiceRequest::ReleaseBalance { .. } => ServiceKind::Balance,
             ServiceRequest::Rate { .. } => ServiceKind::Rating,
@@ -110,6 +134,7 @@ impl ServiceRequest {
             ServiceRequest::IdentifyPartner { call, .. }
             | ServiceRequest::Authenticate { call, .. }
             | ServiceRequest::ReserveBalance { call, .. }
+            | ServiceRequest::ExtendBalance { call, .. }
             | ServiceRequest::Rate { call, .. }
             | ServiceRequest::Route { call, .. }
             | ServiceRequest::CommitBalance { call, .. }
@@ -117,6 +142,24 @@ impl ServiceRequest {
             ServiceRequest::WriteCdr(cdr) => cdr.uuid,
         }
     }
+}
+
+/// What the engine knows of a call when it asks for its money: kept by the ledger with the reservation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallContext {
+    pub caller: CompactString,
+    pub destination: CompactString,
+    pub source_ip: Option<IpAddr>,
+    /// `Event-Date-Timestamp` of the call's first event, µs since the epoch.
+    pub started_at_us: u64,
+    /// When talk started, µs since the epoch (0: not yet).
+    pub answered_at_us: u64,
+    /// The call's rate, once rated.
+    pub rate: Option<Rate>,
+    /// The carrier the call went out through, once connected.
+    pub carrier: Option<CompactString>,
+    /// Seconds of talk paid for so far (after this request, for an extension).
+    pub paid_s: u32,
 }
 
 /// Why a service gave no answer.
@@ -138,8 +181,18 @@ pub enum Outcome {
     PartnerUnknown,
     AuthOk,
     AuthDenied,
-    BalanceReserved(Reservation),
+    /// The amount is held; `available` is what the partner can still reserve, when the service says.
+    BalanceReserved {
+        reservation: Reservation,
+        available: Option<Money>,
+    },
+    /// A reservation (or an extension's debit) the partner's money cannot cover; nothing was taken.
     BalanceInsufficient,
+    /// An extension's debit was granted: all of it, or (with a unit) as many whole units as the money covers.
+    BalanceExtended {
+        granted: Money,
+        available: Option<Money>,
+    },
     RateFound(Rate),
     RateNone,
     RoutesFound(Routes),
@@ -162,6 +215,22 @@ pub struct ServiceResult {
 /// delivery is the sink's job, and must not be lost.
 pub trait ServiceSink: Send {
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult>;
+
+    /// A call's end: its settlement (commit or release, if it held a reservation) and its CDR. A sink that keeps
+    /// both (the ledger) writes them in one transaction, so that a crash never keeps one without the other; the
+    /// default hands them over one after the other.
+    fn finish(&mut self, settlement: Option<ServiceRequest>, cdr: Box<Cdr>) {
+        if let Some(settlement) = settlement {
+            self.submit(settlement);
+        }
+        self.submit(ServiceRequest::WriteCdr(cdr));
+    }
+
+    /// The engine this sink answers, given once it runs (before any request): a sink that answers later sends its
+    /// answers there.
+    fn attach(&mut self, engine: crate::engine::EngineHandle) {
+        let _ = engine;
+    }
 
     /// Takes a new configuration (`rtc_core reload`), all or nothing: on `Err` nothing changed. Called on
     /// the engine thread. Returns a one-line summary of what changed.

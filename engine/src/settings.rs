@@ -49,6 +49,7 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "sweep-interval",
     "verify-after",
     "reservation-amount",
+    "debit-interval",
     "queue-capacity",
     "finished-traces",
     "finished-ids",
@@ -75,7 +76,11 @@ pub const LOCAL_PARAMS: &[&str] = &[
     "balances",
     "cdr-file",
     "cdr-memory",
+    "ledger",
 ];
+
+/// `<local>` params still accepted so that older configurations load, but no longer used (a warning says so).
+pub const RETIRED_LOCAL_PARAMS: &[&str] = &["cdr-memory"];
 
 /// Params accepted directly in `<services>`: the shared HTTP client, the partner cache and settlements.
 pub const SERVICES_PARAMS: &[&str] = &[
@@ -126,10 +131,10 @@ pub struct LocalFiles {
     pub routes: PathBuf,
     /// `balances.csv`: each partner's opening prepaid balance.
     pub balances: PathBuf,
-    /// CDRs are appended here as JSON lines when set; otherwise the last `cdr_memory` are kept in memory.
+    /// CDRs are also appended here as JSON lines when set (an export: the ledger keeps them anyway).
     pub cdr_file: Option<PathBuf>,
-    /// How many CDRs the in-memory store keeps (used when `cdr_file` is not set).
-    pub cdr_memory: usize,
+    /// Where the ledger (balances, reservations, journal, CDRs) lives.
+    pub ledger: crate::local::LedgerPlace,
 }
 
 impl LocalFiles {
@@ -141,7 +146,7 @@ impl LocalFiles {
             routes: base_dir.join("rtc_core/routes.csv"),
             balances: base_dir.join("rtc_core/balances.csv"),
             cdr_file: None,
-            cdr_memory: 1000,
+            ledger: crate::local::LedgerPlace::HostDefault,
         }
     }
 }
@@ -687,6 +692,23 @@ impl<'d, 'input> Parser<'d, 'input> {
                         }
                     }
                 }
+                "debit-interval" => {
+                    engine.debit_interval = match parse_duration(value) {
+                        Some(d)
+                            if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) =>
+                        {
+                            Duration::from_secs(d.as_secs())
+                        }
+                        _ => {
+                            return Err(self.bad(
+                                node,
+                                name,
+                                value,
+                                "a duration of whole seconds from 1s to 1h, such as 60s",
+                            ));
+                        }
+                    }
+                }
                 "queue-capacity" => {
                     engine.queue_capacity =
                         self.count(node, name, value, 1, "a whole number of at least 1")?
@@ -845,8 +867,30 @@ impl<'d, 'input> Parser<'d, 'input> {
                     }
                 }
                 "cdr-memory" => {
-                    local.cdr_memory =
-                        self.count(node, name, value, 0, "a whole number (0 keeps none)")?
+                    // Accepted so that older configurations still load: CDRs are in the ledger now.
+                    self.count(node, name, value, 0, "a whole number")?;
+                    log::warn!(
+                        "{}: <local> param cdr-memory is no longer used (CDRs are stored in the ledger); remove it",
+                        self.origin
+                    );
+                }
+                "ledger" => {
+                    let value = value.trim();
+                    local.ledger = if value.is_empty() {
+                        crate::local::LedgerPlace::HostDefault
+                    } else if value == ":memory:" {
+                        crate::local::LedgerPlace::Memory
+                    } else if value.contains("://") {
+                        return Err(self.bad(
+                            node,
+                            name,
+                            value,
+                            "a file path (an SQLite ledger; database URLs are not supported by this version), \
+                             :memory:, or empty for the default",
+                        ));
+                    } else {
+                        crate::local::LedgerPlace::File(PathBuf::from(value))
+                    };
                 }
                 // `params` only lets known names through; keep this arm in step with LOCAL_PARAMS.
                 _ => {}
@@ -1766,6 +1810,7 @@ mod tests {
             .iter()
             .chain(LOCAL_PARAMS)
             .chain(SERVICES_PARAMS)
+            .filter(|n| !RETIRED_LOCAL_PARAMS.contains(n))
         {
             assert!(
                 text.contains(&format!("<param name=\"{name}\"")),

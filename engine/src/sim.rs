@@ -201,6 +201,8 @@ pub struct SimReport {
     pub peak_live_calls: usize,
     pub bridges: u64,
     pub hangups_commanded: u64,
+    /// Low-balance warnings the engine gave (`rtc_core::low_balance`).
+    pub low_balance_warnings: u64,
     /// Calls live in the engine when the run ended (0 when every call was settled).
     pub left_live: usize,
     pub stats: Stats,
@@ -237,6 +239,7 @@ struct Driver<S: EventSink> {
     ended: usize,
     bridges: u64,
     hangups: u64,
+    low_balance: u64,
     order: u64,
 }
 
@@ -384,6 +387,7 @@ impl<S: EventSink> Driver<S> {
         }
         match cmd {
             CallCommand::SetVariables { .. } => {}
+            CallCommand::LowBalance(_) => self.low_balance += 1,
             CallCommand::Hangup { cause, .. } => {
                 self.hangups += 1;
                 if !call.ended {
@@ -476,6 +480,7 @@ pub fn run_with<S: EventSink>(
         ended: 0,
         bridges: 0,
         hangups: 0,
+        low_balance: 0,
         order: 0,
     };
     let start = Instant::now();
@@ -579,6 +584,7 @@ pub fn run_with<S: EventSink>(
         peak_live_calls: peak_live,
         bridges: d.bridges,
         hangups_commanded: d.hangups,
+        low_balance_warnings: d.low_balance,
         left_live: left,
         stats,
     }

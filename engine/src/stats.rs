@@ -38,6 +38,16 @@ pub struct Stats {
     pub stale_results: u64,
     /// Reservations that arrived for calls already gone, released at once.
     pub orphan_reservations_released: u64,
+    /// Real-time billing: interval debits asked for, granted (whole or in part), and refused (low balance).
+    pub extensions: u64,
+    pub extensions_granted: u64,
+    pub extensions_refused: u64,
+    /// Connected calls warned that their partner's money runs out (`rtc_core::low_balance`).
+    pub low_balance: u64,
+    /// Connected calls whose next interval would pass their partner's per-call cost cap.
+    pub cost_capped: u64,
+    /// Connected calls whose billing stopped because the balance service failed (fail-closed).
+    pub billing_failures: u64,
     /// Inputs not allowed in the call's state, per (state, input).
     pub illegal: Vec<IllegalCount>,
     /// Calls created.

@@ -57,6 +57,9 @@ pub struct ScriptedServices {
     pub requests: Arc<Mutex<Vec<ServiceRequest>>>,
     /// Last reservation id handed out.
     pub next_reservation: u64,
+    /// Money extensions may take (granted in whole units as far as it goes, as a ledger would); `None`: every
+    /// extension is granted whole.
+    pub extension_money: Option<Money>,
 }
 
 impl ScriptedServices {
@@ -65,14 +68,18 @@ impl ScriptedServices {
         ScriptedServices {
             partner: Some(Outcome::PartnerFound(sample_partner())),
             auth: Some(Outcome::AuthOk),
-            balance: Some(Outcome::BalanceReserved(Reservation {
-                id: 0,
-                amount: Money(1_000_000),
-            })),
+            balance: Some(Outcome::BalanceReserved {
+                reservation: Reservation {
+                    id: 0,
+                    amount: Money(1_000_000),
+                },
+                available: None,
+            }),
             rating: Some(Outcome::RateFound(sample_rate())),
             routing: Some(Outcome::RoutesFound(sample_routes(2))),
             requests: Arc::default(),
             next_reservation: 1,
+            extension_money: None,
         }
     }
 
@@ -86,6 +93,7 @@ impl ScriptedServices {
             routing: None,
             requests: Arc::default(),
             next_reservation: 1,
+            extension_money: None,
         }
     }
 
@@ -108,14 +116,48 @@ impl ServiceSink for ScriptedServices {
             ServiceRequest::IdentifyPartner { .. } => self.partner.clone(),
             ServiceRequest::Authenticate { .. } => self.auth.clone(),
             ServiceRequest::ReserveBalance { .. } => match self.balance.clone() {
-                Some(Outcome::BalanceReserved(r)) => {
+                Some(Outcome::BalanceReserved {
+                    reservation,
+                    available,
+                }) => {
                     self.next_reservation += 1;
-                    Some(Outcome::BalanceReserved(Reservation {
-                        id: self.next_reservation,
-                        amount: r.amount,
-                    }))
+                    Some(Outcome::BalanceReserved {
+                        reservation: Reservation {
+                            id: self.next_reservation,
+                            amount: reservation.amount,
+                        },
+                        available,
+                    })
                 }
                 other => other,
+            },
+            // Extensions are granted (from `extension_money` when set) when reservations are answered at all.
+            ServiceRequest::ExtendBalance { debit, unit, .. } => match self.balance {
+                Some(Outcome::BalanceReserved { .. }) => {
+                    let granted = match self.extension_money.as_mut() {
+                        None => debit,
+                        Some(left) => {
+                            let granted = if left.0 >= debit.0 {
+                                debit
+                            } else if unit.0 > 0 {
+                                Money(left.0.max(0) / unit.0 * unit.0)
+                            } else {
+                                Money::ZERO
+                            };
+                            left.0 -= granted.0;
+                            granted
+                        }
+                    };
+                    Some(if granted == Money::ZERO && debit > Money::ZERO {
+                        Outcome::BalanceInsufficient
+                    } else {
+                        Outcome::BalanceExtended {
+                            granted,
+                            available: self.extension_money,
+                        }
+                    })
+                }
+                _ => None,
             },
             ServiceRequest::Rate { .. } => self.rating.clone(),
             ServiceRequest::Route { .. } => self.routing.clone(),
@@ -131,12 +173,14 @@ pub fn sample_partner() -> PartnerInfo {
         name: CompactString::const_new("acme"),
         max_concurrent: 0,
         max_cps: 0,
+        max_call_cost: None,
     }
 }
 
 pub fn sample_rate() -> Rate {
     Rate {
         per_minute: Money(12_000),
+        connect_fee: Money::ZERO,
         increment_s: 6,
         minimum_s: 0,
         prefix_len: 4,
@@ -177,11 +221,18 @@ impl ServiceSink for InstantServices {
             ServiceRequest::Authenticate { .. } => Outcome::AuthOk,
             ServiceRequest::ReserveBalance { amount, .. } => {
                 self.reserved += 1;
-                Outcome::BalanceReserved(Reservation {
-                    id: self.reserved,
-                    amount,
-                })
+                Outcome::BalanceReserved {
+                    reservation: Reservation {
+                        id: self.reserved,
+                        amount,
+                    },
+                    available: None,
+                }
             }
+            ServiceRequest::ExtendBalance { debit, .. } => Outcome::BalanceExtended {
+                granted: debit,
+                available: None,
+            },
             ServiceRequest::Rate { .. } => Outcome::RateFound(sample_rate()),
             ServiceRequest::Route { .. } => Outcome::RoutesFound(shared_routes()),
             ServiceRequest::CommitBalance { .. } | ServiceRequest::ReleaseBalance { .. } => {

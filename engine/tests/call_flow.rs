@@ -85,10 +85,22 @@ fn answered_call_goes_through_every_state_and_is_billed() {
             "PARKED",
             "CONNECTING",
             "CONNECTED",
+            // The first interval's debit granted (real-time billing).
+            "CONNECTED",
             "CONNECTED",
             "COMPLETED"
         ]
     );
+    let debits: Vec<Money> = r
+        .requests()
+        .into_iter()
+        .filter_map(|q| match q {
+            ServiceRequest::ExtendBalance { debit, .. } => Some(debit),
+            _ => None,
+        })
+        .collect();
+    // 60 s at 0.012/min, asked for at the answer.
+    assert_eq!(debits, [Money(12_000)]);
     let cdr = &cdrs(&r)[0];
     assert_eq!(cdr.final_state, "COMPLETED");
     assert_eq!(cdr.talk_s, 61);
@@ -233,6 +245,7 @@ fn partner_concurrency_limit_refuses_the_extra_call() {
             name: "small".into(),
             max_concurrent: 2,
             max_cps: 0,
+            max_call_cost: None,
         })),
         ..ScriptedServices::all_yes()
     };
@@ -387,7 +400,10 @@ fn results_for_calls_gone_are_stale_and_reservations_go_back() {
     };
     r.deliver(ServiceResult {
         call: id(1),
-        outcome: Outcome::BalanceReserved(res),
+        outcome: Outcome::BalanceReserved {
+            reservation: res,
+            available: None,
+        },
     });
     r.deliver(ServiceResult {
         call: id(1),
@@ -402,10 +418,13 @@ fn results_for_calls_gone_are_stale_and_reservations_go_back() {
     r.a(2, EventKind::ChannelCreate);
     r.deliver(ServiceResult {
         call: id(2),
-        outcome: Outcome::BalanceReserved(Reservation {
-            id: 43,
-            amount: Money(1),
-        }),
+        outcome: Outcome::BalanceReserved {
+            available: None,
+            reservation: Reservation {
+                id: 43,
+                amount: Money(1),
+            },
+        },
     });
     assert_eq!(r.state(2), Some(CallState::PartnerIdentification));
     assert_eq!(r.core.stats().orphan_reservations_released, 2);
@@ -594,19 +613,50 @@ fn park_timeout_fails_a_decided_call_that_never_parks() {
 }
 
 #[test]
-fn max_duration_hangs_up_a_call_its_balance_no_longer_pays_for() {
-    let mut r = rig(ScriptedServices::all_yes());
+fn real_time_billing_debits_interval_by_interval_and_hangs_up_when_the_money_runs_out() {
+    // 0.012/min in 6 s increments is 0.0012 an increment, 0.012 a 60 s interval. The partner's money pays two
+    // whole intervals and half a third.
+    let services = ScriptedServices {
+        extension_money: Some(Money(30_000)),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
     r.a(1, EventKind::ChannelCreate);
+    let vars = r.control.take();
+    assert!(
+        matches!(&vars[..], [CallCommand::SetVariables { vars, .. }]
+            if vars.iter().any(|v| v.name == "rtc_max_duration" && v.value == "4998")),
+        "{vars:?}"
+    );
     r.a(1, EventKind::ChannelPark);
     r.b(1, 100, EventKind::ChannelAnswer, None);
-    // 1.00 reserved at 0.012/min, 6 s increments: 4998 s.
-    r.advance(Duration::from_secs(4997));
+    r.control.take();
+    // Each interval is asked for 5 s before the paid time runs out: at 55 s and at 115 s.
+    r.advance(Duration::from_secs(54));
+    assert_eq!(extensions(&r), [Money(12_000)]);
+    r.advance(Duration::from_secs(2));
+    assert_eq!(extensions(&r), [Money(12_000), Money(12_000)]);
+    assert!(r.control.take().is_empty());
+    r.advance(Duration::from_secs(60));
+    assert_eq!(
+        extensions(&r),
+        [Money(12_000), Money(12_000), Money(12_000)]
+    );
+    // Half an interval granted: a warning, and no more extensions.
+    let warned = r.control.take();
+    assert!(
+        matches!(&warned[..], [CallCommand::LowBalance(w)] if w.partner == "acme" && w.paid_s == 150
+            && (33..=35).contains(&w.remaining_s)),
+        "{warned:?}"
+    );
+    r.advance(Duration::from_secs(33));
     assert!(
         !r.control
             .take()
             .iter()
             .any(|c| matches!(c, CallCommand::Hangup { .. }))
     );
+    assert_eq!(extensions(&r).len(), 3);
     r.advance(Duration::from_secs(2));
     assert!(r.control.take().contains(&CallCommand::Hangup {
         call: id(1),
@@ -616,7 +666,80 @@ fn max_duration_hangs_up_a_call_its_balance_no_longer_pays_for() {
     r.hangup(1, HangupCause::ALLOTTED_TIMEOUT);
     let cdr = &cdrs(&r)[0];
     assert_eq!(cdr.reason, Some("max_duration"));
-    assert_eq!(cdr.talk_s, 4999);
+    assert_eq!(cdr.talk_s, 151);
+    // 151 s bill as 156 s: 0.0312, a little past what was debited (0.030), charged all the same.
+    assert_eq!(cdr.cost, Money(31_200));
+    let s = r.core.stats();
+    assert_eq!(
+        (s.extensions, s.extensions_granted, s.low_balance),
+        (3, 3, 1)
+    );
+}
+
+#[test]
+fn a_call_whose_first_interval_cannot_be_paid_is_hung_up_at_once() {
+    let services = ScriptedServices {
+        extension_money: Some(Money(1_000)),
+        ..ScriptedServices::all_yes()
+    };
+    let mut r = rig(services);
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    let cmds = r.control.take();
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, CallCommand::LowBalance(w) if w.remaining_s == 0)),
+        "{cmds:?}"
+    );
+    r.advance(Duration::from_millis(10));
+    assert!(r.control.take().contains(&CallCommand::Hangup {
+        call: id(1),
+        cause: HangupCause::ALLOTTED_TIMEOUT
+    }));
+    assert_eq!(r.core.stats().extensions_refused, 1);
+}
+
+#[test]
+fn a_partners_cost_cap_ends_billing_and_the_call() {
+    let mut r = rig(ScriptedServices {
+        partner: Some(Outcome::PartnerFound(PartnerInfo {
+            max_call_cost: Some(Money(20_000)),
+            ..rtc_engine::testkit::sample_partner()
+        })),
+        ..ScriptedServices::all_yes()
+    });
+    r.a(1, EventKind::ChannelCreate);
+    r.a(1, EventKind::ChannelPark);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    r.advance(Duration::from_secs(56));
+    // The second interval would pass 0.02: 0.0072 of it (6 increments, 36 s) is asked for, then nothing more.
+    assert_eq!(extensions(&r), [Money(12_000), Money(7_200)]);
+    assert_eq!(r.core.stats().cost_capped, 1);
+    r.advance(Duration::from_secs(39));
+    let cmds = r.control.take();
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, CallCommand::Hangup { .. } | CallCommand::LowBalance(_))),
+        "{cmds:?}"
+    );
+    r.advance(Duration::from_secs(2));
+    assert!(r.control.take().contains(&CallCommand::Hangup {
+        call: id(1),
+        cause: HangupCause::ALLOTTED_TIMEOUT
+    }));
+    assert_eq!(extensions(&r).len(), 2);
+}
+
+fn extensions(r: &Rig) -> Vec<Money> {
+    r.requests()
+        .into_iter()
+        .filter_map(|q| match q {
+            ServiceRequest::ExtendBalance { debit, .. } => Some(debit),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -797,6 +920,7 @@ fn partner_calls_per_second_limit_refuses_the_burst_beyond_it() {
             name: "paced".into(),
             max_concurrent: 0,
             max_cps: 2,
+            max_call_cost: None,
         })),
         ..ScriptedServices::all_yes()
     };

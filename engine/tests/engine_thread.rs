@@ -232,7 +232,10 @@ fn shutdown_waits_for_a_late_reservation_and_releases_it() {
         };
         h.deliver(rtc_engine::service::ServiceResult {
             call: id(1),
-            outcome: Outcome::BalanceReserved(reservation),
+            outcome: Outcome::BalanceReserved {
+                reservation,
+                available: None,
+            },
         })
     });
     let report = engine.shutdown();

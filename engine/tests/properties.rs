@@ -54,14 +54,18 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             name: "p".into(),
             max_concurrent: 3,
             max_cps: 0,
+            max_call_cost: None,
         }),
         1 => Outcome::PartnerUnknown,
         2 => Outcome::AuthOk,
         3 => Outcome::AuthDenied,
-        4 | 5 => Outcome::BalanceReserved(Reservation {
-            id: reservation,
-            amount: Money(500_000),
-        }),
+        4 | 5 => Outcome::BalanceReserved {
+            available: None,
+            reservation: Reservation {
+                id: reservation,
+                amount: Money(500_000),
+            },
+        },
         6 => Outcome::BalanceInsufficient,
         7 => Outcome::RateFound(sample_rate()),
         8 => Outcome::RateNone,
@@ -76,6 +80,7 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             name: "q".into(),
             max_concurrent: 0,
             max_cps: 0,
+            max_call_cost: None,
         }),
     }
 }

@@ -28,14 +28,30 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The call's state once decided (the balance step is answered by the ledger's writer, a moment later).
 fn state(engine: &Engine, call: u128) -> (String, Option<String>) {
-    match engine
-        .handle()
-        .query(Query::Call(id(call)), Duration::from_secs(5))
-        .unwrap()
-    {
-        QueryReply::Call(Some(v)) => (v.state.to_string(), v.reason.map(str::to_owned)),
-        other => panic!("{other:?}"),
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (state, reason) = match engine
+            .handle()
+            .query(Query::Call(id(call)), Duration::from_secs(5))
+            .unwrap()
+        {
+            QueryReply::Call(Some(v)) => (v.state.to_string(), v.reason.map(str::to_owned)),
+            other => panic!("{other:?}"),
+        };
+        let deciding = [
+            "CREATED",
+            "PARTNER_IDENTIFICATION",
+            "AUTHENTICATION",
+            "BALANCE_CHECK",
+            "RATING",
+            "ROUTING",
+        ];
+        if !deciding.contains(&state.as_str()) || std::time::Instant::now() > deadline {
+            return (state, reason);
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -342,6 +342,7 @@ fn acme() -> PartnerInfo {
         name: "acme".into(),
         max_concurrent: 30,
         max_cps: 0,
+        max_call_cost: None,
     }
 }
 
@@ -377,12 +378,17 @@ fn every_decision_maps_to_its_outcome_and_follows_the_contract() {
         h.ask(ServiceRequest::ReserveBalance {
             call: call(1),
             partner: 7,
-            amount: Money(1_000_000)
+            amount: Money(1_000_000),
+            context: Box::default(),
+            ttl: Duration::from_secs(120),
         }),
-        Outcome::BalanceReserved(Reservation {
-            id: 555,
-            amount: Money(1_000_000)
-        })
+        Outcome::BalanceReserved {
+            available: None,
+            reservation: Reservation {
+                id: 555,
+                amount: Money(1_000_000)
+            }
+        }
     );
     assert_eq!(
         h.ask(ServiceRequest::Rate {
@@ -392,6 +398,7 @@ fn every_decision_maps_to_its_outcome_and_follows_the_contract() {
         }),
         Outcome::RateFound(Rate {
             per_minute: Money(12_000),
+            connect_fee: Money::ZERO,
             increment_s: 6,
             minimum_s: 0,
             prefix_len: 4

@@ -171,7 +171,8 @@ fn an_unknown_certificate_authority_is_refused_and_a_configured_one_trusted() {
             id: 7,
             name: "acme".into(),
             max_concurrent: 30,
-            max_cps: 0
+            max_cps: 0,
+            max_call_cost: None,
         })
     );
     assert_eq!(answered.load(Ordering::SeqCst), 1);

@@ -148,6 +148,8 @@ impl Request {
 enum Msg {
     /// Requests applied in one transaction (a settlement and its CDR travel together).
     Requests(Vec<Request>),
+    /// Apply what came before, then stop (what comes after is refused).
+    Close,
     /// Stop at once, applying nothing more (a crash, for tests).
     Crash,
 }
@@ -332,10 +334,9 @@ impl Ledger {
         let Some(writer) = self.writer.take() else {
             return CloseReport::default();
         };
-        // The writer ends when every sender is gone; handles cloned out must be dropped by their holders first
-        // (the host drops the services, which hold them, before closing the ledger).
-        let (dead_tx, _) = crossbeam_channel::unbounded();
-        drop(std::mem::replace(&mut self.handle.tx, dead_tx));
+        // Handles cloned out (an operator's command) may outlive the ledger: the writer is told to close rather than
+        // waiting for every sender to go.
+        let _ = self.handle.tx.send(Msg::Close);
         match writer.join() {
             Ok(report) => report,
             Err(_) => {
@@ -483,13 +484,15 @@ impl Writer {
             let mut closing = false;
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Msg::Requests(r)) => batch.extend(r),
+                Ok(Msg::Close) => closing = true,
                 Ok(Msg::Crash) => return CloseReport::default(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closing = true,
             }
-            while batch.len() < self.config.max_batch {
+            while batch.len() < self.config.max_batch && !closing {
                 match rx.try_recv() {
                     Ok(Msg::Requests(r)) => batch.extend(r),
+                    Ok(Msg::Close) => closing = true,
                     Ok(Msg::Crash) => return CloseReport::default(),
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -506,7 +509,26 @@ impl Writer {
                 self.run_batch(batch);
             }
             if closing {
-                return self.close(drained);
+                let (path, counters) = (self.path.clone(), self.counters.clone());
+                let report = self.close(drained);
+                // Sent after the close by a handle that outlived the ledger: refused, the lost ones logged.
+                while let Ok(msg) = rx.try_recv() {
+                    if let Msg::Requests(requests) = msg {
+                        for r in requests {
+                            if r.op.must_not_be_lost() {
+                                log::error!(
+                                    "{path}: ledger closed; {} by {} NOT written: {:?}",
+                                    r.op.name(),
+                                    r.actor,
+                                    r.op
+                                );
+                                counters.lost.fetch_add(1, Ordering::Relaxed);
+                            }
+                            r.answer(Err(LedgerError::Closed));
+                        }
+                    }
+                }
+                return report;
             }
         }
     }

@@ -37,7 +37,8 @@ use rtc_engine::domain::{Cdr, Money, PartnerId, Reservation};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
 use rtc_engine::reason::Reason;
-use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest, ServiceSink};
+use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink};
+use rtc_engine::services::ResultSink;
 use rtc_engine::services::wire::Operation;
 use rtc_engine::settings::RtcConfig;
 use serde::Deserialize;
@@ -124,7 +125,30 @@ struct Shared {
     counters: [Counters; 6],
     /// Idempotency keys of the settlements applied, so that a repeat is answered without applying it twice.
     applied: Mutex<HashSet<String>>,
+    /// Requests waiting for the ledger's answer (reservations, extensions), by call.
+    waiting: Arc<Waiting>,
 }
+
+/// The local backends answer balance requests once the ledger has them on disk, on the ledger's thread: each
+/// waiting handler is told here.
+#[derive(Default)]
+struct Waiting(Mutex<std::collections::HashMap<CallId, oneshot::Sender<ServiceResult>>>);
+
+impl ResultSink for Waiting {
+    fn deliver(&self, result: ServiceResult) {
+        let waiter = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&result.call);
+        if let Some(tx) = waiter {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// How long a request waits for the ledger's answer.
+const LEDGER_WAIT: Duration = Duration::from_secs(10);
 
 fn index(kind: ServiceKind) -> usize {
     ServiceKind::ALL
@@ -162,16 +186,20 @@ impl Loopback {
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
             .map_err(LoopbackError::Listen)?;
         let addr = listener.local_addr().map_err(LoopbackError::Listen)?;
+        let waiting = Arc::new(Waiting::default());
+        local.answer_to(waiting.clone());
         let shared = Arc::new(Shared {
             local: Mutex::new(local),
             faults: Mutex::new([Fault::default(); 6]),
             counters: Default::default(),
             applied: Mutex::new(HashSet::new()),
+            waiting,
         });
         let app = Router::new()
             .route("/partner", axum::routing::post(partner))
             .route("/auth", axum::routing::post(auth))
             .route("/balance/reserve", axum::routing::post(reserve))
+            .route("/balance/extend", axum::routing::post(extend))
             .route("/balance/commit", axum::routing::post(commit))
             .route("/balance/release", axum::routing::post(release))
             .route("/rating", axum::routing::post(rating))
@@ -288,6 +316,10 @@ async fn reserve(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
     handle(&s, Operation::Reserve, &headers, &body).await
 }
 
+async fn extend(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&s, Operation::Extend, &headers, &body).await
+}
+
 async fn commit(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&s, Operation::Commit, &headers, &body).await
 }
@@ -368,11 +400,43 @@ async fn handle(shared: &Shared, op: Operation, headers: &HeaderMap, body: &[u8]
         ServiceRequest::Rate { destination, .. } => destination.clone(),
         _ => CompactString::default(),
     };
+    let call = request.call();
+    let answered_later = matches!(
+        request,
+        ServiceRequest::ReserveBalance { .. } | ServiceRequest::ExtendBalance { .. }
+    );
+    let (tx, rx) = oneshot::channel();
+    if answered_later {
+        shared
+            .waiting
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call, tx);
+    }
     let result = shared
         .local
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .submit(request);
+    let result = match result {
+        None if answered_later => match tokio::time::timeout(LEDGER_WAIT, rx).await {
+            Ok(Ok(result)) => Some(result),
+            _ => {
+                shared
+                    .waiting
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&call);
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the ledger did not answer in time",
+                );
+            }
+        },
+        other => other,
+    };
     match result {
         None => json_answer(StatusCode::OK, json!({ "ok": true })),
         Some(result) => match encode_answer(&destination, result.outcome) {
@@ -408,7 +472,25 @@ struct ReserveRequest {
     call_id: String,
     partner_id: PartnerId,
     amount: String,
+    /// Optional in the contract: the reservation's life (default an hour).
+    #[serde(default)]
+    expires_in_s: Option<u64>,
 }
+
+#[derive(Deserialize)]
+struct ExtendRequest {
+    call_id: String,
+    partner_id: PartnerId,
+    reservation_id: u64,
+    debit: String,
+    unit: String,
+    paid_s: u32,
+    #[serde(default)]
+    expires_in_s: Option<u64>,
+}
+
+/// A reservation's life when the request does not say.
+const DEFAULT_TTL_S: u64 = 3600;
 
 #[derive(Deserialize)]
 struct CommitRequest {
@@ -490,6 +572,25 @@ pub fn decode_request(op: Operation, body: &[u8]) -> Result<ServiceRequest, Stri
                 call: call_id(&r.call_id)?,
                 partner: r.partner_id,
                 amount: money("amount", &r.amount)?,
+                context: Box::default(),
+                ttl: Duration::from_secs(r.expires_in_s.unwrap_or(DEFAULT_TTL_S)),
+            }
+        }
+        Operation::Extend => {
+            let r: ExtendRequest = serde_json::from_slice(body).map_err(bad)?;
+            ServiceRequest::ExtendBalance {
+                call: call_id(&r.call_id)?,
+                partner: r.partner_id,
+                // The ledger knows what it holds; the amount here is not read back.
+                reservation: Reservation {
+                    id: r.reservation_id,
+                    amount: Money::ZERO,
+                },
+                debit: money("debit", &r.debit)?,
+                unit: money("unit", &r.unit)?,
+                paid_s: r.paid_s,
+                context: Box::default(),
+                ttl: Duration::from_secs(r.expires_in_s.unwrap_or(DEFAULT_TTL_S)),
             }
         }
         Operation::Commit => {
@@ -584,16 +685,24 @@ pub fn encode_answer(destination: &str, outcome: Outcome) -> Option<Value> {
                 "id": p.id,
                 "name": p.name.as_str(),
                 "max_concurrent": p.max_concurrent,
-                "max_cps": p.max_cps
+                "max_cps": p.max_cps,
+                "max_call_cost": p.max_call_cost.map(|m| m.to_string()),
             }
         }),
         Outcome::PartnerUnknown => json!({ "partner": null }),
         Outcome::AuthOk => json!({ "allowed": true }),
         Outcome::AuthDenied => json!({ "allowed": false, "reason": "denied by the partner table" }),
-        Outcome::BalanceReserved(r) => json!({
-            "reserved": true, "reservation_id": r.id, "amount": r.amount.to_string()
+        Outcome::BalanceReserved {
+            reservation: r,
+            available,
+        } => json!({
+            "reserved": true, "reservation_id": r.id, "amount": r.amount.to_string(),
+            "available": available.map(|a| a.to_string()),
         }),
-        Outcome::BalanceInsufficient => json!({ "reserved": false }),
+        Outcome::BalanceExtended { granted, available } => json!({
+            "extended": true, "granted": granted.to_string(), "available": available.map(|a| a.to_string()),
+        }),
+        Outcome::BalanceInsufficient => json!({ "reserved": false, "extended": false }),
         Outcome::RateFound(rate) => {
             let digits = destination.strip_prefix('+').unwrap_or(destination);
             let prefix: String = digits.chars().take(usize::from(rate.prefix_len)).collect();
@@ -602,6 +711,7 @@ pub fn encode_answer(destination: &str, outcome: Outcome) -> Option<Value> {
                 "increment": rate.increment_s,
                 "minimum": rate.minimum_s,
                 "prefix": prefix,
+                "connect_fee": rate.connect_fee.to_string(),
             }})
         }
         Outcome::RateNone => json!({ "rate": null }),

@@ -10,6 +10,7 @@ use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::host::Host;
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
+use rtc_engine::rtc_ledger::{Answer, Op};
 use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest};
 use rtc_engine::services::stats::Event;
 use rtc_engine::services::wire::{self, Operation};
@@ -48,6 +49,8 @@ fn every_request_the_engine_encodes_decodes_to_itself() {
             call: id(3),
             partner: 3,
             amount: Money(1_000_000),
+            context: Box::default(),
+            ttl: Duration::from_secs(600),
         },
         ServiceRequest::CommitBalance {
             call: id(4),
@@ -119,6 +122,7 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
                 name: "acme".into(),
                 max_concurrent: 200,
                 max_cps: 0,
+                max_call_cost: None,
             }),
         ),
         (Operation::IdentifyPartner, Outcome::PartnerUnknown),
@@ -126,16 +130,20 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
         (Operation::Authenticate, Outcome::AuthDenied),
         (
             Operation::Reserve,
-            Outcome::BalanceReserved(Reservation {
-                id: 9,
-                amount: Money(1_000_000),
-            }),
+            Outcome::BalanceReserved {
+                available: None,
+                reservation: Reservation {
+                    id: 9,
+                    amount: Money(1_000_000),
+                },
+            },
         ),
         (Operation::Reserve, Outcome::BalanceInsufficient),
         (
             Operation::Rate,
             Outcome::RateFound(Rate {
                 per_minute: Money(12_000),
+                connect_fee: Money::ZERO,
                 increment_s: 6,
                 minimum_s: 0,
                 prefix_len: 4,
@@ -269,7 +277,16 @@ fn a_host_decides_calls_over_loopback_http_and_rides_out_a_partner_outage() {
     assert_eq!((drain.spooled, drain.lost), (0, 0), "{drain:?}");
     let cdrs = loopback.counts(ServiceKind::Cdr).requests;
     assert_eq!(cdrs, 9, "one CDR per call");
-    let open = loopback.with_local(|l| l.ledger().open_reservations());
+    let open = loopback.with_local(|l| {
+        match l
+            .ledger()
+            .call(Op::Accounts, "test", Duration::from_secs(10))
+            .unwrap()
+        {
+            Answer::Accounts(accounts) => accounts.iter().map(|a| a.open_reservations).sum::<u64>(),
+            other => panic!("{other:?}"),
+        }
+    });
     assert_eq!(open, 0, "every reservation was released");
     loopback.stop();
 }

@@ -853,6 +853,7 @@ fn kind_of(cmd: &CallCommand) -> &'static str {
         CallCommand::SetVariables { .. } => "set variables",
         CallCommand::Bridge { .. } => "bridge",
         CallCommand::Hangup { .. } => "hangup",
+        CallCommand::LowBalance(_) => "low balance warning",
     }
 }
 

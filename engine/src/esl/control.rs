@@ -27,7 +27,7 @@ use crossbeam_channel::Sender;
 
 use super::client::{ClientCounters, Outgoing};
 use super::intake::BRIDGE_END_SUBCLASS;
-use crate::control::{CallCommand, CallControl};
+use crate::control::{CallCommand, CallControl, LowBalance};
 use crate::id::CallId;
 
 /// What answer a command gets from FreeSWITCH.
@@ -179,6 +179,40 @@ pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
                 bytes: format!("{line}\n\n").into_bytes(),
                 expect: Expect::BgApi,
             }])
+        }
+        CallCommand::LowBalance(warning) => {
+            let uuid = warning.call.encode(&mut ubuf).to_string();
+            let mut event = format!(
+                "sendevent CUSTOM\nEvent-Subclass: {}\n",
+                LowBalance::SUBCLASS
+            );
+            for (name, value) in warning.headers() {
+                if let Some(what) = unsafe_value(&value) {
+                    return Err(BadCommand::BadVariable {
+                        call: warning.call,
+                        name,
+                        what,
+                    });
+                }
+                let _ = writeln!(event, "{name}: {value}");
+            }
+            event.push('\n');
+            Ok(vec![
+                Wire {
+                    summary: format!("uuid_setvar {uuid} rtc_low_balance"),
+                    bytes: format!(
+                        "bgapi uuid_setvar {uuid} rtc_low_balance {}\n\n",
+                        warning.remaining_s
+                    )
+                    .into_bytes(),
+                    expect: Expect::BgApi,
+                },
+                Wire {
+                    summary: format!("sendevent {} for {uuid}", LowBalance::SUBCLASS),
+                    bytes: event.into_bytes(),
+                    expect: Expect::CommandReply,
+                },
+            ])
         }
         CallCommand::Hangup { call, cause } => {
             let uuid = call.encode(&mut ubuf);

@@ -5,8 +5,11 @@
 //! same addresses assumed and the same failovers synthesised. The engine runs on a manual clock moved to
 //! each event's `Event-Date-Timestamp` before the event is applied, so its timers (setup, park, duration)
 //! fire at the times they fired live. Its commands are recorded, not sent: the recording already holds
-//! FreeSWITCH's reaction to the live ones. Each event is applied before the clock moves again (a query
-//! after each event is the barrier), so a replay is deterministic.
+//! FreeSWITCH's reaction to the live ones. Each event is applied, and every service answer it asked for too,
+//! before the clock moves again (a query after each event is the barrier), so a replay is deterministic. Live,
+//! an answer from a service that answers later (the ledger's, an HTTP service's) may have come after the next
+//! event: a replayed trace can then differ from the live one in order (a park seen before or after the balance
+//! step) but not in the states the call went through, nor in how it ended.
 
 use std::io::Read;
 use std::time::Duration;
@@ -84,10 +87,23 @@ pub fn replay(
     })
     .map_err(|e| ReplayError::Engine(e.to_string()))?;
     let h = engine.handle();
+    // After each event: the engine has applied it, and every service answer it asked for (the ledger answers
+    // on its own thread) has come back and been applied too.
     let barrier = || -> Result<(), ReplayError> {
-        match h.query(Query::Calls { limit: 0 }, Duration::from_secs(30)) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(ReplayError::Engine(e.to_string())),
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match h.query(Query::Status, Duration::from_secs(30)) {
+                Ok(QueryReply::Status(s)) if s.pending_results == 0 => return Ok(()),
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok(_) => {
+                    return Err(ReplayError::Engine(
+                        "service answers still outstanding after 30 s".into(),
+                    ));
+                }
+                Err(e) => return Err(ReplayError::Engine(e.to_string())),
+            }
         }
     };
     let mut intake = Intake::new(

@@ -1,7 +1,8 @@
 //! Partners of the local backend (`partners.csv`): who may call, from which source addresses, with which
 //! limits and credentials.
 //!
-//! Columns: `name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes`. A partner is identified by the
+//! Columns: `name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes,credit_limit,max_call_cost` (the last
+//! four optional). A partner is identified by the
 //! call's source address: the most specific CIDR containing it wins; two partners claiming the very same
 //! network is a load error, a partner's range nested in another's is fine (the narrower one wins).
 
@@ -15,7 +16,7 @@ use ipnet::IpNet;
 
 use super::prefix::destination_digits;
 use super::table::{self, Column, LineProblem, LocalError, Row, optional, required};
-use crate::domain::{PartnerId, PartnerInfo};
+use crate::domain::{Money, PartnerId, PartnerInfo};
 
 const COLUMNS: &[Column] = &[
     required("name"),
@@ -24,6 +25,8 @@ const COLUMNS: &[Column] = &[
     required("max_cps"),
     optional("auth_users"),
     optional("allowed_prefixes"),
+    optional("credit_limit"),
+    optional("max_call_cost"),
 ];
 
 /// One partner as the file describes it.
@@ -43,6 +46,10 @@ pub struct Partner {
     pub auth_users: Vec<CompactString>,
     /// Destination prefixes the partner may call; empty allows any destination.
     pub allowed_prefixes: Vec<CompactString>,
+    /// How far below zero the partner's balance may go (0: prepaid).
+    pub credit_limit: Money,
+    /// Most one call may cost; `None`: no cap.
+    pub max_call_cost: Option<Money>,
     /// Line of the file it was read from, for messages.
     pub line: u64,
 }
@@ -64,6 +71,7 @@ impl Partner {
             name: self.name.clone(),
             max_concurrent: self.max_concurrent,
             max_cps: self.max_cps,
+            max_call_cost: self.max_call_cost,
         }
     }
 
@@ -283,6 +291,23 @@ impl Partners {
             }
             allowed_prefixes.push(CompactString::from(digits));
         }
+        let amount = |field: &'static str| -> Result<Option<Money>, LocalError> {
+            match row.get(field) {
+                "" => Ok(None),
+                text => Money::parse(text)
+                    .filter(|m| *m >= Money::ZERO)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        row.bad(
+                            field,
+                            text,
+                            "a decimal amount of at least 0 with at most 6 decimals, such as 50.00 (empty: none)",
+                        )
+                    }),
+            }
+        };
+        let credit_limit = amount("credit_limit")?.unwrap_or(Money::ZERO);
+        let max_call_cost = amount("max_call_cost")?;
         self.by_name.insert(CompactString::from(name), id);
         let slot = id as usize;
         if self.list.len() <= slot {
@@ -297,6 +322,8 @@ impl Partners {
             max_cps,
             auth_users,
             allowed_prefixes,
+            credit_limit,
+            max_call_cost,
             line: row.line,
         });
         Ok(())

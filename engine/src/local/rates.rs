@@ -1,7 +1,8 @@
 //! The rate deck of the local backend (`rates.csv`): price per destination prefix, per partner, with a
 //! default deck (partner `*`) used when the partner's own deck has no matching prefix.
 //!
-//! Columns: `partner,prefix,per_minute,increment,minimum`.
+//! Columns: `partner,prefix,per_minute,increment,minimum,connect_fee` (`connect_fee` optional: charged once when a
+//! call is answered).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use super::partners::Partners;
 use super::prefix::{PrefixMap, destination_digits, is_digits};
-use super::table::{self, Column, LineProblem, LocalError, required};
+use super::table::{self, Column, LineProblem, LocalError, optional, required};
 use crate::domain::{Money, PartnerId, Rate};
 
 const COLUMNS: &[Column] = &[
@@ -18,6 +19,7 @@ const COLUMNS: &[Column] = &[
     required("per_minute"),
     required("increment"),
     required("minimum"),
+    optional("connect_fee"),
 ];
 
 /// Prices per destination prefix: the partners' own decks and the default one.
@@ -71,6 +73,16 @@ impl RateDeck {
                 "a minimum billed duration in seconds from 0 to 65535",
                 |t| t.parse::<u16>().ok(),
             )?;
+            let connect_fee = match row.get("connect_fee") {
+                "" => Money::ZERO,
+                text => Money::parse(text).filter(|m| *m >= Money::ZERO).ok_or_else(|| {
+                    row.bad(
+                        "connect_fee",
+                        text,
+                        "a decimal amount of at least 0 with at most 6 decimals, such as 0.05 (empty: none)",
+                    )
+                })?,
+            };
             if let Some(&first_line) = lines.get(&(partner, prefix.to_owned())) {
                 return Err(row.error(LineProblem::Duplicate {
                     what: format!("prefix {prefix} for partner {:?}", row.get("partner")),
@@ -84,6 +96,7 @@ impl RateDeck {
             };
             let rate = Rate {
                 per_minute,
+                connect_fee,
                 increment_s: increment,
                 minimum_s: minimum,
                 prefix_len: prefix.len() as u8,

@@ -26,6 +26,12 @@ pub enum LocalError {
         line: u64,
         problem: LineProblem,
     },
+    /// The ledger would not open (it names its file and what is wrong).
+    #[error("ledger: {0}")]
+    Ledger(#[source] rtc_ledger::OpenError),
+    /// The ledger refused to open an account or import an opening balance.
+    #[error("ledger {ledger}: {problem}")]
+    LedgerRequest { ledger: String, problem: String },
 }
 
 impl LocalError {
@@ -33,7 +39,10 @@ impl LocalError {
     pub fn problem(&self) -> Option<&LineProblem> {
         match self {
             LocalError::Line { problem, .. } => Some(problem),
-            LocalError::Read { .. } | LocalError::Reload(_) => None,
+            LocalError::Read { .. }
+            | LocalError::Reload(_)
+            | LocalError::Ledger(_)
+            | LocalError::LedgerRequest { .. } => None,
         }
     }
 }

@@ -539,6 +539,33 @@ impl ServiceSink for AsyncServices {
         }
     }
 
+    fn attach(&mut self, engine: crate::engine::EngineHandle) {
+        if let Some(local) = self.local.as_mut() {
+            local.attach(engine);
+        }
+    }
+
+    /// A call's end: when both its settlement and its CDR go to the local backends (the ledger), they go
+    /// together, in one transaction; otherwise each goes its own way.
+    fn finish(&mut self, settlement: Option<ServiceRequest>, cdr: Box<crate::domain::Cdr>) {
+        let local = |kind| self.shared.service(kind).config.backend == Backend::Local;
+        if local(ServiceKind::Cdr)
+            && (settlement.is_none() || local(ServiceKind::Balance))
+            && let Some(backend) = self.local.as_mut()
+        {
+            if let Some(s) = &settlement {
+                self.shared.counters.count(s.kind(), Event::Local);
+            }
+            self.shared.counters.count(ServiceKind::Cdr, Event::Local);
+            backend.finish(settlement, cdr);
+            return;
+        }
+        if let Some(settlement) = settlement {
+            self.submit(settlement);
+        }
+        self.submit(ServiceRequest::WriteCdr(cdr));
+    }
+
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
         let kind = request.kind();
         let shared = &self.shared;

@@ -204,6 +204,13 @@ impl HttpClient {
             // The same settlement may arrive twice (retried after a lost answer, replayed from the spool):
             // the service keys on this to apply it once.
             request = request.header("Idempotency-Key", format!("{call}:{operation}"));
+        } else if operation == Operation::Extend {
+            // One debit per interval: the seconds paid for before it name the interval.
+            let paid = body
+                .get("paid_s")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            request = request.header("Idempotency-Key", format!("{call}:extend:{paid}"));
         }
         let mut response = request
             .send()

@@ -5,8 +5,8 @@
 //! among them is logged at warning level with its id and amount, because it was made and will not be used
 //! by this call: the balance service must let it expire (the local backend is reloaded at start anyway).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::ResultSink;
 use crate::engine::EngineHandle;
@@ -24,7 +24,7 @@ pub fn undelivered_results() -> u64 {
 fn undelivered(result: &ServiceResult, why: &str) {
     let n = UNDELIVERED.fetch_add(1, Ordering::Relaxed) + 1;
     match &result.outcome {
-        Outcome::BalanceReserved(r) => log::warn!(
+        Outcome::BalanceReserved { reservation: r, .. } => log::warn!(
             "call {}: reservation {} of {} arrived after {why}; it is not used by the call and must expire at the balance service",
             result.call,
             r.id,
@@ -56,8 +56,8 @@ impl ResultSink for EngineHandle {
 /// before [`LateResults::attach`] (none can, since requests come from the engine) are counted and dropped.
 #[derive(Default)]
 pub struct LateResults {
-    /// The engine, once started.
-    engine: OnceLock<EngineHandle>,
+    /// The engine (or, in tests and the loopback services, another sink), once attached.
+    sink: OnceLock<Arc<dyn ResultSink>>,
 }
 
 impl LateResults {
@@ -65,16 +65,21 @@ impl LateResults {
         LateResults::default()
     }
 
-    /// Sends answers to `engine` from now on. Only the first call has an effect.
+    /// Sends answers to `engine` from now on. Only the first attach has an effect.
     pub fn attach(&self, engine: EngineHandle) {
-        let _ = self.engine.set(engine);
+        self.attach_sink(Arc::new(engine));
+    }
+
+    /// Sends answers to `sink` from now on (tests, a host without an engine). Only the first attach has an effect.
+    pub fn attach_sink(&self, sink: Arc<dyn ResultSink>) {
+        let _ = self.sink.set(sink);
     }
 }
 
 impl ResultSink for LateResults {
     fn deliver(&self, result: ServiceResult) {
-        match self.engine.get() {
-            Some(engine) => ResultSink::deliver(engine, result),
+        match self.sink.get() {
+            Some(sink) => sink.deliver(result),
             None => undelivered(&result, "before the engine started"),
         }
     }
@@ -132,10 +137,13 @@ mod tests {
         );
         ResultSink::deliver(
             &late,
-            result(Outcome::BalanceReserved(Reservation {
-                id: 3,
-                amount: Money(1_000_000),
-            })),
+            result(Outcome::BalanceReserved {
+                reservation: Reservation {
+                    id: 3,
+                    amount: Money(1_000_000),
+                },
+                available: None,
+            }),
         );
         assert!(undelivered_results() >= before + 2);
     }

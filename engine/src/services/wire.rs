@@ -45,6 +45,7 @@ pub enum Operation {
     IdentifyPartner,
     Authenticate,
     Reserve,
+    Extend,
     Commit,
     Release,
     Rate,
@@ -58,6 +59,7 @@ impl Operation {
             ServiceRequest::IdentifyPartner { .. } => Operation::IdentifyPartner,
             ServiceRequest::Authenticate { .. } => Operation::Authenticate,
             ServiceRequest::ReserveBalance { .. } => Operation::Reserve,
+            ServiceRequest::ExtendBalance { .. } => Operation::Extend,
             ServiceRequest::CommitBalance { .. } => Operation::Commit,
             ServiceRequest::ReleaseBalance { .. } => Operation::Release,
             ServiceRequest::Rate { .. } => Operation::Rate,
@@ -70,17 +72,20 @@ impl Operation {
         match self {
             Operation::IdentifyPartner => ServiceKind::Partner,
             Operation::Authenticate => ServiceKind::Auth,
-            Operation::Reserve | Operation::Commit | Operation::Release => ServiceKind::Balance,
+            Operation::Reserve | Operation::Extend | Operation::Commit | Operation::Release => {
+                ServiceKind::Balance
+            }
             Operation::Rate => ServiceKind::Rating,
             Operation::Route => ServiceKind::Routing,
             Operation::Cdr => ServiceKind::Cdr,
         }
     }
 
-    /// Appended to the service's URL: the balance service has three operations, the others one.
+    /// Appended to the service's URL: the balance service has four operations, the others one.
     pub const fn path(self) -> &'static str {
         match self {
             Operation::Reserve => "/reserve",
+            Operation::Extend => "/extend",
             Operation::Commit => "/commit",
             Operation::Release => "/release",
             _ => "",
@@ -100,6 +105,7 @@ impl Operation {
             Operation::IdentifyPartner => "identify_partner",
             Operation::Authenticate => "authenticate",
             Operation::Reserve => "reserve",
+            Operation::Extend => "extend",
             Operation::Commit => "commit",
             Operation::Release => "release",
             Operation::Rate => "rate",
@@ -148,6 +154,21 @@ struct ReserveRequest {
     partner_id: PartnerId,
     #[serde(serialize_with = "money")]
     amount: Money,
+    /// The reservation should free itself this many seconds from now unless extended or settled.
+    expires_in_s: u64,
+}
+
+#[derive(Serialize)]
+struct ExtendRequest {
+    call_id: CallId,
+    partner_id: PartnerId,
+    reservation_id: u64,
+    #[serde(serialize_with = "money")]
+    debit: Money,
+    #[serde(serialize_with = "money")]
+    unit: Money,
+    paid_s: u32,
+    expires_in_s: u64,
 }
 
 #[derive(Serialize)]
@@ -250,10 +271,31 @@ pub fn encode(request: &ServiceRequest) -> serde_json::Value {
             call,
             partner,
             amount,
+            ttl,
+            ..
         } => serde_json::to_value(ReserveRequest {
             call_id: *call,
             partner_id: *partner,
             amount: *amount,
+            expires_in_s: ttl.as_secs(),
+        }),
+        ServiceRequest::ExtendBalance {
+            call,
+            partner,
+            reservation,
+            debit,
+            unit,
+            paid_s,
+            ttl,
+            ..
+        } => serde_json::to_value(ExtendRequest {
+            call_id: *call,
+            partner_id: *partner,
+            reservation_id: reservation.id,
+            debit: *debit,
+            unit: *unit,
+            paid_s: *paid_s,
+            expires_in_s: ttl.as_secs(),
         }),
         ServiceRequest::CommitBalance {
             call,
@@ -327,6 +369,21 @@ fn parse_money(field: &str, text: &str) -> Result<Money, Invalid> {
     Ok(m)
 }
 
+/// A money string that may be negative (what a partner can still reserve): at most `MAX_MONEY` either way.
+fn parse_signed_money(field: &str, text: &str) -> Result<Money, Invalid> {
+    let m = Money::parse(text).ok_or_else(|| {
+        invalid(format!(
+            "{field}: {text:?} is not a decimal amount with at most 6 decimals"
+        ))
+    })?;
+    if m.0.unsigned_abs() > MAX_MONEY.0.unsigned_abs() {
+        return Err(invalid(format!(
+            "{field}: {text} is outside -{MAX_MONEY}..={MAX_MONEY}"
+        )));
+    }
+    Ok(m)
+}
+
 /// A name or label: 1..=max bytes, no control characters.
 fn check_text(field: &str, text: &str, max: usize) -> Result<CompactString, Invalid> {
     if text.is_empty() || text.len() > max {
@@ -366,6 +423,9 @@ struct PartnerBody {
     /// Optional: services written before it existed keep working (0: no limit).
     #[serde(default)]
     max_cps: u32,
+    /// Optional: most one call may cost (null or absent: no cap).
+    #[serde(default)]
+    max_call_cost: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +443,18 @@ struct ReserveAnswer {
     reservation_id: Option<u64>,
     #[serde(default)]
     amount: Option<String>,
+    /// Optional: what the partner can still reserve afterwards (for `rtc_max_duration`).
+    #[serde(default)]
+    available: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ExtendAnswer {
+    extended: bool,
+    #[serde(default)]
+    granted: Option<String>,
+    #[serde(default)]
+    available: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +469,9 @@ struct RateBody {
     increment: u16,
     minimum: u16,
     prefix: String,
+    /// Optional: charged once when the call is answered.
+    #[serde(default)]
+    connect_fee: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +499,11 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                     name: check_text("partner.name", &p.name, MAX_NAME_LEN)?,
                     max_concurrent: p.max_concurrent,
                     max_cps: p.max_cps,
+                    max_call_cost: p
+                        .max_call_cost
+                        .as_deref()
+                        .map(|m| parse_money("partner.max_call_cost", m))
+                        .transpose()?,
                 }),
             }
         }
@@ -458,7 +538,32 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                         "amount: a reservation must be above zero (answer reserved:false instead)",
                     ));
                 }
-                Outcome::BalanceReserved(Reservation { id, amount })
+                let available = answer
+                    .available
+                    .as_deref()
+                    .map(|a| parse_signed_money("available", a))
+                    .transpose()?;
+                Outcome::BalanceReserved {
+                    reservation: Reservation { id, amount },
+                    available,
+                }
+            }
+        }
+        Operation::Extend => {
+            let answer: ExtendAnswer = serde_json::from_slice(body)?;
+            if !answer.extended {
+                Outcome::BalanceInsufficient
+            } else {
+                let text = answer
+                    .granted
+                    .ok_or_else(|| invalid("granted: required when extended is true"))?;
+                let granted = parse_money("granted", &text)?;
+                let available = answer
+                    .available
+                    .as_deref()
+                    .map(|a| parse_signed_money("available", a))
+                    .transpose()?;
+                Outcome::BalanceExtended { granted, available }
             }
         }
         Operation::Rate => {
@@ -516,8 +621,13 @@ fn check_rate(r: RateBody) -> Result<Rate, Invalid> {
             truncate(&r.prefix, 40)
         )));
     }
+    let connect_fee = match r.connect_fee.as_deref() {
+        Some(fee) => parse_money("rate.connect_fee", fee)?,
+        None => Money::ZERO,
+    };
     Ok(Rate {
         per_minute,
+        connect_fee,
         increment_s: r.increment,
         minimum_s: r.minimum,
         // At most MAX_PREFIX_LEN (32) bytes: fits.
@@ -631,7 +741,21 @@ mod tests {
                 id: 7,
                 name: "acme".into(),
                 max_concurrent: 30,
-                max_cps: 0
+                max_cps: 0,
+                max_call_cost: None,
+            })
+        );
+        assert_eq!(
+            ok(
+                Operation::IdentifyPartner,
+                r#"{"partner":{"id":7,"name":"acme","max_concurrent":0,"max_call_cost":"25.00"}}"#
+            ),
+            Outcome::PartnerFound(PartnerInfo {
+                id: 7,
+                name: "acme".into(),
+                max_concurrent: 0,
+                max_cps: 0,
+                max_call_cost: Some(Money(25_000_000)),
             })
         );
         assert_eq!(
@@ -682,10 +806,26 @@ mod tests {
                 Operation::Reserve,
                 r#"{"reserved":true,"reservation_id":12,"amount":"1.5"}"#
             ),
-            Outcome::BalanceReserved(Reservation {
-                id: 12,
-                amount: Money(1_500_000)
-            })
+            Outcome::BalanceReserved {
+                reservation: Reservation {
+                    id: 12,
+                    amount: Money(1_500_000)
+                },
+                available: None,
+            }
+        );
+        assert_eq!(
+            ok(
+                Operation::Reserve,
+                r#"{"reserved":true,"reservation_id":12,"amount":"1.5","available":"-2.25"}"#
+            ),
+            Outcome::BalanceReserved {
+                reservation: Reservation {
+                    id: 12,
+                    amount: Money(1_500_000)
+                },
+                available: Some(Money(-2_250_000)),
+            }
         );
         assert_eq!(
             ok(Operation::Reserve, r#"{"reserved":false}"#),
@@ -709,6 +849,54 @@ mod tests {
     }
 
     #[test]
+    fn extend_answers() {
+        assert_eq!(
+            ok(
+                Operation::Extend,
+                r#"{"extended":true,"granted":"0.120000","available":"10"}"#
+            ),
+            Outcome::BalanceExtended {
+                granted: Money(120_000),
+                available: Some(Money(10_000_000))
+            }
+        );
+        assert_eq!(
+            ok(Operation::Extend, r#"{"extended":false}"#),
+            Outcome::BalanceInsufficient
+        );
+        for body in [
+            r#"{"extended":true}"#,
+            r#"{"extended":true,"granted":"-1"}"#,
+            r#"{"extended":true,"granted":0.12}"#,
+            r#"{"granted":"1"}"#,
+        ] {
+            assert!(
+                decode(Operation::Extend, call(), body.as_bytes()).is_err(),
+                "{body}"
+            );
+        }
+        let body = encode(&ServiceRequest::ExtendBalance {
+            call: call(),
+            partner: 4,
+            reservation: Reservation {
+                id: 99,
+                amount: Money(1_000_000),
+            },
+            debit: Money(720_000),
+            unit: Money(1_200),
+            paid_s: 60,
+            context: Box::default(),
+            ttl: std::time::Duration::from_secs(180),
+        });
+        assert_eq!(
+            body,
+            serde_json::json!({"call_id": "00000000-0000-0000-0000-000000000abc", "partner_id": 4,
+                "reservation_id": 99, "debit": "0.720000", "unit": "0.001200", "paid_s": 60,
+                "expires_in_s": 180})
+        );
+    }
+
+    #[test]
     fn rate_answers() {
         assert_eq!(
             ok(
@@ -717,6 +905,7 @@ mod tests {
             ),
             Outcome::RateFound(Rate {
                 per_minute: Money(12_000),
+                connect_fee: Money::ZERO,
                 increment_s: 6,
                 minimum_s: 0,
                 prefix_len: 4

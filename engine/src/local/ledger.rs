@@ -1,0 +1,408 @@
+//! The local balance and CDR service: the engine's balance requests and CDRs, carried out by the durable ledger
+//! ([`rtc_ledger`]) on its own writer thread.
+//!
+//! Nothing here waits: a request becomes a ledger [`Request`] whose answer, once the ledger has made it durable,
+//! goes back to the engine as a [`ServiceResult`] (through the engine handle given at start, see
+//! [`ServiceSink::attach`]). A call's end — its settlement and its CDR — is one request, so that they are written in
+//! one transaction: a crash never keeps a charge without its record or the other way round.
+//!
+//! [`ServiceSink::attach`]: crate::service::ServiceSink::attach
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rtc_ledger::{
+    AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, LedgerError, LedgerHandle,
+    Location, Op, OpenError, Request, ReservationId,
+};
+
+use crate::cause::HangupCause;
+use crate::domain::{Cdr, Money, Reservation};
+use crate::id::CallId;
+use crate::reason::Reason;
+use crate::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
+use crate::services::{LateResults, ResultSink};
+
+/// Where the local ledger lives, as the configuration says (`<local><param name="ledger">`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerPlace {
+    /// Not set: the host's default (the module: `rtc_core.db` in FreeSWITCH's db directory; `rtc-core esl`:
+    /// `rtc_core.db` in its working directory; tests and the simulator: in memory).
+    HostDefault,
+    /// A file; a relative path is under the host's directory for the ledger.
+    File(PathBuf),
+    /// `:memory:`: nothing on disk, every balance lost at exit (trials and tests only).
+    Memory,
+}
+
+impl LedgerPlace {
+    /// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger.
+    pub fn resolve(&self, dir: Option<&Path>) -> Location {
+        match (self, dir) {
+            (LedgerPlace::Memory, _) | (LedgerPlace::HostDefault, None) => Location::Memory,
+            (LedgerPlace::HostDefault, Some(dir)) => Location::File(dir.join(DEFAULT_FILE)),
+            (LedgerPlace::File(path), Some(dir)) => Location::File(dir.join(path)),
+            (LedgerPlace::File(path), None) => Location::File(path.clone()),
+        }
+    }
+}
+
+/// The ledger file's name in the host's directory.
+pub const DEFAULT_FILE: &str = "rtc_core.db";
+
+/// How long the engine's balance requests may wait for the ledger writer before they are answered with a
+/// timeout instead (the balance service's own timeout, as for an HTTP service).
+pub const DEFAULT_BOUND: Duration = Duration::from_secs(2);
+
+/// Counted on the ledger's thread, read anywhere.
+#[derive(Debug, Default)]
+pub struct MoneyCounters {
+    /// Requests the ledger refused or could not carry out (each logged).
+    pub errors: AtomicU64,
+    /// Commits whose cost exceeded what was held (charged anyway).
+    pub overruns: AtomicU64,
+}
+
+/// The engine's balance and CDR requests, carried out by the ledger.
+pub struct LedgerBackend {
+    /// The ledger (its writer closes when this is dropped, after what is queued).
+    ledger: Ledger,
+    /// Where answers go: the engine, once attached.
+    results: Arc<LateResults>,
+    /// Errors and overruns.
+    counters: Arc<MoneyCounters>,
+    /// Bound on a reservation's or extension's wait for the writer.
+    bound: Duration,
+}
+
+impl std::fmt::Debug for LedgerBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerBackend")
+            .field("ledger", &self.ledger.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerBackend {
+    /// Opens the ledger at `location` (settling what a dead process left open).
+    pub fn open(location: Location) -> Result<LedgerBackend, OpenError> {
+        let ledger = Ledger::open(LedgerConfig::new(location))?;
+        Ok(LedgerBackend {
+            ledger,
+            results: Arc::new(LateResults::new()),
+            counters: Arc::default(),
+            bound: DEFAULT_BOUND,
+        })
+    }
+
+    /// The ledger, for operators' requests (balances, top-ups) and tests.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// A handle to the ledger usable from any thread.
+    pub fn handle(&self) -> LedgerHandle {
+        self.ledger.handle()
+    }
+
+    /// Errors and overruns so far.
+    pub fn counters(&self) -> &MoneyCounters {
+        &self.counters
+    }
+
+    /// Sends answers to `engine` from now on.
+    pub fn attach(&self, engine: crate::engine::EngineHandle) {
+        self.results.attach(engine);
+    }
+
+    /// Sends answers to `sink` from now on (tests; hosts attach the engine).
+    pub fn answer_to(&self, sink: Arc<dyn ResultSink>) {
+        self.results.attach_sink(sink);
+    }
+
+    /// The balance service's timeout: how long a reservation may wait for the writer.
+    pub fn set_bound(&mut self, bound: Duration) {
+        self.bound = bound;
+    }
+
+    /// Holds `amount` of `account`'s money for a call; the answer goes to the engine.
+    pub fn reserve(
+        &self,
+        call: CallId,
+        account: &str,
+        amount: Money,
+        context: &CallContext,
+        ttl: Duration,
+    ) {
+        let op = Op::Reserve {
+            account: AccountRef::Name(account.to_string()),
+            amount,
+            call: call.to_string(),
+            info: call_info(context),
+            ttl,
+        };
+        self.ask(call, op);
+    }
+
+    /// Debits a talking call's next interval; the answer goes to the engine.
+    pub fn extend(
+        &self,
+        call: CallId,
+        reservation: Reservation,
+        debit: Money,
+        unit: Money,
+        context: &CallContext,
+        ttl: Duration,
+    ) {
+        let op = Op::Extend {
+            reservation: ReservationId(reservation.id),
+            debit,
+            unit,
+            ttl,
+            info: Some(call_info(context)),
+        };
+        self.ask(call, op);
+    }
+
+    fn ask(&self, call: CallId, op: Op) {
+        let results = self.results.clone();
+        let counters = self.counters.clone();
+        let what = op.name();
+        let reply = move |answer: Result<Answer, LedgerError>| {
+            let outcome = match answer {
+                Ok(Answer::Reserved {
+                    reservation,
+                    amount,
+                    available,
+                }) => Outcome::BalanceReserved {
+                    reservation: Reservation {
+                        id: reservation.0,
+                        amount,
+                    },
+                    available: Some(available),
+                },
+                Ok(Answer::Insufficient { .. }) => Outcome::BalanceInsufficient,
+                Ok(Answer::Extended {
+                    granted, available, ..
+                }) => Outcome::BalanceExtended {
+                    granted,
+                    available: Some(available),
+                },
+                Ok(other) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("call {call}: the ledger answered {what} with {other:?}");
+                    Outcome::Failed(ServiceKind::Balance, ServiceFailure::Error)
+                }
+                Err(e @ (LedgerError::Expired(_) | LedgerError::Timeout(_))) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("call {call}: ledger {what}: {e}");
+                    Outcome::Failed(ServiceKind::Balance, ServiceFailure::Timeout)
+                }
+                Err(e) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("call {call}: ledger {what} failed: {e}");
+                    Outcome::Failed(ServiceKind::Balance, ServiceFailure::Error)
+                }
+            };
+            results.deliver(ServiceResult { call, outcome });
+        };
+        self.ledger
+            .submit(Request::new(op, "engine", Some(Box::new(reply))).within(self.bound));
+    }
+
+    /// Settles a reservation (`cost`: commit; `None`: release), with the call's CDR when it has ended, in one
+    /// transaction. Nothing is answered to the engine; refusals are logged and counted.
+    pub fn settle(
+        &self,
+        call: CallId,
+        account: Option<&str>,
+        reservation: Reservation,
+        cost: Option<Money>,
+        cdr: Option<CdrRecord>,
+    ) {
+        let id = ReservationId(reservation.id);
+        let account = account.map(|a| AccountRef::Name(a.to_string()));
+        let cdr = cdr.map(Box::new);
+        let op = match cost {
+            Some(cost) => Op::Commit {
+                reservation: id,
+                account,
+                cost,
+                cdr,
+            },
+            None => Op::Release {
+                reservation: id,
+                account,
+                cdr,
+            },
+        };
+        let counters = self.counters.clone();
+        let what = op.name();
+        let reply = move |answer: Result<Answer, LedgerError>| match answer {
+            Ok(Answer::Settled(s)) if s.excess > Money::ZERO => {
+                counters.overruns.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "call {call}: cost {} exceeded reservation {} by {}; the partner's balance is now {}",
+                    s.charged,
+                    id,
+                    s.excess,
+                    s.balance
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("call {call}: ledger {what} of reservation {id}: {e}");
+            }
+        };
+        self.ledger
+            .submit(Request::new(op, "engine", Some(Box::new(reply))));
+    }
+
+    /// Stores a CDR (a call that held no reservation).
+    pub fn store_cdr(&self, cdr: CdrRecord) {
+        let counters = self.counters.clone();
+        let uuid = cdr.uuid.clone();
+        let reply = move |answer: Result<Answer, LedgerError>| {
+            if let Err(e) = answer {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("call {uuid}: CDR not stored in the ledger: {e}");
+            }
+        };
+        self.ledger.submit(Request::new(
+            Op::Cdr(Box::new(cdr)),
+            "engine",
+            Some(Box::new(reply)),
+        ));
+    }
+}
+
+/// What the ledger keeps of a call, from what the engine knows.
+fn call_info(context: &CallContext) -> CallInfo {
+    CallInfo {
+        caller: context.caller.to_string(),
+        destination: context.destination.to_string(),
+        source_ip: context.source_ip.map(|ip| ip.to_string()),
+        started_at_us: context.started_at_us,
+        answered_at_us: (context.answered_at_us != 0).then_some(context.answered_at_us),
+        rate_per_minute: context.rate.map(|r| r.per_minute),
+        carrier: context.carrier.as_ref().map(|c| c.to_string()),
+        paid_s: u64::from(context.paid_s),
+    }
+}
+
+/// The engine's CDR as the ledger stores it (the same JSON).
+pub fn record_of(cdr: &Cdr) -> CdrRecord {
+    CdrRecord {
+        uuid: cdr.uuid.to_string(),
+        caller: cdr.caller.to_string(),
+        destination: cdr.destination.to_string(),
+        source_ip: cdr.source_ip.map(|ip| ip.to_string()),
+        partner: cdr.partner.as_ref().map(|p| p.to_string()),
+        final_state: cdr.final_state.to_string(),
+        reason: cdr.reason.map(str::to_string),
+        hangup_cause: cdr.hangup_cause.to_string(),
+        carrier: cdr.carrier.as_ref().map(|c| c.to_string()),
+        rate_per_minute: cdr.rate_per_minute,
+        setup_us: cdr.setup_us,
+        talk_s: cdr.talk_s,
+        billed_s: cdr.billed_s,
+        cost: cdr.cost,
+        started_at_us: cdr.started_at_us,
+        ended_at_us: cdr.ended_at_us,
+    }
+}
+
+/// A stored CDR as the engine's (for the exports: `cdr-file`, the HTTP CDR service). `None` for a record whose
+/// uuid, state or reason this version does not know.
+pub fn cdr_of(record: &CdrRecord) -> Option<Cdr> {
+    const STATES: [&str; 3] = ["COMPLETED", "REJECTED", "FAILED"];
+    let final_state = STATES.into_iter().find(|s| *s == record.final_state)?;
+    let reason = match record.reason.as_deref() {
+        None => None,
+        Some(RECOVERED) => Some(RECOVERED),
+        Some(name) => Some(Reason::from_name(name)?.name()),
+    };
+    Some(Cdr {
+        uuid: CallId::parse(&record.uuid).ok()?,
+        caller: record.caller.as_str().into(),
+        destination: record.destination.as_str().into(),
+        source_ip: record.source_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        partner: record.partner.as_deref().map(Into::into),
+        final_state,
+        reason,
+        hangup_cause: HangupCause::parse(&record.hangup_cause)
+            .unwrap_or(HangupCause::NORMAL_UNSPECIFIED),
+        carrier: record.carrier.as_deref().map(Into::into),
+        rate_per_minute: record.rate_per_minute,
+        setup_us: record.setup_us,
+        talk_s: record.talk_s,
+        billed_s: record.billed_s,
+        cost: record.cost,
+        started_at_us: record.started_at_us,
+        ended_at_us: record.ended_at_us,
+    })
+}
+
+/// The reason of a CDR written for a call settled after the process that ran it stopped.
+pub const RECOVERED: &str = "recovered";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_resolve_against_the_hosts_directory() {
+        let dir = Path::new("/var/lib/freeswitch/db");
+        assert_eq!(
+            LedgerPlace::HostDefault.resolve(Some(dir)),
+            Location::File(dir.join("rtc_core.db"))
+        );
+        assert_eq!(LedgerPlace::HostDefault.resolve(None), Location::Memory);
+        assert_eq!(
+            LedgerPlace::File("billing/ledger.db".into()).resolve(Some(dir)),
+            Location::File(dir.join("billing/ledger.db"))
+        );
+        assert_eq!(
+            LedgerPlace::File("/srv/ledger.db".into()).resolve(Some(dir)),
+            Location::File("/srv/ledger.db".into())
+        );
+        assert_eq!(LedgerPlace::Memory.resolve(Some(dir)), Location::Memory);
+    }
+
+    #[test]
+    fn cdrs_round_trip_through_the_ledgers_record() {
+        let cdr = Cdr {
+            uuid: CallId::from_u128(7),
+            caller: "1000".into(),
+            destination: "4930123".into(),
+            source_ip: "192.0.2.10".parse().ok(),
+            partner: Some("acme".into()),
+            final_state: "COMPLETED",
+            reason: Some("max_duration"),
+            hangup_cause: HangupCause::ALLOTTED_TIMEOUT,
+            carrier: Some("carrier_a".into()),
+            rate_per_minute: Some(Money(25_000)),
+            setup_us: Some(800),
+            talk_s: 12,
+            billed_s: 60,
+            cost: Money(25_000),
+            started_at_us: 1,
+            ended_at_us: 2,
+        };
+        let record = record_of(&cdr);
+        assert_eq!(
+            serde_json::to_value(&record).unwrap(),
+            serde_json::to_value(&cdr).unwrap(),
+            "the ledger stores the engine's CDR as the engine writes it"
+        );
+        assert_eq!(cdr_of(&record), Some(cdr));
+        let mut recovered = record;
+        recovered.reason = Some("recovered".into());
+        assert_eq!(cdr_of(&recovered).unwrap().reason, Some(RECOVERED));
+        recovered.reason = Some("made-up".into());
+        assert_eq!(cdr_of(&recovered), None);
+    }
+}
