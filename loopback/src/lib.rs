@@ -482,6 +482,7 @@ struct ExtendRequest {
     call_id: String,
     partner_id: PartnerId,
     reservation_id: u64,
+    reserved: String,
     debit: String,
     unit: String,
     paid_s: u32,
@@ -581,10 +582,9 @@ pub fn decode_request(op: Operation, body: &[u8]) -> Result<ServiceRequest, Stri
             ServiceRequest::ExtendBalance {
                 call: call_id(&r.call_id)?,
                 partner: r.partner_id,
-                // The ledger knows what it holds; the amount here is not read back.
                 reservation: Reservation {
                     id: r.reservation_id,
-                    amount: Money::ZERO,
+                    amount: money("reserved", &r.reserved)?,
                 },
                 debit: money("debit", &r.debit)?,
                 unit: money("unit", &r.unit)?,

@@ -63,6 +63,16 @@ fn every_request_the_engine_encodes_decodes_to_itself() {
             partner: 3,
             reservation,
         },
+        ServiceRequest::ExtendBalance {
+            call: id(9),
+            partner: 3,
+            reservation,
+            debit: Money(12_000),
+            unit: Money(1_200),
+            paid_s: 60,
+            context: Box::default(),
+            ttl: Duration::from_secs(180),
+        },
         ServiceRequest::Rate {
             call: id(6),
             partner: 0,
@@ -139,6 +149,44 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
             },
         ),
         (Operation::Reserve, Outcome::BalanceInsufficient),
+        (
+            Operation::IdentifyPartner,
+            Outcome::PartnerFound(PartnerInfo {
+                id: 5,
+                name: "capped".into(),
+                max_concurrent: 0,
+                max_cps: 3,
+                max_call_cost: Some(Money(25_000_000)),
+            }),
+        ),
+        (
+            Operation::Reserve,
+            Outcome::BalanceReserved {
+                available: Some(Money(-2_500_000)),
+                reservation: Reservation {
+                    id: 10,
+                    amount: Money(1_000_000),
+                },
+            },
+        ),
+        (
+            Operation::Extend,
+            Outcome::BalanceExtended {
+                granted: Money(7_200),
+                available: Some(Money(0)),
+            },
+        ),
+        (Operation::Extend, Outcome::BalanceInsufficient),
+        (
+            Operation::Rate,
+            Outcome::RateFound(Rate {
+                per_minute: Money(25_000),
+                connect_fee: Money(50_000),
+                increment_s: 60,
+                minimum_s: 60,
+                prefix_len: 2,
+            }),
+        ),
         (
             Operation::Rate,
             Outcome::RateFound(Rate {

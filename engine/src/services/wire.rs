@@ -163,6 +163,9 @@ struct ExtendRequest {
     call_id: CallId,
     partner_id: PartnerId,
     reservation_id: u64,
+    /// The amount first reserved, as in a commit.
+    #[serde(serialize_with = "money")]
+    reserved: Money,
     #[serde(serialize_with = "money")]
     debit: Money,
     #[serde(serialize_with = "money")]
@@ -292,6 +295,7 @@ pub fn encode(request: &ServiceRequest) -> serde_json::Value {
             call_id: *call,
             partner_id: *partner,
             reservation_id: reservation.id,
+            reserved: reservation.amount,
             debit: *debit,
             unit: *unit,
             paid_s: *paid_s,
@@ -891,7 +895,7 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"call_id": "00000000-0000-0000-0000-000000000abc", "partner_id": 4,
-                "reservation_id": 99, "debit": "0.720000", "unit": "0.001200", "paid_s": 60,
+                "reservation_id": 99, "reserved": "1.000000", "debit": "0.720000", "unit": "0.001200", "paid_s": 60,
                 "expires_in_s": 180})
         );
     }
