@@ -153,3 +153,62 @@ pub struct Cdr {
     pub started_at_us: u64,
     pub ended_at_us: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(per_minute: i64, fee: i64, increment_s: u16, minimum_s: u16) -> Rate {
+        Rate {
+            per_minute: Money(per_minute),
+            connect_fee: Money(fee),
+            increment_s,
+            minimum_s,
+            prefix_len: 2,
+        }
+    }
+
+    #[test]
+    fn a_call_costs_its_connect_fee_and_its_billed_talk() {
+        let r = rate(12_000, 50_000, 6, 30);
+        assert_eq!(r.call_cost(0), Money::ZERO);
+        // 1 s bills the 30 s minimum: 0.006, plus the fee.
+        assert_eq!(r.call_cost(1), Money(56_000));
+        assert_eq!(r.call_cost(61), Money(50_000 + 13_200));
+        assert_eq!(r.increment_cost(), Money(1_200));
+    }
+
+    #[test]
+    fn paid_seconds_is_the_longest_talk_money_pays_for() {
+        let r = rate(12_000, 50_000, 6, 30);
+        // Not even the fee and the minimum: nothing.
+        assert_eq!(r.paid_seconds(Money(55_999)), Some(0));
+        assert_eq!(r.paid_seconds(Money(56_000)), Some(30));
+        assert_eq!(r.paid_seconds(Money(57_199)), Some(30));
+        assert_eq!(r.paid_seconds(Money(57_200)), Some(36));
+        assert_eq!(r.paid_seconds(Money(50_000 + 12_000)), Some(60));
+        // Free talk: the fee pays for any length.
+        assert_eq!(rate(0, 50_000, 6, 0).paid_seconds(Money(50_000)), None);
+        assert_eq!(rate(0, 50_000, 6, 0).paid_seconds(Money(1)), Some(0));
+        // Whatever the amount, what it pays for costs no more than it.
+        for micros in (0..2_000_000).step_by(7_919) {
+            for r in [
+                rate(12_000, 0, 6, 0),
+                rate(85_000, 0, 1, 0),
+                rate(250_000, 100_000, 60, 60),
+            ] {
+                let t = r.paid_seconds(Money(micros)).unwrap();
+                assert!(r.call_cost(t) <= Money(micros), "{r:?} {micros}: {t} s");
+                let next = if t == 0 {
+                    r.billed_seconds(1)
+                } else {
+                    t + u64::from(r.increment_s)
+                };
+                assert!(
+                    r.call_cost(next) > Money(micros),
+                    "{r:?} {micros}: {t} s, not the longest"
+                );
+            }
+        }
+    }
+}

@@ -528,6 +528,29 @@ mod tests {
     #[test]
     fn optional_columns_may_be_left_out() {
         let p = load("name,cidrs,max_concurrent,max_cps\na,192.0.2.0/24,3,0\n").unwrap();
-        assert!(p.by_name("a").unwrap().auth_users.is_empty());
+        let a = p.by_name("a").unwrap();
+        assert!(a.auth_users.is_empty());
+        assert_eq!((a.credit_limit, a.max_call_cost), (Money::ZERO, None));
+    }
+
+    #[test]
+    fn credit_limit_and_cost_cap_are_amounts() {
+        let header = "name,cidrs,max_concurrent,max_cps,credit_limit,max_call_cost\n";
+        let p = load(&format!(
+            "{header}a,192.0.2.0/24,0,0,500.00,25\nb,198.51.100.0/24,0,0,,\n"
+        ))
+        .unwrap();
+        let a = p.by_name("a").unwrap();
+        assert_eq!(
+            (a.credit_limit, a.max_call_cost),
+            (Money(500_000_000), Some(Money(25_000_000)))
+        );
+        assert_eq!(a.info().max_call_cost, Some(Money(25_000_000)));
+        assert_eq!(p.by_name("b").unwrap().max_call_cost, None);
+        assert_eq!(
+            load(&format!("{header}a,192.0.2.0/24,0,0,-5,\n")).unwrap_err(),
+            "partners.csv:2: field credit_limit: \"-5\" is not a decimal amount of at least 0 with at most 6 \
+             decimals, such as 50.00 (empty: none)"
+        );
     }
 }

@@ -158,6 +158,31 @@ mod tests {
     }
 
     #[test]
+    fn a_connect_fee_is_optional() {
+        let text = "partner,prefix,per_minute,increment,minimum,connect_fee\n*,44,0.02,60,60,0.05\n*,33,0.02,60,60,\n";
+        let deck =
+            RateDeck::from_reader(Path::new("rates.csv"), text.as_bytes(), &partners()).unwrap();
+        assert_eq!(deck.lookup(0, "4420").unwrap().connect_fee, Money(50_000));
+        assert_eq!(deck.lookup(0, "331").unwrap().connect_fee, Money::ZERO);
+        assert_eq!(
+            load("*,44,0.02,60,60\n")
+                .unwrap()
+                .lookup(0, "44")
+                .unwrap()
+                .connect_fee,
+            Money::ZERO
+        );
+        let bad = "partner,prefix,per_minute,increment,minimum,connect_fee\n*,44,0.02,60,60,lots\n";
+        let e = RateDeck::from_reader(Path::new("rates.csv"), bad.as_bytes(), &partners())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("rates.csv:2: field connect_fee: \"lots\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn partner_deck_first_then_default() {
         let deck = load(
             "*,44,0.02,60,60\n*,4420,0.015,6,6\n*,447,0.10,1,0\nacme,44,0.018,6,30\n# acme has no 4420\n",
