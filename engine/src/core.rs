@@ -121,6 +121,11 @@ struct PartnerSlot {
     max_call_cost: Option<Money>,
 }
 
+/// How long before what a call paid for runs out the engine hangs it up (when it is the money that runs out):
+/// FreeSWITCH measures the talk a moment after the hangup command, and a talk a few milliseconds past a whole
+/// second would be billed a whole increment more than was paid.
+const HANGUP_MARGIN_MS: u64 = 200;
+
 /// Channels looked up per sweep at most (`verify-after`): a lookup is a hash probe in FreeSWITCH's session table,
 /// about a microsecond; 2000 every 5 s covers 50,000 quiet calls in about two minutes.
 const VERIFY_BATCH: usize = 2000;
@@ -1016,10 +1021,21 @@ impl Core {
             context,
             ttl: self.cfg.extension_ttl(),
         });
-        let at = self.registry.get(slot).map_or(0, |c| {
-            u64::from(c.answer_ms) + self.talk_deadline_s(c) * 1000
-        });
+        let at = self.registry.get(slot).map_or(0, |c| self.hangup_at_ms(c));
         self.arm(slot, Input::DurationTimeout, at);
+    }
+
+    /// When (ms after the call's creation) a connected call is hung up unless more talk is paid for: at its talk
+    /// deadline, less [`HANGUP_MARGIN_MS`] when it is the money that runs out, so that the talk FreeSWITCH measures
+    /// (billed in whole increments, rounded up) stays within what was paid.
+    fn hangup_at_ms(&self, call: &Call) -> u64 {
+        let cap_ms = self.cfg.max_call_duration.as_millis() as u64;
+        let talk_ms = (self.talk_deadline_s(call) * 1000).min(cap_ms);
+        let margin = match Self::billed_rate(call) {
+            Some(_) if talk_ms < cap_ms => HANGUP_MARGIN_MS.min(talk_ms),
+            _ => 0,
+        };
+        u64::from(call.answer_ms) + talk_ms - margin
     }
 
     /// What the ledger keeps of a connected call, for a CDR should nobody settle its reservation.
@@ -1087,15 +1103,13 @@ impl Core {
     /// Arms what comes next for a connected call: its next debit (or keep-alive) a little before what it paid for
     /// runs out, or the hangup when nothing more will be debited.
     fn arm_billing(&mut self, slot: u32) {
-        let cap_ms = self.cfg.max_call_duration.as_millis() as u64;
         let interval_ms = self.cfg.debit_interval.as_millis().max(1000) as u64;
         let lead_ms = self.cfg.debit_lead().as_millis() as u64;
         let age = self.age_ms(slot);
         let Some(call) = self.registry.get(slot) else {
             return;
         };
-        let answer = u64::from(call.answer_ms);
-        let deadline = answer + (self.talk_deadline_s(call) * 1000).min(cap_ms);
+        let deadline = self.hangup_at_ms(call);
         let next_tick = if Self::billed_rate(call).is_some() && !call.has(flags::BILLING_DONE) {
             deadline.saturating_sub(lead_ms).max(age)
         } else {
@@ -1115,7 +1129,7 @@ impl Core {
         let Some(call) = self.registry.get(slot) else {
             return;
         };
-        let deadline_ms = u64::from(call.answer_ms) + self.talk_deadline_s(call) * 1000;
+        let deadline_ms = self.hangup_at_ms(call);
         let warning = LowBalance {
             call: call.id,
             partner: self

@@ -80,8 +80,45 @@ impl Deref for ModuleFs {
 /// Starts FreeSWITCH with `module_so` as `mod_rtc_core.so`, a SIP profile when `sip`, and `env` for its
 /// process; panics when it does not start.
 pub fn start(install: &Install, module_so: &Path, sip: bool, env: &[(&str, &str)]) -> ModuleFs {
+    start_with(
+        install,
+        module_so,
+        &Setup {
+            sip,
+            env,
+            ..Setup::default()
+        },
+        None,
+    )
+}
+
+/// What a test changes of the shipped configuration.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// A SIP profile on 127.0.0.1.
+    pub sip: bool,
+    /// Environment variables of the FreeSWITCH process.
+    pub env: &'a [(&'a str, &'a str)],
+    /// `rtc_core.conf.xml` params given another value: (name, value).
+    pub params: &'a [(&'a str, &'a str)],
+    /// Sample tables replaced: (file name under `conf/rtc_core/`, its whole text).
+    pub tables: &'a [(&'a str, &'a str)],
+}
+
+/// Starts FreeSWITCH as [`start`] does, with `setup`'s changes, in `dir` when given (a restart on the state a
+/// crashed FreeSWITCH left: [`rtc_fs_live::FreeSwitch::crash`]).
+pub fn start_with(
+    install: &Install,
+    module_so: &Path,
+    setup: &Setup,
+    dir: Option<tempfile::TempDir>,
+) -> ModuleFs {
+    let (sip, env) = (setup.sip, setup.env);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = rtc_fs_live::temp_dir().expect("temp dir");
+    let dir = match dir {
+        Some(dir) => dir,
+        None => rtc_fs_live::temp_dir().expect("temp dir"),
+    };
     let d = dir.path();
     let metrics_port = rtc_fs_live::free_port();
     let shipped = std::fs::read_to_string(repo.join("conf/autoload_configs/rtc_core.conf.xml"))
@@ -102,11 +139,23 @@ pub fn start(install: &Install, module_so: &Path, sip: bool, env: &[(&str, &str)
             r#"<param name="metrics-listen" value=""/>"#,
             &format!(r#"<param name="metrics-listen" value="127.0.0.1:{metrics_port}"/>"#),
         );
+    let ours = setup.params.iter().fold(ours, |conf, (name, value)| {
+        let at = conf
+            .find(&format!(r#"<param name="{name}" value=""#))
+            .unwrap_or_else(|| panic!("the shipped rtc_core.conf.xml has no param {name}"));
+        let start = at + format!(r#"<param name="{name}" value=""#).len();
+        let end = start + conf[start..].find('"').expect("a quoted value");
+        format!("{}{value}{}", &conf[..start], &conf[end..])
+    });
     let mut files = vec![("autoload_configs/rtc_core.conf.xml".into(), ours)];
     for entry in std::fs::read_dir(repo.join("conf/rtc_core")).expect("conf/rtc_core") {
         let entry = entry.expect("entry");
-        let text = std::fs::read_to_string(entry.path()).expect("sample table");
-        files.push((Path::new("rtc_core").join(entry.file_name()), text));
+        let name = entry.file_name();
+        let text = match setup.tables.iter().find(|(n, _)| name == *n) {
+            Some((_, text)) => (*text).to_owned(),
+            None => std::fs::read_to_string(entry.path()).expect("sample table"),
+        };
+        files.push((Path::new("rtc_core").join(name), text));
     }
     let fs = FreeSwitch::start(
         install,

@@ -515,6 +515,24 @@ impl FreeSwitch {
         .fold((0, 0.0), |(n, us), (dn, dus)| (n + dn, us + dus))
     }
 
+    /// Kills FreeSWITCH with SIGKILL, as a crash would (nothing of it runs its shutdown: the module is not
+    /// unloaded), and hands back its directory, kept as it was, for a restart on the same state
+    /// ([`Options::dir`]: the same configuration, db, logs).
+    pub fn crash(mut self) -> tempfile::TempDir {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The next start must not read the dead process's pid.
+        let _ = std::fs::remove_file(self.dir.path().join("run/freeswitch.pid"));
+        let empty = temp_dir().expect("a temp dir");
+        std::mem::replace(&mut self.dir, empty)
+    }
+
     /// SIGTERM to FreeSWITCH by its PID, up to 15 s for it to end, then SIGKILL and up to 5 s more.
     fn stop(&self) {
         let signal = |sig: &str| {
@@ -669,6 +687,45 @@ impl Esl {
         run().unwrap_or_else(|e| panic!("event socket, bgapi {command}: {e}"));
     }
 
+    /// Asks for events (`event plain <what>`, e.g. `CUSTOM rtc_core::low_balance`); read them with
+    /// [`Esl::next_event`]. Use a connection of its own for events: `api` skips them.
+    pub fn subscribe(&mut self, what: &str) -> std::io::Result<()> {
+        self.writer
+            .write_all(format!("event plain {what}\n\n").as_bytes())?;
+        loop {
+            let (headers, _) = self.read()?;
+            if headers.contains("command/reply") {
+                return if headers.contains("+OK") {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(format!("event {what}: {headers}")))
+                };
+            }
+        }
+    }
+
+    /// The next event's headers (names and percent-decoded values), waiting at most `bound`; `None` when none
+    /// came.
+    pub fn next_event(&mut self, bound: Duration) -> Option<Vec<(String, String)>> {
+        let stream = self.reader.get_ref();
+        let _ = stream.set_read_timeout(Some(bound));
+        let frame = self.read();
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(20)));
+        let (headers, body) = frame.ok()?;
+        if !headers.contains("text/event-plain") {
+            return None;
+        }
+        Some(
+            body.lines()
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect(),
+        )
+    }
+
     /// Sessions FreeSWITCH has right now (from `status`).
     pub fn sessions(&mut self) -> Option<u64> {
         self.api("status")
@@ -677,4 +734,29 @@ impl Esl {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.parse().ok())
     }
+}
+
+/// Undoes the `%XX` escapes of a plain event's header values.
+fn percent_decode(v: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
