@@ -418,6 +418,47 @@ impl LedgerHandle {
         }
     }
 
+    /// Applies `ops` in one transaction and waits for their answers (in order), at most `timeout` in all.
+    pub fn call_all(
+        &self,
+        ops: Vec<Op>,
+        actor: &'static str,
+        timeout: Duration,
+    ) -> Result<Vec<Result<Answer, LedgerError>>, LedgerError> {
+        let n = ops.len();
+        let (tx, rx) = crossbeam_channel::bounded(n.max(1));
+        let requests = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let tx = tx.clone();
+                Request::new(
+                    op,
+                    actor,
+                    Some(Box::new(move |a| {
+                        let _ = tx.send((i, a));
+                    })),
+                )
+            })
+            .collect();
+        drop(tx);
+        self.submit_all(requests);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut answers: Vec<Option<Result<Answer, LedgerError>>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, a)) => answers[i] = Some(a),
+                Err(RecvTimeoutError::Timeout) => return Err(LedgerError::Timeout(timeout)),
+                Err(RecvTimeoutError::Disconnected) => return Err(LedgerError::Closed),
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(LedgerError::Closed)))
+            .collect())
+    }
+
     /// The writer's figures.
     pub fn stats(&self) -> LedgerStats {
         let c = &self.counters;

@@ -715,3 +715,33 @@ fn a_full_disk_rolls_the_batch_back_and_settlements_wait_for_it() {
     let report = checked(&path);
     assert_eq!(report.cdrs, 1);
 }
+
+#[test]
+fn requests_made_together_are_one_transaction_answered_in_order() {
+    let l = Ledger::open(LedgerConfig::new(Location::Memory)).unwrap();
+    let before = l.stats().batches;
+    let answers = l
+        .call_all(
+            vec![
+                Op::OpenAccount {
+                    name: "acme".into(),
+                    credit_limit: Money::ZERO,
+                },
+                Op::Import {
+                    name: "acme".into(),
+                    amount: units(3),
+                    reference: "balances.csv:2".into(),
+                },
+                Op::Account(name("nobody")),
+                Op::Account(name("acme")),
+            ],
+            "test",
+            WAIT,
+        )
+        .unwrap();
+    assert_eq!(l.stats().batches, before + 1);
+    assert!(matches!(answers[0], Ok(Answer::AccountOpened(_))));
+    assert_eq!(answers[1], Ok(Answer::Imported(true)));
+    assert!(matches!(answers[2], Err(LedgerError::UnknownAccount(_))));
+    assert!(matches!(&answers[3], Ok(Answer::Account(a)) if a.balance == units(3)));
+}

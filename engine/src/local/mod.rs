@@ -276,19 +276,19 @@ impl LocalServices {
             ledger: ledger.path().to_string(),
             problem: e.to_string(),
         };
-        for p in self.partners.iter() {
-            ledger
-                .call(
-                    Op::OpenAccount {
-                        name: p.name.to_string(),
-                        credit_limit: p.credit_limit,
-                    },
-                    "engine",
-                    SETUP_WAIT,
-                )
-                .map_err(fail)?;
+        // One transaction for every partner: a table of thousands opens in one commit.
+        let ops = self
+            .partners
+            .iter()
+            .map(|p| Op::OpenAccount {
+                name: p.name.to_string(),
+                credit_limit: p.credit_limit,
+            })
+            .collect();
+        for answer in ledger.call_all(ops, "engine", SETUP_WAIT).map_err(fail)? {
+            answer.map_err(fail)?;
         }
-        import_into(&ledger.handle(), opening).map_err(fail)
+        import_as(&ledger.handle(), opening, "engine").map_err(fail)
     }
 
     pub fn partners(&self) -> &Partners {
@@ -393,23 +393,36 @@ impl LocalServices {
 }
 
 /// Imports the opening balances of accounts that never moved money; the others are skipped (live balances are
-/// never overwritten). Opens the accounts it imports into.
+/// never overwritten). Opens the accounts it imports into. One transaction.
 pub fn import_into(
     ledger: &LedgerHandle,
     opening: &OpeningBalances,
 ) -> Result<ImportReport, rtc_ledger::LedgerError> {
+    import_as(ledger, opening, "engine")
+}
+
+/// [`import_into`], with `actor` (`engine`, `cli`) written in the journal.
+pub fn import_as(
+    ledger: &LedgerHandle,
+    opening: &OpeningBalances,
+    actor: &'static str,
+) -> Result<ImportReport, rtc_ledger::LedgerError> {
+    let ops = opening
+        .rows
+        .iter()
+        .map(|row| Op::Import {
+            name: row.name.to_string(),
+            amount: row.balance,
+            reference: opening.reference(row),
+        })
+        .collect();
     let mut report = ImportReport::default();
-    for row in &opening.rows {
-        let answer = ledger.call(
-            Op::Import {
-                name: row.name.to_string(),
-                amount: row.balance,
-                reference: opening.reference(row),
-            },
-            "engine",
-            SETUP_WAIT,
-        )?;
-        match answer {
+    for (row, answer) in opening
+        .rows
+        .iter()
+        .zip(ledger.call_all(ops, actor, SETUP_WAIT)?)
+    {
+        match answer? {
             Answer::Imported(true) => report.imported.push(row.name.to_string()),
             _ => report.skipped.push(row.name.to_string()),
         }
