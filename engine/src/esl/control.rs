@@ -401,6 +401,37 @@ mod tests {
     }
 
     #[test]
+    fn a_low_balance_warning_sets_the_variable_and_sends_the_custom_event() {
+        let warning = crate::control::LowBalance {
+            call: id(),
+            partner: "lab".into(),
+            available: Some(Money(50_000)),
+            paid_s: 240,
+            remaining_s: 17,
+        };
+        let w = encode(&CallCommand::LowBalance(Box::new(warning.clone()))).unwrap();
+        assert_eq!(
+            String::from_utf8(w[0].bytes.clone()).unwrap(),
+            format!("bgapi uuid_setvar {A} rtc_low_balance 17\n\n")
+        );
+        assert_eq!(
+            String::from_utf8(w[1].bytes.clone()).unwrap(),
+            format!(
+                "sendevent CUSTOM\nEvent-Subclass: rtc_core::low_balance\nUnique-ID: {A}\nrtc_partner: lab\n\
+                 rtc_paid_seconds: 240\nrtc_remaining_seconds: 17\nrtc_available: 0.050000\n\n"
+            )
+        );
+        assert_eq!(
+            (w[0].expect, w[1].expect),
+            (Expect::BgApi, Expect::CommandReply)
+        );
+        // A name that would break the frame is refused, not sent.
+        let mut bad = warning;
+        bad.partner = "lab\nEvent-Name: HEARTBEAT".into();
+        assert!(encode(&CallCommand::LowBalance(Box::new(bad))).is_err());
+    }
+
+    #[test]
     fn one_line_commands_refuse_line_breaks() {
         assert!(Wire::line("api status\nexit").is_err());
         assert_eq!(Wire::line("api status").unwrap().expect, Expect::Api);
