@@ -101,6 +101,8 @@ pub enum Action {
     Route,
     /// Remember that the channel is parked (waiting for us).
     MarkParked,
+    /// Remember that the call was answered (by the dialplan) before the decision, and when.
+    MarkAnswered,
     /// The decision is made: set `rtc_*` variables, arm the park timer, answer any waiting dialplan app,
     /// and dispatch at once if the channel is already parked.
     Decide,
@@ -282,9 +284,36 @@ static FAMILIES: &[Family] = &[
         to: To::Same,
         actions: &[MarkParked],
     },
+    // The dialplan may connect the call itself before the decision (a call followed from its creation, bridged
+    // by the operator's dialplan while the balance step waits for the ledger): the answer is remembered, and the
+    // decided call goes on as connected.
     Family {
         from: DECIDING,
         on: Input::ChannelAnswer,
+        to: To::Same,
+        actions: &[MarkAnswered],
+    },
+    Family {
+        from: DECIDING,
+        on: Input::BLegAnswer,
+        to: To::Same,
+        actions: &[MarkAnswered],
+    },
+    Family {
+        from: DECIDING,
+        on: Input::ChannelBridge,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: DECIDING,
+        on: Input::ChannelUnbridge,
+        to: To::Same,
+        actions: &[],
+    },
+    Family {
+        from: DECIDING,
+        on: Input::BLegHangup,
         to: To::Same,
         actions: &[],
     },
@@ -515,6 +544,8 @@ pub mod flags {
     /// Real-time billing is over for this call (low balance, cost cap, maximum duration, balance service down):
     /// it talks on what it paid for.
     pub const BILLING_DONE: u8 = 32;
+    /// Answered before the decision (the operator's dialplan connected it): connected once decided.
+    pub const ANSWERED_EARLY: u8 = 64;
 }
 
 /// Everything the engine keeps about one live call: small and fixed-size (strings inline when short),

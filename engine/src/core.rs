@@ -755,8 +755,18 @@ impl Core {
                 self.submit(req);
             }
             Action::MarkParked => call.flags |= flags::PARKED,
+            Action::MarkAnswered => {
+                if !call.has(flags::ANSWERED_EARLY) {
+                    call.flags |= flags::ANSWERED_EARLY;
+                    let at = self.event_ms(slot).max(1);
+                    if let Some(call) = self.registry.get_mut(slot) {
+                        call.answer_ms = at;
+                    }
+                }
+            }
             Action::Decide => {
                 let dispatch = call.has(flags::PARKED) && !call.has(flags::APP);
+                let answered = call.has(flags::ANSWERED_EARLY);
                 let vars = self.decision_vars(slot);
                 self.command(CallCommand::SetVariables { call: id, vars });
                 let park = self.cfg.park_timeout.as_millis() as u64;
@@ -767,7 +777,10 @@ impl Core {
                     self.counters.decisions_delivered += 1;
                     let _ = reply.send(d);
                 }
-                if dispatch {
+                if answered {
+                    // Connected by the dialplan already: it talks from its answer.
+                    self.followups.push_back((id, Input::ChannelAnswer));
+                } else if dispatch {
                     self.followups.push_back((id, Input::Dispatch));
                 }
             }
@@ -792,7 +805,11 @@ impl Core {
             }
             Action::Connected => {
                 call.flags |= flags::ANSWERED;
-                let at = self.event_ms(slot).max(1);
+                // Answered before the decision: talk started then.
+                let at = match call.has(flags::ANSWERED_EARLY) {
+                    true => call.answer_ms.max(1),
+                    false => self.event_ms(slot).max(1),
+                };
                 if let Some(call) = self.registry.get_mut(slot) {
                     call.answer_ms = at;
                     call.paid_s = 0;

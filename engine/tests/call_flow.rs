@@ -390,6 +390,49 @@ fn hangup_in_every_live_state_completes_the_call() {
 }
 
 #[test]
+fn a_call_the_dialplan_connects_while_its_balance_step_waits_is_connected_once_decided() {
+    // Balance answered later, as the ledger answers; the operator's dialplan bridges the call meanwhile.
+    let mut r = rig(ScriptedServices {
+        balance: None,
+        ..ScriptedServices::all_yes()
+    });
+    r.a(1, EventKind::ChannelCreate);
+    assert_eq!(r.state(1), Some(CallState::BalanceCheck));
+    r.b(1, 100, EventKind::ChannelCreate, None);
+    r.b(1, 100, EventKind::ChannelAnswer, None);
+    r.advance(Duration::from_millis(400));
+    r.a(1, EventKind::ChannelAnswer);
+    r.a(1, EventKind::ChannelBridge);
+    assert_eq!(r.state(1), Some(CallState::BalanceCheck));
+    r.advance(Duration::from_millis(600));
+    r.deliver(ServiceResult {
+        call: id(1),
+        outcome: Outcome::BalanceReserved {
+            reservation: Reservation {
+                id: 5,
+                amount: Money(1_000_000),
+            },
+            available: None,
+        },
+    });
+    assert_eq!(r.state(1), Some(CallState::Connected));
+    assert_eq!(r.core.stats().illegal_total(), 0);
+    // It is billed from its answer, not from its decision a second later.
+    r.advance(Duration::from_secs(10));
+    r.b(
+        1,
+        100,
+        EventKind::ChannelHangup,
+        Some(HangupCause::NORMAL_CLEARING),
+    );
+    r.hangup(1, HangupCause::NORMAL_CLEARING);
+    let cdr = &cdrs(&r)[0];
+    assert_eq!(cdr.final_state, "COMPLETED");
+    assert_eq!(cdr.talk_s, 11);
+    assert_eq!(commits(&r), 1);
+}
+
+#[test]
 fn results_for_calls_gone_are_stale_and_reservations_go_back() {
     let mut r = rig(ScriptedServices::silent());
     r.a(1, EventKind::ChannelCreate);
@@ -432,16 +475,16 @@ fn results_for_calls_gone_are_stale_and_reservations_go_back() {
 
 #[test]
 fn illegal_events_are_counted_per_state_and_input() {
-    let mut r = rig(ScriptedServices::silent());
+    let mut r = rig(ScriptedServices::all_yes());
     r.a(1, EventKind::ChannelCreate);
-    r.a(1, EventKind::ChannelBridge); // nothing is bridged while identifying the partner
+    r.a(1, EventKind::ChannelUnbridge); // nothing is bridged yet: the call waits to be parked
     let s = r.core.stats();
     assert_eq!(s.illegal.len(), 1);
     assert_eq!(
         (s.illegal[0].state, s.illegal[0].input, s.illegal[0].count),
-        ("PARTNER_IDENTIFICATION", "CHANNEL_BRIDGE", 1)
+        ("PARKED", "CHANNEL_UNBRIDGE", 1)
     );
-    assert_eq!(r.state(1), Some(CallState::PartnerIdentification));
+    assert_eq!(r.state(1), Some(CallState::Parked));
 }
 
 #[test]
@@ -462,9 +505,9 @@ fn duplicate_and_late_events_are_told_apart() {
     // A late event that is not allowed any more is counted as late, not illegal.
     r.a_seq(1, EventKind::ChannelCreate, 1);
     assert_eq!(r.core.stats().duplicate_events, 3);
-    let mut r = rig(ScriptedServices::silent());
+    let mut r = rig(ScriptedServices::all_yes());
     r.a_seq(2, EventKind::ChannelCreate, 10);
-    r.a_seq(2, EventKind::ChannelBridge, 5);
+    r.a_seq(2, EventKind::ChannelUnbridge, 5);
     assert_eq!(r.core.stats().late_events, 1);
     assert_eq!(r.core.stats().illegal_total(), 0);
 }
