@@ -1,6 +1,7 @@
 //! mod_rtc_core.so under the fake FreeSWITCH core: table, load, API, app, events, panic containment, shutdown
 //! while events flow.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,13 +32,18 @@ impl Drop for Loaded<'_> {
     }
 }
 
-/// Loads the module on a fresh fake core, runs `f`, unloads it and checks nothing is left bound.
+/// Loads the module on a fresh fake core (its ledger in a new db directory), runs `f`, unloads it and checks
+/// nothing is left bound.
 fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
+    let db = tempfile::tempdir().expect("db dir");
+    with_module_in(db.path(), f);
+}
+
+/// [`with_module`] with FreeSWITCH's db directory (where the ledger goes) at `db`.
+fn with_module_in(db: &Path, f: impl FnOnce(&FakeHost, &Module)) {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config("rtc_core.conf", Some(CONF));
-    host.set_conf_dir(Some(&shipped_conf()));
+    host.start_over(Some(CONF), &shipped_conf(), Some(db));
     let module = Module::open(&module_path());
     let (status, created) = module.load();
     assert_eq!(
@@ -56,19 +62,44 @@ fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
 }
 
 /// Opens and loads the module with a configuration whose `<configuration>` element holds `inner`, the tables
-/// from the shipped conf dir; the caller shuts it down.
-fn loaded_with(host: &FakeHost, inner: &str) -> Module {
-    host.reset();
-    host.set_config(
-        "rtc_core.conf",
+/// from the shipped conf dir, the ledger in a new db directory (kept as long as the returned guard); the caller
+/// shuts it down.
+fn loaded_with(host: &FakeHost, inner: &str) -> (Module, tempfile::TempDir) {
+    loaded_from(host, &shipped_conf(), inner)
+}
+
+/// [`loaded_with`] with FreeSWITCH's conf directory (where the tables are) at `conf`.
+fn loaded_from(host: &FakeHost, conf: &Path, inner: &str) -> (Module, tempfile::TempDir) {
+    let db = tempfile::tempdir().expect("db dir");
+    host.start_over(
         Some(&format!(
             r#"<configuration name="rtc_core.conf">{inner}</configuration>"#
         )),
+        conf,
+        Some(db.path()),
     );
-    host.set_conf_dir(Some(&shipped_conf()));
     let module = Module::open(&module_path());
     assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
-    module
+    (module, db)
+}
+
+/// Waits (polling the API, at most 10 s) until `rtc_core call <uuid>` shows the call in `state`; its answer.
+/// The balance step is answered by the ledger's writer once durable, a moment after the event that asked.
+fn wait_for_state(host: &FakeHost, uuid: &str, state: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out) = host
+            .api("rtc_core", &format!("call {uuid}"))
+            .expect("API runs");
+        if out.contains(&format!("state: {state}\n")) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call {uuid} not {state} within 10 s: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// The UUID the module gives the leg of route `attempt` of call `a`.
@@ -178,6 +209,8 @@ fn api_answers_status_help_and_bad_arguments() {
 fn events_reach_the_engine() {
     with_module(|host, _| {
         assert_eq!(create(host, A, "4930123"), 1);
+        // Decided (the ledger held its money) before the far end answers, as on a real switch.
+        wait_for_state(host, A, "PARKED");
         host.fire(
             fs::SWITCH_EVENT_CHANNEL_ANSWER,
             &[("Unique-ID", A), ("Event-Sequence", "101")],
@@ -214,7 +247,8 @@ fn events_reach_the_engine() {
         );
         let (_, out) = host.api("rtc_core", "calls").expect("API runs");
         assert!(
-            out.contains(&format!("{A},CONNECTED,0,+15550001,4930123")) && out.contains("1 total"),
+            out.contains(&format!("{A},CONNECTED,lab,+15550001,4930123"))
+                && out.contains("1 total"),
             "{out}"
         );
         let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
@@ -397,11 +431,10 @@ fn parked_calls_are_bridged_by_the_engine_with_failover() {
 fn a_bad_configuration_fails_the_load_with_the_loaders_message() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_conf_dir(Some(&shipped_conf()));
-    host.set_config(
-        "rtc_core.conf",
+    host.start_over(
         Some("<configuration name=\"rtc_core.conf\">\n<settings>\n<param name=\"queue-capacity\" value=\"lots\"/>\n</settings>\n</configuration>"),
+        &shipped_conf(),
+        None,
     );
     let module = Module::open(&module_path());
     let (status, _) = module.load();
@@ -445,9 +478,7 @@ fn a_panic_in_an_entry_point_is_contained() {
 fn load_without_configuration_fails_cleanly() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config("rtc_core.conf", None);
-    host.set_conf_dir(Some(&shipped_conf()));
+    host.start_over(None, &shipped_conf(), None);
     let module = Module::open(&module_path());
     let (status, _) = module.load();
     assert_eq!(status, fs::SWITCH_STATUS_GENERR);
@@ -615,7 +646,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         probe.local_addr().expect("addr").to_string()
     };
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         &format!(r#"<settings><param name="metrics-listen" value="{addr}"/></settings>"#),
     );
@@ -663,7 +694,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
     // An address that cannot be bound: the module loads all the same, and status says why there is no endpoint.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let busy_addr = busy.local_addr().expect("addr").to_string();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         &format!(r#"<settings><param name="metrics-listen" value="{busy_addr}"/></settings>"#),
     );
@@ -681,7 +712,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
 fn a_call_whose_session_is_gone_without_a_hangup_is_settled() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<settings><param name="verify-after" value="200ms"/><param name="sweep-interval" value="50ms"/></settings>"#,
     );
@@ -736,7 +767,7 @@ fn the_app_can_leave_the_bridge_to_the_operators_dialplan() {
 fn unload_hangs_connected_calls_up_when_configured() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<settings><param name="shutdown-calls" value="hangup"/></settings>"#,
     );
@@ -745,6 +776,9 @@ fn unload_hangs_connected_calls_up_when_configured() {
         create(host, uuid, "4930123");
     }
     // A is connected; B is decided and waiting to park.
+    for uuid in [A, B] {
+        wait_for_state(host, uuid, "PARKED");
+    }
     host.fire(
         fs::SWITCH_EVENT_CHANNEL_ANSWER,
         &[("Unique-ID", A), ("Event-Sequence", "101")],
@@ -764,7 +798,7 @@ fn a_cdr_the_disk_refuses_is_logged_whole() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
     // /dev/full takes the open and refuses every write (ENOSPC).
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<local><param name="cdr-file" value="/dev/full"/></local>"#,
     );
@@ -784,4 +818,59 @@ fn a_cdr_the_disk_refuses_is_logged_whole() {
         log.contains(&format!("CDR not written to /dev/full: {{\"uuid\":\"{A}\"")),
         "{log}"
     );
+}
+
+#[test]
+fn the_ledger_is_a_private_file_in_freeswitchs_db_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = tempfile::tempdir().expect("db dir");
+    let file = db.path().join("rtc_core.db");
+    with_module_in(db.path(), |_, _| {
+        let meta = std::fs::metadata(&file).expect("the ledger is in the db dir");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner only");
+    });
+}
+
+#[test]
+fn a_ledger_that_will_not_open_fails_the_load_and_says_why() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    let db = tempfile::tempdir().expect("db dir");
+    let file = db.path().join("rtc_core.db");
+    std::fs::write(&file, "partner,balance\nlab,100\n").expect("write");
+    host.start_over(Some(CONF), &shipped_conf(), Some(db.path()));
+    let module = Module::open(&module_path());
+    let (status, _) = module.load();
+    assert_eq!(status, fs::SWITCH_STATUS_GENERR, "{}", host.log());
+    assert_eq!(host.bindings(), 0);
+    assert_eq!(
+        host.log_count("mod_rtc_core not loaded: "),
+        1,
+        "{}",
+        host.log()
+    );
+    assert_eq!(
+        host.log_count(&format!("{}: not a ledger", file.display())),
+        1,
+        "the log names the file: {}",
+        host.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        "partner,balance\nlab,100\n",
+        "left as it was"
+    );
+    host.module_destroyed();
+
+    // No db directory at all: refused rather than kept in memory.
+    host.start_over(Some(CONF), &shipped_conf(), None);
+    let (status, _) = module.load();
+    assert_eq!(status, fs::SWITCH_STATUS_GENERR);
+    assert_eq!(
+        host.log_count("FreeSWITCH has no db directory"),
+        1,
+        "{}",
+        host.log()
+    );
+    host.module_destroyed();
 }
