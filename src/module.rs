@@ -1,16 +1,17 @@
 //! The module's life: the exported function table, `load` and `shutdown`.
 //!
 //! Load: create the module interface, read `rtc_core.conf.xml` (as FreeSWITCH resolved it, relative table paths
-//! under its conf directory), start the engine (runtime, ledger — `rtc_core.db` in FreeSWITCH's db directory unless
-//! the configuration places it — services, engine thread), install the event intake, bind the channel events
-//! (removable bindings), register the API and the app. A configuration error, or a ledger that will not open, fails
-//! the load with the message (file, line or ledger file, what to change) in FreeSWITCH's log.
+//! under its conf directory), reserve the CUSTOM event subclasses the module fires, start the engine (runtime,
+//! ledger — `rtc_core.db` in FreeSWITCH's db directory unless the configuration places it — services, engine
+//! thread), install the event intake, bind the channel events (removable bindings), register the API and the app. A
+//! configuration error, or a ledger that will not open, fails the load with the message (file, line or ledger file,
+//! what to change) in FreeSWITCH's log.
 //!
 //! Shutdown undoes it in reverse: unbind (FreeSWITCH waits for deliveries in progress), remove the intake (we
 //! wait for handlers still inside), stop the engine — it settles its live calls: those still in setup are hung up
 //! with the `shutdown` cause, connected ones are billed up to now and left up — then the service layer, the ledger's
-//! writer and the `rtc-io` runtime, joining every thread, stop logging, and only then return, because FreeSWITCH
-//! may unmap the library right after.
+//! writer and the `rtc-io` runtime, joining every thread, free the event subclasses, stop logging, and only then
+//! return, because FreeSWITCH may unmap the library right after.
 
 use std::ffi::{CStr, c_char, c_void};
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, swit
 use crate::control::FsCallControl;
 use crate::events::{self, INTAKE};
 use crate::host::{HostHandle, Running};
-use crate::{api, app, guard, logging, shim};
+use crate::{api, app, custom, guard, logging, shim};
 
 /// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
 pub const MODULE_NAME: &CStr = c"mod_rtc_core";
@@ -311,11 +312,14 @@ fn load(
             return SWITCH_STATUS_GENERR;
         }
     };
+    // Before the engine starts: it may raise them as soon as it runs.
+    custom::reserve();
     let running = match Running::start(config, Box::new(FsCallControl), ledger_dir) {
         Ok(r) => r,
         Err(e) => {
             // A ledger that would not open names its file and what to do (locked, not a ledger, newer schema).
             log::error!("mod_rtc_core not loaded: {origin}: {e}");
+            custom::release();
             return SWITCH_STATUS_GENERR;
         }
     };
@@ -327,6 +331,7 @@ fn load(
             log::error!("mod_rtc_core not loaded: {e}");
             INTAKE.remove();
             running.shutdown(SHUTDOWN_GRACE);
+            custom::release();
             return SWITCH_STATUS_GENERR;
         }
     };
@@ -375,6 +380,8 @@ fn shutdown() -> switch_status_t {
     l.bindings.unbind();
     drop(INTAKE.remove());
     let report = l.running.shutdown(SHUTDOWN_GRACE);
+    // The engine has stopped: nothing fires our events any more.
+    custom::release();
     log::info!(
         "mod_rtc_core unloaded in {} ms: {} queued events applied, {} live calls settled{}{}",
         report.took_ms,

@@ -15,6 +15,8 @@ const B: &str = "0e7c5a1f-2222-4d2b-8a7e-0123456789ff";
 const C: &str = "11111111-2222-4d2b-8a7e-0123456789ff";
 const D: &str = "22222222-2222-4d2b-8a7e-0123456789ff";
 const P: &str = "33333333-2222-4d2b-8a7e-0123456789ff";
+/// The CUSTOM event subclass of a low-balance warning.
+const LOW_BALANCE: &str = "rtc_core::low_balance";
 
 fn shipped_conf() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf")
@@ -59,6 +61,11 @@ fn with_module_in(db: &Path, f: impl FnOnce(&FakeHost, &Module)) {
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
     drop(loaded);
     assert_eq!(host.bindings(), 0, "shutdown unbinds every event");
+    assert_eq!(
+        host.subclass_owner(LOW_BALANCE),
+        None,
+        "shutdown frees the event subclass"
+    );
 }
 
 /// Opens and loads the module with a configuration whose `<configuration>` element holds `inner`, the tables
@@ -843,6 +850,7 @@ fn a_ledger_that_will_not_open_fails_the_load_and_says_why() {
     let (status, _) = module.load();
     assert_eq!(status, fs::SWITCH_STATUS_GENERR, "{}", host.log());
     assert_eq!(host.bindings(), 0);
+    assert_eq!(host.subclass_owner(LOW_BALANCE), None, "reservation undone");
     assert_eq!(
         host.log_count("mod_rtc_core not loaded: "),
         1,
@@ -873,4 +881,88 @@ fn a_ledger_that_will_not_open_fails_the_load_and_says_why() {
         host.log()
     );
     host.module_destroyed();
+}
+
+/// A conf dir whose partner lab (127.0.0.0/16) has `balance`, calls to 49 cost 1.00 a second (billed per second),
+/// and route over carrier_a.
+fn priced_conf(balance: &str) -> tempfile::TempDir {
+    let conf = tempfile::tempdir().expect("conf dir");
+    let tables = conf.path().join("rtc_core");
+    std::fs::create_dir_all(&tables).expect("mkdir");
+    for (name, text) in [
+        (
+            "partners.csv",
+            "name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes\nlab,127.0.0.0/16,0,0,,\n".to_owned(),
+        ),
+        (
+            "rates.csv",
+            "partner,prefix,per_minute,increment,minimum\n*,49,60.00,1,0\n".to_owned(),
+        ),
+        (
+            "routes.csv",
+            "prefix,carrier,dial_string,cost_per_minute,priority\n49,carrier_a,sofia/gateway/carrier_a/${destination},0.01,10\n"
+                .to_owned(),
+        ),
+        ("balances.csv", format!("partner,balance\nlab,{balance}\n")),
+    ] {
+        std::fs::write(tables.join(name), text).expect("write table");
+    }
+    conf
+}
+
+#[test]
+fn a_call_whose_money_runs_out_raises_low_balance_and_is_hung_up() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    // 1.50: the reservation (1.00) pays the first second; the second cannot be paid whole.
+    let conf = priced_conf("1.50");
+    let (module, _db) = loaded_from(
+        host,
+        conf.path(),
+        r#"<settings><param name="debit-interval" value="1s"/><param name="reservation-amount" value="1.00"/></settings>"#,
+    );
+    let loaded = Loaded(&module);
+    assert_eq!(
+        host.subclass_owner(LOW_BALANCE).as_deref(),
+        Some("mod_rtc_core"),
+        "reserved at load"
+    );
+    host.session_new(A);
+    create(host, A, "4930123");
+    wait_for_state(host, A, "PARKED");
+    host.fire(
+        fs::SWITCH_EVENT_CHANNEL_ANSWER,
+        &[("Unique-ID", A), ("Event-Sequence", "101")],
+    );
+    eventually("the low-balance event", || {
+        !host.fired(LOW_BALANCE).is_empty()
+    });
+    let fired = host.fired(LOW_BALANCE);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let headers = &fired[0];
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("Event-Subclass"), Some(LOW_BALANCE), "{headers:?}");
+    assert_eq!(get("Unique-ID"), Some(A), "{headers:?}");
+    assert_eq!(get("rtc_partner"), Some("lab"), "{headers:?}");
+    assert_eq!(get("rtc_paid_seconds"), Some("1"), "{headers:?}");
+    let remaining: u32 = get("rtc_remaining_seconds")
+        .and_then(|v| v.parse().ok())
+        .expect("rtc_remaining_seconds");
+    assert!(remaining <= 1, "{headers:?}");
+    assert_eq!(
+        host.var(A, "rtc_low_balance"),
+        Some(remaining.to_string()),
+        "the channel is told too"
+    );
+    // Hung up when what it paid for runs out: ALLOTTED_TIMEOUT (602).
+    eventually("the hangup", || host.hangup_cause(A).is_some());
+    assert_eq!(host.hangup_cause(A), Some(602));
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    drop(loaded);
+    assert_eq!(host.subclass_owner(LOW_BALANCE), None, "freed at unload");
 }
