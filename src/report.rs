@@ -7,6 +7,7 @@
 //! each into its own registry types on every scrape (or implement its collector and encoder traits), more code
 //! than the format itself, which is a stable, line-oriented text. A unit test checks the output's shape.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use rtc_engine::call::CallView;
 use rtc_engine::core::{CallSummary, StatusReport};
 use rtc_engine::engine::IntakeStats;
+use rtc_engine::rtc_ledger::AccountStatus;
 use rtc_engine::services::ServicesMonitor;
 use rtc_engine::services::breaker::{BreakerState, BreakerStatus};
 use rtc_engine::services::stats::CounterValue;
@@ -287,6 +289,62 @@ pub fn call(view: &CallView) -> String {
         );
     }
     out
+}
+
+/// Live calls per partner name, or why the engine did not say.
+pub type LiveByPartner = Result<HashMap<String, u32>, String>;
+
+/// `rtc_core balance <partner>`: one `key: value` per line.
+pub fn balance(account: &AccountStatus, live: &LiveByPartner) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "partner: {}", account.name);
+    let _ = writeln!(out, "balance: {}", account.balance);
+    let _ = writeln!(out, "reserved: {}", account.reserved);
+    let _ = writeln!(out, "available: {}", account.available());
+    let _ = writeln!(out, "credit_limit: {}", account.credit_limit);
+    let _ = writeln!(out, "open_reservations: {}", account.open_reservations);
+    match live {
+        Ok(by_name) => {
+            let n = by_name.get(&account.name).copied().unwrap_or(0);
+            let _ = writeln!(out, "live_calls: {n}");
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "live_calls: unknown (the engine did not answer: {why})"
+            );
+        }
+    }
+    out
+}
+
+/// `rtc_core balance`: one CSV line per account (live calls empty when the engine did not answer).
+pub fn balances(accounts: &[AccountStatus], live: &LiveByPartner) -> String {
+    let mut out = String::from("partner,balance,reserved,available,live_calls\n");
+    for a in accounts {
+        let calls = match live {
+            Ok(by_name) => by_name.get(&a.name).copied().unwrap_or(0).to_string(),
+            Err(_) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{calls}",
+            csv_field(&a.name),
+            a.balance,
+            a.reserved,
+            a.available()
+        );
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
+    }
 }
 
 /// `rtc_core breakers`.
@@ -758,5 +816,33 @@ mod tests {
             assert!(text.contains(want), "{want}: {text}");
         }
         assert_eq!(breakers(None), "none: every service is local\n");
+    }
+
+    #[test]
+    fn balances_one_per_line_and_as_csv() {
+        use rtc_engine::rtc_ledger::{AccountId, Money};
+        let account = |name: &str, balance: i64| AccountStatus {
+            id: AccountId(1),
+            name: name.to_owned(),
+            balance: Money(balance),
+            reserved: Money(250_000),
+            credit_limit: Money(1_000_000),
+            open_reservations: 1,
+        };
+        let live: LiveByPartner = Ok([("lab".to_owned(), 2)].into_iter().collect());
+        assert_eq!(
+            balance(&account("lab", 10_500_000), &live),
+            "partner: lab\nbalance: 10.500000\nreserved: 0.250000\navailable: 11.250000\ncredit_limit: 1.000000\n\
+             open_reservations: 1\nlive_calls: 2\n"
+        );
+        assert!(
+            balance(&account("lab", 0), &Err("timed out".into()))
+                .ends_with("live_calls: unknown (the engine did not answer: timed out)\n")
+        );
+        assert_eq!(
+            balances(&[account("lab", 0), account("a,\"b\"", -5)], &live),
+            "partner,balance,reserved,available,live_calls\nlab,0.000000,0.250000,0.750000,2\n\
+             \"a,\"\"b\"\"\",-0.000005,0.250000,0.749995,0\n"
+        );
     }
 }

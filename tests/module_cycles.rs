@@ -1,6 +1,7 @@
 //! Load and unload mod_rtc_core.so 50 times under the fake core: threads (the engine thread, the `rtc-io`
 //! runtime's, the ledger's writer) and file descriptors must come back to where they started — after shutdown
-//! returns, nothing of the module may still run.
+//! returns, nothing of the module may still run. And what the ledger holds outlives the module: balances after an
+//! unload and a load are what they were.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,4 +100,39 @@ fn fifty_load_unload_cycles_leave_no_thread_or_fd() {
             "cycle {cycle}: fds after unload"
         );
     }
+}
+
+#[test]
+fn balances_outlive_an_unload_and_a_load() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    let db = tempfile::tempdir().expect("db dir");
+    host.start_over(Some(CONF), &shipped_conf(), Some(db.path()));
+    let path = module_path();
+    let api = |cmd: &str| host.api("rtc_core", cmd).expect("API").1;
+
+    let module = Module::open(&path);
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    assert_eq!(
+        api("topup globex 49.75 wire-2026-001"),
+        "+OK globex balance 199.750000\n"
+    );
+    let before = api("balance");
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    drop(module);
+
+    // Loaded again on the same db directory: the ledger is the one left, not balances.csv again.
+    let module = Module::open(&path);
+    assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
+    assert_eq!(api("balance"), before);
+    assert!(
+        before.contains("\nglobex,199.750000,0.000000,199.750000,0\n"),
+        "{before}"
+    );
+    assert_eq!(
+        api("topup globex 49.75 wire-2026-001"),
+        "+OK globex balance 199.750000 (reference wire-2026-001 already applied)\n",
+        "the reference is remembered too"
+    );
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
 }

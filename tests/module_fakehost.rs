@@ -148,7 +148,10 @@ fn api_answers_status_help_and_bad_arguments() {
     with_module(|host, _| {
         let api = host.interface(false, "rtc_core").expect("API registered");
         assert!(
-            api.contains("<status|calls|call <uuid>|breakers|metrics|reload|help>"),
+            api.contains(
+                "<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|breakers|\
+                 metrics|reload|help>"
+            ),
             "{api}"
         );
         let (status, out) = host.api("rtc_core", "status").expect("API runs");
@@ -825,6 +828,111 @@ fn a_cdr_the_disk_refuses_is_logged_whole() {
         log.contains(&format!("CDR not written to /dev/full: {{\"uuid\":\"{A}\"")),
         "{log}"
     );
+}
+
+/// The value of `key: value` line `key` in `text`.
+fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+}
+
+#[test]
+fn balance_and_topup_answer_from_the_ledger() {
+    with_module(|host, _| {
+        let api = |cmd: &str| host.api("rtc_core", cmd).expect("API runs").1;
+        // A fresh ledger: lab's opening balance from the shipped balances.csv.
+        let out = api("balance lab");
+        assert_eq!(
+            out,
+            "partner: lab\nbalance: 1000000.000000\nreserved: 0.000000\navailable: 1000000.000000\n\
+             credit_limit: 0.000000\nopen_reservations: 0\nlive_calls: 0\n"
+        );
+        let out = api("balance");
+        assert!(
+            out.starts_with("partner,balance,reserved,available,live_calls\n")
+                && out.contains("\nlab,1000000.000000,0.000000,1000000.000000,0\n")
+                && out.contains("\nacme,2500.000000,0.000000,2500.000000,0\n"),
+            "{out}"
+        );
+        // A call in progress holds money and a place.
+        create(host, A, "4930123");
+        wait_for_state(host, A, "PARKED");
+        let out = api("balance lab");
+        assert_eq!(field(&out, "reserved"), Some("1.000000"), "{out}");
+        assert_eq!(field(&out, "available"), Some("999999.000000"), "{out}");
+        assert_eq!(field(&out, "open_reservations"), Some("1"), "{out}");
+        assert_eq!(field(&out, "live_calls"), Some("1"), "{out}");
+        assert!(api("balance").contains("\nlab,1000000.000000,1.000000,999999.000000,1\n"));
+
+        // Paid in once per reference.
+        assert_eq!(
+            api("topup acme 25.5 pay-0001"),
+            "+OK acme balance 2525.500000\n"
+        );
+        assert_eq!(
+            api("topup acme 25.50 pay-0001"),
+            "+OK acme balance 2525.500000 (reference pay-0001 already applied)\n"
+        );
+        let out = api("topup acme 30 pay-0001");
+        assert!(
+            out.starts_with(
+                "-ERR reference pay-0001 was already used for a topup of 25.500000 on acme"
+            ),
+            "{out}"
+        );
+        assert_eq!(field(&api("balance acme"), "balance"), Some("2525.500000"));
+        for unknown in ["topup nobody 1 pay-0002", "balance nobody", "balance ACME"] {
+            let out = api(unknown);
+            assert!(out.starts_with("-ERR no partner "), "{unknown}: {out}");
+        }
+        for (bad, why) in [
+            (
+                "topup acme -1 pay-3",
+                "amount \"-1\" is not a positive decimal",
+            ),
+            (
+                "topup acme 0 pay-3",
+                "amount \"0\" is not a positive decimal",
+            ),
+            ("topup acme 1.1234567 pay-3", "at most 6 decimals"),
+            ("topup acme %s%n pay-3", "amount \"%s%n\" is not"),
+            (
+                "topup acme 5",
+                "`topup` needs a partner, an amount and a reference",
+            ),
+            (
+                "topup acme 5 pay-3 more",
+                "`topup <partner> <amount> <reference>` takes no more",
+            ),
+            (
+                "balance acme more",
+                "`balance <partner>` takes no more arguments",
+            ),
+        ] {
+            let out = api(bad);
+            assert!(
+                out.starts_with("-ERR ") && out.contains(why) && out.contains("-USAGE: rtc_core <"),
+                "{bad}: {out}"
+            );
+        }
+        assert!(
+            api(&format!("topup acme 5 {}", "r".repeat(65))).contains("is not 1 to 64 printable")
+        );
+        assert_eq!(
+            field(&api("balance acme"), "balance"),
+            Some("2525.500000"),
+            "nothing else moved"
+        );
+        // Every top-up is in the log, whatever came of it.
+        for line in [
+            "topup: partner acme, amount 25.500000, reference pay-0001: applied, balance now 2525.500000",
+            "topup: partner acme, amount 25.500000, reference pay-0001: already applied before",
+            "topup: partner acme, amount 30.000000, reference pay-0001: refused",
+            "topup: partner nobody, amount 1.000000, reference pay-0002: refused: unknown partner",
+        ] {
+            assert_eq!(host.log_count(line), 1, "{line}: {}", host.log());
+        }
+    });
 }
 
 #[test]
