@@ -209,6 +209,7 @@ pub fn run(cmd: &str) -> String {
                     &s,
                     &h.engine.intake(),
                     breakers.as_deref(),
+                    ledger_figures(&h).as_ref(),
                     &h.config,
                     h.reloads,
                     &not_live(&h.started_with, &h.config),
@@ -249,6 +250,14 @@ pub fn run(cmd: &str) -> String {
         Ok(text) => text,
         Err(e) => format!("-ERR {e}\n"),
     }
+}
+
+/// The local ledger's file and counters, when there is one.
+fn ledger_figures(h: &HostHandle) -> Option<report::LedgerFigures<'_>> {
+    h.ledger.as_ref().map(|l| report::LedgerFigures {
+        path: l.path(),
+        stats: l.stats(),
+    })
 }
 
 /// The ledger that keeps the partners' money, or the `-ERR` line saying why there is none here.
@@ -387,6 +396,7 @@ fn metrics_text(h: &HostHandle) -> Result<String, QueryError> {
             &h.engine.intake(),
             breakers.as_deref(),
             &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+            ledger_figures(h).as_ref(),
             &h.config,
             &events::STATS.handler_ns.snapshot(),
         ),

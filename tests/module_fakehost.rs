@@ -932,6 +932,23 @@ fn balance_and_topup_answer_from_the_ledger() {
         ] {
             assert_eq!(host.log_count(line), 1, "{line}: {}", host.log());
         }
+        // Status and metrics say what the ledger did.
+        let out = api("status");
+        assert!(
+            out.contains("/rtc_core.db: ")
+                && out.contains("storage failures 0; expired reservations 0")
+                && out.contains("billing: every 60 s;"),
+            "{out}"
+        );
+        let out = api("metrics");
+        for want in [
+            "# TYPE rtc_ledger_commits_total counter\n",
+            "rtc_ledger_storage_failures_total 0\n",
+            "rtc_ledger_waiting_settlements 0\n",
+            "rtc_billing_low_balance_total 0\n",
+        ] {
+            assert!(out.contains(want), "{want}: {out}");
+        }
     });
 }
 
@@ -940,9 +957,14 @@ fn the_ledger_is_a_private_file_in_freeswitchs_db_directory() {
     use std::os::unix::fs::PermissionsExt;
     let db = tempfile::tempdir().expect("db dir");
     let file = db.path().join("rtc_core.db");
-    with_module_in(db.path(), |_, _| {
+    with_module_in(db.path(), |host, _| {
         let meta = std::fs::metadata(&file).expect("the ledger is in the db dir");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner only");
+        let (_, out) = host.api("rtc_core", "status").expect("API runs");
+        assert!(
+            out.contains(&format!("ledger: {}: ", file.display())),
+            "{out}"
+        );
     });
 }
 
@@ -1070,6 +1092,8 @@ fn a_call_whose_money_runs_out_raises_low_balance_and_is_hung_up() {
     // Hung up when what it paid for runs out: ALLOTTED_TIMEOUT (602).
     eventually("the hangup", || host.hangup_cause(A).is_some());
     assert_eq!(host.hangup_cause(A), Some(602));
+    let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+    assert!(out.contains("rtc_billing_low_balance_total 1\n"), "{out}");
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
     drop(loaded);
     assert_eq!(host.subclass_owner(LOW_BALANCE), None, "freed at unload");
