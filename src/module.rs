@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use freeswitch_sys as fs;
 use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, switch_status_t};
+use rtc_engine::host::HostError;
+use rtc_engine::local::LocalError;
 
 use crate::control::FsCallControl;
 use crate::events::{self, INTAKE};
@@ -317,8 +319,15 @@ fn load(
     let running = match Running::start(config, Box::new(FsCallControl), ledger_dir) {
         Ok(r) => r,
         Err(e) => {
-            // A ledger that would not open names its file and what to do (locked, not a ledger, newer schema).
-            log::error!("mod_rtc_core not loaded: {origin}: {e}");
+            // A ledger that would not open names its file and what is wrong (locked, not a ledger, newer schema);
+            // the operator also needs to know where that file comes from.
+            let hint = match &e {
+                HostError::Local(LocalError::Ledger(_)) => {
+                    " (the ledger's file is <local> param ledger; empty: rtc_core.db in FreeSWITCH's db directory)"
+                }
+                _ => "",
+            };
+            log::error!("mod_rtc_core not loaded: {origin}: {e}{hint}");
             custom::release();
             return SWITCH_STATUS_GENERR;
         }

@@ -994,6 +994,12 @@ fn a_ledger_that_will_not_open_fails_the_load_and_says_why() {
         host.log()
     );
     assert_eq!(
+        host.log_count("(the ledger's file is <local> param ledger; empty: rtc_core.db in FreeSWITCH's db directory)"),
+        1,
+        "and where it comes from: {}",
+        host.log()
+    );
+    assert_eq!(
         std::fs::read_to_string(&file).expect("read"),
         "partner,balance\nlab,100\n",
         "left as it was"
