@@ -188,6 +188,42 @@ const char *rtc_conf_dir(void)
 	return SWITCH_GLOBAL_dirs.conf_dir;
 }
 
+const char *rtc_db_dir(void)
+{
+	return SWITCH_GLOBAL_dirs.db_dir;
+}
+
+switch_status_t rtc_reserve_subclass(const char *owner, const char *subclass)
+{
+	return switch_event_reserve_subclass_detailed(owner, subclass);
+}
+
+switch_status_t rtc_free_subclass(const char *owner, const char *subclass)
+{
+	return switch_event_free_subclass_detailed(owner, subclass);
+}
+
+switch_status_t rtc_fire_custom(const char *subclass, const char *const *names, const char *const *values, int n)
+{
+	switch_event_t *event = NULL;
+	switch_status_t status;
+	int i;
+
+	status = switch_event_create_subclass_detailed(__FILE__, __func__, __LINE__, &event, SWITCH_EVENT_CUSTOM, subclass);
+	if (status != SWITCH_STATUS_SUCCESS || !event) {
+		return status != SWITCH_STATUS_SUCCESS ? status : SWITCH_STATUS_MEMERR;
+	}
+	for (i = 0; i < n; i++) {
+		status = switch_event_add_header_string(event, SWITCH_STACK_BOTTOM, names[i], values[i]);
+		if (status != SWITCH_STATUS_SUCCESS) {
+			switch_event_destroy(&event);
+			return status;
+		}
+	}
+	/* Fire takes the event whatever it returns (queued, delivered, or destroyed). */
+	return switch_event_fire_detailed(__FILE__, __func__, __LINE__, &event, NULL);
+}
+
 const char *rtc_channel_get_variable(switch_channel_t *channel, const char *name)
 {
 	return switch_channel_get_variable_dup(channel, name, SWITCH_TRUE, -1);

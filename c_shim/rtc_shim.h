@@ -81,6 +81,23 @@ const switch_event_header_t *rtc_event_fields(const switch_event_t *event, const
 /* FreeSWITCH's configuration directory (SWITCH_GLOBAL_dirs.conf_dir), or NULL. */
 const char *rtc_conf_dir(void);
 
+/* FreeSWITCH's database directory (SWITCH_GLOBAL_dirs.db_dir, its -db option), or NULL. */
+const char *rtc_db_dir(void);
+
+/* switch_event_reserve_subclass_detailed / switch_event_free_subclass_detailed: a CUSTOM subclass the module raises,
+ * reserved by `owner` (the module's name) at load and freed at unload. FreeSWITCH copies both strings. Reserving
+ * answers SWITCH_STATUS_INUSE when another owner holds the subclass; freeing fails (and leaves the subclass to the
+ * listeners) while an event-socket listener subscribed to it. (Plain functions, kept here with the event they
+ * serve rather than added to the bindings.) */
+switch_status_t rtc_reserve_subclass(const char *owner, const char *subclass);
+switch_status_t rtc_free_subclass(const char *owner, const char *subclass);
+
+/* Creates a CUSTOM event of `subclass` (FreeSWITCH adds Event-Subclass), adds the n headers names[i]: values[i] in
+ * order (copied, never read as formats), and fires it; FreeSWITCH owns the event from then on. The subclass should be
+ * reserved (switch_event_reserve_subclass_detailed) by the caller. SWITCH_STATUS_SUCCESS, or the failing call's status
+ * (the event, if created, is destroyed). */
+switch_status_t rtc_fire_custom(const char *subclass, const char *const *names, const char *const *values, int n);
+
 /* switch_channel_get_variable: the value copied into the session's pool, or NULL. */
 const char *rtc_channel_get_variable(switch_channel_t *channel, const char *name);
 

@@ -3,6 +3,7 @@
 //! Output always goes through the shim's `"%s"` writer. Bad arguments get a usage line (and success status,
 //! as FreeSWITCH's own commands do), so fs_cli shows the line rather than a generic error.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, c_char};
 use std::time::Duration;
 
@@ -10,9 +11,12 @@ use freeswitch_sys::{
     SWITCH_STATUS_GENERR, SWITCH_STATUS_SUCCESS, switch_core_session_t, switch_status_t,
 };
 use rtc_engine::CallId;
+use rtc_engine::config::Backend;
 use rtc_engine::engine::{Query, QueryError, QueryReply};
+use rtc_engine::rtc_ledger::{AccountRef, Answer, LedgerError, LedgerHandle, Money, Op};
+use rtc_engine::service::ServiceKind;
 
-use crate::host::not_live;
+use crate::host::{HostHandle, not_live};
 use crate::logging::c_text;
 use crate::{events, guard, module, report, shim};
 
@@ -21,17 +25,25 @@ pub const NAME: &CStr = c"rtc_core";
 /// One-line description for `show api`.
 pub const DESCRIPTION: &CStr = c"mod_rtc_core: call engine status and control";
 /// Syntax line for `show api` and the usage message.
-pub const SYNTAX: &CStr = c"<status|calls|call <uuid>|breakers|metrics|reload|help>";
+pub const SYNTAX: &CStr = c"<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|breakers|metrics|reload|help>";
 
 /// How long an API command waits for the engine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// A parsed `rtc_core` subcommand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Status,
     Calls,
     Call(CallId),
+    /// One partner's money and live calls, or (`None`) every account's.
+    Balance(Option<String>),
+    /// Money paid in by a partner: applied once per reference.
+    TopUp {
+        partner: String,
+        amount: Money,
+        reference: String,
+    },
     Breakers,
     Metrics,
     Reload,
@@ -54,6 +66,41 @@ pub enum UsageError {
     BadUuid(String),
     #[error("`{0}` takes no arguments")]
     Extra(&'static str),
+    #[error("`{0}` takes no more arguments")]
+    ExtraAfter(&'static str),
+    #[error(
+        "`topup` needs a partner, an amount and a reference: rtc_core topup <partner> <amount> <reference>"
+    )]
+    TopUpArguments,
+    #[error("amount {0:?} is not a positive decimal with at most 6 decimals (e.g. 25 or 10.50)")]
+    BadAmount(String),
+    #[error(
+        "reference {0:?} is not 1 to {REFERENCE_MAX} printable ASCII characters without spaces (e.g. the payment's id)"
+    )]
+    BadReference(String),
+}
+
+/// Longest top-up reference accepted.
+pub const REFERENCE_MAX: usize = 64;
+
+/// A top-up's amount: a positive decimal, at most 6 decimals, no sign.
+fn parse_amount(text: &str) -> Result<Money, UsageError> {
+    let bad = || UsageError::BadAmount(text.chars().take(40).collect());
+    if !text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    Money::parse(text)
+        .filter(|m| *m > Money::ZERO)
+        .ok_or_else(bad)
+}
+
+/// A top-up's reference: what makes a repeat of the same payment harmless.
+fn parse_reference(text: &str) -> Result<String, UsageError> {
+    if (1..=REFERENCE_MAX).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err(UsageError::BadReference(text.chars().take(80).collect()))
+    }
 }
 
 /// Parses the text after `rtc_core`.
@@ -79,6 +126,31 @@ pub fn parse(cmd: &str) -> Result<Command, UsageError> {
             let id = CallId::parse(uuid).map_err(|e| UsageError::BadUuid(e.to_string()))?;
             plain(Command::Call(id), "call <uuid>", &mut words)
         }
+        "balance" => {
+            let partner = words.next().map(str::to_owned);
+            if words.next().is_some() {
+                return Err(UsageError::ExtraAfter("balance <partner>"));
+            }
+            Ok(Command::Balance(partner))
+        }
+        "topup" => {
+            let (Some(partner), Some(amount), Some(reference)) =
+                (words.next(), words.next(), words.next())
+            else {
+                return Err(UsageError::TopUpArguments);
+            };
+            let command = Command::TopUp {
+                partner: partner.to_owned(),
+                amount: parse_amount(amount)?,
+                reference: parse_reference(reference)?,
+            };
+            if words.next().is_some() {
+                return Err(UsageError::ExtraAfter(
+                    "topup <partner> <amount> <reference>",
+                ));
+            }
+            Ok(command)
+        }
         #[cfg(feature = "panic-test")]
         "panic" => Ok(Command::Panic),
         other => Err(UsageError::Unknown(other.chars().take(40).collect())),
@@ -93,6 +165,8 @@ pub fn usage() -> String {
 const HELP: &str = "rtc_core status          engine summary: uptime, live calls by state, events/s, queue, breakers, admission\n\
 rtc_core calls           live calls\n\
 rtc_core call <uuid>     one call and its trace (live, or among the last finished ones)\n\
+rtc_core balance [<partner>]  a partner's money and live calls; without a partner, one CSV line per account\n\
+rtc_core topup <partner> <amount> <reference>  money paid in, applied once per reference (a repeat is harmless)\n\
 rtc_core breakers        circuit breaker state per HTTP service\n\
 rtc_core metrics         counters, gauges and the event-handler histogram (Prometheus text format)\n\
 rtc_core reload          re-read rtc_core.conf.xml and its tables; the engine takes what it can live\n\
@@ -135,6 +209,7 @@ pub fn run(cmd: &str) -> String {
                     &s,
                     &h.engine.intake(),
                     breakers.as_deref(),
+                    ledger_figures(&h).as_ref(),
                     &h.config,
                     h.reloads,
                     &not_live(&h.started_with, &h.config),
@@ -159,6 +234,12 @@ pub fn run(cmd: &str) -> String {
             ),
             other => unexpected(&other),
         }),
+        Command::Balance(partner) => Ok(balance(&h, partner.as_deref())),
+        Command::TopUp {
+            partner,
+            amount,
+            reference,
+        } => Ok(top_up(&h, &partner, amount, &reference)),
         Command::Breakers => Ok(report::breakers(breakers.as_deref())),
         Command::Metrics => metrics_text(&h),
         Command::Help | Command::Reload => unreachable!("answered above"),
@@ -171,8 +252,143 @@ pub fn run(cmd: &str) -> String {
     }
 }
 
+/// The local ledger's file and counters, when there is one.
+fn ledger_figures(h: &HostHandle) -> Option<report::LedgerFigures<'_>> {
+    h.ledger.as_ref().map(|l| report::LedgerFigures {
+        path: l.path(),
+        stats: l.stats(),
+    })
+}
+
+/// The ledger that keeps the partners' money, or the `-ERR` line saying why there is none here.
+fn money_ledger(h: &HostHandle) -> Result<&LedgerHandle, String> {
+    // The service layer keeps its load-time backends until the module is reloaded.
+    let balance = h.started_with.service(ServiceKind::Balance);
+    if balance.backend != Backend::Local {
+        return Err(format!(
+            "-ERR the balance service is HTTP ({}): balances are kept by the operator's balance service, not by \
+             mod_rtc_core; look them up and top them up there\n",
+            balance.url.as_deref().unwrap_or("no url")
+        ));
+    }
+    h.ledger.as_ref().ok_or_else(|| {
+        "-ERR mod_rtc_core has no ledger (no service is local); balances are the balance service's\n".to_owned()
+    })
+}
+
+/// Live calls per partner name, from the engine's status; or why the engine did not say.
+fn live_calls(h: &HostHandle) -> Result<HashMap<String, u32>, String> {
+    match query(&h.engine, Query::Status) {
+        Ok(QueryReply::Status(s)) => {
+            let mut by_name: HashMap<String, u32> = HashMap::new();
+            for p in &s.by_partner {
+                *by_name.entry(p.name.to_string()).or_default() += p.active;
+            }
+            Ok(by_name)
+        }
+        Ok(other) => Err(unexpected(&other)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `rtc_core balance [<partner>]`.
+fn balance(h: &HostHandle, partner: Option<&str>) -> String {
+    let ledger = match money_ledger(h) {
+        Ok(l) => l,
+        Err(text) => return text,
+    };
+    let op = match partner {
+        Some(name) => Op::Account(AccountRef::Name(name.to_owned())),
+        None => Op::Accounts,
+    };
+    let answer = ledger.call(op, "api", ANSWER_WITHIN);
+    let live = live_calls(h);
+    match (answer, partner) {
+        (Ok(Answer::Account(account)), _) => report::balance(&account, &live),
+        (Ok(Answer::Accounts(accounts)), _) => report::balances(&accounts, &live),
+        (Err(LedgerError::UnknownAccount(_)), Some(name)) => unknown_partner(name),
+        (Ok(other), _) => {
+            log::error!("the ledger answered a balance query with {other:?}");
+            "-ERR the ledger gave an unexpected answer (logged)\n".to_owned()
+        }
+        (Err(e), _) => format!("-ERR ledger {}: {e}\n", ledger.path()),
+    }
+}
+
+fn unknown_partner(name: &str) -> String {
+    format!(
+        "-ERR no partner {name:?} in the ledger: accounts are the partners of partners.csv (names are \
+         case-sensitive; `rtc_core balance` lists them)\n"
+    )
+}
+
+/// `rtc_core topup <partner> <amount> <reference>`: applied once per reference; logged whatever the outcome.
+fn top_up(h: &HostHandle, partner: &str, amount: Money, reference: &str) -> String {
+    let ledger = match money_ledger(h) {
+        Ok(l) => l,
+        Err(text) => return text,
+    };
+    let op = Op::TopUp {
+        account: AccountRef::Name(partner.to_owned()),
+        amount,
+        reference: reference.to_owned(),
+        actor: "api".to_owned(),
+    };
+    let answer = ledger.call(op, "api", ANSWER_WITHIN);
+    let (outcome, text) = match answer {
+        Ok(Answer::Moved {
+            balance,
+            duplicate: false,
+        }) => (
+            format!("applied, balance now {balance}"),
+            format!("+OK {partner} balance {balance}\n"),
+        ),
+        Ok(Answer::Moved {
+            balance,
+            duplicate: true,
+        }) => (
+            format!("already applied before, nothing changed; balance {balance}"),
+            format!("+OK {partner} balance {balance} (reference {reference} already applied)\n"),
+        ),
+        Ok(other) => {
+            log::error!("the ledger answered a top-up with {other:?}");
+            (
+                "unexpected answer".to_owned(),
+                "-ERR the ledger gave an unexpected answer (logged); check with `rtc_core balance`\n".to_owned(),
+            )
+        }
+        Err(LedgerError::UnknownAccount(_)) => (
+            "refused: unknown partner".to_owned(),
+            unknown_partner(partner),
+        ),
+        Err(LedgerError::ReferenceReused {
+            kind, amount: used, ..
+        }) => (
+            format!("refused: reference already used for a {kind} of {used}"),
+            format!(
+                "-ERR reference {reference} was already used for a {kind} of {used} on {partner}; nothing changed: \
+                 give this payment a reference of its own\n"
+            ),
+        ),
+        Err(e @ (LedgerError::Timeout(_) | LedgerError::Storage(_))) => (
+            format!("not confirmed: {e}"),
+            format!(
+                "-ERR ledger {}: {e}; the top-up may still be applied: check with `rtc_core balance {partner}` and \
+                 repeat the same command if it was not (a reference is applied once)\n",
+                ledger.path()
+            ),
+        ),
+        Err(e) => (
+            format!("refused: {e}"),
+            format!("-ERR top-up not applied: {e}\n"),
+        ),
+    };
+    log::info!("topup: partner {partner}, amount {amount}, reference {reference}: {outcome}");
+    text
+}
+
 /// The Prometheus page of `h`'s engine (`rtc_core metrics`, and the scrape endpoint).
-fn metrics_text(h: &crate::host::HostHandle) -> Result<String, QueryError> {
+fn metrics_text(h: &HostHandle) -> Result<String, QueryError> {
     let breakers = report::breaker_states(h.monitor.as_ref());
     query(&h.engine, Query::Status).map(|r| match r {
         QueryReply::Status(s) => report::metrics(
@@ -180,6 +396,7 @@ fn metrics_text(h: &crate::host::HostHandle) -> Result<String, QueryError> {
             &h.engine.intake(),
             breakers.as_deref(),
             &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+            ledger_figures(h).as_ref(),
             &h.config,
             &events::STATS.handler_ns.snapshot(),
         ),
@@ -255,6 +472,61 @@ mod tests {
         assert_eq!(
             parse("frobnicate"),
             Err(UsageError::Unknown("frobnicate".into()))
+        );
+    }
+
+    #[test]
+    fn parses_the_money_commands() {
+        assert_eq!(parse("balance"), Ok(Command::Balance(None)));
+        assert_eq!(
+            parse("balance Acme"),
+            Ok(Command::Balance(Some("Acme".into())))
+        );
+        assert_eq!(
+            parse("balance acme extra"),
+            Err(UsageError::ExtraAfter("balance <partner>"))
+        );
+        assert_eq!(
+            parse("topup acme 10.5 pay-0001"),
+            Ok(Command::TopUp {
+                partner: "acme".into(),
+                amount: Money(10_500_000),
+                reference: "pay-0001".into()
+            })
+        );
+        assert_eq!(parse("topup acme 10"), Err(UsageError::TopUpArguments));
+        for bad in ["0", "-5", "+5", "1.1234567", "1e3", "abc", ".", "0.000000"] {
+            assert_eq!(
+                parse(&format!("topup acme {bad} ref")),
+                Err(UsageError::BadAmount(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("topup acme .000001 r").map(|c| matches!(
+                c,
+                Command::TopUp {
+                    amount: Money(1),
+                    ..
+                }
+            )),
+            Ok(true)
+        );
+        let long = "r".repeat(REFERENCE_MAX + 1);
+        assert!(matches!(
+            parse(&format!("topup acme 1 {long}")),
+            Err(UsageError::BadReference(_))
+        ));
+        assert!(parse(&format!("topup acme 1 {}", &long[1..])).is_ok());
+        assert!(matches!(
+            parse("topup acme 1 réf"),
+            Err(UsageError::BadReference(_))
+        ));
+        assert_eq!(
+            parse("topup acme 1 ref more"),
+            Err(UsageError::ExtraAfter(
+                "topup <partner> <amount> <reference>"
+            ))
         );
     }
 

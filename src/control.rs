@@ -6,6 +6,8 @@
 //!
 //! - `SetVariables`: `switch_channel_set_variable` for each.
 //! - `Hangup`: `switch_channel_hangup` with the cause.
+//! - `LowBalance`: the CUSTOM event `rtc_core::low_balance` with the warning's headers (fired even when the channel
+//!   is already gone), and the channel variable `rtc_low_balance` (seconds of paid talk left).
 //! - `Bridge` (a call parked in the dialplan): the route is handed to the session's own thread by queueing
 //!   `rtc_core route <b-leg uuid> <dial string>` on it (`switch_core_session_execute_application_async`, the
 //!   call FreeSWITCH offers for running an application on a session from another thread; a parked channel runs it
@@ -13,10 +15,10 @@
 //!   to park and is reported to the engine, which then sends the next route or gives up.
 
 use rtc_engine::CallId;
-use rtc_engine::control::{CallCommand, CallControl};
+use rtc_engine::control::{CallCommand, CallControl, LowBalance};
 
-use crate::app;
 use crate::session::LocatedSession;
+use crate::{app, custom};
 
 /// Executes call commands on live FreeSWITCH sessions.
 #[derive(Default)]
@@ -30,6 +32,15 @@ impl CallControl for FsCallControl {
 
     fn execute(&mut self, command: CallCommand) {
         let call = command.call();
+        if let CallCommand::LowBalance(warning) = &command {
+            // The operator hears of it whether or not the channel is still there.
+            if let Err(status) = custom::fire(custom::LOW_BALANCE, &warning.headers()) {
+                log::warn!(
+                    "call {call}: FreeSWITCH did not take the {} event (status {status})",
+                    LowBalance::SUBCLASS
+                );
+            }
+        }
         let Some(located) = LocatedSession::locate(call) else {
             log::debug!("call {call}: gone before {command:?} could be applied");
             return;

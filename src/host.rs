@@ -8,15 +8,16 @@
 //! point into that text, not into the file: when the file `<conf>/autoload_configs/rtc_core.conf.xml` exists and
 //! fails the same way, its own `file:line` is reported instead.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc_engine::config::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
-use rtc_engine::host::{Host, HostShutdownReport};
+use rtc_engine::host::{Host, HostOptions, HostShutdownReport};
 use rtc_engine::metrics_http::MetricsEndpoint;
+use rtc_engine::rtc_ledger::LedgerHandle;
 use rtc_engine::services::ServicesMonitor;
 use rtc_engine::settings::RtcConfig;
 
@@ -90,15 +91,27 @@ pub struct HostHandle {
     pub started: Instant,
     /// The scrape endpoint, for `status`: its URL, or why it is not serving; `None` when not configured.
     pub metrics_endpoint: Option<String>,
+    /// The local ledger (balances, top-ups, CDRs) for `balance`, `topup`, `status` and metrics; `None` when no
+    /// service is local.
+    pub ledger: Option<LedgerHandle>,
 }
 
 impl Running {
-    /// Starts runtime, services and engine; `control` is how the engine acts on calls.
+    /// Starts runtime, services and engine; `control` is how the engine acts on calls; a ledger the configuration
+    /// does not place goes in `ledger_dir` (FreeSWITCH's db directory), in memory when `None`.
     pub fn start(
         config: RtcConfig,
         control: Box<dyn CallControl>,
+        ledger_dir: Option<PathBuf>,
     ) -> Result<Running, rtc_engine::host::HostError> {
-        let host = Host::start(&config, control)?;
+        let host = Host::start_with(
+            &config,
+            control,
+            HostOptions {
+                ledger_dir,
+                ..HostOptions::default()
+            },
+        )?;
         let (metrics, metrics_endpoint) = match config.metrics_listen {
             None => (None, None),
             // The page is rendered from whatever the module runs at the time of the scrape (after a reload too).
@@ -126,6 +139,7 @@ impl Running {
             reloads: 0,
             started: Instant::now(),
             metrics_endpoint,
+            ledger: host.ledger().cloned(),
         };
         Ok(Running {
             host,
@@ -178,8 +192,13 @@ impl Running {
 }
 
 /// The names of the threads the engine starts (`rtc-engine`, the `rtc-io` runtime's workers and blocking threads,
-/// and the local CDR file's writer `rtc-cdr`).
-pub const OUR_THREADS: [&str; 3] = ["rtc-engine", "rtc-io", rtc_engine::local::CDR_THREAD];
+/// the local CDR file's writer `rtc-cdr`, and the ledger's writer `rtc-ledger`).
+pub const OUR_THREADS: [&str; 4] = [
+    "rtc-engine",
+    "rtc-io",
+    rtc_engine::local::CDR_THREAD,
+    rtc_engine::rtc_ledger::writer::THREAD_NAME,
+];
 
 /// Threads of this process whose name is one of `names` (from `/proc/self/task/*/comm`; a thread leaves that
 /// list only once it has fully exited).

@@ -6,6 +6,7 @@
 //! - [`api`]: the fs_cli command `rtc_core <sub>`.
 //! - [`app`]: the dialplan application `rtc_core`.
 //! - [`control`]: the engine's call commands carried out through the C API (the park flow's bridges included).
+//! - [`custom`]: the CUSTOM events the module raises (`rtc_core::low_balance`), their subclasses reserved while loaded.
 //! - [`host`]: the one door to the engine (`rtc_engine::host::Host`, its configuration and reload); everything
 //!   above reaches the engine only through it.
 //! - [`report`]: the text of the API's answers, Prometheus metrics included.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod control;
+pub mod custom;
 pub mod events;
 pub mod guard;
 pub mod histogram;

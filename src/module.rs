@@ -1,15 +1,17 @@
 //! The module's life: the exported function table, `load` and `shutdown`.
 //!
 //! Load: create the module interface, read `rtc_core.conf.xml` (as FreeSWITCH resolved it, relative table paths
-//! under its conf directory), start the engine (runtime, services, engine thread), install the event intake,
-//! bind the channel events (removable bindings), register the API and the app. A configuration error fails the
-//! load with the loader's message (file, line, what to change) in FreeSWITCH's log.
+//! under its conf directory), reserve the CUSTOM event subclasses the module fires, start the engine (runtime,
+//! ledger — `rtc_core.db` in FreeSWITCH's db directory unless the configuration places it — services, engine
+//! thread), install the event intake, bind the channel events (removable bindings), register the API and the app. A
+//! configuration error, or a ledger that will not open, fails the load with the message (file, line or ledger file,
+//! what to change) in FreeSWITCH's log.
 //!
 //! Shutdown undoes it in reverse: unbind (FreeSWITCH waits for deliveries in progress), remove the intake (we
 //! wait for handlers still inside), stop the engine — it settles its live calls: those still in setup are hung up
-//! with the `shutdown` cause, connected ones are billed up to now and left up — then the service layer and the
-//! `rtc-io` runtime, joining every thread, stop logging, and only then return, because FreeSWITCH may unmap the
-//! library right after.
+//! with the `shutdown` cause, connected ones are billed up to now and left up — then the service layer, the ledger's
+//! writer and the `rtc-io` runtime, joining every thread, free the event subclasses, stop logging, and only then
+//! return, because FreeSWITCH may unmap the library right after.
 
 use std::ffi::{CStr, c_char, c_void};
 use std::path::PathBuf;
@@ -19,11 +21,13 @@ use std::time::Duration;
 
 use freeswitch_sys as fs;
 use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, switch_status_t};
+use rtc_engine::host::HostError;
+use rtc_engine::local::LocalError;
 
 use crate::control::FsCallControl;
 use crate::events::{self, INTAKE};
 use crate::host::{HostHandle, Running};
-use crate::{api, app, guard, logging, shim};
+use crate::{api, app, custom, guard, logging, shim};
 
 /// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
 pub const MODULE_NAME: &CStr = c"mod_rtc_core";
@@ -102,15 +106,44 @@ pub fn reload(timeout: Duration) -> Result<String, String> {
 /// FreeSWITCH's configuration directory (`SWITCH_GLOBAL_dirs.conf_dir`).
 pub fn conf_dir() -> Option<PathBuf> {
     // SAFETY: FreeSWITCH sets the directories before loading any module and never frees them.
-    let dir = unsafe { shim::rtc_conf_dir() };
-    // SAFETY: non-null: a NUL-terminated path string.
-    (!dir.is_null()).then(|| {
-        PathBuf::from(
-            unsafe { CStr::from_ptr(dir) }
-                .to_string_lossy()
-                .into_owned(),
-        )
-    })
+    directory(unsafe { shim::rtc_conf_dir() })
+}
+
+/// FreeSWITCH's database directory (`SWITCH_GLOBAL_dirs.db_dir`, its `-db` option): where the ledger goes.
+pub fn db_dir() -> Option<PathBuf> {
+    // SAFETY: as for conf_dir.
+    directory(unsafe { shim::rtc_db_dir() })
+}
+
+/// One of `SWITCH_GLOBAL_dirs`' paths (null or empty: not set).
+fn directory(dir: *const c_char) -> Option<PathBuf> {
+    if dir.is_null() {
+        return None;
+    }
+    // SAFETY: non-null: a NUL-terminated path string FreeSWITCH keeps for its life.
+    let dir = unsafe { CStr::from_ptr(dir) }.to_string_lossy();
+    (!dir.is_empty()).then(|| PathBuf::from(dir.into_owned()))
+}
+
+/// Where the ledger goes when the configuration does not place it: FreeSWITCH's db directory. Without one, a ledger
+/// that would go there (the default, or a relative `ledger` path) is refused rather than kept in memory, where every
+/// balance would be lost at unload.
+fn ledger_dir(config: &rtc_engine::settings::RtcConfig) -> Result<Option<PathBuf>, String> {
+    use rtc_engine::local::LedgerPlace;
+    let dir = db_dir();
+    let needs_dir = match &config.local.ledger {
+        LedgerPlace::HostDefault => true,
+        LedgerPlace::File(path) => path.is_relative(),
+        LedgerPlace::Memory => false,
+    };
+    if dir.is_none() && needs_dir && config.any_local() {
+        return Err(
+            "FreeSWITCH has no db directory (SWITCH_GLOBAL_dirs.db_dir is not set), where the ledger rtc_core.db \
+             goes: start FreeSWITCH with one (-db <dir>), or set <local> param ledger to an absolute file path"
+                .into(),
+        );
+    }
+    Ok(dir)
 }
 
 /// Why `rtc_core.conf.xml` could not be read.
@@ -274,10 +307,28 @@ fn load(
     };
     log::set_max_level(config.log_level);
     let origin = config.origin.clone();
-    let running = match Running::start(config, Box::new(FsCallControl)) {
+    let ledger_dir = match ledger_dir(&config) {
+        Ok(dir) => dir,
+        Err(e) => {
+            log::error!("mod_rtc_core not loaded: {e}");
+            return SWITCH_STATUS_GENERR;
+        }
+    };
+    // Before the engine starts: it may raise them as soon as it runs.
+    custom::reserve();
+    let running = match Running::start(config, Box::new(FsCallControl), ledger_dir) {
         Ok(r) => r,
         Err(e) => {
-            log::error!("mod_rtc_core not loaded: {origin}: {e}");
+            // A ledger that would not open names its file and what is wrong (locked, not a ledger, newer schema);
+            // the operator also needs to know where that file comes from.
+            let hint = match &e {
+                HostError::Local(LocalError::Ledger(_)) => {
+                    " (the ledger's file is <local> param ledger; empty: rtc_core.db in FreeSWITCH's db directory)"
+                }
+                _ => "",
+            };
+            log::error!("mod_rtc_core not loaded: {origin}: {e}{hint}");
+            custom::release();
             return SWITCH_STATUS_GENERR;
         }
     };
@@ -289,6 +340,7 @@ fn load(
             log::error!("mod_rtc_core not loaded: {e}");
             INTAKE.remove();
             running.shutdown(SHUTDOWN_GRACE);
+            custom::release();
             return SWITCH_STATUS_GENERR;
         }
     };
@@ -337,6 +389,8 @@ fn shutdown() -> switch_status_t {
     l.bindings.unbind();
     drop(INTAKE.remove());
     let report = l.running.shutdown(SHUTDOWN_GRACE);
+    // The engine has stopped: nothing fires our events any more.
+    custom::release();
     log::info!(
         "mod_rtc_core unloaded in {} ms: {} queued events applied, {} live calls settled{}{}",
         report.took_ms,

@@ -64,6 +64,15 @@ unsafe extern "C" {
         stop_at_variables: c_int,
     ) -> *const switch_event_header_t;
     pub fn rtc_conf_dir() -> *const c_char;
+    pub fn rtc_db_dir() -> *const c_char;
+    pub fn rtc_reserve_subclass(owner: *const c_char, subclass: *const c_char) -> switch_status_t;
+    pub fn rtc_free_subclass(owner: *const c_char, subclass: *const c_char) -> switch_status_t;
+    pub fn rtc_fire_custom(
+        subclass: *const c_char,
+        names: *const *const c_char,
+        values: *const *const c_char,
+        n: c_int,
+    ) -> switch_status_t;
     pub fn rtc_xml_reload(err: *mut *const c_char) -> switch_status_t;
     pub fn rtc_channel_get_variable(
         channel: *mut switch_channel_t,

@@ -1,6 +1,7 @@
 //! mod_rtc_core.so under the fake FreeSWITCH core: table, load, API, app, events, panic containment, shutdown
 //! while events flow.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +15,8 @@ const B: &str = "0e7c5a1f-2222-4d2b-8a7e-0123456789ff";
 const C: &str = "11111111-2222-4d2b-8a7e-0123456789ff";
 const D: &str = "22222222-2222-4d2b-8a7e-0123456789ff";
 const P: &str = "33333333-2222-4d2b-8a7e-0123456789ff";
+/// The CUSTOM event subclass of a low-balance warning.
+const LOW_BALANCE: &str = "rtc_core::low_balance";
 
 fn shipped_conf() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf")
@@ -31,13 +34,18 @@ impl Drop for Loaded<'_> {
     }
 }
 
-/// Loads the module on a fresh fake core, runs `f`, unloads it and checks nothing is left bound.
+/// Loads the module on a fresh fake core (its ledger in a new db directory), runs `f`, unloads it and checks
+/// nothing is left bound.
 fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
+    let db = tempfile::tempdir().expect("db dir");
+    with_module_in(db.path(), f);
+}
+
+/// [`with_module`] with FreeSWITCH's db directory (where the ledger goes) at `db`.
+fn with_module_in(db: &Path, f: impl FnOnce(&FakeHost, &Module)) {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config("rtc_core.conf", Some(CONF));
-    host.set_conf_dir(Some(&shipped_conf()));
+    host.start_over(Some(CONF), &shipped_conf(), Some(db));
     let module = Module::open(&module_path());
     let (status, created) = module.load();
     assert_eq!(
@@ -53,22 +61,52 @@ fn with_module(f: impl FnOnce(&FakeHost, &Module)) {
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
     drop(loaded);
     assert_eq!(host.bindings(), 0, "shutdown unbinds every event");
+    assert_eq!(
+        host.subclass_owner(LOW_BALANCE),
+        None,
+        "shutdown frees the event subclass"
+    );
 }
 
 /// Opens and loads the module with a configuration whose `<configuration>` element holds `inner`, the tables
-/// from the shipped conf dir; the caller shuts it down.
-fn loaded_with(host: &FakeHost, inner: &str) -> Module {
-    host.reset();
-    host.set_config(
-        "rtc_core.conf",
+/// from the shipped conf dir, the ledger in a new db directory (kept as long as the returned guard); the caller
+/// shuts it down.
+fn loaded_with(host: &FakeHost, inner: &str) -> (Module, tempfile::TempDir) {
+    loaded_from(host, &shipped_conf(), inner)
+}
+
+/// [`loaded_with`] with FreeSWITCH's conf directory (where the tables are) at `conf`.
+fn loaded_from(host: &FakeHost, conf: &Path, inner: &str) -> (Module, tempfile::TempDir) {
+    let db = tempfile::tempdir().expect("db dir");
+    host.start_over(
         Some(&format!(
             r#"<configuration name="rtc_core.conf">{inner}</configuration>"#
         )),
+        conf,
+        Some(db.path()),
     );
-    host.set_conf_dir(Some(&shipped_conf()));
     let module = Module::open(&module_path());
     assert_eq!(module.load().0, fs::SWITCH_STATUS_SUCCESS, "{}", host.log());
-    module
+    (module, db)
+}
+
+/// Waits (polling the API, at most 10 s) until `rtc_core call <uuid>` shows the call in `state`; its answer.
+/// The balance step is answered by the ledger's writer once durable, a moment after the event that asked.
+fn wait_for_state(host: &FakeHost, uuid: &str, state: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out) = host
+            .api("rtc_core", &format!("call {uuid}"))
+            .expect("API runs");
+        if out.contains(&format!("state: {state}\n")) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call {uuid} not {state} within 10 s: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// The UUID the module gives the leg of route `attempt` of call `a`.
@@ -110,7 +148,10 @@ fn api_answers_status_help_and_bad_arguments() {
     with_module(|host, _| {
         let api = host.interface(false, "rtc_core").expect("API registered");
         assert!(
-            api.contains("<status|calls|call <uuid>|breakers|metrics|reload|help>"),
+            api.contains(
+                "<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|breakers|\
+                 metrics|reload|help>"
+            ),
             "{api}"
         );
         let (status, out) = host.api("rtc_core", "status").expect("API runs");
@@ -178,6 +219,8 @@ fn api_answers_status_help_and_bad_arguments() {
 fn events_reach_the_engine() {
     with_module(|host, _| {
         assert_eq!(create(host, A, "4930123"), 1);
+        // Decided (the ledger held its money) before the far end answers, as on a real switch.
+        wait_for_state(host, A, "PARKED");
         host.fire(
             fs::SWITCH_EVENT_CHANNEL_ANSWER,
             &[("Unique-ID", A), ("Event-Sequence", "101")],
@@ -214,7 +257,8 @@ fn events_reach_the_engine() {
         );
         let (_, out) = host.api("rtc_core", "calls").expect("API runs");
         assert!(
-            out.contains(&format!("{A},CONNECTED,0,+15550001,4930123")) && out.contains("1 total"),
+            out.contains(&format!("{A},CONNECTED,lab,+15550001,4930123"))
+                && out.contains("1 total"),
             "{out}"
         );
         let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
@@ -397,11 +441,10 @@ fn parked_calls_are_bridged_by_the_engine_with_failover() {
 fn a_bad_configuration_fails_the_load_with_the_loaders_message() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_conf_dir(Some(&shipped_conf()));
-    host.set_config(
-        "rtc_core.conf",
+    host.start_over(
         Some("<configuration name=\"rtc_core.conf\">\n<settings>\n<param name=\"queue-capacity\" value=\"lots\"/>\n</settings>\n</configuration>"),
+        &shipped_conf(),
+        None,
     );
     let module = Module::open(&module_path());
     let (status, _) = module.load();
@@ -445,9 +488,7 @@ fn a_panic_in_an_entry_point_is_contained() {
 fn load_without_configuration_fails_cleanly() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    host.reset();
-    host.set_config("rtc_core.conf", None);
-    host.set_conf_dir(Some(&shipped_conf()));
+    host.start_over(None, &shipped_conf(), None);
     let module = Module::open(&module_path());
     let (status, _) = module.load();
     assert_eq!(status, fs::SWITCH_STATUS_GENERR);
@@ -615,7 +656,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         probe.local_addr().expect("addr").to_string()
     };
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         &format!(r#"<settings><param name="metrics-listen" value="{addr}"/></settings>"#),
     );
@@ -663,7 +704,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
     // An address that cannot be bound: the module loads all the same, and status says why there is no endpoint.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let busy_addr = busy.local_addr().expect("addr").to_string();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         &format!(r#"<settings><param name="metrics-listen" value="{busy_addr}"/></settings>"#),
     );
@@ -681,7 +722,7 @@ fn the_scrape_endpoint_serves_the_metrics_page_while_loaded() {
 fn a_call_whose_session_is_gone_without_a_hangup_is_settled() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<settings><param name="verify-after" value="200ms"/><param name="sweep-interval" value="50ms"/></settings>"#,
     );
@@ -736,7 +777,7 @@ fn the_app_can_leave_the_bridge_to_the_operators_dialplan() {
 fn unload_hangs_connected_calls_up_when_configured() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<settings><param name="shutdown-calls" value="hangup"/></settings>"#,
     );
@@ -745,6 +786,9 @@ fn unload_hangs_connected_calls_up_when_configured() {
         create(host, uuid, "4930123");
     }
     // A is connected; B is decided and waiting to park.
+    for uuid in [A, B] {
+        wait_for_state(host, uuid, "PARKED");
+    }
     host.fire(
         fs::SWITCH_EVENT_CHANNEL_ANSWER,
         &[("Unique-ID", A), ("Event-Sequence", "101")],
@@ -764,7 +808,7 @@ fn a_cdr_the_disk_refuses_is_logged_whole() {
     let _serial = FakeHost::lock();
     let host = FakeHost::get();
     // /dev/full takes the open and refuses every write (ENOSPC).
-    let module = loaded_with(
+    let (module, _db) = loaded_with(
         host,
         r#"<local><param name="cdr-file" value="/dev/full"/></local>"#,
     );
@@ -784,4 +828,279 @@ fn a_cdr_the_disk_refuses_is_logged_whole() {
         log.contains(&format!("CDR not written to /dev/full: {{\"uuid\":\"{A}\"")),
         "{log}"
     );
+}
+
+/// The value of `key: value` line `key` in `text`.
+fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+}
+
+#[test]
+fn balance_and_topup_answer_from_the_ledger() {
+    with_module(|host, _| {
+        let api = |cmd: &str| host.api("rtc_core", cmd).expect("API runs").1;
+        // A fresh ledger: lab's opening balance from the shipped balances.csv.
+        let out = api("balance lab");
+        assert_eq!(
+            out,
+            "partner: lab\nbalance: 1000000.000000\nreserved: 0.000000\navailable: 1000000.000000\n\
+             credit_limit: 0.000000\nopen_reservations: 0\nlive_calls: 0\n"
+        );
+        let out = api("balance");
+        assert!(
+            out.starts_with("partner,balance,reserved,available,live_calls\n")
+                && out.contains("\nlab,1000000.000000,0.000000,1000000.000000,0\n")
+                && out.contains("\nacme,2500.000000,0.000000,2500.000000,0\n"),
+            "{out}"
+        );
+        // A call in progress holds money and a place.
+        create(host, A, "4930123");
+        wait_for_state(host, A, "PARKED");
+        let out = api("balance lab");
+        assert_eq!(field(&out, "reserved"), Some("1.000000"), "{out}");
+        assert_eq!(field(&out, "available"), Some("999999.000000"), "{out}");
+        assert_eq!(field(&out, "open_reservations"), Some("1"), "{out}");
+        assert_eq!(field(&out, "live_calls"), Some("1"), "{out}");
+        assert!(api("balance").contains("\nlab,1000000.000000,1.000000,999999.000000,1\n"));
+
+        // Paid in once per reference.
+        assert_eq!(
+            api("topup acme 25.5 pay-0001"),
+            "+OK acme balance 2525.500000\n"
+        );
+        assert_eq!(
+            api("topup acme 25.50 pay-0001"),
+            "+OK acme balance 2525.500000 (reference pay-0001 already applied)\n"
+        );
+        let out = api("topup acme 30 pay-0001");
+        assert!(
+            out.starts_with(
+                "-ERR reference pay-0001 was already used for a topup of 25.500000 on acme"
+            ),
+            "{out}"
+        );
+        assert_eq!(field(&api("balance acme"), "balance"), Some("2525.500000"));
+        for unknown in ["topup nobody 1 pay-0002", "balance nobody", "balance ACME"] {
+            let out = api(unknown);
+            assert!(out.starts_with("-ERR no partner "), "{unknown}: {out}");
+        }
+        for (bad, why) in [
+            (
+                "topup acme -1 pay-3",
+                "amount \"-1\" is not a positive decimal",
+            ),
+            (
+                "topup acme 0 pay-3",
+                "amount \"0\" is not a positive decimal",
+            ),
+            ("topup acme 1.1234567 pay-3", "at most 6 decimals"),
+            ("topup acme %s%n pay-3", "amount \"%s%n\" is not"),
+            (
+                "topup acme 5",
+                "`topup` needs a partner, an amount and a reference",
+            ),
+            (
+                "topup acme 5 pay-3 more",
+                "`topup <partner> <amount> <reference>` takes no more",
+            ),
+            (
+                "balance acme more",
+                "`balance <partner>` takes no more arguments",
+            ),
+        ] {
+            let out = api(bad);
+            assert!(
+                out.starts_with("-ERR ") && out.contains(why) && out.contains("-USAGE: rtc_core <"),
+                "{bad}: {out}"
+            );
+        }
+        assert!(
+            api(&format!("topup acme 5 {}", "r".repeat(65))).contains("is not 1 to 64 printable")
+        );
+        assert_eq!(
+            field(&api("balance acme"), "balance"),
+            Some("2525.500000"),
+            "nothing else moved"
+        );
+        // Every top-up is in the log, whatever came of it.
+        for line in [
+            "topup: partner acme, amount 25.500000, reference pay-0001: applied, balance now 2525.500000",
+            "topup: partner acme, amount 25.500000, reference pay-0001: already applied before",
+            "topup: partner acme, amount 30.000000, reference pay-0001: refused",
+            "topup: partner nobody, amount 1.000000, reference pay-0002: refused: unknown partner",
+        ] {
+            assert_eq!(host.log_count(line), 1, "{line}: {}", host.log());
+        }
+        // Status and metrics say what the ledger did.
+        let out = api("status");
+        assert!(
+            out.contains("/rtc_core.db: ")
+                && out.contains("storage failures 0; expired reservations 0")
+                && out.contains("billing: every 60 s;"),
+            "{out}"
+        );
+        let out = api("metrics");
+        for want in [
+            "# TYPE rtc_ledger_commits_total counter\n",
+            "rtc_ledger_storage_failures_total 0\n",
+            "rtc_ledger_waiting_settlements 0\n",
+            "rtc_billing_low_balance_total 0\n",
+        ] {
+            assert!(out.contains(want), "{want}: {out}");
+        }
+    });
+}
+
+#[test]
+fn the_ledger_is_a_private_file_in_freeswitchs_db_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = tempfile::tempdir().expect("db dir");
+    let file = db.path().join("rtc_core.db");
+    with_module_in(db.path(), |host, _| {
+        let meta = std::fs::metadata(&file).expect("the ledger is in the db dir");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner only");
+        let (_, out) = host.api("rtc_core", "status").expect("API runs");
+        assert!(
+            out.contains(&format!("ledger: {}: ", file.display())),
+            "{out}"
+        );
+    });
+}
+
+#[test]
+fn a_ledger_that_will_not_open_fails_the_load_and_says_why() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    let db = tempfile::tempdir().expect("db dir");
+    let file = db.path().join("rtc_core.db");
+    std::fs::write(&file, "partner,balance\nlab,100\n").expect("write");
+    host.start_over(Some(CONF), &shipped_conf(), Some(db.path()));
+    let module = Module::open(&module_path());
+    let (status, _) = module.load();
+    assert_eq!(status, fs::SWITCH_STATUS_GENERR, "{}", host.log());
+    assert_eq!(host.bindings(), 0);
+    assert_eq!(host.subclass_owner(LOW_BALANCE), None, "reservation undone");
+    assert_eq!(
+        host.log_count("mod_rtc_core not loaded: "),
+        1,
+        "{}",
+        host.log()
+    );
+    assert_eq!(
+        host.log_count(&format!("{}: not a ledger", file.display())),
+        1,
+        "the log names the file: {}",
+        host.log()
+    );
+    assert_eq!(
+        host.log_count("(the ledger's file is <local> param ledger; empty: rtc_core.db in FreeSWITCH's db directory)"),
+        1,
+        "and where it comes from: {}",
+        host.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        "partner,balance\nlab,100\n",
+        "left as it was"
+    );
+    host.module_destroyed();
+
+    // No db directory at all: refused rather than kept in memory.
+    host.start_over(Some(CONF), &shipped_conf(), None);
+    let (status, _) = module.load();
+    assert_eq!(status, fs::SWITCH_STATUS_GENERR);
+    assert_eq!(
+        host.log_count("FreeSWITCH has no db directory"),
+        1,
+        "{}",
+        host.log()
+    );
+    host.module_destroyed();
+}
+
+/// A conf dir whose partner lab (127.0.0.0/16) has `balance`, calls to 49 cost 1.00 a second (billed per second),
+/// and route over carrier_a.
+fn priced_conf(balance: &str) -> tempfile::TempDir {
+    let conf = tempfile::tempdir().expect("conf dir");
+    let tables = conf.path().join("rtc_core");
+    std::fs::create_dir_all(&tables).expect("mkdir");
+    for (name, text) in [
+        (
+            "partners.csv",
+            "name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes\nlab,127.0.0.0/16,0,0,,\n".to_owned(),
+        ),
+        (
+            "rates.csv",
+            "partner,prefix,per_minute,increment,minimum\n*,49,60.00,1,0\n".to_owned(),
+        ),
+        (
+            "routes.csv",
+            "prefix,carrier,dial_string,cost_per_minute,priority\n49,carrier_a,sofia/gateway/carrier_a/${destination},0.01,10\n"
+                .to_owned(),
+        ),
+        ("balances.csv", format!("partner,balance\nlab,{balance}\n")),
+    ] {
+        std::fs::write(tables.join(name), text).expect("write table");
+    }
+    conf
+}
+
+#[test]
+fn a_call_whose_money_runs_out_raises_low_balance_and_is_hung_up() {
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    // 1.50: the reservation (1.00) pays the first second; the second cannot be paid whole.
+    let conf = priced_conf("1.50");
+    let (module, _db) = loaded_from(
+        host,
+        conf.path(),
+        r#"<settings><param name="debit-interval" value="1s"/><param name="reservation-amount" value="1.00"/></settings>"#,
+    );
+    let loaded = Loaded(&module);
+    assert_eq!(
+        host.subclass_owner(LOW_BALANCE).as_deref(),
+        Some("mod_rtc_core"),
+        "reserved at load"
+    );
+    host.session_new(A);
+    create(host, A, "4930123");
+    wait_for_state(host, A, "PARKED");
+    host.fire(
+        fs::SWITCH_EVENT_CHANNEL_ANSWER,
+        &[("Unique-ID", A), ("Event-Sequence", "101")],
+    );
+    eventually("the low-balance event", || {
+        !host.fired(LOW_BALANCE).is_empty()
+    });
+    let fired = host.fired(LOW_BALANCE);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let headers = &fired[0];
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("Event-Subclass"), Some(LOW_BALANCE), "{headers:?}");
+    assert_eq!(get("Unique-ID"), Some(A), "{headers:?}");
+    assert_eq!(get("rtc_partner"), Some("lab"), "{headers:?}");
+    assert_eq!(get("rtc_paid_seconds"), Some("1"), "{headers:?}");
+    let remaining: u32 = get("rtc_remaining_seconds")
+        .and_then(|v| v.parse().ok())
+        .expect("rtc_remaining_seconds");
+    assert!(remaining <= 1, "{headers:?}");
+    assert_eq!(
+        host.var(A, "rtc_low_balance"),
+        Some(remaining.to_string()),
+        "the channel is told too"
+    );
+    // Hung up when what it paid for runs out: ALLOTTED_TIMEOUT (602).
+    eventually("the hangup", || host.hangup_cause(A).is_some());
+    assert_eq!(host.hangup_cause(A), Some(602));
+    let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+    assert!(out.contains("rtc_billing_low_balance_total 1\n"), "{out}");
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    drop(loaded);
+    assert_eq!(host.subclass_owner(LOW_BALANCE), None, "freed at unload");
 }

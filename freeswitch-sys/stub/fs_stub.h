@@ -116,6 +116,14 @@ typedef enum {
 
 typedef enum { SWITCH_PRIORITY_NORMAL = 0, SWITCH_PRIORITY_LOW = 1, SWITCH_PRIORITY_HIGH = 2 } switch_priority_t;
 
+/* Where switch_event_add_header_string puts a header: BOTTOM appends it (the module's use). */
+typedef enum {
+    SWITCH_STACK_BOTTOM = (1 << 0),
+    SWITCH_STACK_TOP = (1 << 1),
+    SWITCH_STACK_UNSHIFT = (1 << 2),
+    SWITCH_STACK_PUSH = (1 << 3)
+} switch_stack_t;
+
 /* Hangup causes: Q.850 codes plus FreeSWITCH's private ones (600+). The module passes the numeric code
  * of rtc_engine::HangupCause, which uses the same numbers. */
 typedef enum {
@@ -230,8 +238,9 @@ struct switch_event_header {
     struct switch_event_header *next;
 };
 
-/* The directories FreeSWITCH runs with (its -conf, -log, ... options), as the global SWITCH_GLOBAL_dirs. The
- * module reads conf_dir: relative table paths in rtc_core.conf.xml resolve against it. */
+/* The directories FreeSWITCH runs with (its -conf, -log, -db, ... options), as the global SWITCH_GLOBAL_dirs. The
+ * module reads conf_dir (relative table paths in rtc_core.conf.xml resolve against it) and db_dir (where the ledger
+ * rtc_core.db goes). */
 typedef struct switch_directories {
     char *base_dir;
     char *mod_dir;
@@ -316,6 +325,20 @@ switch_status_t switch_event_bind_removable(const char *id, switch_event_types_t
                                             switch_event_node_t **node);
 switch_status_t switch_event_unbind(switch_event_node_t **node);
 char *switch_event_get_header_idx(switch_event_t *event, const char *header_name, int idx);
+/* Events the module raises: a CUSTOM event's subclass is reserved by its owner (a module name) at load and freed at
+ * unload; an event is created (FreeSWITCH adds Event-Subclass), given headers (copied), then fired: fire takes the
+ * event whatever it returns (queued, delivered or destroyed). switch_event_create_subclass and switch_event_fire are
+ * macros over the ..._detailed functions. */
+switch_status_t switch_event_reserve_subclass_detailed(const char *owner, const char *subclass_name);
+switch_status_t switch_event_free_subclass_detailed(const char *owner, const char *subclass_name);
+switch_status_t switch_event_create_subclass_detailed(const char *file, const char *func, int line,
+                                                      switch_event_t **event, switch_event_types_t event_id,
+                                                      const char *subclass_name);
+switch_status_t switch_event_add_header_string(switch_event_t *event, switch_stack_t stack, const char *header_name,
+                                               const char *data);
+switch_status_t switch_event_fire_detailed(const char *file, const char *func, int line, switch_event_t **event,
+                                           void *user_data);
+void switch_event_destroy(switch_event_t **event);
 /* The case-insensitive hash FreeSWITCH keeps in switch_event_header.hash; klen -1: NUL-terminated key. */
 unsigned int switch_ci_hashfunc_default(const char *char_key, switch_ssize_t *klen);
 

@@ -3,9 +3,10 @@
  *
  * Implements the switch_* functions the module imports (as declared in freeswitch-sys/stub/fs_stub.h, so
  * the prototypes are the stub's, which a real build checks against FreeSWITCH's), with just enough
- * behaviour to drive the module: event bindings with FreeSWITCH's unbind-waits-for-delivery guarantee, a
- * module interface holding API and app interfaces, sessions with read-lock counts and variables, a
- * configuration file registry, and a log kept in memory.
+ * behaviour to drive the module: event bindings with FreeSWITCH's unbind-waits-for-delivery guarantee, CUSTOM
+ * subclass reservations and the events the module fires (recorded), a module interface holding API and app
+ * interfaces, sessions with read-lock counts and variables, a configuration file registry, directories, and a log
+ * kept in memory.
  *
  * Tests drive it through the fakehost_* control functions at the bottom. Loaded like libfreeswitch: dlopen'ed
  * RTLD_GLOBAL before the module, so the module's imports resolve here.
@@ -30,6 +31,18 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *log_lines[LOG_LINES];
 static int log_count;
 
+/* Appends malloc'd `entry` to list[*count] under `lock` while there is room (of `max`); otherwise frees it. */
+static void keep(pthread_mutex_t *lock, char **list, int *count, int max, char *entry)
+{
+	pthread_mutex_lock(lock);
+	if (*count < max) {
+		list[(*count)++] = entry;
+		entry = NULL;
+	}
+	pthread_mutex_unlock(lock);
+	free(entry);
+}
+
 FH_EXPORT void switch_log_printf(switch_text_channel_t channel, const char *file, const char *func, int line,
 								 const char *userdata, switch_log_level_t level, const char *fmt, ...)
 {
@@ -47,13 +60,7 @@ FH_EXPORT void switch_log_printf(switch_text_channel_t channel, const char *file
 	if (getenv("FAKEHOST_ECHO")) {
 		fputs(entry, stderr);
 	}
-	pthread_mutex_lock(&log_lock);
-	if (log_count < LOG_LINES) {
-		log_lines[log_count++] = entry;
-		entry = NULL;
-	}
-	pthread_mutex_unlock(&log_lock);
-	free(entry);
+	keep(&log_lock, log_lines, &log_count, LOG_LINES, entry);
 }
 
 /* ---- events -------------------------------------------------------------------------------------- */
@@ -155,6 +162,174 @@ FH_EXPORT char *switch_event_get_header_idx(switch_event_t *event, const char *h
 		}
 	}
 	return NULL;
+}
+
+/* ---- events the module raises --------------------------------------------------------------------- */
+
+/* Reserved CUSTOM subclasses, as FreeSWITCH keeps them: name and owner. They outlive a module's load, as in
+ * FreeSWITCH: a module that forgets to free its own finds it taken (SWITCH_STATUS_INUSE) at the next load. */
+#define MAX_SUBCLASSES 16
+static pthread_mutex_t subclass_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *subclass_names[MAX_SUBCLASSES];
+static char *subclass_owners[MAX_SUBCLASSES];
+
+static int find_subclass(const char *name)
+{
+	int i;
+	for (i = 0; name && i < MAX_SUBCLASSES; i++) {
+		if (subclass_names[i] && !strcmp(subclass_names[i], name)) {
+			return i;
+		}
+	}
+	return -1;
+}
+
+FH_EXPORT switch_status_t switch_event_reserve_subclass_detailed(const char *owner, const char *subclass_name)
+{
+	switch_status_t status = SWITCH_STATUS_MEMERR;
+	int i;
+	if (!owner || !subclass_name) {
+		return SWITCH_STATUS_FALSE;
+	}
+	pthread_mutex_lock(&subclass_lock);
+	if (find_subclass(subclass_name) >= 0) {
+		status = SWITCH_STATUS_INUSE;
+	} else {
+		for (i = 0; i < MAX_SUBCLASSES; i++) {
+			if (!subclass_names[i]) {
+				subclass_names[i] = strdup(subclass_name);
+				subclass_owners[i] = strdup(owner);
+				status = SWITCH_STATUS_SUCCESS;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&subclass_lock);
+	return status;
+}
+
+FH_EXPORT switch_status_t switch_event_free_subclass_detailed(const char *owner, const char *subclass_name)
+{
+	switch_status_t status = SWITCH_STATUS_FALSE;
+	int i;
+	pthread_mutex_lock(&subclass_lock);
+	i = find_subclass(subclass_name);
+	if (i >= 0 && owner && !strcmp(subclass_owners[i], owner)) {
+		free(subclass_names[i]);
+		free(subclass_owners[i]);
+		subclass_names[i] = subclass_owners[i] = NULL;
+		status = SWITCH_STATUS_SUCCESS;
+	}
+	pthread_mutex_unlock(&subclass_lock);
+	return status;
+}
+
+FH_EXPORT switch_status_t switch_event_create_subclass_detailed(const char *file, const char *func, int line,
+																switch_event_t **event, switch_event_types_t event_id,
+																const char *subclass_name)
+{
+	(void)file;
+	(void)func;
+	(void)line;
+	*event = NULL;
+	if (event_id != SWITCH_EVENT_CUSTOM && subclass_name) {
+		return SWITCH_STATUS_GENERR;
+	}
+	if (!(*event = calloc(1, sizeof(**event)))) {
+		return SWITCH_STATUS_MEMERR;
+	}
+	(*event)->event_id = event_id;
+	switch_event_add_header_string(*event, SWITCH_STACK_BOTTOM, "Event-Name", event_id == SWITCH_EVENT_CUSTOM ? "CUSTOM" : "OTHER");
+	if (subclass_name) {
+		(*event)->subclass_name = strdup(subclass_name);
+		switch_event_add_header_string(*event, SWITCH_STACK_BOTTOM, "Event-Subclass", subclass_name);
+	}
+	return SWITCH_STATUS_SUCCESS;
+}
+
+/* Appends a copy of the header (only SWITCH_STACK_BOTTOM is used by the module; the fake appends for any). */
+FH_EXPORT switch_status_t switch_event_add_header_string(switch_event_t *event, switch_stack_t stack,
+														 const char *header_name, const char *data)
+{
+	switch_event_header_t *h;
+	(void)stack;
+	if (!event || !header_name || !data || !(h = calloc(1, sizeof(*h)))) {
+		return SWITCH_STATUS_FALSE;
+	}
+	h->name = strdup(header_name);
+	h->value = strdup(data);
+	h->idx = 0;
+	if (event->last_header) {
+		event->last_header->next = h;
+	} else {
+		event->headers = h;
+	}
+	event->last_header = h;
+	return SWITCH_STATUS_SUCCESS;
+}
+
+FH_EXPORT void switch_event_destroy(switch_event_t **event)
+{
+	switch_event_header_t *h, *next;
+	if (!event || !*event) {
+		return;
+	}
+	for (h = (*event)->headers; h; h = next) {
+		next = h->next;
+		free(h->name);
+		free(h->value);
+		free(h);
+	}
+	free((*event)->subclass_name);
+	free(*event);
+	*event = NULL;
+}
+
+/* CUSTOM events fired, as text ("name: value" lines), oldest first; tests read them with fakehost_fired. */
+#define MAX_FIRED 256
+static pthread_mutex_t fired_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *fired[MAX_FIRED];
+static int fired_count;
+
+/* Records the event (a CUSTOM one whose subclass nobody reserved is refused, as a check on the module) and takes it,
+ * as FreeSWITCH does whatever the outcome. */
+FH_EXPORT switch_status_t switch_event_fire_detailed(const char *file, const char *func, int line,
+													 switch_event_t **event, void *user_data)
+{
+	switch_event_header_t *h;
+	size_t len = 1;
+	char *text;
+	int reserved;
+	(void)user_data;
+	if (!event || !*event) {
+		return SWITCH_STATUS_FALSE;
+	}
+	if ((*event)->event_id == SWITCH_EVENT_CUSTOM) {
+		pthread_mutex_lock(&subclass_lock);
+		reserved = find_subclass((*event)->subclass_name) >= 0;
+		pthread_mutex_unlock(&subclass_lock);
+		if (!reserved) {
+			switch_log_printf(SWITCH_CHANNEL_ID_LOG, file, func, line, NULL, SWITCH_LOG_ERROR,
+							  "fakehost: CUSTOM event %s fired without a reservation\n",
+							  (*event)->subclass_name ? (*event)->subclass_name : "(none)");
+			switch_event_destroy(event);
+			return SWITCH_STATUS_FALSE;
+		}
+	}
+	for (h = (*event)->headers; h; h = h->next) {
+		len += strlen(h->name) + strlen(h->value) + 3;
+	}
+	if ((text = calloc(1, len))) {
+		for (h = (*event)->headers; h; h = h->next) {
+			strcat(text, h->name);
+			strcat(text, ": ");
+			strcat(text, h->value);
+			strcat(text, "\n");
+		}
+		keep(&fired_lock, fired, &fired_count, MAX_FIRED, text);
+	}
+	switch_event_destroy(event);
+	return SWITCH_STATUS_SUCCESS;
 }
 
 /* ---- module interface ---------------------------------------------------------------------------- */
@@ -517,16 +692,68 @@ FH_EXPORT switch_directories SWITCH_GLOBAL_dirs;
 
 /* ---- control API for tests ----------------------------------------------------------------------- */
 
+#define DIR_MAX 4096
+
+/* Points *slot at a copy of `dir` in `buf` (DIR_MAX bytes), or NULL. */
+static void set_dir(char **slot, char *buf, const char *dir)
+{
+	if (dir) {
+		snprintf(buf, DIR_MAX, "%s", dir);
+		*slot = buf;
+	} else {
+		*slot = NULL;
+	}
+}
+
 /* Sets SWITCH_GLOBAL_dirs.conf_dir (NULL: unset). */
 FH_EXPORT void fakehost_set_conf_dir(const char *dir)
 {
-	static char buf[4096];
-	if (dir) {
-		snprintf(buf, sizeof(buf), "%s", dir);
-		SWITCH_GLOBAL_dirs.conf_dir = buf;
-	} else {
-		SWITCH_GLOBAL_dirs.conf_dir = NULL;
+	static char buf[DIR_MAX];
+	set_dir(&SWITCH_GLOBAL_dirs.conf_dir, buf, dir);
+}
+
+/* Sets SWITCH_GLOBAL_dirs.db_dir (NULL: unset), where the module keeps its ledger. */
+FH_EXPORT void fakehost_set_db_dir(const char *dir)
+{
+	static char buf[DIR_MAX];
+	set_dir(&SWITCH_GLOBAL_dirs.db_dir, buf, dir);
+}
+
+/* The owner of reserved CUSTOM subclass `name`, malloc'd, or NULL when it is not reserved. */
+FH_EXPORT char *fakehost_subclass_owner(const char *name)
+{
+	char *out = NULL;
+	int i;
+	pthread_mutex_lock(&subclass_lock);
+	i = find_subclass(name);
+	if (i >= 0) {
+		out = strdup(subclass_owners[i]);
 	}
+	pthread_mutex_unlock(&subclass_lock);
+	return out;
+}
+
+/* The CUSTOM events of `subclass` fired so far (every one when NULL), each as "name: value" lines followed by a blank
+ * line, malloc'd. */
+FH_EXPORT char *fakehost_fired(const char *subclass)
+{
+	size_t len = 1;
+	char *out, want[256];
+	int i;
+	snprintf(want, sizeof(want), "Event-Subclass: %s\n", subclass ? subclass : "");
+	pthread_mutex_lock(&fired_lock);
+	for (i = 0; i < fired_count; i++) {
+		len += strlen(fired[i]) + 1;
+	}
+	out = calloc(1, len);
+	for (i = 0; out && i < fired_count; i++) {
+		if (!subclass || strstr(fired[i], want)) {
+			strcat(out, fired[i]);
+			strcat(out, "\n");
+		}
+	}
+	pthread_mutex_unlock(&fired_lock);
+	return out;
 }
 
 /* Sets the session's caller profile and direction. */
@@ -872,7 +1099,7 @@ FH_EXPORT void fakehost_module_destroyed(void)
 	pthread_mutex_unlock(&module_lock);
 }
 
-/* Forgets sessions and the log. */
+/* Forgets sessions, the log and the CUSTOM events fired (not the subclass reservations: FreeSWITCH keeps those). */
 FH_EXPORT void fakehost_reset(void)
 {
 	struct switch_core_session *s;
@@ -897,6 +1124,12 @@ FH_EXPORT void fakehost_reset(void)
 	}
 	log_count = 0;
 	pthread_mutex_unlock(&log_lock);
+	pthread_mutex_lock(&fired_lock);
+	for (i = 0; i < fired_count; i++) {
+		free(fired[i]);
+	}
+	fired_count = 0;
+	pthread_mutex_unlock(&fired_lock);
 }
 
 FH_EXPORT void fakehost_free(void *p)

@@ -166,6 +166,52 @@ impl FakeHost {
         unsafe { f(dir.as_ref().map_or(std::ptr::null(), |d| d.as_ptr())) }
     }
 
+    /// A fresh core for the next load: forgets sessions, the log and the events fired ([`FakeHost::reset`]), and
+    /// sets `rtc_core.conf` to `config` (`None`: missing), the conf directory (where the tables are) and the db
+    /// directory (where the ledger goes; `None`: unset).
+    pub fn start_over(&self, config: Option<&str>, conf_dir: &Path, db_dir: Option<&Path>) {
+        self.reset();
+        self.set_config("rtc_core.conf", config);
+        self.set_conf_dir(Some(conf_dir));
+        self.set_db_dir(db_dir);
+    }
+
+    /// Sets `SWITCH_GLOBAL_dirs.db_dir` (`None`: unset), where the module keeps its ledger.
+    pub fn set_db_dir(&self, dir: Option<&Path>) {
+        let f: Symbol<unsafe extern "C" fn(*const c_char)> = self.sym("fakehost_set_db_dir");
+        let dir = dir.map(|d| c(&d.to_string_lossy()));
+        // SAFETY: NUL-terminated string or NULL; the fake copies it.
+        unsafe { f(dir.as_ref().map_or(std::ptr::null(), |d| d.as_ptr())) }
+    }
+
+    /// Who reserved CUSTOM subclass `name`, or `None` when nobody holds it.
+    pub fn subclass_owner(&self, name: &str) -> Option<String> {
+        let f: Symbol<unsafe extern "C" fn(*const c_char) -> *mut c_char> =
+            self.sym("fakehost_subclass_owner");
+        // SAFETY: NUL-terminated string; malloc'd result or NULL.
+        let p = unsafe { f(c(name).as_ptr()) };
+        self.take_string(p)
+    }
+
+    /// The CUSTOM events of `subclass` fired since the last [`FakeHost::reset`], oldest first, each as its
+    /// headers in order.
+    pub fn fired(&self, subclass: &str) -> Vec<Vec<(String, String)>> {
+        let f: Symbol<unsafe extern "C" fn(*const c_char) -> *mut c_char> =
+            self.sym("fakehost_fired");
+        // SAFETY: NUL-terminated string; malloc'd result.
+        let p = unsafe { f(c(subclass).as_ptr()) };
+        let text = self.take_string(p).unwrap_or_default();
+        text.split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                e.lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Sets session `uuid`'s caller profile (caller number, destination, network address; empty: none) and
     /// direction.
     pub fn session_profile(
