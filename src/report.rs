@@ -305,6 +305,11 @@ pub fn call(view: &CallView) -> String {
     if let Some(rate) = &view.rate_per_minute {
         let _ = writeln!(out, "rate_per_minute: {rate}");
     }
+    if let Some(debited) = &view.debited {
+        // Real-time billing: debited so far, and the seconds of talk it pays for.
+        let _ = writeln!(out, "debited: {debited}");
+        let _ = writeln!(out, "paid_s: {}", view.paid_s);
+    }
     if !view.routes.is_empty() {
         let _ = writeln!(
             out,

@@ -347,3 +347,51 @@ fn sip_calls_from_sipp() {
     );
     assert!(esl.api("unload mod_rtc_core").contains("+OK"));
 }
+
+/// The engine's hangup cause codes are FreeSWITCH's: read from the installed `switch_types.h` (every
+/// `SWITCH_CAUSE_<NAME> = <code>`), each name must parse to the same code.
+#[test]
+fn hangup_cause_codes_are_freeswitchs() {
+    let Some(install) = Install::find("hangup cause codes") else {
+        return;
+    };
+    let header = [
+        "include/freeswitch/switch_types.h",
+        "include/switch_types.h",
+    ]
+    .iter()
+    .map(|p| install.prefix.join(p))
+    .find(|p| p.is_file());
+    let Some(header) = header else {
+        println!(
+            "skipped: hangup cause codes: no switch_types.h under {}",
+            install.prefix.display()
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&header).expect("switch_types.h");
+    let mut checked = 0;
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("SWITCH_CAUSE_") else {
+            continue;
+        };
+        let Some((name, code)) = rest.split_once(" = ") else {
+            continue;
+        };
+        let Ok(code) = code.trim_end_matches(',').trim().parse::<u16>() else {
+            continue;
+        };
+        assert_eq!(
+            rtc_engine::HangupCause::parse(name),
+            Some(rtc_engine::HangupCause(code)),
+            "{name} is {code} in {}",
+            header.display()
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 80,
+        "only {checked} causes read from {}",
+        header.display()
+    );
+}

@@ -1095,9 +1095,9 @@ fn a_call_whose_money_runs_out_raises_low_balance_and_is_hung_up() {
         Some(remaining.to_string()),
         "the channel is told too"
     );
-    // Hung up when what it paid for runs out: ALLOTTED_TIMEOUT (602).
+    // Hung up when what it paid for runs out: ALLOTTED_TIMEOUT (802).
     eventually("the hangup", || host.hangup_cause(A).is_some());
-    assert_eq!(host.hangup_cause(A), Some(602));
+    assert_eq!(host.hangup_cause(A), Some(802));
     let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
     assert!(out.contains("rtc_billing_low_balance_total 1\n"), "{out}");
     assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);

@@ -576,6 +576,9 @@ pub struct Call {
     pub first_ts_us: u64,
     /// Milliseconds after `first_ts_us` (FreeSWITCH's clock) when talk started / ended; 0 = not yet.
     pub answer_ms: u32,
+    /// Engine-clock milliseconds after creation when talk started: real-time billing's timers count from here
+    /// (FreeSWITCH's timestamps, which `answer_ms` reads, may be coarse or lag).
+    pub talk_from_ms: u32,
     pub talk_end_ms: u32,
     /// Engine-clock milliseconds after creation of the last event: the sweep's staleness measure.
     pub last_event_ms: u32,
@@ -620,6 +623,7 @@ impl Call {
             created_us,
             first_ts_us: 0,
             answer_ms: 0,
+            talk_from_ms: 0,
             talk_end_ms: 0,
             last_event_ms: 0,
             deadline_ms: 0,

@@ -759,8 +759,10 @@ impl Core {
                 if !call.has(flags::ANSWERED_EARLY) {
                     call.flags |= flags::ANSWERED_EARLY;
                     let at = self.event_ms(slot).max(1);
+                    let age = self.age_ms(slot).clamp(1, u64::from(u32::MAX)) as u32;
                     if let Some(call) = self.registry.get_mut(slot) {
                         call.answer_ms = at;
+                        call.talk_from_ms = age;
                     }
                 }
             }
@@ -806,12 +808,17 @@ impl Core {
             Action::Connected => {
                 call.flags |= flags::ANSWERED;
                 // Answered before the decision: talk started then.
-                let at = match call.has(flags::ANSWERED_EARLY) {
-                    true => call.answer_ms.max(1),
-                    false => self.event_ms(slot).max(1),
+                let early = call.has(flags::ANSWERED_EARLY);
+                let (at, from) = match early {
+                    true => (call.answer_ms.max(1), call.talk_from_ms.max(1)),
+                    false => (
+                        self.event_ms(slot).max(1),
+                        self.age_ms(slot).clamp(1, u64::from(u32::MAX)) as u32,
+                    ),
                 };
                 if let Some(call) = self.registry.get_mut(slot) {
                     call.answer_ms = at;
+                    call.talk_from_ms = from;
                     call.paid_s = 0;
                     call.debited = Money::ZERO;
                 }
@@ -826,7 +833,7 @@ impl Core {
                     self.request_extension(slot);
                 } else {
                     let cap = self.cfg.max_call_duration.as_millis() as u64;
-                    self.arm(slot, Input::DurationTimeout, u64::from(at) + cap);
+                    self.arm(slot, Input::DurationTimeout, u64::from(from) + cap);
                 }
             }
             Action::Extend => self.request_extension(slot),
@@ -1052,7 +1059,7 @@ impl Core {
             Some(_) if talk_ms < cap_ms => HANGUP_MARGIN_MS.min(talk_ms),
             _ => 0,
         };
-        u64::from(call.answer_ms) + talk_ms - margin
+        u64::from(call.talk_from_ms) + talk_ms - margin
     }
 
     /// What the ledger keeps of a connected call, for a CDR should nobody settle its reservation.
