@@ -180,6 +180,8 @@ pub struct Core {
     /// FreeSWITCH timestamp of the event being applied (0 for other inputs).
     event_ts_us: u64,
     next_sweep_us: u64,
+    /// Earliest timer armed since the engine loop last asked ([`Core::take_armed`]); `u64::MAX`: none.
+    armed_us: u64,
 }
 
 impl Core {
@@ -220,6 +222,7 @@ impl Core {
             clock,
             now_us: now,
             event_ts_us: 0,
+            armed_us: u64::MAX,
         }
     }
 
@@ -1283,7 +1286,15 @@ impl Core {
             call.queued_ms = at_ms;
             let abs = call.created_us / 1000 + u64::from(at_ms);
             self.timers.push(Reverse((abs, call.id)));
+            self.armed_us = self.armed_us.min(abs * 1000);
         }
+    }
+
+    /// The earliest timer armed since the last call (engine µs), if any: the engine loop wakes up for it rather
+    /// than at the time it had planned before the input that armed it.
+    pub fn take_armed(&mut self) -> Option<u64> {
+        let at = std::mem::replace(&mut self.armed_us, u64::MAX);
+        (at != u64::MAX).then_some(at)
     }
 
     /// Arms `timer` `after_ms` from now unless the current timer fires earlier.

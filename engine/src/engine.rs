@@ -342,6 +342,11 @@ fn run(
                 Err(_) => break,
             }
         }
+        // A timer armed by what was just applied (a billing tick, a park timeout) may be due before the time
+        // the loop planned to wake up at.
+        if let Some(armed) = core.take_armed() {
+            next_due = next_due.min(armed);
+        }
         let now = core.now_us();
         if now >= next_due {
             next_due = next_wakeup(&mut core);

@@ -244,3 +244,38 @@ fn shutdown_waits_for_a_late_reservation_and_releases_it() {
     assert!(services.requests().iter().any(|q| matches!(q,
         rtc_engine::service::ServiceRequest::ReleaseBalance { partner: 7, reservation, .. } if reservation.id == 77)));
 }
+
+/// A timer that an input arms (here the park timeout, armed by the decision) fires at its time, not when the
+/// engine thread next planned to wake up for an older one (the sweep, seconds away).
+#[test]
+fn a_timer_armed_by_an_input_fires_on_time() {
+    let control = RecordingControl::default();
+    let cfg = EngineConfig {
+        park_timeout: Duration::from_millis(150),
+        ..config()
+    };
+    let engine = start(ScriptedServices::all_yes(), Box::new(control.clone()), cfg);
+    let h = engine.handle();
+    // Decided at once, never parked: hung up by the park timeout.
+    let started = std::time::Instant::now();
+    h.submit_event(a_event(1, EventKind::ChannelCreate, 1, 0))
+        .unwrap();
+    let deadline = started + Duration::from_secs(10);
+    let hung_up = loop {
+        if control
+            .take()
+            .iter()
+            .any(|c| matches!(c, CallCommand::Hangup { .. }))
+        {
+            break started.elapsed();
+        }
+        assert!(std::time::Instant::now() < deadline, "never hung up");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // On time give or take scheduling; the engine's idle wake-up (1 s) or its sweep (5 s) would be far later.
+    assert!(
+        hung_up < Duration::from_millis(800),
+        "the 150 ms park timeout fired after {hung_up:?}"
+    );
+    drop(engine);
+}
