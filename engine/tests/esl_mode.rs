@@ -7,7 +7,7 @@ use rtc_engine::clock::Clock;
 use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
 use rtc_engine::esl::client::{ClientError, CommandError, EslClient, EslConfig, EslLink};
-use rtc_engine::esl::replay::{ReplayOptions, replay};
+use rtc_engine::esl::replay::{ReplayOptions, replay, same_course, states};
 use rtc_engine::esl::server::{EslServer, ServerConfig};
 use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
@@ -360,24 +360,8 @@ fn a_recorded_stream_replays_to_the_same_call_traces() {
     )
     .unwrap();
     assert_eq!(replayed.calls.len(), live.len(), "{:?}", replayed.lost);
-    // The states each call went through. The ledger answers on its own thread, so live a park or a caller's
-    // hangup may have come before the balance step was answered; the replay applies every answer before the
-    // next event, so it may get further before the same end, never down another branch.
-    let states = |v: &rtc_engine::call::CallView| {
-        let mut s: Vec<&str> = v
-            .trace
-            .iter()
-            .filter(|t| t.from != t.to)
-            .map(|t| t.from)
-            .collect();
-        s.push(v.state);
-        s
-    };
-    let same_course = |live: &rtc_engine::call::CallView, replayed: &rtc_engine::call::CallView| {
-        let (a, b) = (states(live), states(replayed));
-        // Everything before the live end is where the replay went too, and both end alike.
-        b.starts_with(&a[..a.len() - 1]) && a.last() == b.last()
-    };
+    // Live, a ledger's answer may have come after the next event; the replay applies it first (see
+    // `same_course`).
     for (a, b) in live.iter().zip(&replayed.calls) {
         assert_eq!(a.uuid, b.uuid);
         assert!(

@@ -343,13 +343,12 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
             .iter()
             .find(|v| v.uuid == live.uuid)
             .expect("replayed");
-        let path = |v: &rtc_engine::call::CallView| {
-            v.trace
-                .iter()
-                .map(|t| format!("{}>{}:{}", t.from, t.to, t.cause))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(path(live), path(again));
+        assert!(
+            rtc_engine::esl::replay::same_course(live, again),
+            "live {:?}, replayed {:?}",
+            rtc_engine::esl::replay::states(live),
+            rtc_engine::esl::replay::states(again)
+        );
         assert_eq!(live.reason, again.reason);
         assert_eq!(live.hangup_cause, again.hangup_cause);
     }

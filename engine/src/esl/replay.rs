@@ -58,6 +58,27 @@ pub struct ReplayReport {
     pub span_ms: u64,
 }
 
+/// The states a call went through, in order, ending with where it is.
+pub fn states(view: &CallView) -> Vec<&'static str> {
+    let mut s: Vec<&'static str> = view
+        .trace
+        .iter()
+        .filter(|t| t.from != t.to)
+        .map(|t| t.from)
+        .collect();
+    s.push(view.state);
+    s
+}
+
+/// Whether a replay took a call the way it went live: every state before its live end is where the replay went
+/// too, and both end in the same state. A service that answers later (the ledger, an HTTP service) may live have
+/// answered after the next event (a park, a caller's hangup); the replay applies every answer first, so it may get
+/// further before the same end, never down another branch.
+pub fn same_course(live: &CallView, replayed: &CallView) -> bool {
+    let (a, b) = (states(live), states(replayed));
+    b.starts_with(&a[..a.len() - 1]) && a.last() == b.last()
+}
+
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
