@@ -1,10 +1,12 @@
-//! `rtc-core`: the mod_rtc_core engine outside FreeSWITCH — simulate, bench, esl, replay, check-config.
+//! `rtc-core`: the mod_rtc_core engine outside FreeSWITCH — simulate, bench, esl, replay, check-config — and
+//! the operators' commands on its ledger.
 
 mod alloc;
 mod backend;
 mod bench;
 mod bench_setup;
 mod esl;
+mod ledger;
 mod simulate;
 mod simulate_http;
 
@@ -119,6 +121,8 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Read, check, export from and import into a ledger file (balances, journal, CDRs).
+    Ledger(ledger::LedgerArgs),
 }
 
 #[derive(Subcommand)]
@@ -289,6 +293,7 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { file } => check_config(&file),
+        Command::Ledger(args) => ledger::run(args),
         Command::States => {
             print!("{}", rtc_engine::call::transitions_markdown());
             ExitCode::SUCCESS
