@@ -138,7 +138,7 @@ fn collect(
 
 /// CPU time (user + system) used so far by this process's threads, in microseconds, summed by thread name.
 /// Linux only (`/proc/self/task`); empty elsewhere.
-fn cpu_by_thread() -> BTreeMap<String, u64> {
+pub(crate) fn cpu_by_thread() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;

@@ -4,6 +4,7 @@
 mod alloc;
 mod backend;
 mod bench;
+mod bench_ledger;
 mod bench_setup;
 mod esl;
 mod ledger;
@@ -151,6 +152,23 @@ enum BenchName {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Settlements per second through the ledger's writer (reserve, one extension, commit with its CDR),
+    /// durable on a file with group commit and in memory, in the same run.
+    Ledger {
+        /// Settlements per run.
+        #[arg(long, default_value_t = 100_000)]
+        calls: usize,
+        /// Producer threads, each submitting without waiting for the others.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Calls each producer keeps in flight.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Directory for the durable run's ledger file (default: the system's temporary directory); the
+        /// file is removed afterwards.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Framing and parsing of a realistic event socket stream on one thread.
     EslParse {
         /// Frames to parse.
@@ -234,6 +252,17 @@ fn main() -> ExitCode {
                     calls,
                     cps,
                     config,
+                }),
+                BenchName::Ledger {
+                    calls,
+                    threads,
+                    window,
+                    dir,
+                } => bench_ledger::bench(bench_ledger::LedgerBench {
+                    calls,
+                    threads,
+                    window,
+                    dir,
                 }),
                 BenchName::EslParse { events } => {
                     Ok(rtc_engine::esl::bench::esl_parse_bench(events))

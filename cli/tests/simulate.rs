@@ -97,21 +97,52 @@ fn check_config_accepts_the_shipped_file_and_names_a_bad_line() {
     );
 }
 
-#[test]
-fn bench_engine_ends_with_one_json_line() {
-    let out = rtc_core()
-        .args(["bench", "engine", "--calls", "2000"])
-        .output()
-        .unwrap();
+/// Runs `rtc-core bench <args>`, checks it succeeded, and returns its last line, which must be one JSON object.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = rtc_core().arg("bench").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn bench_engine_ends_with_one_json_line() {
+    let last = bench_json(&["engine", "--calls", "2000"]);
     assert_eq!(last["bench"], "engine");
     assert_eq!(last["calls"], 2000);
     assert!(last["events_per_sec"].as_u64().unwrap() > 0);
     assert!(last["bytes_per_call"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_ledger_settles_every_call_durably_and_in_memory() {
+    let last = bench_json(&[
+        "ledger",
+        "--calls",
+        "3000",
+        "--threads",
+        "2",
+        "--window",
+        "64",
+    ]);
+    assert_eq!(last["bench"], "ledger");
+    assert_eq!(last["calls"], 3000);
+    assert_eq!(last["failed"], 0, "{last}");
+    for run in ["durable", "memory"] {
+        assert_eq!(last[run]["settled"], 3000, "{last}");
+        // A reservation, an extension and a commit per call.
+        assert_eq!(last[run]["requests"], 9000, "{last}");
+    }
+    assert!(last["settlements_per_sec"].as_u64().unwrap() > 0);
+    assert!(last["memory_settlements_per_sec"].as_u64().unwrap() > 0);
+    assert!(last["ratio"].as_f64().unwrap() > 0.0);
+    assert!(last["batches"].as_u64().unwrap() > 0);
+    assert!(
+        last["durable"]["file_bytes"].as_u64().unwrap() > 0,
+        "{last}"
+    );
 }
