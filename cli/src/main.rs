@@ -151,6 +151,10 @@ enum BenchName {
         /// rtc_core.conf.xml to use (default: the embedded defaults over conf/).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The balance service's ledger: a file in a scratch directory (durable), memory, or one run of
+        /// each (p99_delta_us: durable p99 less in-memory p99).
+        #[arg(long, value_enum, default_value_t = bench_setup::LedgerChoice::Both)]
+        ledger: bench_setup::LedgerChoice,
     },
     /// Settlements per second through the ledger's writer (reserve, one extension, commit with its CDR),
     /// durable on a file with group commit and in memory, in the same run.
@@ -247,11 +251,13 @@ fn main() -> ExitCode {
                     calls,
                     cps,
                     config,
+                    ledger,
                 } => bench_setup::run(bench_setup::SetupBench {
                     backend,
                     calls,
                     cps,
                     config,
+                    ledger,
                 }),
                 BenchName::Ledger {
                     calls,
