@@ -66,6 +66,10 @@ enum Command {
         /// How long the service stays down, in ms (default: 40 % of the arrivals).
         #[arg(long)]
         outage_ms: Option<u64>,
+        /// Keep the money in this ledger file, and keep the file (default: a scratch file, removed at the
+        /// end). An existing ledger is used as it stands.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
     /// Measure one part of the engine; the last line printed is one JSON object.
     Bench {
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
             outage,
             outage_at_ms,
             outage_ms,
+            ledger,
         } => match simulate::run(simulate::Args {
             calls,
             cps,
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
                 at: outage_at_ms.map(Duration::from_millis),
                 length: outage_ms.map(Duration::from_millis),
             },
+            ledger,
         }) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {

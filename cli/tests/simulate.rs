@@ -6,21 +6,27 @@ fn rtc_core() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtc-core"))
 }
 
+/// `rtc-core simulate` of `calls` short calls at 3,000 per second.
+fn simulate(calls: &str) -> Command {
+    let mut command = rtc_core();
+    command.args([
+        "simulate",
+        "--calls",
+        calls,
+        "--cps",
+        "3000",
+        "--talk-min-ms",
+        "5",
+        "--talk-max-ms",
+        "50",
+    ]);
+    command
+}
+
 #[test]
 fn simulate_sends_every_call_to_its_expected_end() {
-    let out = rtc_core()
-        .args([
-            "simulate",
-            "--calls",
-            "600",
-            "--cps",
-            "3000",
-            "--talk-min-ms",
-            "5",
-            "--talk-max-ms",
-            "50",
-            "--json",
-        ])
+    let out = simulate("600")
+        .arg("--json")
         .output()
         .expect("rtc-core runs");
     assert!(
@@ -64,6 +70,78 @@ fn simulate_sends_every_call_to_its_expected_end() {
         stats["duplicate_events"].as_u64().unwrap() > 0,
         "the reordered calls sent duplicates"
     );
+    // The money, from the run's ledger file (a scratch one, removed).
+    let money = &report["money"];
+    assert_eq!(money["ledger"], serde_json::Value::Null, "{money}");
+    assert_eq!(money["reserved_at_end"], 0, "{money}");
+    assert_eq!(money["cdrs_stored"], 600, "{money}");
+    assert_eq!(money["journal_balances"], true, "{money}");
+    assert_eq!(money["topups"], 0, "{money}");
+    let amount = |k: &str| money[k].as_i64().unwrap();
+    assert!(amount("charged") > 0, "{money}");
+    assert!(amount("opening_balances") > 0, "{money}");
+    assert_eq!(
+        amount("held"),
+        amount("charged") + amount("released"),
+        "every hold was charged or released: {money}"
+    );
+    assert!(money["journal_entries"].as_u64().unwrap() > 600, "{money}");
+}
+
+#[test]
+fn simulate_keeps_its_ledger_where_asked_and_prints_the_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("sim.db");
+    let out = simulate("300")
+        .arg("--ledger")
+        .arg(&ledger)
+        .output()
+        .expect("rtc-core runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |label: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {stdout}"))
+            .trim_start()[label.len()..]
+            .trim()
+            .to_string()
+    };
+    assert!(
+        line("money").contains(&ledger.display().to_string()),
+        "{stdout}"
+    );
+    assert_eq!(line("reserved at end"), "0.000000");
+    assert_eq!(line("CDRs stored"), "300");
+    assert_ne!(line("charged (commits)"), "0.000000");
+    assert!(line("released").parse::<f64>().unwrap() > 0.0, "{stdout}");
+    assert_eq!(line("top-ups"), "0.000000");
+    assert!(line("journal entries").parse::<u64>().unwrap() > 300);
+    assert!(stdout.contains("journal balances: yes"), "{stdout}");
+
+    // The file stays, and is a sound ledger holding the run's CDRs.
+    let out = rtc_core()
+        .args(["ledger", "check", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = rtc_core()
+        .args(["ledger", "cdrs", "--format", "json", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
 }
 
 #[test]
