@@ -52,7 +52,19 @@ fn services(cfg: &RtcConfig) -> Result<Services, String> {
     let any_local = cfg.services.iter().any(|s| s.backend == Backend::Local);
     let any_http = cfg.services.iter().any(|s| s.backend == Backend::Http);
     let local = if any_local || !any_http {
-        Some(LocalServices::load(&cfg.local).map_err(|e| e.to_string())?)
+        // Where the module uses FreeSWITCH's db directory, `rtc-core esl` uses its working directory: the ledger is
+        // `rtc_core.db` there (a relative `ledger` path is under it) unless the configuration gives a full path.
+        let dir = std::env::current_dir()
+            .map_err(|e| format!("cannot read the working directory: {e}"))?;
+        let location = cfg.local.ledger.resolve(Some(&dir));
+        let local = LocalServices::load_at(&cfg.local, location).map_err(|e| e.to_string())?;
+        match local.ledger().path() {
+            ":memory:" => log::warn!(
+                "rtc-core esl: ledger in memory (ledger = :memory:): every balance and CDR is lost at exit"
+            ),
+            path => log::info!("rtc-core esl: ledger {path}"),
+        }
+        Some(local)
     } else {
         None
     };
