@@ -16,6 +16,7 @@ use rtc_engine::esl::intake::IntakeConfig;
 use rtc_engine::esl::replay::{ReplayOptions, replay};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
+use rtc_engine::rtc_ledger::Location;
 use rtc_engine::service::{ServiceResult, ServiceSink};
 use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
 use rtc_engine::services::{AsyncServices, ServicesConfig};
@@ -207,8 +208,9 @@ pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
         Some(c) => Some(CallId::parse(c).map_err(|e| e.to_string())?),
         None => None,
     };
-    // Offline: the local backends answer, whatever the configuration says for live use.
-    let local = LocalServices::load(&cfg.local).map_err(|e| e.to_string())?;
+    // Offline: the local backends answer, whatever the configuration says for live use, with a ledger in memory:
+    // a replay never moves real money (nor waits for the live ledger's lock).
+    let local = LocalServices::load_at(&cfg.local, Location::Memory).map_err(|e| e.to_string())?;
     let file = std::fs::File::open(&args.file)
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
     let report = replay(
