@@ -5,7 +5,8 @@
 //! call committed at 0.25 with its CDR, one refused call's CDR without a reservation).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rtc_engine::rtc_ledger::{
@@ -17,15 +18,35 @@ fn rtc_core() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtc-core"))
 }
 
+/// The tests run side by side in one process, each starting commands: a child forked while another test closes
+/// a ledger holds a copy of its lock file, and with it the lock, until it execs. So starting a command and
+/// closing a ledger happen one at a time.
+static FORK_OR_UNLOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `command` to its end (started while no ledger is being closed).
+fn run(mut command: Command) -> Output {
+    let child = {
+        let _alone = FORK_OR_UNLOCK.lock().unwrap_or_else(|e| e.into_inner());
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rtc-core runs")
+    };
+    child.wait_with_output().expect("rtc-core runs")
+}
+
+/// Closes a ledger (its lock released while no command is being started).
+fn close(ledger: Ledger) {
+    let _alone = FORK_OR_UNLOCK.lock().unwrap_or_else(|e| e.into_inner());
+    ledger.close();
+}
+
 /// `rtc-core ledger <args> --ledger <path>`.
 fn ledger_cmd(path: &Path, args: &[&str]) -> Output {
-    rtc_core()
-        .arg("ledger")
-        .args(args)
-        .arg("--ledger")
-        .arg(path)
-        .output()
-        .expect("rtc-core runs")
+    let mut command = rtc_core();
+    command.arg("ledger").args(args).arg("--ledger").arg(path);
+    run(command)
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -173,7 +194,7 @@ fn build(dir: &Path) -> PathBuf {
     );
     // Still open when the ledger closes.
     reserve(&ledger, "acme", "2.0", "call-3");
-    ledger.close();
+    close(ledger);
     path
 }
 
@@ -386,7 +407,7 @@ fn import_fills_only_accounts_that_never_moved_money() {
         stderr.contains(&format!("by process {}", std::process::id())),
         "{stderr}"
     );
-    held.close();
+    close(held);
 
     let out = ledger_cmd(&path, &["import", balances_arg]);
     let (stdout, stderr) = text(&out);
@@ -444,11 +465,9 @@ fn the_configuration_names_the_ledger_or_is_told_to_step_aside() {
         ),
     )
     .unwrap();
-    let out = rtc_core()
-        .args(["ledger", "balances", "--config"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let mut command = rtc_core();
+    command.args(["ledger", "balances", "--config"]).arg(&conf);
+    let out = run(command);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "{stderr}");
     assert!(stdout.contains("acme"), "{stdout}");
@@ -458,11 +477,9 @@ fn the_configuration_names_the_ledger_or_is_told_to_step_aside() {
         "<configuration name=\"rtc_core.conf\"><local><param name=\"ledger\" value=\"\"/></local></configuration>",
     )
     .unwrap();
-    let out = rtc_core()
-        .args(["ledger", "check", "--config"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let mut command = rtc_core();
+    command.args(["ledger", "check", "--config"]).arg(&conf);
+    let out = run(command);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stderr}");
     assert!(
