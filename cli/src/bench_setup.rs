@@ -221,12 +221,14 @@ pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
     for ledger in runs {
         let figures = run_once(&opts, ledger)?;
         println!(
-            "ledger {:<8} p50 {} µs, p99 {} µs, max {} µs, {} error(s)",
+            "ledger {:<8} p50 {} µs, p99 {} µs, max {} µs, {} error(s); ledger commits: mean {} µs, max {} µs",
             ledger.name(),
             figures["p50_us"],
             figures["p99_us"],
             figures["max_us"],
-            figures["errors"]
+            figures["errors"],
+            figures["ledger_commit_mean_us"],
+            figures["ledger_commit_max_us"]
         );
         results.push((ledger, figures));
     }
@@ -352,6 +354,12 @@ fn run_once(opts: &SetupBench, ledger: LedgerRun) -> Result<serde_json::Value, S
         .filter(|(_, us)| *us > 0)
         .collect();
     let monitor = host.monitor().cloned();
+    // The ledger's commits (the fsyncs, when durable): the engine's with local services, the loopback's over HTTP.
+    let ledger_stats = match &rig {
+        Some(rig) => Some(rig.loopback.with_local(|l| l.ledger_handle().stats())),
+        None => host.ledger().map(|l| l.stats()),
+    }
+    .unwrap_or_default();
     let report = host.shutdown(Duration::from_secs(5));
     let mut service_errors = 0u64;
     let mut http_requests = 0u64;
@@ -396,5 +404,8 @@ fn run_once(opts: &SetupBench, ledger: LedgerRun) -> Result<serde_json::Value, S
         "spooled": spooled,
         "warmup_calls": warmup,
         "cpu_us_per_call": cpu_per_call,
+        "ledger_batches": ledger_stats.batches,
+        "ledger_commit_mean_us": ledger_stats.commit_us_total / ledger_stats.batches.max(1),
+        "ledger_commit_max_us": ledger_stats.commit_us_max,
     }))
 }

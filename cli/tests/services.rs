@@ -61,6 +61,7 @@ fn bench_setup_on_the_local_backends() {
         r["memory"]["p99_us"].as_i64().unwrap(),
     );
     assert_eq!(r["p99_delta_us"].as_i64(), Some(durable - memory), "{r}");
+    assert!(r["durable"]["ledger_batches"].as_u64().unwrap() > 0, "{r}");
     assert!(
         r["durable"]["cpu_us_per_call"]["rtc-ledger"]
             .as_u64()
