@@ -5,6 +5,10 @@
 //! Calls arrive open-loop (on schedule, whether or not earlier ones were decided). Each call comes from the
 //! sample partner `lab` to a routed destination; once decided, the caller hangs up, so that its reservation
 //! is released and its CDR written through the same services, as the settlement load of real traffic.
+//!
+//! The balance service's ledger is a file in a scratch directory (durable: a reservation is answered once its
+//! batch is fsynced), in memory, or both one after the other in the same run (the default), so that the cost of
+//! durability shows as the difference of the two runs' latencies (`p99_delta_us`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use crossbeam_channel::{Receiver, Sender};
 use rtc_engine::HangupCause;
 use rtc_engine::control::{CallCommand, CallControl};
@@ -21,6 +26,7 @@ use rtc_engine::engine::{EngineHandle, Query, QueryReply};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::host::{Host, HostOptions};
 use rtc_engine::id::CallId;
+use rtc_engine::local::LedgerPlace;
 use rtc_engine::service::ServiceKind;
 use rtc_engine::services::stats::Event;
 use serde_json::json;
@@ -37,6 +43,35 @@ pub struct SetupBench {
     pub cps: f64,
     /// rtc_core.conf.xml to use (default: the built-in defaults over conf/).
     pub config: Option<PathBuf>,
+    /// Which ledger the balance service keeps money in: a file, memory, or one run of each.
+    pub ledger: LedgerChoice,
+}
+
+/// `bench setup --ledger`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LedgerChoice {
+    /// A ledger file in a scratch directory: reservations answered once on disk.
+    Durable,
+    /// An in-memory ledger: the same SQL, no disk.
+    Memory,
+    /// The in-memory run, then the durable one, in the same process.
+    Both,
+}
+
+/// The ledger of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LedgerRun {
+    Durable,
+    Memory,
+}
+
+impl LedgerRun {
+    fn name(self) -> &'static str {
+        match self {
+            LedgerRun::Durable => "durable",
+            LedgerRun::Memory => "memory",
+        }
+    }
 }
 
 /// Calls placed before the measured ones: connections opened, caches and pools warm.
@@ -138,7 +173,7 @@ fn collect(
 
 /// CPU time (user + system) used so far by this process's threads, in microseconds, summed by thread name.
 /// Linux only (`/proc/self/task`); empty elsewhere.
-fn cpu_by_thread() -> BTreeMap<String, u64> {
+pub(crate) fn cpu_by_thread() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -174,8 +209,75 @@ fn live_calls(engine: &EngineHandle) -> Option<usize> {
     }
 }
 
+/// Runs the bench with each ledger asked for; the figures at the top level are the durable run's when there is
+/// one, `errors` counts both runs'.
 pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
+    let runs = match opts.ledger {
+        LedgerChoice::Durable => vec![LedgerRun::Durable],
+        LedgerChoice::Memory => vec![LedgerRun::Memory],
+        LedgerChoice::Both => vec![LedgerRun::Memory, LedgerRun::Durable],
+    };
+    let mut results = Vec::new();
+    for ledger in runs {
+        let figures = run_once(&opts, ledger)?;
+        println!(
+            "ledger {:<8} p50 {} µs, p99 {} µs, max {} µs, {} error(s); ledger commits: mean {} µs, max {} µs",
+            ledger.name(),
+            figures["p50_us"],
+            figures["p99_us"],
+            figures["max_us"],
+            figures["errors"],
+            figures["ledger_commit_mean_us"],
+            figures["ledger_commit_max_us"]
+        );
+        results.push((ledger, figures));
+    }
+    let errors: u64 = results
+        .iter()
+        .map(|(_, f)| f["errors"].as_u64().unwrap_or(0))
+        .sum();
+    let (_, main) = results
+        .iter()
+        .find(|(l, _)| *l == LedgerRun::Durable)
+        .or(results.first())
+        .ok_or("no run")?;
+    let mut out = main.clone();
+    let Some(object) = out.as_object_mut() else {
+        return Err("a run's figures are not a JSON object".into());
+    };
+    object.insert(
+        "ledger".into(),
+        json!(match opts.ledger {
+            LedgerChoice::Durable => "durable",
+            LedgerChoice::Memory => "memory",
+            LedgerChoice::Both => "both",
+        }),
+    );
+    object.insert("errors".into(), json!(errors));
+    let p99 = |run: LedgerRun| {
+        results
+            .iter()
+            .find(|(l, _)| *l == run)
+            .and_then(|(_, f)| f["p99_us"].as_i64())
+    };
+    if let (Some(durable), Some(memory)) = (p99(LedgerRun::Durable), p99(LedgerRun::Memory)) {
+        object.insert("p99_delta_us".into(), json!(durable - memory));
+    }
+    for (ledger, figures) in results {
+        object.insert(ledger.name().into(), figures);
+    }
+    Ok(out)
+}
+
+fn run_once(opts: &SetupBench, ledger: LedgerRun) -> Result<serde_json::Value, String> {
     let mut config = load_config(opts.config.as_ref())?;
+    // The run's own ledger, whatever the configuration says: never a real one.
+    let scratch = tempfile::tempdir()
+        .map_err(|e| format!("cannot create a scratch directory for the ledger: {e}"))?;
+    config.local.ledger = match ledger {
+        LedgerRun::Durable => LedgerPlace::File(scratch.path().join("rtc_core.db")),
+        LedgerRun::Memory => LedgerPlace::Memory,
+    };
     let rig = match opts.backend {
         BackendArg::Local => None,
         BackendArg::Http => Some(HttpRig::start(&mut config)?),
@@ -203,8 +305,9 @@ pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
             .map_err(|e| format!("cannot start the collector thread: {e}"))?
     };
     eprintln!(
-        "bench setup: {} backend, {warmup} warm-up then {} calls at {} calls/s",
+        "bench setup: {} backend, {} ledger, {warmup} warm-up then {} calls at {} calls/s",
         opts.backend.name(),
+        ledger.name(),
         opts.calls,
         opts.cps
     );
@@ -251,6 +354,12 @@ pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
         .filter(|(_, us)| *us > 0)
         .collect();
     let monitor = host.monitor().cloned();
+    // The ledger's commits (the fsyncs, when durable): the engine's with local services, the loopback's over HTTP.
+    let ledger_stats = match &rig {
+        Some(rig) => Some(rig.loopback.with_local(|l| l.ledger_handle().stats())),
+        None => host.ledger().map(|l| l.stats()),
+    }
+    .unwrap_or_default();
     let report = host.shutdown(Duration::from_secs(5));
     let mut service_errors = 0u64;
     let mut http_requests = 0u64;
@@ -279,6 +388,7 @@ pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
     Ok(json!({
         "bench": "setup",
         "backend": opts.backend.name(),
+        "ledger": ledger.name(),
         "calls": opts.calls,
         "cps": opts.cps,
         "achieved_cps": (total as f64 / sent_for.as_secs_f64().max(1e-9)).round(),
@@ -294,5 +404,8 @@ pub fn run(opts: SetupBench) -> Result<serde_json::Value, String> {
         "spooled": spooled,
         "warmup_calls": warmup,
         "cpu_us_per_call": cpu_per_call,
+        "ledger_batches": ledger_stats.batches,
+        "ledger_commit_mean_us": ledger_stats.commit_us_total / ledger_stats.batches.max(1),
+        "ledger_commit_max_us": ledger_stats.commit_us_max,
     }))
 }

@@ -16,6 +16,7 @@ use rtc_engine::esl::intake::IntakeConfig;
 use rtc_engine::esl::replay::{ReplayOptions, replay};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
+use rtc_engine::rtc_ledger::Location;
 use rtc_engine::service::{ServiceResult, ServiceSink};
 use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
 use rtc_engine::services::{AsyncServices, ServicesConfig};
@@ -52,7 +53,19 @@ fn services(cfg: &RtcConfig) -> Result<Services, String> {
     let any_local = cfg.services.iter().any(|s| s.backend == Backend::Local);
     let any_http = cfg.services.iter().any(|s| s.backend == Backend::Http);
     let local = if any_local || !any_http {
-        Some(LocalServices::load(&cfg.local).map_err(|e| e.to_string())?)
+        // Where the module uses FreeSWITCH's db directory, `rtc-core esl` uses its working directory: the ledger is
+        // `rtc_core.db` there (a relative `ledger` path is under it) unless the configuration gives a full path.
+        let dir = std::env::current_dir()
+            .map_err(|e| format!("cannot read the working directory: {e}"))?;
+        let location = cfg.local.ledger.resolve(Some(&dir));
+        let local = LocalServices::load_at(&cfg.local, location).map_err(|e| e.to_string())?;
+        match local.ledger().path() {
+            ":memory:" => log::warn!(
+                "rtc-core esl: ledger in memory (ledger = :memory:): every balance and CDR is lost at exit"
+            ),
+            path => log::info!("rtc-core esl: ledger {path}"),
+        }
+        Some(local)
     } else {
         None
     };
@@ -195,8 +208,9 @@ pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
         Some(c) => Some(CallId::parse(c).map_err(|e| e.to_string())?),
         None => None,
     };
-    // Offline: the local backends answer, whatever the configuration says for live use.
-    let local = LocalServices::load(&cfg.local).map_err(|e| e.to_string())?;
+    // Offline: the local backends answer, whatever the configuration says for live use, with a ledger in memory:
+    // a replay never moves real money (nor waits for the live ledger's lock).
+    let local = LocalServices::load_at(&cfg.local, Location::Memory).map_err(|e| e.to_string())?;
     let file = std::fs::File::open(&args.file)
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
     let report = replay(

@@ -20,7 +20,10 @@ use serde_json::json;
 
 use crate::alloc::live_bytes;
 use crate::backend::{HttpRig, load_config};
-use crate::simulate::{Args, print_summary, progress_bar, sim_options};
+use crate::simulate::{
+    Args, SimLedger, money_balances, print_money, print_summary, progress_bar, sim_options,
+    with_money,
+};
 
 /// Which service goes down, when, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +114,8 @@ fn timeline(breakers: &[BreakerStatus], now: Duration) -> Vec<Seen> {
 
 pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
     let mut cfg = load_config(args.config.as_ref())?;
+    // The loopback services keep the money: their ledger is the run's.
+    let ledger = SimLedger::prepare(args.ledger.as_deref(), &mut cfg)?;
     let rig = HttpRig::start(&mut cfg)?;
     let arrivals = Duration::from_secs_f64(args.calls as f64 / args.cps.max(0.001));
     let outage = plan.service.map(|kind| {
@@ -177,8 +182,9 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
         drain: shutdown.drain,
     };
     rig.loopback.stop();
+    let money = ledger.money()?;
     if args.json {
-        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        let mut value = with_money(&report, &money);
         if let Some(object) = value.as_object_mut() {
             object.insert(
                 "services".into(),
@@ -188,6 +194,7 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
         println!("{value}");
     } else {
         print_summary(&report, peak_heap);
+        print_money(&money);
         print_services(&summary, &monitor);
     }
     if report.left_live > 0 || report.ended < report.calls {
@@ -197,6 +204,8 @@ pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
             report.calls - report.ended
         ));
     }
+    // Settlements the outage left spooled may still hold money; the journal balances whatever happened.
+    money_balances(&money)?;
     Ok(report)
 }
 

@@ -51,6 +51,42 @@ fn bench_setup_on_the_local_backends() {
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["http_requests"], 0);
     assert!(r["p99_us"].as_u64().unwrap() > 0);
+    // Both ledgers by default, one run each; the top-level figures are the durable run's.
+    assert_eq!(r["ledger"], "both", "{r}");
+    assert_eq!(r["durable"]["ledger"], "durable");
+    assert_eq!(r["memory"]["ledger"], "memory");
+    assert_eq!(r["p99_us"], r["durable"]["p99_us"]);
+    let (durable, memory) = (
+        r["durable"]["p99_us"].as_i64().unwrap(),
+        r["memory"]["p99_us"].as_i64().unwrap(),
+    );
+    assert_eq!(r["p99_delta_us"].as_i64(), Some(durable - memory), "{r}");
+    assert!(r["durable"]["ledger_batches"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["durable"]["cpu_us_per_call"]["rtc-ledger"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{r}"
+    );
+
+    let r = last_json(&[
+        "bench",
+        "setup",
+        "--backend",
+        "local",
+        "--calls",
+        "100",
+        "--cps",
+        "3000",
+        "--ledger",
+        "memory",
+    ]);
+    assert_eq!(r["ledger"], "memory", "{r}");
+    assert!(
+        r.get("durable").is_none() && r.get("p99_delta_us").is_none(),
+        "{r}"
+    );
 }
 
 #[test]

@@ -6,21 +6,27 @@ fn rtc_core() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtc-core"))
 }
 
+/// `rtc-core simulate` of `calls` short calls at 3,000 per second.
+fn simulate(calls: &str) -> Command {
+    let mut command = rtc_core();
+    command.args([
+        "simulate",
+        "--calls",
+        calls,
+        "--cps",
+        "3000",
+        "--talk-min-ms",
+        "5",
+        "--talk-max-ms",
+        "50",
+    ]);
+    command
+}
+
 #[test]
 fn simulate_sends_every_call_to_its_expected_end() {
-    let out = rtc_core()
-        .args([
-            "simulate",
-            "--calls",
-            "600",
-            "--cps",
-            "3000",
-            "--talk-min-ms",
-            "5",
-            "--talk-max-ms",
-            "50",
-            "--json",
-        ])
+    let out = simulate("600")
+        .arg("--json")
         .output()
         .expect("rtc-core runs");
     assert!(
@@ -64,6 +70,78 @@ fn simulate_sends_every_call_to_its_expected_end() {
         stats["duplicate_events"].as_u64().unwrap() > 0,
         "the reordered calls sent duplicates"
     );
+    // The money, from the run's ledger file (a scratch one, removed).
+    let money = &report["money"];
+    assert_eq!(money["ledger"], serde_json::Value::Null, "{money}");
+    assert_eq!(money["reserved_at_end"], 0, "{money}");
+    assert_eq!(money["cdrs_stored"], 600, "{money}");
+    assert_eq!(money["journal_balances"], true, "{money}");
+    assert_eq!(money["topups"], 0, "{money}");
+    let amount = |k: &str| money[k].as_i64().unwrap();
+    assert!(amount("charged") > 0, "{money}");
+    assert!(amount("opening_balances") > 0, "{money}");
+    assert_eq!(
+        amount("held"),
+        amount("charged") + amount("released"),
+        "every hold was charged or released: {money}"
+    );
+    assert!(money["journal_entries"].as_u64().unwrap() > 600, "{money}");
+}
+
+#[test]
+fn simulate_keeps_its_ledger_where_asked_and_prints_the_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("sim.db");
+    let out = simulate("300")
+        .arg("--ledger")
+        .arg(&ledger)
+        .output()
+        .expect("rtc-core runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |label: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {stdout}"))
+            .trim_start()[label.len()..]
+            .trim()
+            .to_string()
+    };
+    assert!(
+        line("money").contains(&ledger.display().to_string()),
+        "{stdout}"
+    );
+    assert_eq!(line("reserved at end"), "0.000000");
+    assert_eq!(line("CDRs stored"), "300");
+    assert_ne!(line("charged (commits)"), "0.000000");
+    assert!(line("released").parse::<f64>().unwrap() > 0.0, "{stdout}");
+    assert_eq!(line("top-ups"), "0.000000");
+    assert!(line("journal entries").parse::<u64>().unwrap() > 300);
+    assert!(stdout.contains("journal balances: yes"), "{stdout}");
+
+    // The file stays, and is a sound ledger holding the run's CDRs.
+    let out = rtc_core()
+        .args(["ledger", "check", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = rtc_core()
+        .args(["ledger", "cdrs", "--format", "json", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 300);
 }
 
 #[test]
@@ -97,21 +175,52 @@ fn check_config_accepts_the_shipped_file_and_names_a_bad_line() {
     );
 }
 
-#[test]
-fn bench_engine_ends_with_one_json_line() {
-    let out = rtc_core()
-        .args(["bench", "engine", "--calls", "2000"])
-        .output()
-        .unwrap();
+/// Runs `rtc-core bench <args>`, checks it succeeded, and returns its last line, which must be one JSON object.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = rtc_core().arg("bench").args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn bench_engine_ends_with_one_json_line() {
+    let last = bench_json(&["engine", "--calls", "2000"]);
     assert_eq!(last["bench"], "engine");
     assert_eq!(last["calls"], 2000);
     assert!(last["events_per_sec"].as_u64().unwrap() > 0);
     assert!(last["bytes_per_call"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_ledger_settles_every_call_durably_and_in_memory() {
+    let last = bench_json(&[
+        "ledger",
+        "--calls",
+        "3000",
+        "--threads",
+        "2",
+        "--window",
+        "64",
+    ]);
+    assert_eq!(last["bench"], "ledger");
+    assert_eq!(last["calls"], 3000);
+    assert_eq!(last["failed"], 0, "{last}");
+    for run in ["durable", "memory"] {
+        assert_eq!(last[run]["settled"], 3000, "{last}");
+        // A reservation, an extension and a commit per call.
+        assert_eq!(last[run]["requests"], 9000, "{last}");
+    }
+    assert!(last["settlements_per_sec"].as_u64().unwrap() > 0);
+    assert!(last["memory_settlements_per_sec"].as_u64().unwrap() > 0);
+    assert!(last["ratio"].as_f64().unwrap() > 0.0);
+    assert!(last["batches"].as_u64().unwrap() > 0);
+    assert!(
+        last["durable"]["file_bytes"].as_u64().unwrap() > 0,
+        "{last}"
+    );
 }
