@@ -311,10 +311,16 @@ fn run(
 ) -> ShutdownReport {
     let mut next_due = next_wakeup(&mut core);
     let mut quiet_polls = 0u32;
+    // A control message the poll wait below woke up for, applied first in the next turn.
+    let mut woken: Option<Control> = None;
     loop {
         // Control first (results unblock calls), then a batch of events.
         loop {
-            match control.try_recv() {
+            let msg = match woken.take() {
+                Some(msg) => Ok(msg),
+                None => control.try_recv(),
+            };
+            match msg {
                 Ok(Control::Shutdown) => return shut_down(core, &events, &control),
                 Ok(msg @ (Control::Query(..) | Control::Await(..))) => {
                     // What was submitted before the question is applied before the answer.
@@ -361,7 +367,14 @@ fn run(
         let poll = core.config().poll_interval;
         if !poll.is_zero() && poll * quiet_polls < QUIET_SPELL {
             quiet_polls += 1;
-            std::thread::sleep(poll);
+            // The poll interval, or less when a service answer, query or decision wait comes: those are sent by our
+            // own threads (the ledger's writer, rtc-io) or by a session already waiting, whose wake-up costs
+            // FreeSWITCH's event threads nothing; events are still only polled.
+            match control.recv_timeout(poll) {
+                Ok(msg) => woken = Some(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return shut_down(core, &events, &control),
+            }
             continue;
         }
         quiet_polls = 0;

@@ -98,8 +98,8 @@ pub enum OpenError {
 /// Why an operation was refused or not carried out. Nothing changed when one is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    /// No account by that name or id.
-    #[error("no account {0} in the ledger")]
+    /// No account by that name or id (the text names it: `account "acme"`, `account id 4`).
+    #[error("no {0} in the ledger")]
     UnknownAccount(String),
     /// No reservation by that id.
     #[error("reservation {0} does not exist in this ledger")]

@@ -366,7 +366,7 @@ impl Store {
                 });
             }
             conn.execute_batch(
-                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 4000;",
+                "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(sqlite(&path, "cannot configure the database"))?;
         }
@@ -501,6 +501,17 @@ impl Store {
         {
             log::error!("{}: rollback failed: {e}", self.display_path());
         }
+    }
+
+    /// Copies what the write-ahead log holds into the database file (SQLite's checkpoint, `PASSIVE`: it never waits
+    /// for readers). The writer calls it when it has nothing queued, so that the copy (and its fsync) never
+    /// delays a commit a call waits for; SQLite's own automatic checkpoint, which would run inside a commit, is
+    /// off. Returns the WAL frames left uncopied (a reader still using them).
+    pub fn checkpoint(&mut self) -> Result<i64, rusqlite::Error> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok(r.get::<_, i64>(1)? - r.get::<_, i64>(2)?)
+            })
     }
 
     /// Runs `f` in one transaction (offline commands, opening): committed if it returns `Ok`.
@@ -729,7 +740,7 @@ impl Store {
                 Ok((Money(r.get(0)?), Money(r.get(1)?), Money(r.get(2)?)))
             })
             .optional()?;
-        row.ok_or_else(|| LedgerError::UnknownAccount(format!("id {}", account.0)).into())
+        row.ok_or_else(|| LedgerError::UnknownAccount(format!("account id {}", account.0)).into())
     }
 
     /// Moves an account's money and writes the journal entry; returns the figures after.
@@ -1240,7 +1251,7 @@ impl Store {
             )?
             .query_row([id.0], account_row)
             .optional()?
-            .ok_or_else(|| LedgerError::UnknownAccount(format!("id {}", id.0)).into())
+            .ok_or_else(|| LedgerError::UnknownAccount(format!("account id {}", id.0)).into())
     }
 
     /// Every account, by name.

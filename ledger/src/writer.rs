@@ -498,7 +498,12 @@ struct Writer {
     retry_at: Option<Instant>,
     /// When open reservations are next checked for expiry.
     expiry_at: Instant,
+    /// Batches committed since the WAL was last copied into the database.
+    batches_since_checkpoint: u64,
 }
+
+/// Most batches committed before the WAL is checkpointed even while requests keep coming.
+const CHECKPOINT_BATCHES: u64 = 8000;
 
 impl Writer {
     fn new(store: Store, config: LedgerConfig, counters: Arc<Counters>, path: Arc<str>) -> Writer {
@@ -510,6 +515,7 @@ impl Writer {
             path,
             waiting: VecDeque::new(),
             retry_at: None,
+            batches_since_checkpoint: 0,
         }
     }
 
@@ -546,8 +552,27 @@ impl Writer {
                 drained += batch.len() as u64;
             }
             let retry_due = self.retry_at.is_some_and(|at| at <= Instant::now());
-            if !batch.is_empty() || retry_due || Instant::now() >= self.expiry_at {
+            let busy = !batch.is_empty();
+            if busy || retry_due || Instant::now() >= self.expiry_at {
                 self.run_batch(batch);
+            }
+            if busy {
+                self.batches_since_checkpoint += 1;
+            }
+            // The WAL is copied back into the database when the writer is idle (a wake-up with nothing to do), when
+            // nothing waits after a thousand batches, and at the latest every few thousand batches, so that it
+            // cannot grow without bound; never inside a commit a call waits for.
+            let due = match self.batches_since_checkpoint {
+                0 => false,
+                n if n >= CHECKPOINT_BATCHES => true,
+                n if n >= CHECKPOINT_BATCHES / 8 => rx.is_empty(),
+                _ => !busy && rx.is_empty(),
+            };
+            if due {
+                match self.store.checkpoint() {
+                    Ok(_) => self.batches_since_checkpoint = 0,
+                    Err(e) => log::warn!("{}: WAL checkpoint failed: {e}", self.path),
+                }
             }
             if closing {
                 let (path, counters) = (self.path.clone(), self.counters.clone());
