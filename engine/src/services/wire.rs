@@ -388,6 +388,11 @@ fn parse_signed_money(field: &str, text: &str) -> Result<Money, Invalid> {
     Ok(m)
 }
 
+/// The optional `available` of a balance answer: what the partner can still reserve, maybe negative.
+fn available(text: Option<&str>) -> Result<Option<Money>, Invalid> {
+    text.map(|a| parse_signed_money("available", a)).transpose()
+}
+
 /// A name or label: 1..=max bytes, no control characters.
 fn check_text(field: &str, text: &str, max: usize) -> Result<CompactString, Invalid> {
     if text.is_empty() || text.len() > max {
@@ -542,11 +547,7 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                         "amount: a reservation must be above zero (answer reserved:false instead)",
                     ));
                 }
-                let available = answer
-                    .available
-                    .as_deref()
-                    .map(|a| parse_signed_money("available", a))
-                    .transpose()?;
+                let available = available(answer.available.as_deref())?;
                 Outcome::BalanceReserved {
                     reservation: Reservation { id, amount },
                     available,
@@ -562,11 +563,7 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                     .granted
                     .ok_or_else(|| invalid("granted: required when extended is true"))?;
                 let granted = parse_money("granted", &text)?;
-                let available = answer
-                    .available
-                    .as_deref()
-                    .map(|a| parse_signed_money("available", a))
-                    .transpose()?;
+                let available = available(answer.available.as_deref())?;
                 Outcome::BalanceExtended { granted, available }
             }
         }
