@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::cause::HangupCause;
 use crate::id::CallId;
 
-/// An amount of money in millionths of the account currency (the ledger's own type).
-pub use rtc_ledger::Money;
+/// An amount of money in millionths of the account currency (the `rtc-money` crate, shared with the ledger).
+pub use rtc_money::Money;
 
 /// A partner's id: an index the backends hand out, small enough for the compact call record.
 pub type PartnerId = u32;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::model::{AccountId, ReservationId, ReservationState};
-use crate::money::Money;
+use rtc_money::Money;
 
 /// Why a ledger could not be opened. The module does not start without its ledger: starting on empty balances
 /// in its place would hand every partner its money back.

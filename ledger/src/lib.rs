@@ -8,7 +8,6 @@
 //! what was debited up to each call's last interval) and writes a CDR with reason `recovered` for each.
 //!
 //! # Layout
-//! - [`money`]: [`Money`], integer millionths of the account currency.
 //! - [`model`]: accounts, reservations, journal entries, CDRs; the operations ([`Op`]) and answers ([`Answer`]).
 //! - [`store`]: the SQLite schema and every operation as SQL, on one connection ([`Store`]); also the offline
 //!   reading and checking of `rtc-core ledger`.
@@ -24,7 +23,6 @@
 pub mod error;
 pub mod lock;
 pub mod model;
-pub mod money;
 pub mod store;
 pub mod writer;
 
@@ -33,7 +31,8 @@ pub use model::{
     AccountId, AccountRef, AccountStatus, Answer, CallInfo, CdrRecord, EntryKind, JournalEntry, Op,
     ReservationId, ReservationState, Settlement,
 };
-pub use money::Money;
+/// Amounts of money, as every operation and answer counts them (the `rtc-money` crate).
+pub use rtc_money::Money;
 pub use store::{Abandoned, Access, CheckReport, Store};
 pub use writer::{
     CloseReport, CommitObserver, Committed, Ledger, LedgerClock, LedgerConfig, LedgerHandle,

@@ -14,7 +14,7 @@ use crate::model::{
     AccountId, AccountRef, AccountStatus, Answer, CallInfo, CdrRecord, EntryKind, JournalEntry, Op,
     ReservationId, ReservationState, Settlement, available,
 };
-use crate::money::Money;
+use rtc_money::Money;
 
 /// The schema version this build writes and reads (SQLite `user_version`).
 pub const SCHEMA_VERSION: i64 = 1;

@@ -1,4 +1,9 @@
 //! Amounts of money: integer millionths of the account currency, so that billing never rounds by accident.
+//!
+//! A crate of its own because the ledger, the engine core and the configuration all count in [`Money`], and
+//! the engine core must not link the ledger's SQLite to do so.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 
