@@ -11,9 +11,6 @@ use rtc_engine::clock::Clock;
 use rtc_engine::config::Backend;
 use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts};
-use rtc_engine::esl::client::{EslClient, EslConfig, EslLink};
-use rtc_engine::esl::intake::IntakeConfig;
-use rtc_engine::esl::replay::{ReplayOptions, replay};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
 use rtc_engine::rtc_ledger::Location;
@@ -21,6 +18,9 @@ use rtc_engine::service::{ServiceResult, ServiceSink};
 use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
 use rtc_engine::services::{AsyncServices, ServicesConfig};
 use rtc_engine::settings::RtcConfig;
+use rtc_esl::client::{EslClient, EslConfig, EslLink};
+use rtc_esl::intake::IntakeConfig;
+use rtc_esl::replay::{ReplayOptions, replay};
 
 /// Options of `rtc-core esl`.
 pub struct EslArgs {

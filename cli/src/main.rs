@@ -276,9 +276,7 @@ fn main() -> ExitCode {
                     window,
                     dir,
                 }),
-                BenchName::EslParse { events } => {
-                    Ok(rtc_engine::esl::bench::esl_parse_bench(events))
-                }
+                BenchName::EslParse { events } => Ok(rtc_esl::bench::esl_parse_bench(events)),
             };
             match out {
                 Ok(out) => {

@@ -9,7 +9,6 @@
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
 //! - [`local`]: the embedded business backends, answering from CSV tables.
-//! - [`esl`]: the event socket protocol — framing, event parsing, frame writing — for running over ESL.
 //! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
 //!   and degradation; local backends behind the same sink), and admission control.
 //! - [`host`]: runtime, services and engine started and stopped together, in order, for every host.
@@ -23,7 +22,6 @@ pub mod control;
 pub mod core;
 pub mod domain;
 pub mod engine;
-pub mod esl;
 pub mod event;
 pub mod fsm;
 pub mod host;

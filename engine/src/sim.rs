@@ -10,7 +10,7 @@
 //!
 //! Where the events go is an [`EventSink`]: straight into the engine's queue ([`EngineHandle`], for
 //! `rtc-core simulate`), or out of an event socket server as FreeSWITCH would write them
-//! ([`crate::esl::server::EslSwitch`], for ESL mode's tests and benchmarks), whose commands come back as
+//! (`rtc_esl::server::EslSwitch`, for ESL mode's tests and benchmarks), whose commands come back as
 //! the same [`CallCommand`]s.
 
 use std::cmp::Reverse;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtc_engine::esl::{Decoder, EventParser, FramerConfig};
+use rtc_esl::{Decoder, EventParser, FramerConfig};
 
 fuzz_target!(|data: &[u8]| {
     let [a, b, rest @ ..] = data else {

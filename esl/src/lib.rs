@@ -1,23 +1,29 @@
-//! The FreeSWITCH event socket (ESL) protocol: framing the byte stream, parsing events and replies into the
-//! engine's types, and writing frames the way FreeSWITCH does (for tests and the simulator).
+//! The ESL host: the engine run outside FreeSWITCH over its event socket (`rtc-core esl`), and the event
+//! socket (ESL) protocol it speaks — framing the byte stream, parsing events and replies into the engine's
+//! types, and writing frames the way FreeSWITCH does (for tests and the simulator).
+//!
+//! Built on the engine core (`rtc-engine`) alone: the business services reach it through the engine, never
+//! from here.
 //!
 //! # Layout
 //! - [`frame`]: the incremental [`Framer`] — bytes in, borrowed [`Frame`]s out, bounded memory, defined
 //!   resync after bad input.
 //! - [`event`]: [`EventParser`] — frames to [`EslMessage`]s: channel events as
-//!   [`CallEvent`](crate::event::CallEvent), `BACKGROUND_JOB` results, command replies, api responses.
+//!   [`CallEvent`](rtc_engine::event::CallEvent), `BACKGROUND_JOB` results, command replies, api responses.
 //! - [`percent`]: FreeSWITCH's percent-encoding of event header values.
 //! - [`write`]: frames as FreeSWITCH writes them.
 //! - [`bench`]: the `esl-parse` benchmark.
 //! - [`intake`]: frames to engine inputs with the rules of running over ESL (legs the engine placed,
 //!   channels without an address, bridges failing without an outbound leg); shared by the client and replay.
 //! - [`client`]: the inbound connection to `mod_event_socket` — auth, subscription, reader, writer,
-//!   liveness, reconnect, reconciliation.
-//! - [`control`]: [`EslCallControl`](control::EslCallControl), the engine's call control as ESL commands.
+//!   liveness, reconnect, reconciliation — and [`EslCallControl`](client::EslCallControl), the engine's
+//!   call control, whose commands the connection's writer sends.
+//! - [`control`]: the engine's call commands as ESL commands ([`encode`](control::encode)).
 //! - [`replay`]: a recorded stream through a fresh engine on a manual clock, for call traces offline.
 //! - [`server`]: an event socket server that plays a switch, for tests, benchmarks and `simulate --esl`.
 //!
 //! [`Decoder`] joins a framer and a parser for callers that just want messages.
+#![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod client;

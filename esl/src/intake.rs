@@ -1,7 +1,7 @@
 //! The ESL intake: bytes from FreeSWITCH's event socket in, the messages the engine acts on out.
 //!
 //! It wraps the [`Framer`] and [`EventParser`] and adds what running over ESL needs beyond parsing, so that
-//! the live client ([`super::client`]) and the offline replay of a recorded stream apply exactly the same
+//! the live client ([`crate::client`]) and the offline replay of a recorded stream apply exactly the same
 //! rules:
 //!
 //! - **Legs the engine placed are not calls.** A channel carrying `variable_rtc_a_leg` is part of a bridge
@@ -13,7 +13,7 @@
 //!   used instead — unless [`IntakeConfig::internal_source_ip`] explicitly names the address to assume.
 //! - **Bridges that fail without an outbound channel.** A dial string such as `error/...`, a gateway that
 //!   is down or an unknown endpoint fails the `bridge` without creating a b-leg, so no b-leg hangup tells
-//!   the engine to fail over. [`super::control::EslCallControl`] queues, after each bridge (with
+//!   the engine to fail over. [`crate::client::EslCallControl`] queues, after each bridge (with
 //!   `event-lock` so it runs only once the bridge returned), the `event` application firing a
 //!   `CUSTOM rtc::bridge_end` event with the attempt number; its `variable_originate_disposition` says how
 //!   the bridge ended. When it did not succeed and no b-leg was seen for that attempt, the intake hands the
@@ -26,13 +26,13 @@ use std::net::IpAddr;
 use compact_str::CompactString;
 use memchr::memmem;
 
-use super::EslError;
-use super::event::{EslMessage, EventParser};
-use super::frame::{ContentType, Framer, FramerConfig};
-use super::percent;
-use crate::cause::HangupCause;
-use crate::event::{CallEvent, Direction, EventKind};
-use crate::id::CallId;
+use crate::EslError;
+use crate::event::{EslMessage, EventParser};
+use crate::frame::{ContentType, Framer, FramerConfig};
+use crate::percent;
+use rtc_engine::cause::HangupCause;
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
 
 /// `Event-Subclass` of the event fired after each engine bridge returns.
 pub const BRIDGE_END_SUBCLASS: &str = "rtc::bridge_end";
@@ -208,7 +208,7 @@ impl Rules {
                 if ev.kind == EventKind::ChannelPark
                     && !header(body, b"variable_rtc_core")
                         .and_then(|v| std::str::from_utf8(v).ok())
-                        .is_some_and(crate::event::is_true)
+                        .is_some_and(rtc_engine::event::is_true)
                 {
                     // Parked for something else: not the engine's to bridge.
                     self.stats.unmarked_parks += 1;
@@ -355,7 +355,7 @@ mod tests {
                  Call-Direction: inbound\n{var}\n"
             );
             let mut out = Vec::new();
-            crate::esl::write::write_event_frame(body.as_bytes(), &mut out);
+            crate::write::write_event_frame(body.as_bytes(), &mut out);
             out
         };
         for (seq, var) in [

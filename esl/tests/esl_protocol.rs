@@ -4,11 +4,11 @@
 
 use std::net::IpAddr;
 
-use rtc_engine::esl::write::{self, Host};
-use rtc_engine::esl::{
+use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
+use rtc_esl::write::{self, Host};
+use rtc_esl::{
     ContentType, Decoder, EslError, EslMessage, EventParser, FrameError, Framer, FramerConfig,
 };
-use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
 
 const A_LEG: &str = "8f3e2b1a-5c4d-4e6f-9a7b-1c2d3e4f5a6b";
 const B_LEG: &str = "d41d8cd9-8f00-4b20-9e98-0ecf8427e0a1";

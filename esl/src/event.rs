@@ -1,5 +1,5 @@
 //! Turning frames into the few typed messages the engine acts on: channel events as
-//! [`CallEvent`](crate::event::CallEvent), `BACKGROUND_JOB` results for bgapi correlation, command replies and
+//! [`CallEvent`](rtc_engine::event::CallEvent), `BACKGROUND_JOB` results for bgapi correlation, command replies and
 //! api responses.
 //!
 //! A channel event in plain format is about 150 `Name: url-encoded-value` lines (2–4 KB). The parser scans
@@ -12,11 +12,11 @@ use std::net::IpAddr;
 
 use compact_str::CompactString;
 
-use super::frame::{ContentType, Frame};
-use super::percent;
-use crate::cause::HangupCause;
-use crate::event::{CallEvent, Direction, EventKind};
-use crate::id::CallId;
+use crate::frame::{ContentType, Frame};
+use crate::percent;
+use rtc_engine::cause::HangupCause;
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
 
 /// Value FreeSWITCH writes for an empty header value.
 const UNDEF: &[u8] = b"_undef_";

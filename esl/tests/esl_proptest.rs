@@ -3,10 +3,10 @@
 
 use proptest::prelude::*;
 
-use rtc_engine::esl::percent;
-use rtc_engine::esl::write::{self, Host};
-use rtc_engine::esl::{Decoder, EslMessage, FramerConfig};
 use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
+use rtc_esl::percent;
+use rtc_esl::write::{self, Host};
+use rtc_esl::{Decoder, EslMessage, FramerConfig};
 
 const MAX: usize = 16 * 1024;
 

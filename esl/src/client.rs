@@ -60,14 +60,14 @@ use compact_str::CompactString;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 
-use super::control::{EslCallControl, Expect, Wire, encode};
-use super::event::{BackgroundJob, EslMessage, Reply};
-use super::frame::FramerConfig;
-use super::intake::{Intake, IntakeConfig, IntakeStats};
-use crate::control::CallCommand;
-use crate::engine::{EngineHandle, Query, QueryReply, SubmitError};
-use crate::event::{CallEvent, EventKind};
-use crate::id::CallId;
+use crate::control::{Expect, Wire, encode};
+use crate::event::{BackgroundJob, EslMessage, Reply};
+use crate::frame::FramerConfig;
+use crate::intake::{Intake, IntakeConfig, IntakeStats};
+use rtc_engine::control::{CallCommand, CallControl};
+use rtc_engine::engine::{EngineHandle, Query, QueryReply, SubmitError};
+use rtc_engine::event::{CallEvent, EventKind};
+use rtc_engine::id::CallId;
 
 /// The events subscribed: the channel events the engine follows, bgapi results, heartbeats for
 /// liveness, and the bridge-end marker (`CUSTOM` must come last: the words after it are subclasses).
@@ -231,7 +231,7 @@ pub enum CommandError {
     },
     /// The command could not be written as asked.
     #[error(transparent)]
-    Bad(#[from] super::control::BadCommand),
+    Bad(#[from] crate::control::BadCommand),
     /// The client is shut down.
     #[error("ESL client stopped: `{command}` was not sent")]
     Closed {
@@ -371,6 +371,31 @@ impl EslLink {
     /// The engine's call control over this link.
     pub fn call_control(&self) -> EslCallControl {
         EslCallControl::new(self.tx.clone(), self.counters.clone())
+    }
+}
+
+/// The engine's call control over ESL: the engine's end of an [`EslLink`]. It never blocks: each command goes
+/// to the connection's writer, which encodes it ([`encode`]) and sends it (see [`crate::control`]).
+pub struct EslCallControl {
+    /// To the connection's writer.
+    tx: Sender<Outgoing>,
+    /// Where refused sends are counted.
+    counters: Arc<ClientCounters>,
+}
+
+impl EslCallControl {
+    fn new(tx: Sender<Outgoing>, counters: Arc<ClientCounters>) -> Self {
+        EslCallControl { tx, counters }
+    }
+}
+
+impl CallControl for EslCallControl {
+    fn execute(&mut self, command: CallCommand) {
+        if self.tx.send(Outgoing::Call(command)).is_err() {
+            self.counters
+                .commands_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -1444,14 +1469,14 @@ fn reconcile(shared: &Shared, engine: &EngineHandle, body: &str, known: Vec<Call
         // call for one still ringing. A call it already knows connected absorbs the repeat.
         if live.get(id) == Some(&true) {
             let mut ev = CallEvent::new(*id, EventKind::ChannelAnswer, 0);
-            ev.timestamp_us = crate::core::epoch_us();
+            ev.timestamp_us = rtc_engine::core::epoch_us();
             submit(counters, engine, ev);
             answered += 1;
         }
     }
     for id in known.iter().filter(|id| !live.contains_key(id)) {
         let mut ev = CallEvent::new(*id, EventKind::ChannelHangup, 0);
-        ev.timestamp_us = crate::core::epoch_us();
+        ev.timestamp_us = rtc_engine::core::epoch_us();
         log::info!("call {id}: gone from FreeSWITCH while the ESL link was down; ending it");
         submit(counters, engine, ev);
         gone += 1;

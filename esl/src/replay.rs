@@ -14,19 +14,19 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::event::EslMessage;
-use super::frame::FramerConfig;
-use super::intake::{Intake, IntakeConfig, IntakeStats};
-use crate::call::CallView;
-use crate::clock::Clock;
-use crate::config::EngineConfig;
-use crate::control::CallCommand;
-use crate::core::FailModes;
-use crate::engine::{Engine, EngineParts, Query, QueryReply};
-use crate::event::{Direction, EventKind};
-use crate::id::CallId;
-use crate::service::ServiceSink;
-use crate::testkit::RecordingControl;
+use crate::event::EslMessage;
+use crate::frame::FramerConfig;
+use crate::intake::{Intake, IntakeConfig, IntakeStats};
+use rtc_engine::call::CallView;
+use rtc_engine::clock::Clock;
+use rtc_engine::config::EngineConfig;
+use rtc_engine::control::CallCommand;
+use rtc_engine::core::FailModes;
+use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
+use rtc_engine::event::{Direction, EventKind};
+use rtc_engine::id::CallId;
+use rtc_engine::service::ServiceSink;
+use rtc_engine::testkit::RecordingControl;
 
 /// How to replay.
 pub struct ReplayOptions {

@@ -7,7 +7,7 @@
 //! and `text/disconnect-notice` when it closes — and it keeps, per listener, a bounded event queue that,
 //! when full, gets the listener killed as FreeSWITCH does at 100,000 events.
 //!
-//! Calls are played by [`crate::sim`]'s traffic driver through [`EslSwitch`], the driver's
+//! Calls are played by [`rtc_engine::sim`]'s traffic driver through [`EslSwitch`], the driver's
 //! [`EventSink`]: channel events become frames for every subscribed listener, and the commands listeners
 //! send come back to the driver as [`CallCommand`]s — `sendmsg <uuid>` `execute bridge` as a bridge
 //! (attempt from `rtc_attempt`), `uuid_kill` as a hangup, `uuid_setvar_multi` as the decision. The switch
@@ -29,17 +29,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::percent;
-use super::write::{self, Host};
-use crate::cause::HangupCause;
-use crate::control::CallCommand;
-use crate::core::epoch_us;
-use crate::domain::{Money, Route};
-use crate::engine::EngineHandle;
-use crate::event::{CallEvent, Direction, EventKind};
-use crate::id::CallId;
-use crate::sim::EventSink;
-use crate::stats::Stats;
+use crate::percent;
+use crate::write::{self, Host};
+use rtc_engine::cause::HangupCause;
+use rtc_engine::control::CallCommand;
+use rtc_engine::core::epoch_us;
+use rtc_engine::domain::{Money, Route};
+use rtc_engine::engine::EngineHandle;
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
+use rtc_engine::sim::EventSink;
+use rtc_engine::stats::Stats;
 
 /// FreeSWITCH's goodbye.
 const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
@@ -1044,8 +1044,8 @@ impl EventSink for EslSwitch {
 
     fn engine_status(&self) -> Option<(usize, Stats)> {
         let engine = self.engine.as_ref()?;
-        match engine.query(crate::engine::Query::Status, Duration::from_secs(10)) {
-            Ok(crate::engine::QueryReply::Status(s)) => Some((s.live_calls, s.stats)),
+        match engine.query(rtc_engine::engine::Query::Status, Duration::from_secs(10)) {
+            Ok(rtc_engine::engine::QueryReply::Status(s)) => Some((s.live_calls, s.stats)),
             _ => None,
         }
     }

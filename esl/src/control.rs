@@ -1,9 +1,9 @@
 //! Call control over ESL: the engine's [`CallCommand`]s as event socket commands.
 //!
-//! [`EslCallControl`] is what the engine thread calls. It never blocks and never touches the socket: it
-//! hands the command to the connection's writer through a channel, and the writer turns it into wire text
-//! with [`encode`]. Every command is asynchronous on FreeSWITCH's side too — never a blocking `api` on the
-//! event connection, which would stall event delivery while it runs:
+//! The engine thread calls [`EslCallControl`](crate::client::EslCallControl), the engine's end of the
+//! client's command queue: it never blocks and never touches the socket. The connection's writer takes the
+//! command and turns it into wire text with [`encode`]. Every command is asynchronous on FreeSWITCH's side
+//! too — never a blocking `api` on the event connection, which would stall event delivery while it runs:
 //!
 //! - `SetVariables` → `bgapi uuid_setvar_multi <uuid> rtc_x=v;rtc_y=w`. Values are checked, not escaped:
 //!   `;` separates variables and a line break would end the command, so a value holding either (or any
@@ -13,22 +13,17 @@
 //!   failover; a finished one hangs the call up); `bridge {rtc_a_leg=<uuid>,rtc_attempt=<n>}<dial string>`
 //!   with `event-lock: true` (the next message waits until the bridge returns); and the `event` application
 //!   firing `CUSTOM rtc::bridge_end` with the attempt number, which tells the intake about bridges that
-//!   failed without creating an outbound leg (see [`super::intake`]).
+//!   failed without creating an outbound leg (see [`crate::intake`]).
 //! - `Hangup` → `bgapi uuid_kill <uuid> <CAUSE>`.
 //!
 //! Failures (`-ERR no such channel`, timeouts, a dropped link) come back to the connection, which counts
 //! and logs them with the call's uuid.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use crossbeam_channel::Sender;
-
-use super::client::{ClientCounters, Outgoing};
-use super::intake::BRIDGE_END_SUBCLASS;
-use crate::control::{CallCommand, CallControl, LowBalance};
-use crate::id::CallId;
+use crate::intake::BRIDGE_END_SUBCLASS;
+use rtc_engine::control::{CallCommand, LowBalance};
+use rtc_engine::id::CallId;
 
 /// What answer a command gets from FreeSWITCH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,31 +109,6 @@ pub enum BadCommand {
     },
 }
 
-/// The engine's call control over ESL. See the module docs.
-pub struct EslCallControl {
-    /// To the connection's writer.
-    tx: Sender<Outgoing>,
-    /// Where refused sends are counted.
-    counters: Arc<ClientCounters>,
-}
-
-impl EslCallControl {
-    pub(crate) fn new(tx: Sender<Outgoing>, counters: Arc<ClientCounters>) -> Self {
-        EslCallControl { tx, counters }
-    }
-}
-
-impl CallControl for EslCallControl {
-    fn execute(&mut self, command: CallCommand) {
-        if self.tx.send(Outgoing::Call(command)).is_err() {
-            self.counters
-                .commands_closed
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Why a value cannot go into a command, if it cannot.
 fn unsafe_value(v: &str) -> Option<&'static str> {
     for c in v.chars() {
         match c {
@@ -297,9 +267,9 @@ pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cause::HangupCause;
-    use crate::control::Variable;
-    use crate::domain::{Money, Route};
+    use rtc_engine::cause::HangupCause;
+    use rtc_engine::control::Variable;
+    use rtc_engine::domain::{Money, Route};
 
     const A: &str = "4b2a1c3e-9f10-4d2b-8a7e-0123456789ab";
 
@@ -402,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_low_balance_warning_sets_the_variable_and_sends_the_custom_event() {
-        let warning = crate::control::LowBalance {
+        let warning = rtc_engine::control::LowBalance {
             call: id(),
             partner: "lab".into(),
             available: Some(Money(50_000)),

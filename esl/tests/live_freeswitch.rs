@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use rtc_engine::clock::Clock;
 use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
-use rtc_engine::esl::client::{EslClient, EslConfig, EslLink};
-use rtc_engine::esl::intake::IntakeConfig;
-use rtc_engine::esl::replay::{ReplayOptions, replay};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
+use rtc_esl::client::{EslClient, EslConfig, EslLink};
+use rtc_esl::intake::IntakeConfig;
+use rtc_esl::replay::{ReplayOptions, replay};
 use rtc_fs_live::{FreeSwitch, Install, Options};
 
 const DIALPLAN: &str = r#"
@@ -57,9 +57,9 @@ struct CdrLine {
 /// header the engine reads that the real frame carried, (3) has most of the real frame's header names and a
 /// size of the same order.
 fn check_simulator_frames(record: &std::path::Path) {
-    use rtc_engine::esl::event::{EslMessage, EventParser};
-    use rtc_engine::esl::frame::{ContentType, Framer};
-    use rtc_engine::esl::write::{Host, serialize_channel_event};
+    use rtc_esl::event::{EslMessage, EventParser};
+    use rtc_esl::frame::{ContentType, Framer};
+    use rtc_esl::write::{Host, serialize_channel_event};
     const ENGINE_HEADERS: &[&str] = &[
         "Event-Name",
         "Unique-ID",
@@ -344,10 +344,10 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
             .find(|v| v.uuid == live.uuid)
             .expect("replayed");
         assert!(
-            rtc_engine::esl::replay::same_course(live, again),
+            rtc_esl::replay::same_course(live, again),
             "live {:?}, replayed {:?}",
-            rtc_engine::esl::replay::states(live),
-            rtc_engine::esl::replay::states(again)
+            rtc_esl::replay::states(live),
+            rtc_esl::replay::states(again)
         );
         assert_eq!(live.reason, again.reason);
         assert_eq!(live.hangup_cause, again.hangup_cause);

@@ -13,9 +13,9 @@
 
 use std::fmt::Write as _;
 
-use super::percent;
-use crate::event::{CallEvent, Direction, EventKind};
-use crate::id::CallId;
+use crate::percent;
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
 
 /// The facts FreeSWITCH stamps on every event about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

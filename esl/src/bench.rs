@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use compact_str::format_compact;
 
-use super::write::{self, Host};
-use super::{Decoder, EslMessage, FramerConfig};
-use crate::cause::HangupCause;
-use crate::event::{CallEvent, Direction, EventKind};
-use crate::id::CallId;
+use crate::write::{self, Host};
+use crate::{Decoder, EslMessage, FramerConfig};
+use rtc_engine::cause::HangupCause;
+use rtc_engine::event::{CallEvent, Direction, EventKind};
+use rtc_engine::id::CallId;
 
 /// Bytes handed to the decoder per read.
 const READ: usize = 64 * 1024;
