@@ -1,4 +1,4 @@
-//! The module's door to the call engine: [`rtc_engine::host::Host`] (the `rtc-io` runtime, the business
+//! The module's door to the call engine: [`rtc_host::Host`] (the `rtc-io` runtime, the business
 //! services and the `rtc-engine` thread) started with the configuration FreeSWITCH resolved, and the handle the
 //! event handler, the API and the dialplan app reach it through.
 //!
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use rtc_engine::config::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
-use rtc_engine::host::{Host, HostOptions, HostShutdownReport};
-use rtc_engine::metrics_http::MetricsEndpoint;
 use rtc_engine::rtc_ledger::LedgerHandle;
 use rtc_engine::services::ServicesMonitor;
 use rtc_engine::settings::RtcConfig;
+use rtc_host::metrics_http::MetricsEndpoint;
+use rtc_host::{Host, HostOptions, HostShutdownReport};
 
 /// The configuration file FreeSWITCH reads for `rtc_core.conf`, relative to its conf directory.
 pub const CONFIG_PATH: &str = "autoload_configs/rtc_core.conf.xml";
@@ -103,7 +103,7 @@ impl Running {
         config: RtcConfig,
         control: Box<dyn CallControl>,
         ledger_dir: Option<PathBuf>,
-    ) -> Result<Running, rtc_engine::host::HostError> {
+    ) -> Result<Running, rtc_host::HostError> {
         let host = Host::start_with(
             &config,
             control,

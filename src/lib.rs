@@ -7,7 +7,7 @@
 //! - [`app`]: the dialplan application `rtc_core`.
 //! - [`control`]: the engine's call commands carried out through the C API (the park flow's bridges included).
 //! - [`custom`]: the CUSTOM events the module raises (`rtc_core::low_balance`), their subclasses reserved while loaded.
-//! - [`host`]: the one door to the engine (`rtc_engine::host::Host`, its configuration and reload); everything
+//! - [`host`]: the one door to the engine (`rtc_host::Host`, its configuration and reload); everything
 //!   above reaches the engine only through it.
 //! - [`report`]: the text of the API's answers, Prometheus metrics included.
 //! - [`session`]: safe session/channel handles (thread-bound borrows, lock guards).

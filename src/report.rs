@@ -907,8 +907,8 @@ mod tests {
     use super::*;
     use crate::histogram::Histogram;
     use rtc_engine::engine::{Query, QueryReply};
-    use rtc_engine::host::Host;
     use rtc_engine::testkit::RecordingControl;
+    use rtc_host::Host;
     use std::time::Duration;
 
     fn engine_answers() -> (StatusReport, IntakeStats, LedgerStats) {

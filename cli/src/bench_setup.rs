@@ -24,11 +24,11 @@ use rtc_engine::control::{CallCommand, CallControl};
 use rtc_engine::core::epoch_us;
 use rtc_engine::engine::{EngineHandle, Query, QueryReply};
 use rtc_engine::event::{CallEvent, EventKind};
-use rtc_engine::host::{Host, HostOptions};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LedgerPlace;
 use rtc_engine::service::ServiceKind;
 use rtc_engine::services::stats::Event;
+use rtc_host::{Host, HostOptions};
 use serde_json::json;
 
 use crate::backend::{BackendArg, HttpRig, load_config};

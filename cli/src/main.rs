@@ -349,7 +349,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
     };
     // The tables of local services, and the URLs, keys, CA file and default routes of HTTP ones.
-    if let Err(e) = rtc_engine::host::check(&cfg) {
+    if let Err(e) = rtc_host::check(&cfg) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rtc_engine::config::Backend;
-use rtc_engine::host::Host;
 use rtc_engine::local::LedgerPlace;
 use rtc_engine::rtc_ledger::store::now_us;
 use rtc_engine::rtc_ledger::{Access, EntryKind, Money, Store};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, SimOptions, SimReport};
+use rtc_host::Host;
 use serde::Serialize;
 
 use crate::alloc::live_bytes;

@@ -9,11 +9,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rtc_engine::host::{Host, HostShutdownReport};
 use rtc_engine::service::ServiceKind;
 use rtc_engine::services::stats::Event;
 use rtc_engine::services::{BreakerState, BreakerStatus, ServicesMonitor};
 use rtc_engine::sim::{self, SimReport};
+use rtc_host::{Host, HostShutdownReport};
 use rtc_loopback::{Loopback, ServiceCounts};
 use serde::Serialize;
 use serde_json::json;

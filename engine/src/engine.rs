@@ -275,7 +275,7 @@ impl Engine {
             drained_events: 0,
             settled_calls: 0,
             abandoned: true,
-            stats: crate::stats::Counters::new().snapshot(),
+            stats: Stats::zero(),
         })
     }
 

@@ -11,7 +11,6 @@
 //! - [`local`]: the embedded business backends, answering from CSV tables.
 //! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
 //!   and degradation; local backends behind the same sink), and admission control.
-//! - [`host`]: runtime, services and engine started and stopped together, in order, for every host.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -24,10 +23,8 @@ pub mod domain;
 pub mod engine;
 pub mod event;
 pub mod fsm;
-pub mod host;
 pub mod id;
 pub mod local;
-pub mod metrics_http;
 pub mod reason;
 pub mod registry;
 pub mod service;

@@ -547,7 +547,7 @@ pub fn run_with<S: EventSink>(
     let status = |d: &Driver<S>| {
         d.sink
             .engine_status()
-            .unwrap_or((if observable { usize::MAX } else { 0 }, empty_stats()))
+            .unwrap_or((if observable { usize::MAX } else { 0 }, Stats::zero()))
     };
     let (mut left, mut stats) = status(&d);
     let settle = Instant::now() + Duration::from_secs(2);
@@ -588,8 +588,4 @@ pub fn run_with<S: EventSink>(
         left_live: left,
         stats,
     }
-}
-
-fn empty_stats() -> Stats {
-    crate::stats::Counters::new().snapshot()
 }

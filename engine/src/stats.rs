@@ -165,6 +165,11 @@ impl Counters {
 }
 
 impl Stats {
+    /// Nothing counted yet (every refusal reason listed at zero): what an engine that never ran reports.
+    pub fn zero() -> Stats {
+        Counters::new().snapshot()
+    }
+
     /// Total of illegal inputs over all (state, input) pairs.
     pub fn illegal_total(&self) -> u64 {
         self.illegal.iter().map(|c| c.count).sum()

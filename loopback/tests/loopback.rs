@@ -7,7 +7,6 @@ use rtc_engine::HangupCause;
 use rtc_engine::control::CallCommand;
 use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::event::{CallEvent, EventKind};
-use rtc_engine::host::Host;
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
 use rtc_engine::rtc_ledger::{Answer, Op};
@@ -16,6 +15,7 @@ use rtc_engine::services::stats::Event;
 use rtc_engine::services::wire::{self, Operation};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::testkit::RecordingControl;
+use rtc_host::Host;
 use rtc_loopback::{Fault, Loopback, LoopbackOptions, decode_request, encode_answer};
 
 fn id(n: u128) -> CallId {

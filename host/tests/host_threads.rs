@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use rtc_engine::config::Backend;
 use rtc_engine::event::{CallEvent, EventKind};
-use rtc_engine::host::Host;
 use rtc_engine::id::CallId;
 use rtc_engine::service::ServiceKind;
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::testkit::RecordingControl;
+use rtc_host::Host;
 
 /// The process's threads, by name.
 fn threads() -> Vec<String> {
@@ -85,7 +85,7 @@ fn twenty_starts_and_shutdowns_leave_no_thread_behind() {
         assert_eq!(
             running
                 .iter()
-                .filter(|n| *n == rtc_engine::rtc_ledger::writer::THREAD_NAME)
+                .filter(|n| *n == rtc_ledger::writer::THREAD_NAME)
                 .count(),
             1,
             "{running:?}"

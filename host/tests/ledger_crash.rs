@@ -13,12 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rtc_engine::host::{Host, HostOptions};
-use rtc_engine::rtc_ledger::{
-    Access, Ledger, LedgerConfig, Location, Money, ReservationState, Store,
-};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, SimOptions, SimSwitch};
+use rtc_host::{Host, HostOptions};
+use rtc_ledger::{Access, Ledger, LedgerConfig, Location, Money, ReservationState, Store};
 
 /// Set for the child: the directory its ledger lives in.
 const CHILD_DIR: &str = "RTC_LEDGER_CRASH_DIR";

@@ -8,26 +8,34 @@
 //! settlements submitted), the service layer drains (settlements still in flight are delivered or spooled),
 //! then the runtime stops within a bound. Nothing of ours runs once it returns, unless the report says a
 //! runtime thread was stuck.
+//!
+//! Both hosts use it: the FreeSWITCH module (the root crate) and `rtc-core esl` (with `rtc-esl`).
+//!
+//! # Layout
+//! - this file: [`Host`], [`HostOptions`], [`check`] (what `rtc-core check-config` runs).
+//! - [`metrics_http`]: the Prometheus scrape endpoint a host may run on the same runtime.
+#![forbid(unsafe_code)]
+
+pub mod metrics_http;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc_ledger::LedgerHandle;
-
 use serde::Serialize;
 
-use crate::clock::Clock;
-use crate::control::CallControl;
-use crate::core::FailModes;
-use crate::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
-use crate::local::{LocalError, LocalServices};
-use crate::service::ServiceSink;
-use crate::services::{
+use rtc_engine::clock::Clock;
+use rtc_engine::control::CallControl;
+use rtc_engine::core::FailModes;
+use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
+use rtc_engine::local::{LocalError, LocalServices};
+use rtc_engine::service::ServiceSink;
+use rtc_engine::services::{
     AsyncServices, DrainReport, IoRuntime, LateResults, RuntimeConfig, RuntimeError, ServicesError,
     ServicesMonitor,
 };
-use crate::settings::RtcConfig;
+use rtc_engine::settings::RtcConfig;
 
 /// Shortest bound given to the runtime's own shutdown, whatever grace the caller passed: once the engine
 /// has stopped and the settlements are drained, only cancelled tasks remain, which end at their next await.
@@ -164,10 +172,14 @@ impl Host {
             None => None,
         };
         if let Some(local) = local.as_mut() {
-            local.set_balance_timeout(config.service(crate::service::ServiceKind::Balance).timeout);
+            local.set_balance_timeout(
+                config
+                    .service(rtc_engine::service::ServiceKind::Balance)
+                    .timeout,
+            );
         }
         let ledger = local.as_ref().map(LocalServices::ledger_handle);
-        let recovered: Vec<crate::domain::Cdr> = local
+        let recovered: Vec<rtc_engine::domain::Cdr> = local
             .as_ref()
             .map(|l| l.recovered_cdrs().to_vec())
             .unwrap_or_default();
@@ -188,7 +200,7 @@ impl Host {
                 // the two); refuse rather than start an engine nobody answers.
                 None => {
                     return Err(HostError::Services(ServicesError::NoLocalBackend {
-                        service: crate::service::ServiceKind::Partner,
+                        service: rtc_engine::service::ServiceKind::Partner,
                     }));
                 }
             }
@@ -197,7 +209,7 @@ impl Host {
         // CDRs of calls the ledger settled at open (a process that died): to the exports too (`cdr-file`, an HTTP
         // CDR service); the ledger keeps the one it has.
         for cdr in recovered {
-            services.submit(crate::service::ServiceRequest::WriteCdr(Box::new(cdr)));
+            services.submit(rtc_engine::service::ServiceRequest::WriteCdr(Box::new(cdr)));
         }
         let engine = Engine::start(EngineParts {
             config: config.engine.clone(),
@@ -216,7 +228,7 @@ impl Host {
         &self,
         config: RtcConfig,
         timeout: Duration,
-    ) -> Result<String, crate::engine::ReloadError> {
+    ) -> Result<String, rtc_engine::engine::ReloadError> {
         self.engine().reload(config, timeout)
     }
 
@@ -330,7 +342,7 @@ impl HostShutdownReport {
                 drained_events: 0,
                 settled_calls: 0,
                 abandoned: false,
-                stats: crate::stats::Counters::new().snapshot(),
+                stats: rtc_engine::stats::Stats::zero(),
             },
             drain: None,
             runtime_stopped: true,
@@ -344,13 +356,13 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::config::Backend;
-    use crate::control::CallCommand;
-    use crate::engine::{Query, QueryReply};
-    use crate::event::{CallEvent, EventKind};
-    use crate::id::CallId;
-    use crate::service::ServiceKind;
-    use crate::testkit::RecordingControl;
+    use rtc_engine::config::Backend;
+    use rtc_engine::control::CallCommand;
+    use rtc_engine::engine::{Query, QueryReply};
+    use rtc_engine::event::{CallEvent, EventKind};
+    use rtc_engine::id::CallId;
+    use rtc_engine::service::ServiceKind;
+    use rtc_engine::testkit::RecordingControl;
 
     fn call(control: &RecordingControl, host: &Host, n: u128) -> CallCommand {
         let id = CallId::from_u128(n);
