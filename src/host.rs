@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc_engine::config::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
 use rtc_engine::rtc_ledger::LedgerHandle;
 use rtc_engine::services::ServicesMonitor;
 use rtc_engine::settings::RtcConfig;
+use rtc_engine::settings::services::Backend;
 use rtc_host::metrics_http::MetricsEndpoint;
 use rtc_host::{Host, HostOptions, HostShutdownReport};
 
@@ -155,7 +155,7 @@ impl Running {
     /// Offers `config` to the engine (`rtc_core reload`); on success it becomes the configuration in force.
     /// Returns what changed, and what needs the module reloaded to change.
     pub fn reload(&mut self, config: RtcConfig, timeout: Duration) -> Result<String, ReloadError> {
-        let summary = self.handle.engine.reload(config.clone(), timeout)?;
+        let summary = self.handle.engine.reload(config.for_reload(), timeout)?;
         log::set_max_level(config.log_level);
         let pending = not_live(&self.handle.started_with, &config);
         self.handle.config = Arc::new(config);

@@ -129,7 +129,7 @@ fn directory(dir: *const c_char) -> Option<PathBuf> {
 /// that would go there (the default, or a relative `ledger` path) is refused rather than kept in memory, where every
 /// balance would be lost at unload.
 fn ledger_dir(config: &rtc_engine::settings::RtcConfig) -> Result<Option<PathBuf>, String> {
-    use rtc_engine::local::LedgerPlace;
+    use rtc_engine::settings::local::LedgerPlace;
     let dir = db_dir();
     let needs_dir = match &config.local.ledger {
         LedgerPlace::HostDefault => true,

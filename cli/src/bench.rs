@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use rtc_engine::clock::Clock;
 use rtc_engine::config::EngineConfig;
-use rtc_engine::core::{FailModes, epoch_us};
+use rtc_engine::config::FailModes;
+use rtc_engine::core::epoch_us;
 use rtc_engine::engine::{Engine, EngineHandle, EngineParts, Query, QueryReply, SubmitError};
 use rtc_engine::event::{CallEvent, Direction, EventKind};
 use rtc_engine::id::CallId;

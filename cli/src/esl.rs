@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 
 use rtc_engine::call::CallView;
 use rtc_engine::clock::Clock;
-use rtc_engine::config::Backend;
-use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts};
 use rtc_engine::id::CallId;
-use rtc_engine::local::LocalServices;
+use rtc_engine::local::{LocalServices, ledger};
 use rtc_engine::rtc_ledger::Location;
 use rtc_engine::service::{ServiceResult, ServiceSink};
+use rtc_engine::services::AsyncServices;
 use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
-use rtc_engine::services::{AsyncServices, ServicesConfig};
 use rtc_engine::settings::RtcConfig;
+use rtc_engine::settings::services::Backend;
+use rtc_engine::settings::services::ServicesConfig;
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};
@@ -57,7 +57,7 @@ fn services(cfg: &RtcConfig) -> Result<Services, String> {
         // `rtc_core.db` there (a relative `ledger` path is under it) unless the configuration gives a full path.
         let dir = std::env::current_dir()
             .map_err(|e| format!("cannot read the working directory: {e}"))?;
-        let location = cfg.local.ledger.resolve(Some(&dir));
+        let location = ledger::location(&cfg.local.ledger, Some(&dir));
         let local = LocalServices::load_at(&cfg.local, location).map_err(|e| e.to_string())?;
         match local.ledger().path() {
             ":memory:" => log::warn!(
@@ -112,7 +112,7 @@ pub fn run(args: EslArgs) -> Result<(), String> {
     let link = EslLink::new();
     let engine = Engine::start(EngineParts {
         config: cfg.engine.clone(),
-        fail_modes: FailModes::from_services(&cfg.services),
+        fail_modes: cfg.fail_modes(),
         services: svc.sink,
         control: Box::new(link.call_control()),
         clock: Clock::system(),
@@ -218,7 +218,7 @@ pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
         Box::new(local),
         ReplayOptions {
             engine: cfg.engine.clone(),
-            fail_modes: FailModes::from_services(&cfg.services),
+            fail_modes: cfg.fail_modes(),
             intake: IntakeConfig {
                 internal_source_ip: args.internal_source_ip,
             },

@@ -14,13 +14,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use rtc_engine::local::{LedgerPlace, OpeningBalances, Partners};
+use rtc_engine::local::{OpeningBalances, Partners};
 use rtc_engine::rtc_ledger::store::{CdrReadError, Failure, now_us};
 use rtc_engine::rtc_ledger::{
     Access, AccountRef, Answer, CdrRecord, CheckReport, JournalEntry, Ledger, LedgerConfig,
     LedgerError, Location, Money, Op, OpenError, Request, Store,
 };
 use rtc_engine::settings::RtcConfig;
+use rtc_engine::settings::local::LedgerPlace;
 use serde_json::json;
 
 /// Which ledger, and the subcommand.

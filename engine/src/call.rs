@@ -12,12 +12,12 @@ use std::sync::{LazyLock, OnceLock};
 use compact_str::CompactString;
 use serde::Serialize;
 
+use crate::admission::AdmitTicket;
 use crate::cause::HangupCause;
 use crate::domain::{Money, PartnerId, Rate, Reservation, Routes};
 use crate::fsm::{Guard, Symbol, Table, Transition};
 use crate::id::CallId;
 use crate::reason::Reason;
-use crate::services::admission::AdmitTicket;
 use crate::symbol_enum;
 
 symbol_enum! {

@@ -1,10 +1,16 @@
-//! Engine configuration.
+//! Engine configuration: the engine thread's own settings ([`EngineConfig`]), what a call does when a service
+//! cannot answer ([`FailModes`]), and what `rtc_core reload` offers a running engine ([`NewSettings`]).
+//!
+//! How services are built and configured is not the engine's business: the configuration crate fills these
+//! from `rtc_core.conf.xml` next to the services' own settings.
 
+use std::any::Any;
 use std::time::Duration;
 
+use crate::admission::{AdmissionConfig, CpsLimit};
 use crate::domain::Money;
 use crate::reason::CauseMap;
-use crate::services::admission::{AdmissionConfig, CpsLimit};
+use crate::service::ServiceKind;
 
 /// What the engine thread itself needs to know. Services, backends and the host have their own sections.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,17 +115,6 @@ impl Default for EngineConfig {
     }
 }
 
-use crate::service::ServiceKind;
-
-/// Where a business service's answers come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// The embedded backends, fed from the sample-style files under `conf/`.
-    Local,
-    /// The operator's HTTP service at `url`.
-    Http,
-}
-
 /// What a call does when its service cannot answer (error, timeout, breaker open) and no degraded answer
 /// (cached partner, default route) is available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,66 +125,57 @@ pub enum FailMode {
     Closed,
 }
 
-/// A circuit breaker's thresholds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BreakerConfig {
-    /// Failure rate, in percent of the calls in the window, at which the breaker opens.
-    pub failure_rate_pct: u8,
-    /// How long it stays open before letting probes through.
-    pub open_for: Duration,
-    /// Length of the sliding window over which the failure rate is judged.
-    pub window: Duration,
-    /// Fewest calls in the window before the rate is judged at all.
-    pub min_calls: u32,
-    /// Probes allowed while half-open; all must succeed to close.
-    pub half_open_probes: u32,
-}
-
-/// One business service's settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceConfig {
-    /// Which service.
-    pub kind: ServiceKind,
-    /// Local or HTTP.
-    pub backend: Backend,
-    /// Endpoint for the HTTP backend.
-    pub url: Option<String>,
-    /// Sent as the `X-API-Key` header by the HTTP backend.
-    pub api_key: Option<String>,
-    /// Bound on one request, connect included.
-    pub timeout: Duration,
-    /// Breaker thresholds.
-    pub breaker: BreakerConfig,
-    /// Behaviour when no answer can be had.
-    pub fail_mode: FailMode,
-}
-
-impl ServiceConfig {
-    /// The defaults of the design: timeouts partner 5 s, auth 3 s, balance 2 s, rating 2 s, routing 3 s;
-    /// breakers partner 50 %/30 s, balance 30 %/10 s, rating 40 %/20 s, routing 60 %/15 s.
-    pub fn default_for(kind: ServiceKind) -> ServiceConfig {
-        let (timeout_ms, rate, open_s, fail_mode) = match kind {
-            ServiceKind::Partner => (5000, 50, 30, FailMode::Closed),
-            ServiceKind::Auth => (3000, 50, 30, FailMode::Closed),
-            ServiceKind::Balance => (2000, 30, 10, FailMode::Closed),
-            ServiceKind::Rating => (2000, 40, 20, FailMode::Closed),
-            ServiceKind::Routing => (3000, 60, 15, FailMode::Open),
-            ServiceKind::Cdr => (5000, 50, 30, FailMode::Open),
-        };
-        ServiceConfig {
-            kind,
-            backend: Backend::Local,
-            url: None,
-            api_key: None,
-            timeout: Duration::from_millis(timeout_ms),
-            breaker: BreakerConfig {
-                failure_rate_pct: rate,
-                open_for: Duration::from_secs(open_s),
-                window: Duration::from_secs(60),
-                min_calls: 20,
-                half_open_probes: 3,
-            },
-            fail_mode,
+impl FailMode {
+    /// The design's default for `kind`: routing and CDRs fail open, every decision before them closed.
+    pub const fn default_for(kind: ServiceKind) -> FailMode {
+        match kind {
+            ServiceKind::Routing | ServiceKind::Cdr => FailMode::Open,
+            ServiceKind::Partner
+            | ServiceKind::Auth
+            | ServiceKind::Balance
+            | ServiceKind::Rating => FailMode::Closed,
         }
     }
+}
+
+/// Per-service behaviour when a service cannot answer: the fail mode of every service, as the engine applies
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailModes([FailMode; ServiceKind::ALL.len()]);
+
+impl Default for FailModes {
+    fn default() -> Self {
+        FailModes(ServiceKind::ALL.map(FailMode::default_for))
+    }
+}
+
+impl FailModes {
+    /// Sets `kind`'s fail mode.
+    pub fn set(&mut self, kind: ServiceKind, mode: FailMode) {
+        if let Some(i) = ServiceKind::ALL.iter().position(|k| *k == kind) {
+            self.0[i] = mode;
+        }
+    }
+
+    /// `kind`'s fail mode.
+    pub fn get(&self, kind: ServiceKind) -> FailMode {
+        ServiceKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(FailMode::Closed, |i| self.0[i])
+    }
+}
+
+/// A configuration offered to a running engine (`rtc_core reload`): the engine's own settings, and the
+/// services' part, which only the services read. The services take theirs first, all or nothing; only then
+/// does the engine take its own.
+pub struct NewSettings {
+    /// The engine thread's settings (timeouts, causes, admission limits).
+    pub engine: EngineConfig,
+    /// What a call does when each service cannot answer.
+    pub fail_modes: FailModes,
+    /// The services' settings, handed as they are to [`ServiceSink::reload`](crate::service::ServiceSink::reload).
+    pub services: Box<dyn Any + Send>,
+    /// Where the configuration came from (a file path, or a description), for the answer and the log.
+    pub origin: String,
 }

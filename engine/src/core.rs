@@ -11,12 +11,13 @@ use crossbeam_channel::Sender;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+use crate::admission::{Admission, AdmissionStats, CpsLimit, PartnerLimits};
 use crate::call::{
     Action, Call, CallState, CallTable, CallView, Input, NO_PARTNER, call_table, flags,
 };
 use crate::cause::HangupCause;
 use crate::clock::Clock;
-use crate::config::{EngineConfig, FailMode};
+use crate::config::{EngineConfig, FailMode, FailModes, NewSettings};
 use crate::control::{CallCommand, CallControl, LowBalance, Variable};
 use crate::domain::{Cdr, Money, PartnerId, Rate, Routes};
 use crate::event::{CallEvent, Direction, EventKind};
@@ -29,7 +30,6 @@ use crate::registry::{Leg, Registry};
 use crate::service::{
     CallContext, Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use crate::services::admission::{Admission, AdmissionStats, CpsLimit, PartnerLimits};
 use crate::stats::{Counters, Stats};
 
 /// What a dialplan app waiting on a call is told.
@@ -44,39 +44,6 @@ pub enum Decision {
     },
     /// Hang up with `cause`.
     Refuse { reason: Reason, cause: HangupCause },
-}
-
-/// Per-service behaviour when a service cannot answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FailModes([FailMode; ServiceKind::ALL.len()]);
-
-impl Default for FailModes {
-    fn default() -> Self {
-        FailModes(ServiceKind::ALL.map(|k| crate::config::ServiceConfig::default_for(k).fail_mode))
-    }
-}
-
-impl FailModes {
-    pub fn from_services(services: &[crate::config::ServiceConfig]) -> Self {
-        let mut m = FailModes::default();
-        for s in services {
-            m.set(s.kind, s.fail_mode);
-        }
-        m
-    }
-
-    pub fn set(&mut self, kind: ServiceKind, mode: FailMode) {
-        if let Some(i) = ServiceKind::ALL.iter().position(|k| *k == kind) {
-            self.0[i] = mode;
-        }
-    }
-
-    pub fn get(&self, kind: ServiceKind) -> FailMode {
-        ServiceKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(FailMode::Closed, |i| self.0[i])
-    }
 }
 
 /// Answers to queries.
@@ -244,18 +211,21 @@ impl Core {
 
     /// Takes a new configuration: the services first (all or nothing), then the engine's own settings,
     /// fail modes and admission limits.
-    pub fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
-        let services = self.services.reload(config)?;
-        self.cfg = config.engine.clone();
-        self.fail_modes = FailModes::from_services(&config.services);
-        self.admission.reconfigure(config.engine.admission.clone());
-        log::info!("configuration reloaded from {}", config.origin);
+    pub fn reload(&mut self, settings: NewSettings) -> Result<String, String> {
+        let NewSettings {
+            engine,
+            fail_modes,
+            services,
+            origin,
+        } = settings;
+        let services = self.services.reload(services.as_ref())?;
+        self.admission.reconfigure(engine.admission.clone());
+        self.cfg = engine;
+        self.fail_modes = fail_modes;
+        log::info!("configuration reloaded from {origin}");
         Ok(match services.is_empty() {
-            true => format!("engine settings reloaded from {}", config.origin),
-            false => format!(
-                "engine settings reloaded from {}; {services}",
-                config.origin
-            ),
+            true => format!("engine settings reloaded from {origin}"),
+            false => format!("engine settings reloaded from {origin}; {services}"),
         })
     }
 

@@ -15,13 +15,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 
 use crate::call::CallView;
 use crate::clock::Clock;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, FailModes, NewSettings};
 use crate::control::CallControl;
-use crate::core::{CallSummary, Core, Decision, FailModes, StatusReport};
+use crate::core::{CallSummary, Core, Decision, StatusReport};
 use crate::event::CallEvent;
 use crate::id::CallId;
 use crate::service::{ServiceResult, ServiceSink};
-use crate::settings::RtcConfig;
 use crate::stats::Stats;
 
 /// A question for the engine thread.
@@ -46,7 +45,7 @@ enum Control {
     Result(ServiceResult),
     Query(Query, Sender<QueryReply>),
     Await(Box<CallEvent>, Sender<Decision>),
-    Reload(Box<RtcConfig>, Sender<Result<String, String>>),
+    Reload(Box<NewSettings>, Sender<Result<String, String>>),
     /// Re-check timers now (a manual clock moved).
     Tick,
     Shutdown,
@@ -168,10 +167,10 @@ impl EngineHandle {
     /// Swaps in a new configuration (`rtc_core reload`): the services take theirs first, and only if they
     /// all accept it does the engine take its own; on error nothing changed. Live calls keep the timers
     /// and decisions they already have; new calls and new steps use the new settings.
-    pub fn reload(&self, config: RtcConfig, timeout: Duration) -> Result<String, ReloadError> {
+    pub fn reload(&self, settings: NewSettings, timeout: Duration) -> Result<String, ReloadError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.control
-            .send(Control::Reload(Box::new(config), tx))
+            .send(Control::Reload(Box::new(settings), tx))
             .map_err(|_| ReloadError::Engine(QueryError::Stopped))?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(summary)) => Ok(summary),
@@ -247,7 +246,7 @@ impl Engine {
         };
         let started = Instant::now();
         let mut services = parts.services;
-        services.attach(handle.clone());
+        services.attach(Arc::new(handle.clone()));
         let core = Core::new(
             parts.config,
             parts.fail_modes,
@@ -414,8 +413,8 @@ fn handle_control(core: &mut Core, msg: Control, started: Instant) {
             let _ = reply.send(answer);
         }
         Control::Await(ev, reply) => core.on_await(*ev, reply),
-        Control::Reload(config, reply) => {
-            let _ = reply.send(core.reload(&config));
+        Control::Reload(settings, reply) => {
+            let _ = reply.send(core.reload(*settings));
         }
         Control::Tick => {
             core.fire_timers();

@@ -13,6 +13,7 @@
 //!   and degradation; local backends behind the same sink), and admission control.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod call;
 pub mod cause;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod id;
 pub mod local;
 pub mod reason;
 pub mod registry;
+pub mod results;
 pub mod service;
 pub mod services;
 pub mod settings;

@@ -3,7 +3,9 @@
 //! The engine never waits: it emits a [`ServiceRequest`] to a [`ServiceSink`] and carries on; the answer
 //! comes back later as an engine message, or at once from an embedded backend.
 
+use std::any::Any;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::Serialize;
@@ -228,14 +230,34 @@ pub trait ServiceSink: Send {
 
     /// The engine this sink answers, given once it runs (before any request): a sink that answers later sends its
     /// answers there.
-    fn attach(&mut self, engine: crate::engine::EngineHandle) {
+    fn attach(&mut self, engine: Arc<dyn ResultSink>) {
         let _ = engine;
     }
 
     /// Takes a new configuration (`rtc_core reload`), all or nothing: on `Err` nothing changed. Called on
-    /// the engine thread. Returns a one-line summary of what changed.
-    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
-        let _ = config;
+    /// the engine thread. `settings` is the services' own part of the configuration, as the host that built
+    /// this sink passed it ([`NewSettings::services`](crate::config::NewSettings::services)): the engine does
+    /// not read it, and a sink refuses, with a message saying so, settings of a kind it cannot read. Returns a
+    /// one-line summary of what changed.
+    fn reload(&mut self, settings: &dyn Any) -> Result<String, String> {
+        let _ = settings;
         Ok(String::new())
+    }
+}
+
+/// Where answers that come later go back to the engine: the engine's handle, or in tests another sink. Called
+/// on the services' threads; must not block (a full engine queue is the engine's to count, not the caller's to
+/// wait on).
+pub trait ResultSink: Send + Sync + 'static {
+    /// Hands over one answer.
+    fn deliver(&self, result: ServiceResult);
+}
+
+/// For tests and simple hosts. `send` waits when a bounded channel is full: give it an unbounded channel
+/// (or one with room for every call in flight) so that it never does.
+impl ResultSink for crossbeam_channel::Sender<ServiceResult> {
+    fn deliver(&self, result: ServiceResult) {
+        // The receiver is gone only when the engine has stopped: nobody is left to tell.
+        let _ = self.send(result);
     }
 }

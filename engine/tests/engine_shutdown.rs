@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use rtc_engine::clock::Clock;
-use rtc_engine::core::FailModes;
+use rtc_engine::config::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, SubmitError};
 use rtc_engine::event::EventKind;
 use rtc_engine::service::ServiceRequest;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use rtc_engine::clock::Clock;
-use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply, ReloadError};
 use rtc_engine::event::EventKind;
 use rtc_engine::local::LocalServices;
@@ -63,7 +62,7 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     let cfg = RtcConfig::load_file(&conf).unwrap();
     let engine = Engine::start(EngineParts {
         config: cfg.engine.clone(),
-        fail_modes: FailModes::from_services(&cfg.services),
+        fail_modes: cfg.fail_modes(),
         services: Box::new(LocalServices::load(&cfg.local).unwrap()),
         control: Box::new(RecordingControl::default()),
         clock: Clock::system(),
@@ -89,7 +88,10 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     text.push_str("newco,10.99.0.0/16,0,0,,,,\n");
     std::fs::write(&partners, &text).unwrap();
     let summary = h
-        .reload(RtcConfig::load_file(&conf).unwrap(), Duration::from_secs(5))
+        .reload(
+            RtcConfig::load_file(&conf).unwrap().for_reload(),
+            Duration::from_secs(5),
+        )
         .unwrap();
     assert!(summary.contains("1 new"), "{summary}");
     ev.uuid = id(2);
@@ -123,7 +125,10 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     )
     .unwrap();
     let summary = h
-        .reload(RtcConfig::load_file(&conf).unwrap(), Duration::from_secs(5))
+        .reload(
+            RtcConfig::load_file(&conf).unwrap().for_reload(),
+            Duration::from_secs(5),
+        )
         .unwrap();
     assert!(summary.contains("0 new, 1 removed"), "{summary}");
     assert_eq!(partner_of(2), before, "a live call keeps its partner");
@@ -146,7 +151,10 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     )
     .unwrap();
     let err = h
-        .reload(RtcConfig::load_file(&conf).unwrap(), Duration::from_secs(5))
+        .reload(
+            RtcConfig::load_file(&conf).unwrap().for_reload(),
+            Duration::from_secs(5),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, ReloadError::Refused(m) if m.contains("balances.csv") && m.contains("newco")),

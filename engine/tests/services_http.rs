@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use crossbeam_channel::{Receiver, unbounded};
-use rtc_engine::config::{Backend, FailMode, ServiceConfig};
+use rtc_engine::config::FailMode;
 use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
@@ -21,9 +21,9 @@ use rtc_engine::service::{
 use rtc_engine::services::spool::SpoolRecord;
 use rtc_engine::services::stats::Event;
 use rtc_engine::services::{
-    AsyncServices, BreakerState, IoRuntime, RuntimeConfig, ServicesConfig, ServicesError,
-    ServicesMonitor, SettlementConfig,
+    AsyncServices, BreakerState, IoRuntime, RuntimeConfig, ServicesError, ServicesMonitor,
 };
+use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::{CallId, HangupCause};
 
 /// How the test service behaves.

@@ -8,13 +8,13 @@ use std::time::Duration;
 use crossbeam_channel::unbounded;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rtc_engine::CallId;
-use rtc_engine::config::{Backend, ServiceConfig};
 use rtc_engine::domain::PartnerInfo;
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
 use rtc_engine::services::stats::Event;
-use rtc_engine::services::{AsyncServices, IoRuntime, RuntimeConfig, ServicesConfig};
+use rtc_engine::services::{AsyncServices, IoRuntime, RuntimeConfig};
+use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rtc_engine::clock::Clock;
-use rtc_engine::core::FailModes;
+use rtc_engine::config::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
 use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
@@ -37,7 +37,7 @@ fn rig_with(server_cfg: ServerConfig, tune: impl FnOnce(&mut EslConfig)) -> Rig 
     let link = EslLink::new();
     let engine = Engine::start(EngineParts {
         config: cfg.engine.clone(),
-        fail_modes: FailModes::from_services(&cfg.services),
+        fail_modes: cfg.fail_modes(),
         services: Box::new(services),
         control: Box::new(link.call_control()),
         clock: Clock::system(),
@@ -353,7 +353,7 @@ fn a_recorded_stream_replays_to_the_same_call_traces() {
         Box::new(LocalServices::load(&cfg.local).unwrap()),
         ReplayOptions {
             engine: cfg.engine.clone(),
-            fail_modes: FailModes::from_services(&cfg.services),
+            fail_modes: cfg.fail_modes(),
             intake: Default::default(),
             only: None,
         },
@@ -381,7 +381,7 @@ fn a_recorded_stream_replays_to_the_same_call_traces() {
         Box::new(LocalServices::load(&cfg.local).unwrap()),
         ReplayOptions {
             engine: cfg.engine.clone(),
-            fail_modes: FailModes::from_services(&cfg.services),
+            fail_modes: cfg.fail_modes(),
             intake: Default::default(),
             only: Some(live[3].uuid),
         },

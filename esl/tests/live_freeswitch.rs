@@ -12,7 +12,6 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use rtc_engine::clock::Clock;
-use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
 use rtc_engine::id::CallId;
 use rtc_engine::local::LocalServices;
@@ -178,7 +177,7 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
     let link = EslLink::new();
     let engine = Engine::start(EngineParts {
         config: cfg.engine.clone(),
-        fail_modes: FailModes::from_services(&cfg.services),
+        fail_modes: cfg.fail_modes(),
         services: Box::new(LocalServices::load(&cfg.local).unwrap()),
         control: Box::new(link.call_control()),
         clock: Clock::system(),
@@ -330,7 +329,7 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
         Box::new(LocalServices::load(&RtcConfig::default().local).unwrap()),
         ReplayOptions {
             engine: cfg.engine.clone(),
-            fail_modes: FailModes::from_services(&cfg.services),
+            fail_modes: cfg.fail_modes(),
             intake,
             only: None,
         },

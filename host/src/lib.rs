@@ -27,12 +27,12 @@ use serde::Serialize;
 
 use rtc_engine::clock::Clock;
 use rtc_engine::control::CallControl;
-use rtc_engine::core::FailModes;
 use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
-use rtc_engine::local::{LocalError, LocalServices};
+use rtc_engine::local::{LocalError, LocalServices, ledger};
+use rtc_engine::results::LateResults;
 use rtc_engine::service::ServiceSink;
 use rtc_engine::services::{
-    AsyncServices, DrainReport, IoRuntime, LateResults, RuntimeConfig, RuntimeError, ServicesError,
+    AsyncServices, DrainReport, IoRuntime, RuntimeConfig, RuntimeError, ServicesError,
     ServicesMonitor,
 };
 use rtc_engine::settings::RtcConfig;
@@ -166,7 +166,8 @@ impl Host {
         let mut local = match options.local {
             Some(local) => Some(local),
             None if config.any_local() => {
-                let location = config.local.ledger.resolve(options.ledger_dir.as_deref());
+                let location =
+                    ledger::location(&config.local.ledger, options.ledger_dir.as_deref());
                 Some(LocalServices::load_at(&config.local, location)?)
             }
             None => None,
@@ -213,7 +214,7 @@ impl Host {
         }
         let engine = Engine::start(EngineParts {
             config: config.engine.clone(),
-            fail_modes: FailModes::from_services(&config.services),
+            fail_modes: config.fail_modes(),
             services,
             control,
             clock: options.clock,
@@ -229,7 +230,7 @@ impl Host {
         config: RtcConfig,
         timeout: Duration,
     ) -> Result<String, rtc_engine::engine::ReloadError> {
-        self.engine().reload(config, timeout)
+        self.engine().reload(config.for_reload(), timeout)
     }
 
     /// The engine, for events, decisions and queries.
@@ -356,12 +357,12 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use rtc_engine::config::Backend;
     use rtc_engine::control::CallCommand;
     use rtc_engine::engine::{Query, QueryReply};
     use rtc_engine::event::{CallEvent, EventKind};
     use rtc_engine::id::CallId;
     use rtc_engine::service::ServiceKind;
+    use rtc_engine::settings::services::Backend;
     use rtc_engine::testkit::RecordingControl;
 
     fn call(control: &RecordingControl, host: &Host, n: u128) -> CallCommand {

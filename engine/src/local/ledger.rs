@@ -8,7 +8,7 @@
 //!
 //! [`ServiceSink::attach`]: crate::service::ServiceSink::attach
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,30 +22,19 @@ use crate::cause::HangupCause;
 use crate::domain::{Cdr, Money, Reservation};
 use crate::id::CallId;
 use crate::reason::Reason;
+use crate::results::LateResults;
+use crate::service::ResultSink;
 use crate::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
-use crate::services::{LateResults, ResultSink};
+use crate::settings::local::LedgerPlace;
 
-/// Where the local ledger lives, as the configuration says (`<local><param name="ledger">`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LedgerPlace {
-    /// Not set: the host's default (the module: `rtc_core.db` in FreeSWITCH's db directory; `rtc-core esl`:
-    /// `rtc_core.db` in its working directory; tests and the simulator: in memory).
-    HostDefault,
-    /// A file; a relative path is under the host's directory for the ledger.
-    File(PathBuf),
-    /// `:memory:`: nothing on disk, every balance lost at exit (trials and tests only).
-    Memory,
-}
-
-impl LedgerPlace {
-    /// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger.
-    pub fn resolve(&self, dir: Option<&Path>) -> Location {
-        match (self, dir) {
-            (LedgerPlace::Memory, _) | (LedgerPlace::HostDefault, None) => Location::Memory,
-            (LedgerPlace::HostDefault, Some(dir)) => Location::File(dir.join(DEFAULT_FILE)),
-            (LedgerPlace::File(path), Some(dir)) => Location::File(dir.join(path)),
-            (LedgerPlace::File(path), None) => Location::File(path.clone()),
-        }
+/// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger the
+/// configuration places at `place`.
+pub fn location(place: &LedgerPlace, dir: Option<&Path>) -> Location {
+    match (place, dir) {
+        (LedgerPlace::Memory, _) | (LedgerPlace::HostDefault, None) => Location::Memory,
+        (LedgerPlace::HostDefault, Some(dir)) => Location::File(dir.join(DEFAULT_FILE)),
+        (LedgerPlace::File(path), Some(dir)) => Location::File(dir.join(path)),
+        (LedgerPlace::File(path), None) => Location::File(path.clone()),
     }
 }
 
@@ -112,12 +101,7 @@ impl LedgerBackend {
         &self.counters
     }
 
-    /// Sends answers to `engine` from now on.
-    pub fn attach(&self, engine: crate::engine::EngineHandle) {
-        self.results.attach(engine);
-    }
-
-    /// Sends answers to `sink` from now on (tests; hosts attach the engine).
+    /// Sends answers to `sink` (the engine, or in tests another sink) from now on.
     pub fn answer_to(&self, sink: Arc<dyn ResultSink>) {
         self.results.attach_sink(sink);
     }
@@ -357,19 +341,19 @@ mod tests {
     fn places_resolve_against_the_hosts_directory() {
         let dir = Path::new("/var/lib/freeswitch/db");
         assert_eq!(
-            LedgerPlace::HostDefault.resolve(Some(dir)),
+            location(&LedgerPlace::HostDefault, Some(dir)),
             Location::File(dir.join("rtc_core.db"))
         );
-        assert_eq!(LedgerPlace::HostDefault.resolve(None), Location::Memory);
+        assert_eq!(location(&LedgerPlace::HostDefault, None), Location::Memory);
         assert_eq!(
-            LedgerPlace::File("billing/ledger.db".into()).resolve(Some(dir)),
+            location(&LedgerPlace::File("billing/ledger.db".into()), Some(dir)),
             Location::File(dir.join("billing/ledger.db"))
         );
         assert_eq!(
-            LedgerPlace::File("/srv/ledger.db".into()).resolve(Some(dir)),
+            location(&LedgerPlace::File("/srv/ledger.db".into()), Some(dir)),
             Location::File("/srv/ledger.db".into())
         );
-        assert_eq!(LedgerPlace::Memory.resolve(Some(dir)), Location::Memory);
+        assert_eq!(location(&LedgerPlace::Memory, Some(dir)), Location::Memory);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod rates;
 pub mod routes;
 pub mod table;
 
+use std::any::Any;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use balances::{Opening, OpeningBalances};
-pub use ledger::{LedgerBackend, LedgerPlace};
+pub use ledger::LedgerBackend;
 pub use partners::{AuthDenial, Partner, Partners};
 pub use rates::RateDeck;
 pub use routes::RouteTable;
@@ -36,9 +37,10 @@ use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Location, Op};
 
 use crate::domain::{Cdr, PartnerId};
 use crate::service::{
-    Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
+    Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use crate::settings::LocalFiles;
+use crate::services::services_settings;
+use crate::settings::local::LocalFiles;
 
 /// The local CDR export: JSON lines appended to `cdr-file` by a writer thread of its own (`rtc-cdr`), so that a
 /// slow disk never stalls the engine thread; flushed whenever it has written all it was given. Dropping it hands
@@ -234,7 +236,7 @@ impl LocalServices {
     /// host's default place is memory here: hosts resolve it first, see [`LocalServices::load_at`]), opens an
     /// account for every partner and imports the opening balances of those that never moved money.
     pub fn load(files: &LocalFiles) -> Result<LocalServices, LocalError> {
-        LocalServices::load_at(files, files.ledger.resolve(None))
+        LocalServices::load_at(files, ledger::location(&files.ledger, None))
     }
 
     /// [`LocalServices::load`], with the ledger at `location`.
@@ -319,7 +321,7 @@ impl LocalServices {
     }
 
     /// Sends the ledger's answers to `sink` instead of an engine (tests, a host without an engine).
-    pub fn answer_to(&self, sink: Arc<dyn crate::services::ResultSink>) {
+    pub fn answer_to(&self, sink: Arc<dyn ResultSink>) {
         self.money.answer_to(sink);
     }
 
@@ -462,11 +464,12 @@ fn failed(
 }
 
 impl ServiceSink for LocalServices {
-    fn attach(&mut self, engine: crate::engine::EngineHandle) {
-        self.money.attach(engine);
+    fn attach(&mut self, engine: Arc<dyn ResultSink>) {
+        self.money.answer_to(engine);
     }
 
-    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+    fn reload(&mut self, settings: &dyn Any) -> Result<String, String> {
+        let config = services_settings(settings, "the local backends")?;
         LocalServices::reload(self, &config.local).map_err(|e| e.to_string())
     }
 
@@ -1023,6 +1026,19 @@ mod tests {
         // The export has every CDR handed over, the repeated one included.
         let text = std::fs::read_to_string(dir.path().join("cdr.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn reload_reads_the_services_settings_and_refuses_anything_else() {
+        let mut s = shipped();
+        let summary = ServiceSink::reload(&mut s.services, &RtcConfig::default().services_config())
+            .expect("the shipped tables reload");
+        assert!(summary.starts_with("local tables reloaded"), "{summary}");
+        let e = ServiceSink::reload(&mut s.services, &RtcConfig::default()).unwrap_err();
+        assert!(
+            e.contains("the local backends") && e.contains("nothing changed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::BreakerConfig;
 use crate::service::ServiceKind;
+use crate::settings::services::BreakerConfig;
 
 /// Number of buckets the sliding window is kept in.
 pub const BUCKETS: u32 = 20;

@@ -8,6 +8,7 @@
 //! backoff and, failing that, written to the spool; [`ServicesMonitor::drain`] spools those still in
 //! flight at shutdown, so that none is lost.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,16 +22,17 @@ use tokio::runtime::Handle;
 
 use super::breaker::{Breaker, BreakerStatus, Transitions};
 use super::http::{self, ClientError, Endpoint, EndpointError, HttpClient, HttpError};
+use super::services_settings;
 use super::spool::{Spool, SpoolError, SpoolRecord};
 use super::stats::{CounterValue, Counters, Event, kind_index};
 use super::wire::{self, Operation};
-use super::{ResultSink, ServicesConfig, SettlementConfig};
-use crate::config::{Backend, FailMode, ServiceConfig};
+use crate::config::FailMode;
 use crate::domain::{PartnerInfo, Route, Routes};
 use crate::id::CallId;
 use crate::service::{
-    Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
+    Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
+use crate::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 
 /// Why the service layer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -521,11 +523,12 @@ impl AsyncServices {
 impl ServiceSink for AsyncServices {
     /// Reloads the local backends. HTTP services keep their connections, breakers and caches: a changed
     /// backend, URL, key, timeout or breaker setting is refused (nothing changes) until a restart.
-    fn reload(&mut self, config: &crate::settings::RtcConfig) -> Result<String, String> {
+    fn reload(&mut self, settings: &dyn Any) -> Result<String, String> {
+        let config = services_settings(settings, "the business services")?;
         for kind in ServiceKind::ALL {
             let running = &self.shared.service(kind).config;
             let wanted = config.service(kind);
-            if running != wanted {
+            if *running != wanted {
                 return Err(format!(
                     "the {} service's settings changed (backend, url, key, timeout, breaker or fail mode); \
                      HTTP service settings take effect when the module is restarted",
@@ -534,12 +537,12 @@ impl ServiceSink for AsyncServices {
             }
         }
         match self.local.as_mut() {
-            Some(local) => local.reload(config),
+            Some(local) => local.reload(settings),
             None => Ok(String::new()),
         }
     }
 
-    fn attach(&mut self, engine: crate::engine::EngineHandle) {
+    fn attach(&mut self, engine: Arc<dyn ResultSink>) {
         if let Some(local) = self.local.as_mut() {
             local.attach(engine);
         }

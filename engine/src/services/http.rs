@@ -10,36 +10,7 @@ use super::stats::Event;
 use super::wire::{self, Invalid, Operation};
 use crate::id::CallId;
 use crate::service::{Outcome, ServiceFailure, ServiceKind};
-
-/// Settings of the shared HTTP client.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpConfig {
-    /// Answers larger than this are refused (read stops there): a broken or hostile service cannot make the
-    /// module buffer megabytes per call.
-    pub max_body_bytes: usize,
-    /// Idle keep-alive connections are closed after this long.
-    pub pool_idle_timeout: Duration,
-    /// Most idle connections kept per service host; enough for the call rate, not so many that a burst
-    /// leaves thousands of sockets open.
-    pub pool_max_idle_per_host: usize,
-    /// A PEM file of extra CA certificates trusted besides the system's (services behind a private CA).
-    /// Certificate verification itself cannot be turned off: the API key travels with every request.
-    pub extra_ca_file: Option<PathBuf>,
-    /// Sent as `User-Agent`, so that service logs show which module version called.
-    pub user_agent: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_body_bytes: 64 * 1024,
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
-            extra_ca_file: None,
-            user_agent: concat!("mod_rtc_core/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }
-    }
-}
+use crate::settings::services::HttpConfig;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -22,15 +22,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::domain::{Cdr, Money, PartnerId, PartnerInfo, Rate, Reservation, Route};
 use crate::id::CallId;
 use crate::service::{Outcome, ServiceKind, ServiceRequest};
+use crate::settings::limits::{self, MAX_MONEY, MAX_NAME_LEN, MAX_ROUTES};
 
-/// Largest amount of money accepted in an answer: one million units (prices, reservations, costs).
-pub const MAX_MONEY: Money = Money(1_000_000 * Money::MICROS_PER_UNIT);
-/// Most routes accepted in a routing answer.
-pub const MAX_ROUTES: usize = 16;
-/// Longest partner or carrier name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
-/// Longest dial string, in bytes.
-pub const MAX_DIAL_STRING_LEN: usize = 1024;
 /// Longest rate prefix, in characters.
 pub const MAX_PREFIX_LEN: usize = 32;
 /// Billing increment bounds, in seconds.
@@ -393,20 +386,9 @@ fn available(text: Option<&str>) -> Result<Option<Money>, Invalid> {
     text.map(|a| parse_signed_money("available", a)).transpose()
 }
 
-/// A name or label: 1..=max bytes, no control characters.
+/// A name or label: 1..=max bytes, no control characters (see [`limits::check_text`]).
 fn check_text(field: &str, text: &str, max: usize) -> Result<CompactString, Invalid> {
-    if text.is_empty() || text.len() > max {
-        return Err(invalid(format!(
-            "{field}: length {} is outside 1..={max} bytes",
-            text.len()
-        )));
-    }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(invalid(format!(
-            "{field}: contains control character {c:?}"
-        )));
-    }
-    Ok(CompactString::from(text))
+    limits::check_text(field, text, max).map_err(Invalid::Value)
 }
 
 /// Makes a nullable field required: `null` is accepted, a missing field is not.
@@ -636,15 +618,10 @@ fn check_rate(r: RateBody) -> Result<Rate, Invalid> {
     })
 }
 
-/// Checks a dial string: FreeSWITCH must get exactly one bridge target per route.
+/// Checks a dial string: FreeSWITCH must get exactly one bridge target per route (see
+/// [`limits::check_dial_string`]).
 pub fn check_dial_string(field: &str, dial: &str) -> Result<CompactString, Invalid> {
-    let dial = check_text(field, dial, MAX_DIAL_STRING_LEN)?;
-    if dial.contains('|') {
-        return Err(invalid(format!(
-            "{field}: contains '|' (failover between routes is the engine's; send one route per entry)"
-        )));
-    }
-    Ok(dial)
+    limits::check_dial_string(field, dial).map_err(Invalid::Value)
 }
 
 fn check_route(i: usize, r: &RouteBody) -> Result<Route, Invalid> {
@@ -668,6 +645,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::HangupCause;
+    use crate::settings::limits::MAX_DIAL_STRING_LEN;
 
     fn call() -> CallId {
         CallId::from_u128(0xabc)

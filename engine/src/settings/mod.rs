@@ -30,11 +30,19 @@ use log::LevelFilter;
 use roxmltree::{Document, Node};
 
 use crate::cause::HangupCause;
-use crate::config::{Backend, EngineConfig, FailMode, ServiceConfig};
+use crate::config::{EngineConfig, FailMode, FailModes, NewSettings};
 use crate::domain::{Money, Route};
 use crate::reason::Reason;
 use crate::service::ServiceKind;
-use crate::services::{HttpConfig, PartnerCacheConfig, ServicesConfig, SettlementConfig, wire};
+
+pub mod limits;
+pub mod local;
+pub mod services;
+
+use local::{LedgerPlace, LocalFiles};
+use services::{
+    Backend, HttpConfig, PartnerCacheConfig, ServiceConfig, ServicesConfig, SettlementConfig,
+};
 
 /// The `name` of the `<configuration>` element this module reads.
 pub const CONFIGURATION_NAME: &str = "rtc_core.conf";
@@ -119,37 +127,6 @@ pub const SERVICE_ATTRIBUTES: &[&str] = &[
     "half-open-probes",
     "fail-mode",
 ];
-
-/// Where the embedded (local) backends read their tables, and where they put CDRs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalFiles {
-    /// `partners.csv`: who may call, from which addresses, with which limits.
-    pub partners: PathBuf,
-    /// `rates.csv`: price per destination prefix, per partner or default.
-    pub rates: PathBuf,
-    /// `routes.csv`: carriers and dial strings per destination prefix.
-    pub routes: PathBuf,
-    /// `balances.csv`: each partner's opening prepaid balance.
-    pub balances: PathBuf,
-    /// CDRs are also appended here as JSON lines when set (an export: the ledger keeps them anyway).
-    pub cdr_file: Option<PathBuf>,
-    /// Where the ledger (balances, reservations, journal, CDRs) lives.
-    pub ledger: crate::local::LedgerPlace,
-}
-
-impl LocalFiles {
-    /// The default file names (`rtc_core/partners.csv`, ...) under `base_dir`.
-    pub fn under(base_dir: &Path) -> LocalFiles {
-        LocalFiles {
-            partners: base_dir.join("rtc_core/partners.csv"),
-            rates: base_dir.join("rtc_core/rates.csv"),
-            routes: base_dir.join("rtc_core/routes.csv"),
-            balances: base_dir.join("rtc_core/balances.csv"),
-            cdr_file: None,
-            ledger: crate::local::LedgerPlace::HostDefault,
-        }
-    }
-}
 
 /// Everything `rtc_core.conf.xml` says.
 #[derive(Clone, Debug, PartialEq)]
@@ -361,7 +338,8 @@ impl RtcConfig {
         &self.services[index]
     }
 
-    /// Everything the service layer needs ([`crate::services::AsyncServices`]), as configured.
+    /// Everything the service layer needs, as configured: what the services are built from, and what they
+    /// reload from.
     pub fn services_config(&self) -> ServicesConfig {
         ServicesConfig {
             services: self.services.clone(),
@@ -369,6 +347,27 @@ impl RtcConfig {
             partner_cache: self.partner_cache.clone(),
             default_routes: self.default_routes.clone(),
             settlement: self.settlement.clone(),
+            local: self.local.clone(),
+        }
+    }
+
+    /// What each service does when it cannot answer, as the engine applies it.
+    pub fn fail_modes(&self) -> FailModes {
+        let mut modes = FailModes::default();
+        for s in &self.services {
+            modes.set(s.kind, s.fail_mode);
+        }
+        modes
+    }
+
+    /// This configuration as `rtc_core reload` offers it to a running engine: the engine's own settings, and
+    /// the services' part ([`ServicesConfig`]), which the services read.
+    pub fn for_reload(&self) -> NewSettings {
+        NewSettings {
+            engine: self.engine.clone(),
+            fail_modes: self.fail_modes(),
+            services: Box::new(self.services_config()),
+            origin: self.origin.clone(),
         }
     }
 
@@ -877,9 +876,9 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "ledger" => {
                     let value = value.trim();
                     local.ledger = if value.is_empty() {
-                        crate::local::LedgerPlace::HostDefault
+                        LedgerPlace::HostDefault
                     } else if value == ":memory:" {
-                        crate::local::LedgerPlace::Memory
+                        LedgerPlace::Memory
                     } else if value.contains("://") {
                         return Err(self.bad(
                             node,
@@ -889,7 +888,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                              :memory:, or empty for the default",
                         ));
                     } else {
-                        crate::local::LedgerPlace::File(PathBuf::from(value))
+                        LedgerPlace::File(PathBuf::from(value))
                     };
                 }
                 // `params` only lets known names through; keep this arm in step with LOCAL_PARAMS.
@@ -1124,37 +1123,30 @@ impl<'d, 'input> Parser<'d, 'input> {
                 },
             };
             if carrier.is_empty()
-                || carrier.len() > wire::MAX_NAME_LEN
+                || carrier.len() > limits::MAX_NAME_LEN
                 || carrier.chars().any(|c| c.is_whitespace() || c.is_control())
             {
                 return Err(problem(
                     "carrier",
                     format!(
                         "carrier must be 1 to {} characters without spaces",
-                        wire::MAX_NAME_LEN
+                        limits::MAX_NAME_LEN
                     ),
                 ));
             }
             let dial_string =
-                wire::check_dial_string("dial-string", required("dial-string")?.trim()).map_err(
-                    |e| {
-                        let text = match e {
-                            wire::Invalid::Value(text) => text,
-                            other => other.to_string(),
-                        };
-                        problem("dial-string", text)
-                    },
-                )?;
+                limits::check_dial_string("dial-string", required("dial-string")?.trim())
+                    .map_err(|text| problem("dial-string", text))?;
             let cost_per_minute = match node.attribute("cost-per-minute") {
                 None => Money::ZERO,
                 Some(text) => match Money::parse(text) {
-                    Some(m) if m >= Money::ZERO && m <= wire::MAX_MONEY => m,
+                    Some(m) if m >= Money::ZERO && m <= limits::MAX_MONEY => m,
                     _ => {
                         return Err(problem(
                             "cost-per-minute",
                             format!(
                                 "cost-per-minute {text:?} is not a decimal amount from 0 to {} with at most 6 decimals",
-                                wire::MAX_MONEY
+                                limits::MAX_MONEY
                             ),
                         ));
                     }
@@ -1166,7 +1158,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                 cost_per_minute,
             });
         }
-        if routes.len() > wire::MAX_ROUTES {
+        if routes.len() > limits::MAX_ROUTES {
             return Err(self.err(
                 section,
                 ConfigProblem::BadDefaultRoute {
@@ -1174,7 +1166,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                     problem: format!(
                         "{} default routes; at most {} are used",
                         routes.len(),
-                        wire::MAX_ROUTES
+                        limits::MAX_ROUTES
                     ),
                 },
             ));

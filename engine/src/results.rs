@@ -8,9 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use super::ResultSink;
 use crate::engine::EngineHandle;
-use crate::service::{Outcome, ServiceResult};
+use crate::service::{Outcome, ResultSink, ServiceResult};
 
 /// Answers that found no engine to take them, since the process started.
 static UNDELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -90,7 +89,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::config::EngineConfig;
-    use crate::core::FailModes;
+    use crate::config::FailModes;
     use crate::domain::{Money, Reservation};
     use crate::engine::{Engine, EngineParts};
     use crate::id::CallId;
