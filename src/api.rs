@@ -12,9 +12,9 @@ use freeswitch_sys::{
 };
 use rtc_engine::CallId;
 use rtc_engine::engine::{Query, QueryError, QueryReply};
-use rtc_engine::rtc_ledger::{AccountRef, Answer, LedgerError, LedgerHandle, Money, Op};
 use rtc_engine::service::ServiceKind;
 use rtc_engine::settings::services::Backend;
+use rtc_ledger::{AccountRef, Answer, LedgerError, LedgerHandle, Money, Op};
 
 use crate::host::{HostHandle, not_live};
 use crate::logging::c_text;

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
-use rtc_engine::rtc_ledger::LedgerHandle;
-use rtc_engine::services::ServicesMonitor;
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::settings::services::Backend;
 use rtc_host::metrics_http::MetricsEndpoint;
 use rtc_host::{Host, HostOptions, HostShutdownReport};
+use rtc_ledger::LedgerHandle;
+use rtc_services::ServicesMonitor;
 
 /// The configuration file FreeSWITCH reads for `rtc_core.conf`, relative to its conf directory.
 pub const CONFIG_PATH: &str = "autoload_configs/rtc_core.conf.xml";
@@ -196,8 +196,8 @@ impl Running {
 pub const OUR_THREADS: [&str; 4] = [
     "rtc-engine",
     "rtc-io",
-    rtc_engine::local::CDR_THREAD,
-    rtc_engine::rtc_ledger::writer::THREAD_NAME,
+    rtc_services::local::CDR_THREAD,
+    rtc_ledger::writer::THREAD_NAME,
 ];
 
 /// Threads of this process whose name is one of `names` (from `/proc/self/task/*/comm`; a thread leaves that

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use freeswitch_sys as fs;
 use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, switch_status_t};
-use rtc_engine::local::LocalError;
 use rtc_host::HostError;
+use rtc_services::local::LocalError;
 
 use crate::control::FsCallControl;
 use crate::events::{self, INTAKE};

@@ -16,11 +16,11 @@ use std::time::Instant;
 use rtc_engine::call::CallView;
 use rtc_engine::core::{CallSummary, StatusReport};
 use rtc_engine::engine::IntakeStats;
-use rtc_engine::rtc_ledger::{AccountStatus, LedgerStats};
-use rtc_engine::services::ServicesMonitor;
-use rtc_engine::services::breaker::{BreakerState, BreakerStatus};
-use rtc_engine::services::stats::CounterValue;
 use rtc_engine::settings::RtcConfig;
+use rtc_ledger::{AccountStatus, LedgerStats};
+use rtc_services::ServicesMonitor;
+use rtc_services::breaker::{BreakerState, BreakerStatus};
+use rtc_services::stats::CounterValue;
 
 use crate::events;
 use crate::guard;
@@ -1068,7 +1068,7 @@ mod tests {
 
     #[test]
     fn balances_one_per_line_and_as_csv() {
-        use rtc_engine::rtc_ledger::{AccountId, Money};
+        use rtc_ledger::{AccountId, Money};
         let account = |name: &str, balance: i64| AccountStatus {
             id: AccountId(1),
             name: name.to_owned(),

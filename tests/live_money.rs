@@ -10,9 +10,9 @@ mod module_live;
 use std::time::{Duration, Instant};
 
 use module_live::{Setup, cdr_uuid};
-use rtc_engine::rtc_ledger::{Access, Money, ReservationState, Store};
 use rtc_fakehost::module_path;
 use rtc_fs_live::{Install, wait_for};
+use rtc_ledger::{Access, Money, ReservationState, Store};
 
 /// `lab` (every loopback call comes from 127.0.0.1) starts with 0.45. Calls to 15559... are held 5 s by
 /// `rtc_answer` and cost 6.00 a minute, per second: 0.10 a second.

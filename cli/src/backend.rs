@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use rtc_engine::local::LocalServices;
 use rtc_engine::service::ServiceKind;
 use rtc_engine::settings::RtcConfig;
 use rtc_loopback::{Loopback, LoopbackOptions};
+use rtc_services::local::LocalServices;
 
 /// Which services a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use rtc_engine::rtc_ledger::{
+use rtc_ledger::{
     AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, LedgerError, LedgerHandle,
     LedgerStats, Location, Money, Op, Request, ReservationId,
 };
@@ -301,7 +301,7 @@ fn diff(after: LedgerStats, before: LedgerStats) -> LedgerStats {
 
 fn writer_cpu() -> u64 {
     cpu_by_thread()
-        .get(rtc_engine::rtc_ledger::writer::THREAD_NAME)
+        .get(rtc_ledger::writer::THREAD_NAME)
         .copied()
         .unwrap_or(0)
 }

@@ -26,9 +26,9 @@ use rtc_engine::engine::{EngineHandle, Query, QueryReply};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
 use rtc_engine::service::ServiceKind;
-use rtc_engine::services::stats::Event;
 use rtc_engine::settings::local::LedgerPlace;
 use rtc_host::{Host, HostOptions};
+use rtc_services::stats::Event;
 use serde_json::json;
 
 use crate::backend::{BackendArg, HttpRig, load_config};

@@ -10,17 +10,17 @@ use rtc_engine::call::CallView;
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts};
 use rtc_engine::id::CallId;
-use rtc_engine::local::{LocalServices, ledger};
-use rtc_engine::rtc_ledger::Location;
 use rtc_engine::service::{ServiceResult, ServiceSink};
-use rtc_engine::services::AsyncServices;
-use rtc_engine::services::runtime::{IoRuntime, RuntimeConfig};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::settings::services::Backend;
 use rtc_engine::settings::services::ServicesConfig;
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};
+use rtc_ledger::Location;
+use rtc_services::AsyncServices;
+use rtc_services::local::{LocalServices, ledger};
+use rtc_services::runtime::{IoRuntime, RuntimeConfig};
 
 /// Options of `rtc-core esl`.
 pub struct EslArgs {

@@ -14,14 +14,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use rtc_engine::local::{OpeningBalances, Partners};
-use rtc_engine::rtc_ledger::store::{CdrReadError, Failure, now_us};
-use rtc_engine::rtc_ledger::{
+use rtc_engine::settings::RtcConfig;
+use rtc_engine::settings::local::LedgerPlace;
+use rtc_ledger::store::{CdrReadError, Failure, now_us};
+use rtc_ledger::{
     Access, AccountRef, Answer, CdrRecord, CheckReport, JournalEntry, Ledger, LedgerConfig,
     LedgerError, Location, Money, Op, OpenError, Request, Store,
 };
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::local::LedgerPlace;
+use rtc_services::local::{OpeningBalances, Partners};
 use serde_json::json;
 
 /// Which ledger, and the subcommand.
@@ -350,7 +350,7 @@ fn balances(path: &Path, as_json: bool) -> Result<ExitCode, Fail> {
         ],
         &rows,
     );
-    let sum = |f: fn(&rtc_engine::rtc_ledger::AccountStatus) -> Money| {
+    let sum = |f: fn(&rtc_ledger::AccountStatus) -> Money| {
         Money(
             accounts
                 .iter()
@@ -503,7 +503,7 @@ fn import(path: &Path, balances: &Path, partners: &Path, as_json: bool) -> Resul
         }
     }
     if as_json {
-        let amounts = |rows: &[&rtc_engine::local::Opening]| -> Vec<serde_json::Value> {
+        let amounts = |rows: &[&rtc_services::local::Opening]| -> Vec<serde_json::Value> {
             rows.iter()
                 .map(|r| json!({"partner": r.name.as_str(), "balance": r.balance, "reference": opening.reference(r)}))
                 .collect()

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rtc_engine::rtc_ledger::store::now_us;
-use rtc_engine::rtc_ledger::{Access, EntryKind, Money, Store};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::settings::local::LedgerPlace;
 use rtc_engine::settings::services::Backend;
 use rtc_engine::sim::{self, SimOptions, SimReport};
 use rtc_host::Host;
+use rtc_ledger::store::now_us;
+use rtc_ledger::{Access, EntryKind, Money, Store};
 use serde::Serialize;
 
 use crate::alloc::live_bytes;

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc_engine::service::ServiceKind;
-use rtc_engine::services::stats::Event;
-use rtc_engine::services::{BreakerState, BreakerStatus, ServicesMonitor};
 use rtc_engine::sim::{self, SimReport};
 use rtc_host::{Host, HostShutdownReport};
 use rtc_loopback::{Loopback, ServiceCounts};
+use rtc_services::stats::Event;
+use rtc_services::{BreakerState, BreakerStatus, ServicesMonitor};
 use serde::Serialize;
 use serde_json::json;
 
@@ -54,13 +54,13 @@ struct ServicesSummary {
     /// Per service: requests the loopback received and how it answered them.
     loopback: Vec<(ServiceKind, ServiceCounts)>,
     /// The service layer's non-zero counters.
-    counters: Vec<rtc_engine::services::stats::CounterValue>,
+    counters: Vec<rtc_services::stats::CounterValue>,
     /// Breakers at the end, with their transition counts.
     breakers: Vec<BreakerStatus>,
     /// Breaker state changes during the run (the last ones each breaker remembers).
     timeline: Vec<Seen>,
     /// The shutdown's drain of settlements in flight.
-    drain: Option<rtc_engine::services::DrainReport>,
+    drain: Option<rtc_services::DrainReport>,
 }
 
 /// Takes the service down and up on schedule, until `done`.

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rtc_engine::rtc_ledger::{
+use rtc_ledger::{
     AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, Location, Money, Op,
     ReservationId,
 };

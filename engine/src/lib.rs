@@ -8,9 +8,6 @@
 //! - [`service`], [`control`]: what goes out — requests to the business services and commands to
 //!   FreeSWITCH, each behind a trait so the same engine runs in the module, over ESL and in tests.
 //! - [`config`]: engine settings; [`settings`]: the configuration file (`rtc_core.conf.xml`) that fills them.
-//! - [`local`]: the embedded business backends, answering from CSV tables.
-//! - [`services`]: the business services on the embedded `rtc-io` runtime (HTTP with timeouts, breakers
-//!   and degradation; local backends behind the same sink), and admission control.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -25,19 +22,14 @@ pub mod engine;
 pub mod event;
 pub mod fsm;
 pub mod id;
-pub mod local;
 pub mod reason;
 pub mod registry;
 pub mod results;
 pub mod service;
-pub mod services;
 pub mod settings;
 pub mod sim;
 pub mod stats;
 pub mod testkit;
-
-/// The ledger the local balance service keeps money in, for hosts and tools that read or move it.
-pub use rtc_ledger;
 
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};

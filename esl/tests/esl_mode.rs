@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use rtc_engine::clock::Clock;
 use rtc_engine::config::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
-use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, Scenario, SimOptions, SimProfile, SimReport};
 use rtc_esl::client::{ClientError, CommandError, EslClient, EslConfig, EslLink};
 use rtc_esl::replay::{ReplayOptions, replay, same_course, states};
 use rtc_esl::server::{EslServer, ServerConfig};
+use rtc_services::local::LocalServices;
 
 /// A server, an engine over the local backends, and a client between them.
 struct Rig {

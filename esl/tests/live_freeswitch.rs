@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
 use rtc_engine::id::CallId;
-use rtc_engine::local::LocalServices;
 use rtc_engine::settings::RtcConfig;
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};
 use rtc_fs_live::{FreeSwitch, Install, Options};
+use rtc_services::local::LocalServices;
 
 const DIALPLAN: &str = r#"
     <context name="default">

@@ -28,14 +28,14 @@ use serde::Serialize;
 use rtc_engine::clock::Clock;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
-use rtc_engine::local::{LocalError, LocalServices, ledger};
 use rtc_engine::results::LateResults;
 use rtc_engine::service::ServiceSink;
-use rtc_engine::services::{
+use rtc_engine::settings::RtcConfig;
+use rtc_services::local::{LocalError, LocalServices, ledger};
+use rtc_services::{
     AsyncServices, DrainReport, IoRuntime, RuntimeConfig, RuntimeError, ServicesError,
     ServicesMonitor,
 };
-use rtc_engine::settings::RtcConfig;
 
 /// Shortest bound given to the runtime's own shutdown, whatever grace the caller passed: once the engine
 /// has stopped and the settlements are drained, only cancelled tasks remain, which end at their next await.

@@ -8,15 +8,15 @@ use rtc_engine::control::CallCommand;
 use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
-use rtc_engine::local::LocalServices;
-use rtc_engine::rtc_ledger::{Answer, Op};
 use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest};
-use rtc_engine::services::stats::Event;
-use rtc_engine::services::wire::{self, Operation};
 use rtc_engine::settings::RtcConfig;
 use rtc_engine::testkit::RecordingControl;
 use rtc_host::Host;
+use rtc_ledger::{Answer, Op};
 use rtc_loopback::{Fault, Loopback, LoopbackOptions, decode_request, encode_answer};
+use rtc_services::local::LocalServices;
+use rtc_services::stats::Event;
+use rtc_services::wire::{self, Operation};
 
 fn id(n: u128) -> CallId {
     CallId::from_u128(0x1000 + n)
@@ -315,7 +315,7 @@ fn a_host_decides_calls_over_loopback_http_and_rides_out_a_partner_outage() {
     create(&host, id(60), [127, 0, 0, 1]);
     assert_eq!(var(&decision(&control, id(60)), "rtc_partner"), Some("lab"));
     let b = &monitor.breakers()[0];
-    assert_eq!(b.state, rtc_engine::services::BreakerState::Closed, "{b:?}");
+    assert_eq!(b.state, rtc_services::BreakerState::Closed, "{b:?}");
     assert!(b.transitions.closed >= 1, "{b:?}");
 
     // Shutdown settles the live calls over HTTP: releases and CDRs reach the loopback, none is spooled.

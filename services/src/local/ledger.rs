@@ -6,7 +6,7 @@
 //! [`ServiceSink::attach`]). A call's end — its settlement and its CDR — is one request, so that they are written in
 //! one transaction: a crash never keeps a charge without its record or the other way round.
 //!
-//! [`ServiceSink::attach`]: crate::service::ServiceSink::attach
+//! [`ServiceSink::attach`]: rtc_engine::service::ServiceSink::attach
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,14 +18,14 @@ use rtc_ledger::{
     Location, Op, OpenError, Request, ReservationId,
 };
 
-use crate::cause::HangupCause;
-use crate::domain::{Cdr, Money, Reservation};
-use crate::id::CallId;
-use crate::reason::Reason;
-use crate::results::LateResults;
-use crate::service::ResultSink;
-use crate::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
-use crate::settings::local::LedgerPlace;
+use rtc_engine::cause::HangupCause;
+use rtc_engine::domain::{Cdr, Money, Reservation};
+use rtc_engine::id::CallId;
+use rtc_engine::reason::Reason;
+use rtc_engine::results::LateResults;
+use rtc_engine::service::ResultSink;
+use rtc_engine::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
+use rtc_engine::settings::local::LedgerPlace;
 
 /// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger the
 /// configuration places at `place`.

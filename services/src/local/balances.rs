@@ -11,7 +11,7 @@ use compact_str::CompactString;
 
 use super::partners::Partners;
 use super::table::{self, Column, LineProblem, LocalError, required};
-use crate::domain::{Money, PartnerId};
+use rtc_engine::domain::{Money, PartnerId};
 
 const COLUMNS: &[Column] = &[required("partner"), required("balance")];
 

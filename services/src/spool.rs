@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::Operation;
+use crate::wire::Operation;
 
 /// One undelivered settlement request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,18 +1,29 @@
 //! `rtc_core reload` on the engine: new tables and settings swapped in on the engine thread, all or
 //! nothing, live calls untouched.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply, ReloadError};
-use rtc_engine::event::EventKind;
-use rtc_engine::local::LocalServices;
+use rtc_engine::event::{CallEvent, EventKind};
+use rtc_engine::id::CallId;
 use rtc_engine::settings::{RtcConfig, shipped_conf_dir};
 use rtc_engine::testkit::RecordingControl;
+use rtc_services::local::LocalServices;
+
+fn id(n: u128) -> CallId {
+    CallId::from_u128(n)
+}
+
+/// A new call from a partner's address (127.0.0.1, `lab` in the sample tables) to `destination`.
+fn new_call(n: u128, destination: &str) -> CallEvent {
+    let mut ev = CallEvent::new(id(n), EventKind::ChannelCreate, 1);
+    ev.caller = "441632960001".into();
+    ev.destination = destination.into();
+    ev.source_ip = Some([127, 0, 0, 1].into());
+    ev
+}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -69,9 +80,7 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     })
     .unwrap();
     let h = engine.handle();
-    let mut ev = a_event(1, EventKind::ChannelCreate, 1, 0);
-    ev.source_ip = Some([127, 0, 0, 1].into());
-    ev.destination = "882123456".into();
+    let mut ev = new_call(1, "882123456");
     h.submit_event(ev.clone()).unwrap();
     assert_eq!(
         state(&engine, 1),

@@ -20,19 +20,19 @@ use moka::sync::Cache;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use super::breaker::{Breaker, BreakerStatus, Transitions};
-use super::http::{self, ClientError, Endpoint, EndpointError, HttpClient, HttpError};
-use super::services_settings;
-use super::spool::{Spool, SpoolError, SpoolRecord};
-use super::stats::{CounterValue, Counters, Event, kind_index};
-use super::wire::{self, Operation};
-use crate::config::FailMode;
-use crate::domain::{PartnerInfo, Route, Routes};
-use crate::id::CallId;
-use crate::service::{
+use crate::breaker::{Breaker, BreakerStatus, Transitions};
+use crate::http::{self, ClientError, Endpoint, EndpointError, HttpClient, HttpError};
+use crate::services_settings;
+use crate::spool::{Spool, SpoolError, SpoolRecord};
+use crate::stats::{CounterValue, Counters, Event, kind_index};
+use crate::wire::{self, Operation};
+use rtc_engine::config::FailMode;
+use rtc_engine::domain::{PartnerInfo, Route, Routes};
+use rtc_engine::id::CallId;
+use rtc_engine::service::{
     Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use crate::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
+use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 
 /// Why the service layer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -550,7 +550,7 @@ impl ServiceSink for AsyncServices {
 
     /// A call's end: when both its settlement and its CDR go to the local backends (the ledger), they go
     /// together, in one transaction; otherwise each goes its own way.
-    fn finish(&mut self, settlement: Option<ServiceRequest>, cdr: Box<crate::domain::Cdr>) {
+    fn finish(&mut self, settlement: Option<ServiceRequest>, cdr: Box<rtc_engine::domain::Cdr>) {
         let local = |kind| self.shared.service(kind).config.backend == Backend::Local;
         if local(ServiceKind::Cdr)
             && (settlement.is_none() || local(ServiceKind::Balance))

@@ -35,12 +35,12 @@ pub use table::{LineProblem, LocalError};
 
 use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Location, Op};
 
-use crate::domain::{Cdr, PartnerId};
-use crate::service::{
+use crate::services_settings;
+use rtc_engine::domain::{Cdr, PartnerId};
+use rtc_engine::service::{
     Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use crate::services::services_settings;
-use crate::settings::local::LocalFiles;
+use rtc_engine::settings::local::LocalFiles;
 
 /// The local CDR export: JSON lines appended to `cdr-file` by a writer thread of its own (`rtc-cdr`), so that a
 /// slow disk never stalls the engine thread; flushed whenever it has written all it was given. Dropping it hands
@@ -454,7 +454,7 @@ fn log_import(ledger: &str, opening: &OpeningBalances, report: &ImportReport) {
 /// Counts and logs a request that could not be answered, and says so to the engine.
 fn failed(
     counters: &mut LocalCounters,
-    call: crate::id::CallId,
+    call: rtc_engine::id::CallId,
     kind: ServiceKind,
     what: std::fmt::Arguments,
 ) -> Outcome {
@@ -630,11 +630,11 @@ mod tests {
     use compact_str::CompactString;
 
     use super::*;
-    use crate::cause::HangupCause;
-    use crate::domain::{Money, Route};
-    use crate::id::CallId;
-    use crate::service::CallContext;
-    use crate::settings::RtcConfig;
+    use rtc_engine::cause::HangupCause;
+    use rtc_engine::domain::{Money, Route};
+    use rtc_engine::id::CallId;
+    use rtc_engine::service::CallContext;
+    use rtc_engine::settings::RtcConfig;
 
     /// The local services with the ledger's answers coming back here instead of to an engine.
     struct Local {
@@ -761,7 +761,11 @@ mod tests {
         }
     }
 
-    fn rate(s: &mut Local, partner: PartnerId, destination: &str) -> Option<crate::domain::Rate> {
+    fn rate(
+        s: &mut Local,
+        partner: PartnerId,
+        destination: &str,
+    ) -> Option<rtc_engine::domain::Rate> {
         match ask(
             s,
             ServiceRequest::Rate {
@@ -797,7 +801,7 @@ mod tests {
         }
     }
 
-    use crate::domain::Routes;
+    use rtc_engine::domain::Routes;
 
     #[test]
     fn shipped_tables_drive_every_scenario() {

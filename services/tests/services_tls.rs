@@ -12,9 +12,9 @@ use rtc_engine::domain::PartnerInfo;
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::services::stats::Event;
-use rtc_engine::services::{AsyncServices, IoRuntime, RuntimeConfig};
 use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig};
+use rtc_services::stats::Event;
+use rtc_services::{AsyncServices, IoRuntime, RuntimeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -15,7 +15,7 @@ use compact_str::CompactString;
 
 use super::prefix::{PrefixMap, destination_digits, is_digits};
 use super::table::{self, Column, LineProblem, LocalError, required};
-use crate::domain::{Money, Route, Routes};
+use rtc_engine::domain::{Money, Route, Routes};
 
 /// The placeholder replaced by the call's destination.
 pub const DESTINATION_PLACEHOLDER: &str = "${destination}";

@@ -11,7 +11,7 @@ use std::path::Path;
 use super::partners::Partners;
 use super::prefix::{PrefixMap, destination_digits, is_digits};
 use super::table::{self, Column, LineProblem, LocalError, optional, required};
-use crate::domain::{Money, PartnerId, Rate};
+use rtc_engine::domain::{Money, PartnerId, Rate};
 
 const COLUMNS: &[Column] = &[
     required("partner"),

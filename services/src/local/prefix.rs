@@ -3,7 +3,7 @@
 //! Hand-written rather than taken from a crate: the keys are decimal digits only, so a trie with ten
 //! children per node, kept in one flat vector, answers a lookup in one step per digit with no hashing and
 //! no allocation. Measured against probing a `HashMap` once per prefix length, and against a sorted table
-//! with binary search: see `lookup_speed` below (`cargo test --release -p rtc-engine lookup_speed --
+//! with binary search: see `lookup_speed` below (`cargo test --release -p rtc-services lookup_speed --
 //! --ignored --nocapture`) and the figures in conf/README.md.
 
 /// Index meaning "no child" / "no value". The root is node 0 and never anyone's child, so 0 is free too,

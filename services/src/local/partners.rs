@@ -16,7 +16,7 @@ use ipnet::IpNet;
 
 use super::prefix::destination_digits;
 use super::table::{self, Column, LineProblem, LocalError, Row, optional, required};
-use crate::domain::{Money, PartnerId, PartnerInfo};
+use rtc_engine::domain::{Money, PartnerId, PartnerInfo};
 
 const COLUMNS: &[Column] = &[
     required("name"),

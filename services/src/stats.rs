@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::service::ServiceKind;
+use rtc_engine::service::ServiceKind;
 
 /// What happened to one request (or one step of it). Each is counted per service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -18,13 +18,13 @@ use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::services::spool::SpoolRecord;
-use rtc_engine::services::stats::Event;
-use rtc_engine::services::{
-    AsyncServices, BreakerState, IoRuntime, RuntimeConfig, ServicesError, ServicesMonitor,
-};
 use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::{CallId, HangupCause};
+use rtc_services::spool::SpoolRecord;
+use rtc_services::stats::Event;
+use rtc_services::{
+    AsyncServices, BreakerState, IoRuntime, RuntimeConfig, ServicesError, ServicesMonitor,
+};
 
 /// How the test service behaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -589,7 +589,7 @@ fn an_unreachable_service_fails_as_an_error() {
     assert_eq!(h.count(ServiceKind::Auth, Event::Connect), 1);
 }
 
-fn breaker_status(h: &Harness, kind: ServiceKind) -> rtc_engine::services::BreakerStatus {
+fn breaker_status(h: &Harness, kind: ServiceKind) -> rtc_services::BreakerStatus {
     h.monitor
         .breakers()
         .into_iter()

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 
-use super::stats::Event;
-use super::wire::{self, Invalid, Operation};
-use crate::id::CallId;
-use crate::service::{Outcome, ServiceFailure, ServiceKind};
-use crate::settings::services::HttpConfig;
+use crate::stats::Event;
+use crate::wire::{self, Invalid, Operation};
+use rtc_engine::id::CallId;
+use rtc_engine::service::{Outcome, ServiceFailure, ServiceKind};
+use rtc_engine::settings::services::HttpConfig;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
