@@ -10,10 +10,10 @@ use std::time::Duration;
 use freeswitch_sys::{
     SWITCH_STATUS_GENERR, SWITCH_STATUS_SUCCESS, switch_core_session_t, switch_status_t,
 };
+use rtc_config::services::Backend;
 use rtc_engine::CallId;
 use rtc_engine::engine::{Query, QueryError, QueryReply};
 use rtc_engine::service::ServiceKind;
-use rtc_engine::settings::services::Backend;
 use rtc_ledger::{AccountRef, Answer, LedgerError, LedgerHandle, Money, Op};
 
 use crate::host::{HostHandle, not_live};

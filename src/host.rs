@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
+use rtc_config::services::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::services::Backend;
 use rtc_host::metrics_http::MetricsEndpoint;
 use rtc_host::{Host, HostOptions, HostShutdownReport};
 use rtc_ledger::LedgerHandle;
@@ -264,7 +264,7 @@ pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc_engine::settings::shipped_conf_dir;
+    use rtc_config::shipped_conf_dir;
 
     #[test]
     fn parses_the_shipped_configuration_with_tables_under_the_conf_dir() {

@@ -128,8 +128,8 @@ fn directory(dir: *const c_char) -> Option<PathBuf> {
 /// Where the ledger goes when the configuration does not place it: FreeSWITCH's db directory. Without one, a ledger
 /// that would go there (the default, or a relative `ledger` path) is refused rather than kept in memory, where every
 /// balance would be lost at unload.
-fn ledger_dir(config: &rtc_engine::settings::RtcConfig) -> Result<Option<PathBuf>, String> {
-    use rtc_engine::settings::local::LedgerPlace;
+fn ledger_dir(config: &rtc_config::RtcConfig) -> Result<Option<PathBuf>, String> {
+    use rtc_config::local::LedgerPlace;
     let dir = db_dir();
     let needs_dir = match &config.local.ledger {
         LedgerPlace::HostDefault => true,
@@ -161,7 +161,7 @@ pub enum ConfigError {
 }
 
 /// Reads `rtc_core.conf.xml` as FreeSWITCH resolved it and parses it, tables under FreeSWITCH's conf dir.
-pub fn read_config() -> Result<rtc_engine::settings::RtcConfig, ConfigError> {
+pub fn read_config() -> Result<rtc_config::RtcConfig, ConfigError> {
     let xml = read_config_xml()?;
     let dir = conf_dir().unwrap_or_else(|| PathBuf::from("."));
     crate::host::parse_config(&xml, &dir).map_err(|e| ConfigError::Invalid(e.to_string()))

@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use rtc_config::RtcConfig;
 use rtc_engine::call::CallView;
 use rtc_engine::core::{CallSummary, StatusReport};
 use rtc_engine::engine::IntakeStats;
-use rtc_engine::settings::RtcConfig;
 use rtc_ledger::{AccountStatus, LedgerStats};
 use rtc_services::ServicesMonitor;
 use rtc_services::breaker::{BreakerState, BreakerStatus};

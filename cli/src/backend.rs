@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use rtc_config::RtcConfig;
 use rtc_engine::service::ServiceKind;
-use rtc_engine::settings::RtcConfig;
 use rtc_loopback::{Loopback, LoopbackOptions};
 use rtc_services::local::LocalServices;
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use crossbeam_channel::{Receiver, Sender};
+use rtc_config::local::LedgerPlace;
 use rtc_engine::HangupCause;
 use rtc_engine::control::{CallCommand, CallControl};
 use rtc_engine::core::epoch_us;
@@ -26,7 +27,6 @@ use rtc_engine::engine::{EngineHandle, Query, QueryReply};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
 use rtc_engine::service::ServiceKind;
-use rtc_engine::settings::local::LedgerPlace;
 use rtc_host::{Host, HostOptions};
 use rtc_services::stats::Event;
 use serde_json::json;

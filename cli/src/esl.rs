@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
+use rtc_config::services::Backend;
+use rtc_config::services::ServicesConfig;
 use rtc_engine::call::CallView;
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts};
 use rtc_engine::id::CallId;
 use rtc_engine::service::{ServiceResult, ServiceSink};
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::services::Backend;
-use rtc_engine::settings::services::ServicesConfig;
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::local::LedgerPlace;
+use rtc_config::RtcConfig;
+use rtc_config::local::LedgerPlace;
 use rtc_ledger::store::{CdrReadError, Failure, now_us};
 use rtc_ledger::{
     Access, AccountRef, Answer, CdrRecord, CheckReport, JournalEntry, Ledger, LedgerConfig,

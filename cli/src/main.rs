@@ -341,7 +341,7 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    let cfg = match rtc_engine::settings::RtcConfig::load_file(file) {
+    let cfg = match rtc_config::RtcConfig::load_file(file) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");

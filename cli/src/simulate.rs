@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::local::LedgerPlace;
-use rtc_engine::settings::services::Backend;
+use rtc_config::RtcConfig;
+use rtc_config::local::LedgerPlace;
+use rtc_config::services::Backend;
 use rtc_engine::sim::{self, SimOptions, SimReport};
 use rtc_host::Host;
 use rtc_ledger::store::now_us;

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
 use rtc_engine::clock::Clock;
 use rtc_engine::config::FailModes;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
-use rtc_engine::settings::RtcConfig;
 use rtc_engine::sim::{self, Scenario, SimOptions, SimProfile, SimReport};
 use rtc_esl::client::{ClientError, CommandError, EslClient, EslConfig, EslLink};
 use rtc_esl::replay::{ReplayOptions, replay, same_course, states};

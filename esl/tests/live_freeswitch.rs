@@ -11,10 +11,10 @@
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply};
 use rtc_engine::id::CallId;
-use rtc_engine::settings::RtcConfig;
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};

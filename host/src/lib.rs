@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use rtc_ledger::LedgerHandle;
 use serde::Serialize;
 
+use rtc_config::RtcConfig;
 use rtc_engine::clock::Clock;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
 use rtc_engine::results::LateResults;
 use rtc_engine::service::ServiceSink;
-use rtc_engine::settings::RtcConfig;
 use rtc_services::local::{LocalError, LocalServices, ledger};
 use rtc_services::{
     AsyncServices, DrainReport, IoRuntime, RuntimeConfig, RuntimeError, ServicesError,
@@ -357,12 +357,12 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use rtc_config::services::Backend;
     use rtc_engine::control::CallCommand;
     use rtc_engine::engine::{Query, QueryReply};
     use rtc_engine::event::{CallEvent, EventKind};
     use rtc_engine::id::CallId;
     use rtc_engine::service::ServiceKind;
-    use rtc_engine::settings::services::Backend;
     use rtc_engine::testkit::RecordingControl;
 
     fn call(control: &RecordingControl, host: &Host, n: u128) -> CallCommand {

@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
+use rtc_config::services::Backend;
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
 use rtc_engine::service::ServiceKind;
-use rtc_engine::settings::RtcConfig;
-use rtc_engine::settings::services::Backend;
 use rtc_engine::testkit::RecordingControl;
 use rtc_host::Host;
 

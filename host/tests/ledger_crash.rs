@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rtc_engine::settings::RtcConfig;
+use rtc_config::RtcConfig;
 use rtc_engine::sim::{self, SimOptions, SimSwitch};
 use rtc_host::{Host, HostOptions};
 use rtc_ledger::{Access, Ledger, LedgerConfig, Location, Money, ReservationState, Store};

@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use rtc_config::RtcConfig;
 use rtc_engine::HangupCause;
 use rtc_engine::control::CallCommand;
 use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
 use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest};
-use rtc_engine::settings::RtcConfig;
 use rtc_engine::testkit::RecordingControl;
 use rtc_host::Host;
 use rtc_ledger::{Answer, Op};

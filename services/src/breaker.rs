@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use rtc_config::services::BreakerConfig;
 use rtc_engine::service::ServiceKind;
-use rtc_engine::settings::services::BreakerConfig;
 
 /// Number of buckets the sliding window is kept in.
 pub const BUCKETS: u32 = 20;

@@ -26,13 +26,13 @@ use crate::services_settings;
 use crate::spool::{Spool, SpoolError, SpoolRecord};
 use crate::stats::{CounterValue, Counters, Event, kind_index};
 use crate::wire::{self, Operation};
+use rtc_config::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::config::FailMode;
 use rtc_engine::domain::{PartnerInfo, Route, Routes};
 use rtc_engine::id::CallId;
 use rtc_engine::service::{
     Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 
 /// Why the service layer could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 
 use crate::stats::Event;
 use crate::wire::{self, Invalid, Operation};
+use rtc_config::services::HttpConfig;
 use rtc_engine::id::CallId;
 use rtc_engine::service::{Outcome, ServiceFailure, ServiceKind};
-use rtc_engine::settings::services::HttpConfig;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ pub mod wire;
 
 use std::any::Any;
 
-use rtc_engine::settings::services::ServicesConfig;
+use rtc_config::services::ServicesConfig;
 
 pub use breaker::{BreakerState, BreakerStatus, Change, Transitions};
 pub use dispatch::{AsyncServices, DrainReport, ReplayReport, ServicesError, ServicesMonitor};

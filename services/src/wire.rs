@@ -19,10 +19,10 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize, Serializer};
 
+use rtc_config::limits::{self, MAX_MONEY, MAX_NAME_LEN, MAX_ROUTES};
 use rtc_engine::domain::{Cdr, Money, PartnerId, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::id::CallId;
 use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest};
-use rtc_engine::settings::limits::{self, MAX_MONEY, MAX_NAME_LEN, MAX_ROUTES};
 
 /// Longest rate prefix, in characters.
 pub const MAX_PREFIX_LEN: usize = 32;
@@ -644,8 +644,8 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc_config::limits::MAX_DIAL_STRING_LEN;
     use rtc_engine::HangupCause;
-    use rtc_engine::settings::limits::MAX_DIAL_STRING_LEN;
 
     fn call() -> CallId {
         CallId::from_u128(0xabc)

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rtc_config::{RtcConfig, shipped_conf_dir};
 use rtc_engine::clock::Clock;
 use rtc_engine::engine::{Engine, EngineParts, Query, QueryReply, ReloadError};
 use rtc_engine::event::{CallEvent, EventKind};
 use rtc_engine::id::CallId;
-use rtc_engine::settings::{RtcConfig, shipped_conf_dir};
 use rtc_engine::testkit::RecordingControl;
 use rtc_services::local::LocalServices;
 

@@ -13,12 +13,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use crossbeam_channel::{Receiver, unbounded};
+use rtc_config::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::config::FailMode;
 use rtc_engine::domain::{Cdr, Money, PartnerInfo, Rate, Reservation, Route};
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::{CallId, HangupCause};
 use rtc_services::spool::SpoolRecord;
 use rtc_services::stats::Event;

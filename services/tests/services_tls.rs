@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rtc_config::services::{Backend, ServiceConfig, ServicesConfig};
 use rtc_engine::CallId;
 use rtc_engine::domain::PartnerInfo;
 use rtc_engine::service::{
     Outcome, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::settings::services::{Backend, ServiceConfig, ServicesConfig};
 use rtc_services::stats::Event;
 use rtc_services::{AsyncServices, IoRuntime, RuntimeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

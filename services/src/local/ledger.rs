@@ -18,6 +18,7 @@ use rtc_ledger::{
     Location, Op, OpenError, Request, ReservationId,
 };
 
+use rtc_config::local::LedgerPlace;
 use rtc_engine::cause::HangupCause;
 use rtc_engine::domain::{Cdr, Money, Reservation};
 use rtc_engine::id::CallId;
@@ -25,7 +26,6 @@ use rtc_engine::reason::Reason;
 use rtc_engine::results::LateResults;
 use rtc_engine::service::ResultSink;
 use rtc_engine::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
-use rtc_engine::settings::local::LedgerPlace;
 
 /// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger the
 /// configuration places at `place`.

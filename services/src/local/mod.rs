@@ -36,11 +36,11 @@ pub use table::{LineProblem, LocalError};
 use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Location, Op};
 
 use crate::services_settings;
+use rtc_config::local::LocalFiles;
 use rtc_engine::domain::{Cdr, PartnerId};
 use rtc_engine::service::{
     Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
-use rtc_engine::settings::local::LocalFiles;
 
 /// The local CDR export: JSON lines appended to `cdr-file` by a writer thread of its own (`rtc-cdr`), so that a
 /// slow disk never stalls the engine thread; flushed whenever it has written all it was given. Dropping it hands
@@ -630,11 +630,11 @@ mod tests {
     use compact_str::CompactString;
 
     use super::*;
+    use rtc_config::RtcConfig;
     use rtc_engine::cause::HangupCause;
     use rtc_engine::domain::{Money, Route};
     use rtc_engine::id::CallId;
     use rtc_engine::service::CallContext;
-    use rtc_engine::settings::RtcConfig;
 
     /// The local services with the ledger's answers coming back here instead of to an engine.
     struct Local {

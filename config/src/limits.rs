@@ -4,7 +4,7 @@
 
 use compact_str::CompactString;
 
-use crate::domain::Money;
+use rtc_money::Money;
 
 /// Largest amount of money accepted in an answer or a route: one million units (prices, reservations, costs).
 pub const MAX_MONEY: Money = Money(1_000_000 * Money::MICROS_PER_UNIT);

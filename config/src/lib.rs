@@ -20,6 +20,21 @@
 //! line, because a misspelt `setup-timout` silently falling back to its default is the kind of mistake an
 //! operator finds only in production. Durations are written `500ms`, `60s`, `5m`, `4h`, or as a bare number
 //! of seconds; amounts of money as decimals (`1.50`).
+//!
+//! Typed settings without knowing how services are built: the engine core's own ([`EngineConfig`]), and the
+//! services' ([`services`], [`local`]), which the services crate is built from and reloads from.
+//!
+//! # Layout
+//! - this file: [`RtcConfig`] and the parser, [`ConfigError`].
+//! - [`services`]: each business service's settings, the shared HTTP client, the partner cache, settlements,
+//!   and [`ServicesConfig`], the services' part of a configuration.
+//! - [`local`]: where the local backends read their tables and keep the ledger.
+//! - [`limits`]: what a route or an amount may hold, checked here and in the services' answers alike.
+#![forbid(unsafe_code)]
+
+pub mod limits;
+pub mod local;
+pub mod services;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,16 +43,12 @@ use std::time::Duration;
 
 use log::LevelFilter;
 use roxmltree::{Document, Node};
-
-use crate::cause::HangupCause;
-use crate::config::{EngineConfig, FailMode, FailModes, NewSettings};
-use crate::domain::{Money, Route};
-use crate::reason::Reason;
-use crate::service::ServiceKind;
-
-pub mod limits;
-pub mod local;
-pub mod services;
+use rtc_engine::cause::HangupCause;
+use rtc_engine::config::{EngineConfig, FailMode, FailModes, NewSettings};
+use rtc_engine::domain::Route;
+use rtc_engine::reason::Reason;
+use rtc_engine::service::ServiceKind;
+use rtc_money::Money;
 
 use local::{LedgerPlace, LocalFiles};
 use services::{

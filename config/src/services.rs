@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::local::LocalFiles;
-use super::shipped_conf_dir;
-use crate::config::FailMode;
-use crate::domain::Route;
-use crate::service::ServiceKind;
+use rtc_engine::config::FailMode;
+use rtc_engine::domain::Route;
+use rtc_engine::service::ServiceKind;
+
+use crate::local::LocalFiles;
+use crate::shipped_conf_dir;
 
 /// Where a business service's answers come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
