@@ -18,7 +18,7 @@ use rtc_ledger::{AccountRef, Answer, LedgerError, LedgerHandle, Money, Op};
 
 use crate::host::{HostHandle, not_live};
 use crate::logging::c_text;
-use crate::{events, guard, module, report, shim};
+use crate::{events, guard, report, shim, state};
 
 /// The command's name in fs_cli.
 pub const NAME: &CStr = c"rtc_core";
@@ -193,12 +193,12 @@ pub fn run(cmd: &str) -> String {
         panic!("rtc_core panic: requested by the panic-test API subcommand");
     }
     if command == Command::Reload {
-        return match module::reload(ANSWER_WITHIN) {
+        return match state::reload(ANSWER_WITHIN) {
             Ok(text) => format!("+OK {text}\n"),
             Err(e) => format!("-ERR {e}\n"),
         };
     }
-    let Some(h) = module::handle() else {
+    let Some(h) = state::handle() else {
         return "-ERR mod_rtc_core is not running (loading or unloading)\n".to_string();
     };
     let breakers = report::breaker_states(h.monitor.as_ref());
@@ -410,7 +410,7 @@ pub fn metrics_page() -> Result<String, String> {
     crate::guard::entry(
         "metrics endpoint",
         || Err("internal error (logged)".to_string()),
-        || match module::handle() {
+        || match state::handle() {
             Some(h) => metrics_text(&h).map_err(|e| format!("the engine did not answer: {e}")),
             None => Err("mod_rtc_core is not running (loading or unloading)".to_string()),
         },

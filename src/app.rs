@@ -30,7 +30,7 @@ use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
 use crate::events::BOX_ADDRESS;
 use crate::host::HostHandle;
 use crate::session::{Channel, Session};
-use crate::{guard, module};
+use crate::{guard, state};
 
 /// The application's name in the dialplan.
 pub const NAME: &CStr = c"rtc_core";
@@ -246,7 +246,7 @@ fn decide(
         log::debug!("call {call_text}: a leg of call {a} placed by the engine; nothing to decide");
         return;
     }
-    let handle = module::handle();
+    let handle = state::handle();
     let decision = match &handle {
         Some(h) => {
             let wait = wait.unwrap_or(h.config.engine.setup_timeout);
@@ -327,7 +327,7 @@ fn route(session: &Session<'_>, channel: &Channel<'_>, call: CallId, b_leg: Call
     ev.direction = Direction::Outbound;
     ev.other_leg = Some(call);
     ev.hangup_cause = Some(cause);
-    match module::handle() {
+    match state::handle() {
         Some(h) => {
             if let Err(e) = h.engine.submit_event(ev) {
                 log::warn!("call {call_text}: could not report the failed route: {e}");

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use freeswitch_sys::{SWITCH_STATUS_INUSE, SWITCH_STATUS_SUCCESS, switch_status_t};
 
 use crate::logging::c_text;
-use crate::module::MODULE_NAME;
 use crate::shim;
+use crate::state::MODULE_NAME;
 
 /// `rtc_core::low_balance` ([`rtc_engine::control::LowBalance::SUBCLASS`]).
 pub const LOW_BALANCE: &CStr = c"rtc_core::low_balance";

@@ -6,15 +6,16 @@
 //! (`rtc_core metrics`).
 //!
 //! The handle the handler submits through lives in an [`Intake`] slot: installed at load before the events are
-//! bound, removed at shutdown after they are unbound, and only freed once no handler is still inside.
+//! bound ([`EventBindings`]), removed at shutdown after they are unbound, and only freed once no handler is still
+//! inside.
 
 use std::ffi::{CStr, c_char};
 use std::net::{IpAddr, Ipv4Addr};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use freeswitch_sys as fs;
+use freeswitch_sys::{self as fs, SWITCH_STATUS_SUCCESS};
 use rtc_engine::engine::{EngineHandle, SubmitError};
 use rtc_engine::event::is_true;
 use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
@@ -557,6 +558,60 @@ pub fn deliver(event: Result<CallEvent, Skipped>) {
         Some(Err(SubmitError::QueueFull(_))) => STATS.full(),
         Some(Err(SubmitError::Stopped)) | None => {
             STATS.no_engine.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The module's removable event bindings.
+pub struct EventBindings {
+    /// One node per bound event type, as `switch_event_bind_removable` filled them.
+    nodes: Vec<NonNull<fs::switch_event_node_t>>,
+}
+
+// SAFETY: the nodes are tokens FreeSWITCH hands back to switch_event_unbind; they are only touched under the
+// loaded state's mutex (`state::LOADED`), from load and shutdown.
+unsafe impl Send for EventBindings {}
+
+impl EventBindings {
+    /// Binds every channel event the engine follows, for the module `owner`; on failure, unbinds what was bound.
+    pub fn bind(owner: &'static CStr) -> Result<EventBindings, String> {
+        let mut bindings = EventBindings {
+            nodes: Vec::with_capacity(BOUND.len()),
+        };
+        for (event_type, kind) in BOUND {
+            let mut node: *mut fs::switch_event_node_t = ptr::null_mut();
+            // SAFETY: the owner id is a static C string (FreeSWITCH copies it), a null subclass means any, the
+            // callback is our guarded handler, and `node` receives the binding token.
+            let status = unsafe {
+                fs::switch_event_bind_removable(
+                    owner.as_ptr(),
+                    event_type,
+                    ptr::null(),
+                    Some(on_event),
+                    ptr::null_mut(),
+                    &mut node,
+                )
+            };
+            match NonNull::new(node) {
+                Some(node) if status == SWITCH_STATUS_SUCCESS => bindings.nodes.push(node),
+                _ => {
+                    bindings.unbind();
+                    return Err(format!("cannot bind {} (status {status})", kind.name()));
+                }
+            }
+        }
+        Ok(bindings)
+    }
+
+    /// Removes every binding. FreeSWITCH's unbind waits for deliveries in progress.
+    pub fn unbind(&mut self) {
+        for node in self.nodes.drain(..).rev() {
+            let mut raw = node.as_ptr();
+            // SAFETY: `raw` is a token from switch_event_bind_removable, unbound exactly once.
+            let status = unsafe { fs::switch_event_unbind(&mut raw) };
+            if status != SWITCH_STATUS_SUCCESS {
+                log::warn!("switch_event_unbind returned status {status}");
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! event handler, the API and the dialplan app reach it through.
 //!
 //! Configuration: the `<configuration name="rtc_core.conf">` element as FreeSWITCH resolved it (pre-processed,
-//! includes expanded), parsed by the engine's loader ([`RtcConfig::from_xml_str`]) with relative table paths
+//! includes expanded), parsed by the configuration's loader ([`RtcConfig::from_xml_str`]) with relative table paths
 //! under FreeSWITCH's conf directory. FreeSWITCH hands the element back re-printed, so a loader line number would
 //! point into that text, not into the file: when the file `<conf>/autoload_configs/rtc_core.conf.xml` exists and
 //! fails the same way, its own `file:line` is reported instead.
@@ -16,7 +16,7 @@ use rtc_config::RtcConfig;
 use rtc_config::services::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
-use rtc_host::metrics_http::MetricsEndpoint;
+use rtc_host::metrics_http::{MetricsEndpoint, Render};
 use rtc_host::{Host, HostOptions, HostShutdownReport};
 use rtc_ledger::LedgerHandle;
 use rtc_services::ServicesMonitor;
@@ -98,11 +98,13 @@ pub struct HostHandle {
 
 impl Running {
     /// Starts runtime, services and engine; `control` is how the engine acts on calls; a ledger the configuration
-    /// does not place goes in `ledger_dir` (FreeSWITCH's db directory), in memory when `None`.
+    /// does not place goes in `ledger_dir` (FreeSWITCH's db directory), in memory when `None`; the scrape endpoint,
+    /// when `metrics-listen` asks for one, serves what `metrics_page` renders.
     pub fn start(
         config: RtcConfig,
         control: Box<dyn CallControl>,
         ledger_dir: Option<PathBuf>,
+        metrics_page: Render,
     ) -> Result<Running, rtc_host::HostError> {
         let host = Host::start_with(
             &config,
@@ -116,7 +118,7 @@ impl Running {
             None => (None, None),
             // The page is rendered from whatever the module runs at the time of the scrape (after a reload too).
             Some(addr) => {
-                match MetricsEndpoint::start(host.io(), addr, Arc::new(crate::api::metrics_page)) {
+                match MetricsEndpoint::start(host.io(), addr, metrics_page) {
                     Ok(m) => {
                         let url = format!("http://{}/metrics", m.addr());
                         log::info!("metrics: serving {url}");

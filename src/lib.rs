@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //! - [`module`]: the exported `mod_rtc_core_module_interface` table, load and shutdown.
-//! - [`events`]: the channel-event handler on FreeSWITCH's dispatch threads → engine queue (never blocks).
+//! - [`state`]: what lives while loaded (the running engine, the event bindings), and how the API, the app and
+//!   the metrics endpoint reach it.
+//! - [`conf`]: `rtc_core.conf.xml` as FreeSWITCH resolved it, and FreeSWITCH's directories.
+//! - [`events`]: the channel-event handler on FreeSWITCH's dispatch threads → engine queue (never blocks), and its
+//!   bindings.
 //! - [`api`]: the fs_cli command `rtc_core <sub>`.
 //! - [`app`]: the dialplan application `rtc_core`.
 //! - [`control`]: the engine's call commands carried out through the C API (the park flow's bridges included).
@@ -20,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod conf;
 pub mod control;
 pub mod custom;
 pub mod events;
@@ -31,6 +36,7 @@ pub mod module;
 pub mod report;
 pub mod session;
 pub mod shim;
+pub mod state;
 
 // Unit tests link into an executable, where the switch_* imports the shim references must resolve: the fake
 // host provides them (FreeSWITCH does for the cdylib).

@@ -12,11 +12,11 @@
 //! with the `shutdown` cause, connected ones are billed up to now and left up — then the service layer, the ledger's
 //! writer and the `rtc-io` runtime, joining every thread, free the event subclasses, stop logging, and only then
 //! return, because FreeSWITCH may unmap the library right after.
+//!
+//! What exists between the two is [`crate::state`]'s.
 
-use std::ffi::{CStr, c_char, c_void};
 use std::path::PathBuf;
-use std::ptr::{self, NonNull};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use freeswitch_sys as fs;
@@ -24,15 +24,13 @@ use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, swit
 use rtc_host::HostError;
 use rtc_services::local::LocalError;
 
+use crate::conf::{db_dir, read_config};
 use crate::control::FsCallControl;
-use crate::events::{self, INTAKE};
-use crate::host::{HostHandle, Running};
+use crate::events::{self, EventBindings, INTAKE};
+use crate::host::Running;
+use crate::state::{Loaded, MODULE_NAME, loaded};
 use crate::{api, app, custom, guard, logging, shim};
 
-/// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
-pub const MODULE_NAME: &CStr = c"mod_rtc_core";
-/// The configuration FreeSWITCH resolves to `autoload_configs/rtc_core.conf.xml`.
-pub const CONFIG_FILE: &CStr = c"rtc_core.conf";
 /// How long shutdown gives the service layer to deliver settlements in flight and the runtime to stop (the
 /// engine's own bound is its `shutdown-grace` setting).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -50,80 +48,6 @@ pub static mod_rtc_core_module_interface: fs::switch_loadable_module_function_ta
         // SMODF_NONE: the module's symbols stay local to it.
         flags: 0,
     };
-
-/// What exists between a successful load and shutdown.
-struct Loaded {
-    /// The engine, its services and runtime; its handle is cloned out for the API and the app (never used
-    /// under the lock).
-    running: Running,
-    /// The event bindings to remove first at shutdown.
-    bindings: EventBindings,
-}
-
-/// The loaded state. A mutex is fine here: only load, shutdown and each API/app call take it, briefly; the event
-/// handler never does (it has its own lock-free slot, [`events::INTAKE`]).
-static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
-
-fn loaded() -> MutexGuard<'static, Option<Loaded>> {
-    // A panic while holding the lock leaves the Option itself consistent.
-    LOADED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A handle to the running engine, or `None` while not loaded.
-pub fn handle() -> Option<HostHandle> {
-    loaded().as_ref().map(|l| l.running.handle().clone())
-}
-
-/// Has FreeSWITCH re-read its XML files (as `reloadxml` does), re-reads the configuration and offers it to the
-/// running engine (`rtc_core reload`).
-pub fn reload(timeout: Duration) -> Result<String, String> {
-    let mut err: *const c_char = ptr::null();
-    // SAFETY: `err` receives a static string or stays null; called from an API thread FreeSWITCH gave us.
-    let status = unsafe { shim::rtc_xml_reload(&mut err) };
-    if status != SWITCH_STATUS_SUCCESS {
-        let why = if err.is_null() {
-            String::from("no reason given")
-        } else {
-            // SAFETY: FreeSWITCH's error messages are static NUL-terminated strings.
-            unsafe { CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Err(format!(
-            "FreeSWITCH could not re-read its XML configuration ({why}); nothing changed"
-        ));
-    }
-    let config = read_config().map_err(|e| e.to_string())?;
-    let mut state = loaded();
-    let Some(l) = state.as_mut() else {
-        return Err("mod_rtc_core is not running".into());
-    };
-    l.running.reload(config, timeout).map_err(|e| e.to_string())
-}
-
-/// FreeSWITCH's configuration directory (`SWITCH_GLOBAL_dirs.conf_dir`).
-pub fn conf_dir() -> Option<PathBuf> {
-    // SAFETY: FreeSWITCH sets the directories before loading any module and never frees them.
-    directory(unsafe { shim::rtc_conf_dir() })
-}
-
-/// FreeSWITCH's database directory (`SWITCH_GLOBAL_dirs.db_dir`, its `-db` option): where the ledger goes.
-pub fn db_dir() -> Option<PathBuf> {
-    // SAFETY: as for conf_dir.
-    directory(unsafe { shim::rtc_db_dir() })
-}
-
-/// One of `SWITCH_GLOBAL_dirs`' paths (null or empty: not set).
-fn directory(dir: *const c_char) -> Option<PathBuf> {
-    if dir.is_null() {
-        return None;
-    }
-    // SAFETY: non-null: a NUL-terminated path string FreeSWITCH keeps for its life.
-    let dir = unsafe { CStr::from_ptr(dir) }.to_string_lossy();
-    (!dir.is_empty()).then(|| PathBuf::from(dir.into_owned()))
-}
 
 /// Where the ledger goes when the configuration does not place it: FreeSWITCH's db directory. Without one, a ledger
 /// that would go there (the default, or a relative `ledger` path) is refused rather than kept in memory, where every
@@ -144,117 +68,6 @@ fn ledger_dir(config: &rtc_config::RtcConfig) -> Result<Option<PathBuf>, String>
         );
     }
     Ok(dir)
-}
-
-/// Why `rtc_core.conf.xml` could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(
-        "cannot open rtc_core.conf (autoload_configs/rtc_core.conf.xml is missing or not well-formed XML; FreeSWITCH \
-         logged the parse error above): install conf/autoload_configs/rtc_core.conf.xml with scripts/install.sh"
-    )]
-    Missing,
-    #[error("FreeSWITCH could not print rtc_core.conf (out of memory)")]
-    Memory,
-    #[error("configuration rejected: {0}")]
-    Invalid(String),
-}
-
-/// Reads `rtc_core.conf.xml` as FreeSWITCH resolved it and parses it, tables under FreeSWITCH's conf dir.
-pub fn read_config() -> Result<rtc_config::RtcConfig, ConfigError> {
-    let xml = read_config_xml()?;
-    let dir = conf_dir().unwrap_or_else(|| PathBuf::from("."));
-    crate::host::parse_config(&xml, &dir).map_err(|e| ConfigError::Invalid(e.to_string()))
-}
-
-/// The text of the `<configuration>` element of `rtc_core.conf.xml` as FreeSWITCH resolved it.
-pub fn read_config_xml() -> Result<String, ConfigError> {
-    unsafe extern "C" fn sink(user: *mut c_void, text: *const c_char) {
-        guard::entry(
-            "configuration reader",
-            || (),
-            || {
-                // SAFETY: `user` is the &mut Option<String> passed below, alive for the whole rtc_config_xml call.
-                let out = unsafe { &mut *user.cast::<Option<String>>() };
-                if !text.is_null() {
-                    // SAFETY: the shim passes a NUL-terminated string valid during this call.
-                    *out = Some(
-                        unsafe { CStr::from_ptr(text) }
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
-                }
-            },
-        )
-    }
-    let mut out: Option<String> = None;
-    // SAFETY: CONFIG_FILE is NUL-terminated; `sink` only runs during the call and gets our `out`.
-    let status = unsafe {
-        shim::rtc_config_xml(
-            CONFIG_FILE.as_ptr(),
-            Some(sink),
-            (&raw mut out).cast::<c_void>(),
-        )
-    };
-    match (status, out) {
-        (SWITCH_STATUS_SUCCESS, Some(xml)) => Ok(xml),
-        (SWITCH_STATUS_MEMERR, _) => Err(ConfigError::Memory),
-        _ => Err(ConfigError::Missing),
-    }
-}
-
-/// The module's removable event bindings.
-struct EventBindings {
-    /// One node per bound event type, as `switch_event_bind_removable` filled them.
-    nodes: Vec<NonNull<fs::switch_event_node_t>>,
-}
-
-// SAFETY: the nodes are tokens FreeSWITCH hands back to switch_event_unbind; they are only touched under the
-// LOADED mutex, from load and shutdown.
-unsafe impl Send for EventBindings {}
-
-impl EventBindings {
-    /// Binds every channel event the engine follows; on failure, unbinds what was bound.
-    fn bind() -> Result<EventBindings, String> {
-        let mut bindings = EventBindings {
-            nodes: Vec::with_capacity(events::BOUND.len()),
-        };
-        for (event_type, kind) in events::BOUND {
-            let mut node: *mut fs::switch_event_node_t = ptr::null_mut();
-            // SAFETY: the id is a static C string (FreeSWITCH copies it), a null subclass means any, the
-            // callback is our guarded handler, and `node` receives the binding token.
-            let status = unsafe {
-                fs::switch_event_bind_removable(
-                    MODULE_NAME.as_ptr(),
-                    event_type,
-                    ptr::null(),
-                    Some(events::on_event),
-                    ptr::null_mut(),
-                    &mut node,
-                )
-            };
-            match NonNull::new(node) {
-                Some(node) if status == SWITCH_STATUS_SUCCESS => bindings.nodes.push(node),
-                _ => {
-                    bindings.unbind();
-                    return Err(format!("cannot bind {} (status {status})", kind.name()));
-                }
-            }
-        }
-        Ok(bindings)
-    }
-
-    /// Removes every binding. FreeSWITCH's unbind waits for deliveries in progress.
-    fn unbind(&mut self) {
-        for node in self.nodes.drain(..).rev() {
-            let mut raw = node.as_ptr();
-            // SAFETY: `raw` is a token from switch_event_bind_removable, unbound exactly once.
-            let status = unsafe { fs::switch_event_unbind(&mut raw) };
-            if status != SWITCH_STATUS_SUCCESS {
-                log::warn!("switch_event_unbind returned status {status}");
-            }
-        }
-    }
 }
 
 unsafe extern "C" fn load_entry(
@@ -316,7 +129,12 @@ fn load(
     };
     // Before the engine starts: it may raise them as soon as it runs.
     custom::reserve();
-    let running = match Running::start(config, Box::new(FsCallControl), ledger_dir) {
+    let running = match Running::start(
+        config,
+        Box::new(FsCallControl),
+        ledger_dir,
+        Arc::new(api::metrics_page),
+    ) {
         Ok(r) => r,
         Err(e) => {
             // A ledger that would not open names its file and what is wrong (locked, not a ledger, newer schema);
@@ -334,7 +152,7 @@ fn load(
     };
     INTAKE.install(running.handle().engine.clone());
     events::init_reader();
-    let bindings = match EventBindings::bind() {
+    let bindings = match EventBindings::bind(MODULE_NAME) {
         Ok(b) => b,
         Err(e) => {
             log::error!("mod_rtc_core not loaded: {e}");
