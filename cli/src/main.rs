@@ -10,6 +10,7 @@ mod esl;
 mod ledger;
 mod simulate;
 mod simulate_http;
+mod simulation;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -226,27 +227,33 @@ fn main() -> ExitCode {
             outage_at_ms,
             outage_ms,
             ledger,
-        } => match simulate::run(simulate::Args {
-            calls,
-            cps,
-            config,
-            seed,
-            talk_ms: (talk_min_ms, talk_max_ms),
-            json,
-            backend,
-            outage: simulate_http::OutagePlan {
-                service: outage.0,
-                at: outage_at_ms.map(Duration::from_millis),
-                length: outage_ms.map(Duration::from_millis),
-            },
-            ledger,
-        }) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("rtc-core simulate: {e}");
-                ExitCode::FAILURE
+        } => {
+            let args = simulation::Args {
+                calls,
+                cps,
+                config,
+                seed,
+                talk_ms: (talk_min_ms, talk_max_ms),
+                json,
+                outage: simulation::OutagePlan {
+                    service: outage.0,
+                    at: outage_at_ms.map(Duration::from_millis),
+                    length: outage_ms.map(Duration::from_millis),
+                },
+                ledger,
+            };
+            let run = match backend {
+                BackendArg::Local => simulate::run(args),
+                BackendArg::Http => simulate_http::run(&args),
+            };
+            match run {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rtc-core simulate: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Bench { which } => {
             let out = match which {
                 BenchName::Engine { calls, window } => {

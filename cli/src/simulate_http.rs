@@ -20,21 +20,10 @@ use serde_json::json;
 
 use crate::alloc::live_bytes;
 use crate::backend::{HttpRig, load_config};
-use crate::simulate::{
+use crate::simulation::{
     Args, SimLedger, money_balances, print_money, print_summary, progress_bar, sim_options,
     with_money,
 };
-
-/// Which service goes down, when, and for how long.
-#[derive(Clone, Copy, Debug)]
-pub struct OutagePlan {
-    /// The service taken down; `None`: no outage.
-    pub service: Option<ServiceKind>,
-    /// From the first arrival; default 30 % of the arrival period.
-    pub at: Option<Duration>,
-    /// How long it stays down; default 40 % of the arrival period.
-    pub length: Option<Duration>,
-}
 
 /// A breaker state change, at a time of the run.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -112,7 +101,10 @@ fn timeline(breakers: &[BreakerStatus], now: Duration) -> Vec<Seen> {
     seen
 }
 
-pub fn run(args: &Args, plan: OutagePlan) -> Result<SimReport, String> {
+/// Runs the simulation through the HTTP service layer and the loopback services, taking a service down as
+/// `args.outage` says, and prints its summary; an error says what did not add up.
+pub fn run(args: &Args) -> Result<SimReport, String> {
+    let plan = args.outage;
     let mut cfg = load_config(args.config.as_ref())?;
     // The loopback services keep the money: their ledger is the run's.
     let ledger = SimLedger::prepare(args.ledger.as_deref(), &mut cfg)?;
