@@ -1,26 +1,20 @@
-//! `rtc-core esl`: the engine over FreeSWITCH's event socket, until SIGINT or SIGTERM; and `rtc-core
-//! replay`: a recorded stream through the engine offline, printing each call's trace.
+//! `rtc-core esl`: the ESL host — the engine, on the same host assembly as the module (`rtc-host`), over
+//! FreeSWITCH's event socket, until SIGINT or SIGTERM; and `rtc-core replay`: a recorded stream through the
+//! engine offline, printing each call's trace.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc_config::RtcConfig;
-use rtc_config::services::Backend;
-use rtc_config::services::ServicesConfig;
 use rtc_engine::call::CallView;
-use rtc_engine::clock::Clock;
-use rtc_engine::engine::{Engine, EngineParts};
 use rtc_engine::id::CallId;
-use rtc_engine::service::{ServiceResult, ServiceSink};
 use rtc_esl::client::{EslClient, EslConfig, EslLink};
 use rtc_esl::intake::IntakeConfig;
 use rtc_esl::replay::{ReplayOptions, replay};
-use rtc_ledger::Location;
-use rtc_services::AsyncServices;
-use rtc_services::local::{LocalServices, ledger};
-use rtc_services::runtime::{IoRuntime, RuntimeConfig};
+use rtc_host::{Host, HostOptions};
+use rtc_ledger::{LedgerHandle, Location};
+use rtc_services::local::LocalServices;
 
 /// Options of `rtc-core esl`.
 pub struct EslArgs {
@@ -40,65 +34,6 @@ fn load_config(path: &Option<PathBuf>) -> Result<RtcConfig, String> {
     }
 }
 
-/// The business services the configuration asks for: the local backends alone, or the HTTP services on
-/// the `rtc-io` runtime (with the local backends for kinds configured `local`). HTTP results are handed to
-/// the engine by a forwarding thread, started once the engine's handle exists.
-struct Services {
-    sink: Box<dyn ServiceSink>,
-    runtime: Option<IoRuntime>,
-    results: Option<crossbeam_channel::Receiver<ServiceResult>>,
-}
-
-fn services(cfg: &RtcConfig) -> Result<Services, String> {
-    let any_local = cfg.services.iter().any(|s| s.backend == Backend::Local);
-    let any_http = cfg.services.iter().any(|s| s.backend == Backend::Http);
-    let local = if any_local || !any_http {
-        // Where the module uses FreeSWITCH's db directory, `rtc-core esl` uses its working directory: the ledger is
-        // `rtc_core.db` there (a relative `ledger` path is under it) unless the configuration gives a full path.
-        let dir = std::env::current_dir()
-            .map_err(|e| format!("cannot read the working directory: {e}"))?;
-        let location = ledger::location(&cfg.local.ledger, Some(&dir));
-        let local = LocalServices::load_at(&cfg.local, location).map_err(|e| e.to_string())?;
-        match local.ledger().path() {
-            ":memory:" => log::warn!(
-                "rtc-core esl: ledger in memory (ledger = :memory:): every balance and CDR is lost at exit"
-            ),
-            path => log::info!("rtc-core esl: ledger {path}"),
-        }
-        Some(local)
-    } else {
-        None
-    };
-    if !any_http {
-        return Ok(Services {
-            sink: Box::new(local.ok_or("no backend configured")?),
-            runtime: None,
-            results: None,
-        });
-    }
-    let runtime = IoRuntime::start(&RuntimeConfig {
-        worker_threads: cfg.io_threads,
-        ..RuntimeConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let sink = AsyncServices::new(
-        &ServicesConfig {
-            services: cfg.services.clone(),
-            ..ServicesConfig::default()
-        },
-        runtime.handle().clone(),
-        Arc::new(tx),
-        local.map(|l| Box::new(l) as Box<dyn ServiceSink>),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(Services {
-        sink: Box::new(sink),
-        runtime: Some(runtime),
-        results: Some(rx),
-    })
-}
-
 /// Runs until SIGINT or SIGTERM, or until the link fails for good (a refused password).
 pub fn run(args: EslArgs) -> Result<(), String> {
     let cfg = load_config(&args.config)?;
@@ -108,26 +43,28 @@ pub fn run(args: EslArgs) -> Result<(), String> {
              counters every minute and prints them on exit instead"
         );
     }
-    let svc = services(&cfg)?;
+    // The same assembly as the module's (runtime, services, engine thread), with the ledger where the module uses
+    // FreeSWITCH's db directory in this process's working directory: `rtc_core.db` there (a relative `ledger`
+    // path is under it) unless the configuration gives a full path.
+    let dir =
+        std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
     let link = EslLink::new();
-    let engine = Engine::start(EngineParts {
-        config: cfg.engine.clone(),
-        fail_modes: cfg.fail_modes(),
-        services: svc.sink,
-        control: Box::new(link.call_control()),
-        clock: Clock::system(),
-    })
-    .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    let forwarder = svc.results.map(|rx| {
-        let h = engine.handle();
-        std::thread::spawn(move || {
-            while let Ok(r) = rx.recv() {
-                if h.deliver(r).is_err() {
-                    break;
-                }
-            }
-        })
-    });
+    let host = Host::start_with(
+        &cfg,
+        Box::new(link.call_control()),
+        HostOptions {
+            ledger_dir: Some(dir),
+            ..HostOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    match host.ledger().map(LedgerHandle::path) {
+        Some(":memory:") => log::warn!(
+            "rtc-core esl: ledger in memory (ledger = :memory:): every balance and CDR is lost at exit"
+        ),
+        Some(path) => log::info!("rtc-core esl: ledger {path}"),
+        None => {}
+    }
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
@@ -146,7 +83,7 @@ pub fn run(args: EslArgs) -> Result<(), String> {
             ..EslConfig::default()
         },
         link,
-        engine.handle(),
+        host.engine().clone(),
     )
     .map_err(|e| e.to_string())?;
     log::info!(
@@ -180,16 +117,14 @@ pub fn run(args: EslArgs) -> Result<(), String> {
     };
     let stats = client.stats();
     client.shutdown();
-    let report = engine.shutdown();
-    if let Some(rt) = svc.runtime
-        && !rt.shutdown(Duration::from_secs(5))
-    {
+    let report = host.shutdown(Duration::from_secs(5));
+    if !report.runtime_stopped {
         log::warn!("rtc-io runtime did not stop within 5 s");
     }
-    if let Some(f) = forwarder {
-        let _ = f.join();
-    }
-    println!("{}", serde_json::json!({"esl": stats, "engine": report}));
+    println!(
+        "{}",
+        serde_json::json!({"esl": stats, "engine": report.engine})
+    );
     outcome
 }
 
