@@ -102,6 +102,7 @@ pub struct AdmitTicket {
 }
 
 impl AdmitTicket {
+    /// The partner whose limits this ticket counts against.
     pub fn partner(&self) -> PartnerId {
         self.partner
     }
@@ -322,6 +323,7 @@ impl Admission {
         self.partners.get(&partner).map_or(0, |s| s.active)
     }
 
+    /// Calls held, admitted so far, and refusals per limit.
     pub fn stats(&self) -> AdmissionStats {
         AdmissionStats {
             active: self.active,

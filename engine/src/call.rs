@@ -451,6 +451,7 @@ pub fn call_table() -> &'static CallTable {
 pub struct TraceEntry(u64);
 
 impl TraceEntry {
+    /// Packs one transition, `at_us` after the call was created.
     pub fn new(from: CallState, to: CallState, input: Input, at_us: u64) -> Self {
         TraceEntry(
             (from as u64) << 60
@@ -459,12 +460,15 @@ impl TraceEntry {
                 | (at_us & 0xFFFF_FFFF_FFFF),
         )
     }
+    /// The state the call left.
     pub fn from(self) -> CallState {
         CallState::from_index((self.0 >> 60) as usize).unwrap_or(CallState::Created)
     }
+    /// The state the call entered.
     pub fn to(self) -> CallState {
         CallState::from_index(((self.0 >> 56) & 0xF) as usize).unwrap_or(CallState::Created)
     }
+    /// What moved it.
     pub fn input(self) -> Input {
         Input::from_index(((self.0 >> 48) & 0xFF) as usize).unwrap_or(Input::ChannelCreate)
     }
@@ -484,7 +488,9 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// Entries kept at most.
     pub const CAP: usize = 12;
+    /// The first entries, always kept: how the call was decided.
     pub const HEAD: usize = 8;
 
     fn new() -> Self {
@@ -520,10 +526,12 @@ impl Trace {
         (out, n - Self::CAP)
     }
 
+    /// Entries recorded in all (kept or dropped).
     pub fn len(&self) -> usize {
         usize::from(self.recorded)
     }
 
+    /// Whether nothing was recorded yet.
     pub fn is_empty(&self) -> bool {
         self.recorded == 0
     }
@@ -605,9 +613,11 @@ pub struct Call {
     pub trace: Trace,
 }
 
+/// The partner id of a call whose partner is not known (yet).
 pub const NO_PARTNER: PartnerId = PartnerId::MAX;
 
 impl Call {
+    /// A call just created, at `created_us`.
     pub fn new(id: CallId, created_us: u64) -> Self {
         Call {
             id,
@@ -643,6 +653,7 @@ impl Call {
         }
     }
 
+    /// Whether one of the call's flags is set.
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
@@ -707,6 +718,7 @@ pub struct CallView {
     pub trace_dropped: usize,
 }
 
+/// One transition of a call's trace, as queries show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceView {
     pub from: &'static str,
@@ -716,6 +728,7 @@ pub struct TraceView {
 }
 
 impl CallView {
+    /// What queries show of `call`, at `now_us`.
     pub fn of(call: &Call, now_us: u64) -> Self {
         let (entries, dropped) = call.trace.entries();
         CallView {

@@ -10,7 +10,10 @@ pub struct HangupCause(pub u16);
 macro_rules! causes {
     ($($name:ident = $code:expr),* $(,)?) => {
         impl HangupCause {
-            $(pub const $name: HangupCause = HangupCause($code);)*
+            $(
+                #[doc = concat!("`", stringify!($name), "` (", stringify!($code), ").")]
+                pub const $name: HangupCause = HangupCause($code);
+            )*
             const TABLE: &'static [(&'static str, u16)] = &[$((stringify!($name), $code)),*];
         }
     };

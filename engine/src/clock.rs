@@ -13,6 +13,7 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// Real time.
     pub fn system() -> Clock {
         Clock::System(Instant::now())
     }
@@ -23,6 +24,7 @@ impl Clock {
         (Clock::Manual(t.clone()), ManualClock(t))
     }
 
+    /// Microseconds since the clock was made (a hand-driven one: as far as it was advanced).
     #[inline]
     pub fn now_us(&self) -> u64 {
         match self {
@@ -31,6 +33,7 @@ impl Clock {
         }
     }
 
+    /// Whether this clock is driven by hand (tests).
     pub fn is_manual(&self) -> bool {
         matches!(self, Clock::Manual(_))
     }
@@ -41,10 +44,12 @@ impl Clock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// Moves the hand-driven clock on by `by`.
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_micros() as u64, Ordering::AcqRel);
     }
 
+    /// Microseconds the clock was advanced by so far.
     pub fn now_us(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }

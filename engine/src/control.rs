@@ -70,6 +70,7 @@ impl LowBalance {
 }
 
 impl CallCommand {
+    /// The call the command is about.
     pub fn call(&self) -> CallId {
         match self {
             CallCommand::SetVariables { call, .. }
@@ -82,6 +83,7 @@ impl CallCommand {
 
 /// Where the engine sends call control.
 pub trait CallControl: Send {
+    /// Carries out one command; must not block the engine thread.
     fn execute(&mut self, command: CallCommand);
 
     /// Whether the call's channel is known to be gone. `false` when it is there, or when the host cannot tell

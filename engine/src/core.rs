@@ -70,6 +70,7 @@ pub struct PartnerLive {
     pub active: u32,
 }
 
+/// One live call, as `rtc_core calls` lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CallSummary {
     pub uuid: CallId,
@@ -152,6 +153,7 @@ pub struct Core {
 }
 
 impl Core {
+    /// A core with no calls, answering through `services` and acting through `control`, on `clock`.
     pub fn new(
         cfg: EngineConfig,
         fail_modes: FailModes,
@@ -193,18 +195,22 @@ impl Core {
         }
     }
 
+    /// The engine settings in force.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
 
+    /// Calls in the registry.
     pub fn live_calls(&self) -> usize {
         self.registry.len()
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
     }
 
+    /// Microseconds on the engine's clock.
     pub fn now_us(&self) -> u64 {
         self.clock.now_us()
     }
@@ -234,6 +240,7 @@ impl Core {
         self.backlog = events;
     }
 
+    /// Admission's counters: calls held, admitted, refusals per limit.
     pub fn admission(&self) -> AdmissionStats {
         self.admission.stats()
     }
@@ -1408,6 +1415,7 @@ impl Core {
 
     // ---- queries --------------------------------------------------------------------------------
 
+    /// `rtc_core status`: calls by state, counters, admission and live calls per partner.
     pub fn status(&self, uptime_s: u64) -> StatusReport {
         let admission = self.admission.stats();
         let by_partner = admission
@@ -1437,10 +1445,12 @@ impl Core {
         }
     }
 
+    /// Live calls in `state`.
     pub fn count(&self, state: CallState) -> u32 {
         self.registry.count(state)
     }
 
+    /// At most `limit` live calls, for `rtc_core calls`.
     pub fn calls(&self, limit: usize) -> Vec<CallSummary> {
         let now = self.clock.now_us();
         self.registry

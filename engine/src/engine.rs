@@ -140,6 +140,7 @@ impl EngineHandle {
             .map_err(|_| SubmitError::Stopped)
     }
 
+    /// Asks the engine thread a question; waits at most `timeout` for the answer.
     pub fn query(&self, query: Query, timeout: Duration) -> Result<QueryReply, QueryError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.control
@@ -193,6 +194,7 @@ impl EngineHandle {
         self.events.len()
     }
 
+    /// The intake queue's depth, capacity and refusals.
     pub fn intake(&self) -> IntakeStats {
         IntakeStats {
             queue_depth: self.events.len(),
@@ -263,6 +265,7 @@ impl Engine {
         })
     }
 
+    /// A handle to the running engine.
     pub fn handle(&self) -> EngineHandle {
         self.handle.clone()
     }

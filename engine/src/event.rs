@@ -28,6 +28,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in index order.
     pub const ALL: [EventKind; 10] = [
         EventKind::ChannelCreate,
         EventKind::ChannelPark,

@@ -9,8 +9,11 @@ use std::fmt;
 
 /// An enum usable as a state or an input: dense indices `0..COUNT` and a stable name.
 pub trait Symbol: Copy + Eq + fmt::Debug + 'static {
+    /// How many values there are.
     const COUNT: usize;
+    /// The value's dense index, `0..COUNT`.
     fn index(self) -> usize;
+    /// The value's stable name (traces, counters, logs).
     fn name(self) -> &'static str;
 }
 
@@ -76,6 +79,7 @@ pub enum TableError {
 }
 
 impl<S: Symbol, I: Symbol, C: ?Sized, A> Table<S, I, C, A> {
+    /// Indexes `rows` by (state, input); refuses a table where an unguarded row hides the rows after it.
     pub fn new(rows: &'static [Transition<S, I, C, A>]) -> Result<Self, TableError> {
         if rows.len() > usize::from(u16::MAX) {
             return Err(TableError::TooLarge);
@@ -141,6 +145,7 @@ impl<S: Symbol, I: Symbol, C: ?Sized, A> Table<S, I, C, A> {
         self.cells[state.index() * I::COUNT + input.index()].1 > 0
     }
 
+    /// The rows, as given.
     pub fn rows(&self) -> &'static [Transition<S, I, C, A>] {
         self.rows
     }
@@ -157,7 +162,9 @@ macro_rules! symbol_enum {
 
         #[allow(dead_code)]
         impl $name {
+            /// Every value, in index order.
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            /// The value whose index is `i`.
             pub fn from_index(i: usize) -> Option<$name> {
                 Self::ALL.get(i).copied()
             }

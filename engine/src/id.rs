@@ -43,6 +43,7 @@ impl CallId {
         (0..attempts.min(256)).find_map(|i| (self.leg(i as u8) == leg).then_some(i as u8))
     }
 
+    /// The UUID's 16 bytes.
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }

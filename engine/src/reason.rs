@@ -39,6 +39,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in index order.
     pub const ALL: [Reason; 13] = [
         Reason::UnknownPartner,
         Reason::AuthDenied,
@@ -55,6 +56,7 @@ impl Reason {
         Reason::Shutdown,
     ];
 
+    /// The reason's name (`no_balance`), as in CDRs, channel variables and `<causes>`.
     pub const fn name(self) -> &'static str {
         match self {
             Reason::UnknownPartner => "unknown_partner",
@@ -73,10 +75,12 @@ impl Reason {
         }
     }
 
+    /// The reason named `name`, if any.
     pub fn from_name(name: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.name() == name)
     }
 
+    /// The reason's dense index (counters).
     pub const fn index(self) -> usize {
         self as usize - 1
     }
@@ -110,10 +114,12 @@ impl Default for CauseMap {
 }
 
 impl CauseMap {
+    /// The hangup cause for `reason`.
     pub fn cause(&self, reason: Reason) -> HangupCause {
         self.0[reason.index()]
     }
 
+    /// Sets the hangup cause for `reason`.
     pub fn set(&mut self, reason: Reason, cause: HangupCause) {
         self.0[reason.index()] = cause;
     }

@@ -134,14 +134,17 @@ impl Registry {
         }
     }
 
+    /// Live calls.
     pub fn len(&self) -> usize {
         self.slab.len
     }
 
+    /// Whether no call is live.
     pub fn is_empty(&self) -> bool {
         self.slab.len == 0
     }
 
+    /// Registers a new call; refused if its id is already live.
     pub fn insert(&mut self, call: Call) -> Result<u32, AlreadyRegistered> {
         let id = call.id;
         if self.index.contains_key(&id) {
@@ -165,6 +168,7 @@ impl Registry {
         })
     }
 
+    /// The slot of the live call `id` (its A leg).
     pub fn slot_of(&self, id: &CallId) -> Option<u32> {
         match self.find(id)? {
             Leg::A(s) => Some(s),
@@ -172,14 +176,17 @@ impl Registry {
         }
     }
 
+    /// The call in `slot`.
     pub fn get(&self, slot: u32) -> Option<&Call> {
         self.slab.get(slot)
     }
 
+    /// The call in `slot`, to change it.
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Call> {
         self.slab.get_mut(slot)
     }
 
+    /// The live call `id`.
     pub fn by_id(&self, id: &CallId) -> Option<&Call> {
         self.slab.get(self.slot_of(id)?)
     }
@@ -260,10 +267,12 @@ impl Registry {
         self.finished.recent.iter().rev().find(|v| v.uuid == *id)
     }
 
+    /// Live calls in `state`.
     pub fn count(&self, state: CallState) -> u32 {
         self.by_state[state.index()]
     }
 
+    /// Every live call, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &Call> {
         self.slab.iter()
     }

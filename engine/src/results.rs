@@ -60,6 +60,7 @@ pub struct LateResults {
 }
 
 impl LateResults {
+    /// A sink with no engine attached yet.
     pub fn new() -> LateResults {
         LateResults::default()
     }

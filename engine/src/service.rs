@@ -26,6 +26,7 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
+    /// Every service, in index order.
     pub const ALL: [ServiceKind; 6] = [
         ServiceKind::Partner,
         ServiceKind::Auth,
@@ -35,6 +36,7 @@ impl ServiceKind {
         ServiceKind::Cdr,
     ];
 
+    /// The service's name, as in configuration, counters and messages.
     pub const fn name(self) -> &'static str {
         match self {
             ServiceKind::Partner => "partner",
@@ -117,6 +119,7 @@ pub enum ServiceRequest {
 }
 
 impl ServiceRequest {
+    /// The service the request goes to.
     pub fn kind(&self) -> ServiceKind {
         match self {
             ServiceRequest::IdentifyPartner { .. } => ServiceKind::Partner,
@@ -131,6 +134,7 @@ impl ServiceRequest {
         }
     }
 
+    /// The call the request is about.
     pub fn call(&self) -> CallId {
         match self {
             ServiceRequest::IdentifyPartner { call, .. }
@@ -216,6 +220,7 @@ pub struct ServiceResult {
 /// the answer to the engine's channel. Settlement requests (commit, release, CDR) return `None`: their
 /// delivery is the sink's job, and must not be lost.
 pub trait ServiceSink: Send {
+    /// Takes one request: answers at once (`Some`) or later, to the engine's channel (`None`).
     fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult>;
 
     /// A call's end: its settlement (commit or release, if it held a reservation) and its CDR. A sink that keeps

@@ -35,6 +35,7 @@ pub struct SimSwitch {
 }
 
 impl SimSwitch {
+    /// A switch, and the commands the engine sends it.
     pub fn new() -> (SimSwitch, Receiver<CallCommand>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         (SimSwitch { tx }, rx)
@@ -86,6 +87,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario.
     pub const ALL: [Scenario; 7] = [
         Scenario::Answered,
         Scenario::NoAnswerFailover,

@@ -81,6 +81,7 @@ pub struct Stats {
     pub event_lag_samples: u64,
 }
 
+/// Inputs refused in one state, by input.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct IllegalCount {
     pub state: &'static str,
@@ -175,6 +176,7 @@ impl Stats {
         self.illegal.iter().map(|c| c.count).sum()
     }
 
+    /// Calls ended for `reason` so far.
     pub fn reason_count(&self, reason: Reason) -> u64 {
         self.by_reason
             .iter()

@@ -23,6 +23,7 @@ pub struct RecordingControl {
 }
 
 impl RecordingControl {
+    /// The commands recorded since the last take.
     pub fn take(&self) -> Vec<CallCommand> {
         std::mem::take(&mut *self.commands.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -97,6 +98,7 @@ impl ScriptedServices {
         }
     }
 
+    /// The requests received so far.
     pub fn requests(&self) -> Vec<ServiceRequest> {
         self.requests
             .lock()
@@ -167,6 +169,7 @@ impl ServiceSink for ScriptedServices {
     }
 }
 
+/// A partner with room for every test call.
 pub fn sample_partner() -> PartnerInfo {
     PartnerInfo {
         id: 7,
@@ -177,6 +180,7 @@ pub fn sample_partner() -> PartnerInfo {
     }
 }
 
+/// A plain per-minute rate.
 pub fn sample_rate() -> Rate {
     Rate {
         per_minute: Money(12_000),
@@ -187,6 +191,7 @@ pub fn sample_rate() -> Rate {
     }
 }
 
+/// `n` routes, cheapest first.
 pub fn sample_routes(n: usize) -> Routes {
     (0..n)
         .map(|i| Route {
@@ -198,6 +203,7 @@ pub fn sample_routes(n: usize) -> Routes {
         .into()
 }
 
+/// The source address of the sample partner.
 pub fn sample_ip() -> IpAddr {
     IpAddr::from([192, 0, 2, 10])
 }

@@ -359,6 +359,7 @@ impl Default for EslLink {
 }
 
 impl EslLink {
+    /// A new queue, with its counters.
     pub fn new() -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         EslLink {
@@ -545,10 +546,12 @@ impl EslClient {
         }
     }
 
+    /// Whether the link is up (authenticated and subscribed).
     pub fn is_connected(&self) -> bool {
         matches!(*lock(&self.shared.state), LinkState::Up)
     }
 
+    /// A snapshot of the client's counters.
     pub fn stats(&self) -> ClientStats {
         let c = &self.shared.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);

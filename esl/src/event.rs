@@ -217,6 +217,7 @@ pub struct EventParser {
 }
 
 impl EventParser {
+    /// A parser with nothing seen yet.
     pub fn new() -> Self {
         EventParser::default()
     }

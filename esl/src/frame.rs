@@ -273,6 +273,7 @@ impl Default for Framer {
 }
 
 impl Framer {
+    /// A framer with `config`'s limits, and nothing buffered.
     pub fn new(config: FramerConfig) -> Self {
         Framer {
             config: FramerConfig {

@@ -103,6 +103,7 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// An intake with `config`'s rules, framing with `framer_config`.
     pub fn new(config: IntakeConfig, framer_config: FramerConfig) -> Self {
         Intake {
             framer: Framer::new(framer_config),
@@ -141,6 +142,7 @@ impl Intake {
         self.framer.push(bytes);
     }
 
+    /// The intake's counters.
     pub fn stats(&self) -> IntakeStats {
         self.rules.stats
     }

@@ -61,6 +61,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder with `config`'s limits.
     pub fn new(config: FramerConfig) -> Self {
         Decoder {
             framer: Framer::new(config),

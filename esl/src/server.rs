@@ -296,10 +296,12 @@ impl EslServer {
         })
     }
 
+    /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -351,6 +353,7 @@ impl EslServer {
         lock(&self.shared.channels).len()
     }
 
+    /// The server's counters.
     pub fn stats(&self) -> ServerStats {
         let c = &self.shared.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -40,6 +40,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The state's name, as `rtc_core breakers` and metrics show it.
     pub const fn name(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",

@@ -95,6 +95,7 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// Builds the shared client: connection pool, TLS with the system's and the extra CA certificates.
     pub fn new(config: &HttpConfig) -> Result<HttpClient, ClientError> {
         // reqwest is built without a bundled crypto provider so that rustls uses `ring` (which builds with
         // a C compiler alone); rustls then wants a process-wide default. An error means one is already

@@ -34,6 +34,7 @@ pub struct SpoolRecord {
 }
 
 impl SpoolRecord {
+    /// Milliseconds since the epoch, as records keep time.
     pub fn now_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -64,6 +65,7 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// The spool in `path` (the file is made at the first record).
     pub fn new(path: PathBuf) -> Spool {
         Spool {
             path,
@@ -71,6 +73,7 @@ impl Spool {
         }
     }
 
+    /// The spool file.
     pub fn path(&self) -> &Path {
         &self.path
     }

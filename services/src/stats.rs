@@ -45,6 +45,7 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in index order.
     pub const ALL: [Event; 16] = [
         Event::Sent,
         Event::Ok,
@@ -64,6 +65,7 @@ impl Event {
         Event::Local,
     ];
 
+    /// The event's name, as metrics label it.
     pub const fn name(self) -> &'static str {
         match self {
             Event::Sent => "sent",
@@ -105,10 +107,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counts one `event` of service `kind`.
     pub fn count(&self, kind: ServiceKind, event: Event) {
         self.counts[kind_index(kind)][event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many `event`s of service `kind` so far.
     pub fn get(&self, kind: ServiceKind, event: Event) -> u64 {
         self.counts[kind_index(kind)][event as usize].load(Ordering::Relaxed)
     }

@@ -47,6 +47,7 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation that carries `request`.
     pub fn of(request: &ServiceRequest) -> Operation {
         match request {
             ServiceRequest::IdentifyPartner { .. } => Operation::IdentifyPartner,
@@ -61,6 +62,7 @@ impl Operation {
         }
     }
 
+    /// The service the operation belongs to.
     pub const fn service(self) -> ServiceKind {
         match self {
             Operation::IdentifyPartner => ServiceKind::Partner,
@@ -93,6 +95,7 @@ impl Operation {
         )
     }
 
+    /// The operation's name: its path under the service's URL, and its spool and metric label.
     pub const fn name(self) -> &'static str {
         match self {
             Operation::IdentifyPartner => "identify_partner",

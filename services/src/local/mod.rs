@@ -293,14 +293,17 @@ impl LocalServices {
         import_as(&ledger.handle(), opening, "engine").map_err(fail)
     }
 
+    /// The partners table.
     pub fn partners(&self) -> &Partners {
         &self.partners
     }
 
+    /// The rate deck.
     pub fn rates(&self) -> &RateDeck {
         &self.rates
     }
 
+    /// The routes table.
     pub fn routes(&self) -> &RouteTable {
         &self.routes
     }
@@ -373,6 +376,7 @@ impl LocalServices {
         Ok(summary)
     }
 
+    /// Requests and errors so far, per service.
     pub fn counters(&self) -> LocalCounters {
         let mut c = self.counters;
         let money = self.money.counters();

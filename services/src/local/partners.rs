@@ -362,6 +362,7 @@ impl Partners {
         self.count
     }
 
+    /// Whether the table has no partner.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

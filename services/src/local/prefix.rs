@@ -53,6 +53,7 @@ pub fn destination_digits(destination: &str) -> &str {
 }
 
 impl<V> PrefixMap<V> {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,6 +63,7 @@ impl<V> PrefixMap<V> {
         self.values.len()
     }
 
+    /// Whether the table has no prefix.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

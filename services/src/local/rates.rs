@@ -133,6 +133,7 @@ impl RateDeck {
                 .sum::<usize>()
     }
 
+    /// Whether the deck has no rate.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

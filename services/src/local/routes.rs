@@ -155,6 +155,7 @@ impl RouteTable {
         self.map.len()
     }
 
+    /// Whether the table has no route.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
