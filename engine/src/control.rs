@@ -12,7 +12,9 @@ use crate::id::CallId;
 /// A channel variable the engine sets, always named `rtc_*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variable {
+    /// The variable's name (`rtc_partner`, ...).
     pub name: &'static str,
+    /// Its value.
     pub value: CompactString,
 }
 
@@ -20,18 +22,31 @@ pub struct Variable {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallCommand {
     /// Set `rtc_*` channel variables (the decision: partner, rate, route, max duration, reject reason).
-    SetVariables { call: CallId, vars: Vec<Variable> },
+    SetVariables {
+        /// The call.
+        call: CallId,
+        /// The variables, in the order they are set.
+        vars: Vec<Variable>,
+    },
     /// Bridge the (parked) call to `route`; `attempt` counts from 0 for failover. The implementation sets
     /// `rtc_a_leg=<call>` on the outbound leg so its events can be tied back to this call.
     Bridge {
+        /// The call.
         call: CallId,
+        /// Which attempt, from 0.
         attempt: u8,
+        /// Where to.
         route: Route,
         /// Hang the call up after this many seconds of talk (what the reserved balance pays for); 0: none.
         max_duration_s: u32,
     },
     /// Hang the call up with `cause`.
-    Hangup { call: CallId, cause: HangupCause },
+    Hangup {
+        /// The call.
+        call: CallId,
+        /// The cause FreeSWITCH hangs it up with.
+        cause: HangupCause,
+    },
     /// The partner's money cannot pay the call's next interval: set `rtc_low_balance` on the channel and raise
     /// the CUSTOM event `rtc_core::low_balance`. The engine hangs the call up when what it paid for runs out.
     LowBalance(Box<LowBalance>),
@@ -40,7 +55,9 @@ pub enum CallCommand {
 /// What a low-balance warning says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LowBalance {
+    /// The call.
     pub call: CallId,
+    /// The partner's name.
     pub partner: CompactString,
     /// What the partner can still reserve, when the balance service said.
     pub available: Option<crate::domain::Money>,

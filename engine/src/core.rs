@@ -37,21 +37,32 @@ use crate::stats::{Counters, Stats};
 pub enum Decision {
     /// Bridge over `routes` in order (failover), after setting `vars`.
     Connect {
+        /// The routes, in failover order.
         routes: Routes,
+        /// The channel variables to set first.
         vars: Vec<Variable>,
         /// Seconds of talk the reservation pays for (0: no limit beyond the configured maximum).
         max_duration_s: u32,
     },
     /// Hang up with `cause`.
-    Refuse { reason: Reason, cause: HangupCause },
+    Refuse {
+        /// Why.
+        reason: Reason,
+        /// The hangup cause the reason maps to.
+        cause: HangupCause,
+    },
 }
 
 /// Answers to queries.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
+    /// Seconds since the engine started.
     pub uptime_s: u64,
+    /// Calls in the registry.
     pub live_calls: usize,
+    /// Live calls per state, by the state's name.
     pub by_state: Vec<(&'static str, u32)>,
+    /// The engine's counters.
     pub stats: Stats,
     /// Calls holding an admission place, admitted so far, and refusals per limit.
     pub admission: AdmissionStats,
@@ -65,20 +76,28 @@ pub struct StatusReport {
 /// One partner's live calls, for `rtc_core metrics`.
 #[derive(Clone, Debug, Serialize)]
 pub struct PartnerLive {
+    /// The partner's id.
     pub id: PartnerId,
+    /// Its name.
     pub name: CompactString,
+    /// Its calls holding an admission place.
     pub active: u32,
 }
 
 /// One live call, as `rtc_core calls` lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CallSummary {
+    /// The call's (A leg's) UUID.
     pub uuid: CallId,
+    /// Its state's name.
     pub state: &'static str,
     /// The partner's name, once identified.
     pub partner: Option<CompactString>,
+    /// Caller number.
     pub caller: String,
+    /// Destination number.
     pub destination: String,
+    /// Milliseconds since the call was created.
     pub age_ms: u64,
 }
 

@@ -18,7 +18,9 @@ pub type PartnerId = u32;
 /// Who is calling, as the partner service identified them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartnerInfo {
+    /// The partner's id, as its service hands it out.
     pub id: PartnerId,
+    /// The partner's name (its ledger account, CDRs, `rtc_partner`).
     pub name: CompactString,
     /// Most concurrent calls this partner may hold (0: no limit).
     pub max_concurrent: u32,
@@ -125,32 +127,46 @@ pub type Routes = Arc<[Route]>;
 /// A balance reservation made for one call; committed with the real cost or released at its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Reservation {
+    /// The balance service's id for it.
     pub id: u64,
+    /// How much is held.
     pub amount: Money,
 }
 
 /// The record written for every call that the engine saw through, whatever its end.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cdr {
+    /// The call's (A leg's) UUID.
     pub uuid: CallId,
+    /// Caller number.
     pub caller: CompactString,
+    /// Destination number.
     pub destination: CompactString,
+    /// Where the call came from.
     pub source_ip: Option<IpAddr>,
+    /// The partner's name, once identified.
     pub partner: Option<CompactString>,
     /// Final engine state: COMPLETED, REJECTED or FAILED.
     pub final_state: &'static str,
+    /// Why the call was refused or failed, if it was.
     pub reason: Option<&'static str>,
+    /// The cause the call was hung up with.
     pub hangup_cause: HangupCause,
+    /// The carrier the call went out through, if connected.
     pub carrier: Option<CompactString>,
+    /// The call's price per minute, once rated.
     pub rate_per_minute: Option<Money>,
     /// Microseconds from CHANNEL_CREATE to the routing decision, when one was made.
     pub setup_us: Option<u64>,
     /// Seconds of conversation (answer to hangup).
     pub talk_s: u64,
+    /// Seconds billed (the talk rounded by the rate's increment and minimum).
     pub billed_s: u64,
+    /// What the call cost.
     pub cost: Money,
     /// `Event-Date-Timestamp` of the first and last events seen, microseconds since the epoch.
     pub started_at_us: u64,
+    /// See `started_at_us`.
     pub ended_at_us: u64,
 }
 

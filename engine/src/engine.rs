@@ -26,18 +26,29 @@ use crate::stats::Stats;
 /// A question for the engine thread.
 #[derive(Clone, Debug)]
 pub enum Query {
+    /// `rtc_core status`: a [`QueryReply::Status`].
     Status,
-    Calls { limit: usize },
+    /// `rtc_core calls`: a [`QueryReply::Calls`].
+    Calls {
+        /// Most calls listed.
+        limit: usize,
+    },
+    /// `rtc_core call <uuid>`: a [`QueryReply::Call`].
     Call(CallId),
+    /// The counters: a [`QueryReply::Stats`].
     Stats,
 }
 
 /// The engine thread's answer.
 #[derive(Clone, Debug)]
 pub enum QueryReply {
+    /// The engine's status.
     Status(Box<StatusReport>),
+    /// Live calls.
     Calls(Vec<CallSummary>),
+    /// One call, live or recently finished; `None`: not known.
     Call(Option<Box<CallView>>),
+    /// The counters.
     Stats(Box<Stats>),
 }
 
@@ -54,8 +65,10 @@ enum Control {
 /// Why an event or request was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
+    /// The queue is full (the events waiting).
     #[error("engine queue full ({0} events waiting): event dropped and counted")]
     QueueFull(usize),
+    /// The engine has stopped.
     #[error("engine is shut down")]
     Stopped,
 }
@@ -63,8 +76,10 @@ pub enum SubmitError {
 /// Why a query or a decision got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// No answer within the bound.
     #[error("engine did not answer within {0:?}")]
     Timeout(Duration),
+    /// The engine has stopped.
     #[error("engine is shut down")]
     Stopped,
 }
@@ -72,8 +87,10 @@ pub enum QueryError {
 /// Why a reload did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReloadError {
+    /// A service, or the engine, refused the new settings: why.
     #[error("reload refused, nothing changed: {0}")]
     Refused(String),
+    /// The engine did not answer.
     #[error(transparent)]
     Engine(QueryError),
 }
@@ -92,10 +109,15 @@ struct Shared {
 /// Intake figures visible without asking the engine thread.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct IntakeStats {
+    /// Events waiting in the queue.
     pub queue_depth: usize,
+    /// The queue's capacity (`queue-capacity`).
     pub queue_capacity: usize,
+    /// Events refused because the queue was full.
     pub queue_full: u64,
+    /// Events refused after shutdown began.
     pub refused_closed: u64,
+    /// Results, queries and other messages waiting in the control queue.
     pub control_depth: usize,
 }
 
@@ -215,6 +237,7 @@ pub struct ShutdownReport {
     pub settled_calls: usize,
     /// Whether draining stopped at the grace bound with work left.
     pub abandoned: bool,
+    /// The counters at the end.
     pub stats: Stats,
 }
 
@@ -226,10 +249,15 @@ pub struct Engine {
 
 /// What an engine is made of.
 pub struct EngineParts {
+    /// The engine's settings.
     pub config: EngineConfig,
+    /// What a call does when each service cannot answer.
     pub fail_modes: FailModes,
+    /// Where service requests go.
     pub services: Box<dyn ServiceSink>,
+    /// Where call commands go.
     pub control: Box<dyn CallControl>,
+    /// The engine's clock.
     pub clock: Clock,
 }
 

@@ -15,15 +15,25 @@ use crate::id::CallId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EventKind {
+    /// `CHANNEL_CREATE`: a channel exists; an inbound one starts the call's business steps.
     ChannelCreate,
+    /// `CHANNEL_PARK`: the dialplan parked the channel (for the engine to bridge).
     ChannelPark,
+    /// `CHANNEL_PROGRESS`: the far end rings.
     ChannelProgress,
+    /// `CHANNEL_PROGRESS_MEDIA`: early media.
     ChannelProgressMedia,
+    /// `CHANNEL_ANSWER`: answered; talk (and billing) starts.
     ChannelAnswer,
+    /// `CHANNEL_BRIDGE`: two legs joined.
     ChannelBridge,
+    /// `CHANNEL_UNBRIDGE`: the legs parted.
     ChannelUnbridge,
+    /// `CHANNEL_HANGUP`: the channel is hanging up, with its cause.
     ChannelHangup,
+    /// `CHANNEL_HANGUP_COMPLETE`: hung up, with the final variables.
     ChannelHangupComplete,
+    /// `CHANNEL_DESTROY`: the channel is gone.
     ChannelDestroy,
 }
 
@@ -85,8 +95,10 @@ impl EventKind {
 /// attempts it (or the dialplan) placed towards carriers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Direction {
+    /// Into FreeSWITCH: a call the engine decides (an A leg).
     #[default]
     Inbound,
+    /// Out of FreeSWITCH: a leg placed towards a carrier.
     Outbound,
 }
 

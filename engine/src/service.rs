@@ -17,11 +17,17 @@ use crate::id::CallId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
+    /// Who is calling (partner by source address).
     Partner,
+    /// May they (credentials, prefixes).
     Auth,
+    /// Their money: reservations, extensions, settlements.
     Balance,
+    /// What the call costs.
     Rating,
+    /// Where it goes.
     Routing,
+    /// The call's record.
     Cdr,
 }
 
@@ -52,21 +58,35 @@ impl ServiceKind {
 /// A request for a business fact or action about one call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServiceRequest {
+    /// Who is calling from `source_ip`.
     IdentifyPartner {
+        /// The call.
         call: CallId,
+        /// Where it came from (`None`: no transport address).
         source_ip: Option<IpAddr>,
     },
+    /// May `partner` place this call.
     Authenticate {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// Where it came from.
         source_ip: Option<IpAddr>,
+        /// Caller number.
         caller: CompactString,
+        /// Destination number.
         destination: CompactString,
+        /// The SIP user it authenticated as, if any.
         auth_user: CompactString,
     },
+    /// Hold `amount` of the partner's money for the call.
     ReserveBalance {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// How much to hold.
         amount: Money,
         /// What is known of the call, kept with the reservation so that one nobody settles (a crash) still gets a
         /// CDR that says what the call was.
@@ -74,22 +94,33 @@ pub enum ServiceRequest {
         /// The reservation frees itself this long after now unless extended or settled.
         ttl: std::time::Duration,
     },
+    /// The partner's price for `destination`.
     Rate {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// Destination number.
         destination: CompactString,
     },
+    /// Routes to `destination`, in failover order.
     Route {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// Destination number.
         destination: CompactString,
     },
     /// Debit the next interval of a connected call (real-time billing): `debit` more of the call's money is
     /// spent, its reservation growing from the partner's available money where the debits pass it. With a
     /// `unit`, a debit the money cannot cover whole is granted in whole units as far as it goes.
     ExtendBalance {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// The call's reservation.
         reservation: Reservation,
         /// The next interval's cost (its connect fee included for the first).
         debit: Money,
@@ -104,17 +135,25 @@ pub enum ServiceRequest {
     },
     /// Settle a reservation with the call's real cost (the rest returns to the balance).
     CommitBalance {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// The call's reservation.
         reservation: Reservation,
+        /// What the call cost.
         cost: Money,
     },
     /// Give a reservation back untouched (call not answered, rejected, or failed).
     ReleaseBalance {
+        /// The call.
         call: CallId,
+        /// Its partner.
         partner: PartnerId,
+        /// The call's reservation.
         reservation: Reservation,
     },
+    /// Keep the call's record.
     WriteCdr(Box<Cdr>),
 }
 
@@ -153,8 +192,11 @@ impl ServiceRequest {
 /// What the engine knows of a call when it asks for its money: kept by the ledger with the reservation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallContext {
+    /// Caller number.
     pub caller: CompactString,
+    /// Destination number.
     pub destination: CompactString,
+    /// Where the call came from.
     pub source_ip: Option<IpAddr>,
     /// `Event-Date-Timestamp` of the call's first event, µs since the epoch.
     pub started_at_us: u64,
@@ -183,25 +225,37 @@ pub enum ServiceFailure {
 /// A service's answer about one call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
+    /// The caller is this partner.
     PartnerFound(PartnerInfo),
+    /// No partner calls from there.
     PartnerUnknown,
+    /// The partner may place the call.
     AuthOk,
+    /// It may not.
     AuthDenied,
     /// The amount is held; `available` is what the partner can still reserve, when the service says.
     BalanceReserved {
+        /// The hold.
         reservation: Reservation,
+        /// What the partner can still reserve.
         available: Option<Money>,
     },
     /// A reservation (or an extension's debit) the partner's money cannot cover; nothing was taken.
     BalanceInsufficient,
     /// An extension's debit was granted: all of it, or (with a unit) as many whole units as the money covers.
     BalanceExtended {
+        /// How much of the debit was granted.
         granted: Money,
+        /// What the partner can still reserve.
         available: Option<Money>,
     },
+    /// The call's rate.
     RateFound(Rate),
+    /// No rate for the destination.
     RateNone,
+    /// Routes, in failover order.
     RoutesFound(Routes),
+    /// No route to the destination.
     RoutesNone,
     /// A request (of any kind) that could not be answered.
     Failed(ServiceKind, ServiceFailure),
@@ -210,7 +264,9 @@ pub enum Outcome {
 /// An answer, addressed to the call it is about.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceResult {
+    /// The call.
     pub call: CallId,
+    /// The answer.
     pub outcome: Outcome,
 }
 
