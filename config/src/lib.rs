@@ -31,6 +31,7 @@
 //! - [`local`]: where the local backends read their tables and keep the ledger.
 //! - [`limits`]: what a route or an amount may hold, checked here and in the services' answers alike.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod limits;
 pub mod local;
@@ -225,78 +226,147 @@ impl fmt::Display for Line {
 /// What is wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigProblem {
+    /// The file cannot be read.
     #[error("cannot read the file: {0}")]
     Read(String),
+    /// The text is not well-formed XML.
     #[error("not well-formed XML: {0}")]
     Xml(String),
+    /// No `<configuration name="rtc_core.conf">`.
     #[error(
         "no <configuration name=\"rtc_core.conf\"> element; the file must contain one (see conf/autoload_configs/rtc_core.conf.xml)"
     )]
     NoConfiguration,
+    /// Two of them.
     #[error(
         "a second <configuration name=\"rtc_core.conf\"> element (the first is at line {first_line}); keep one"
     )]
-    DuplicateConfiguration { first_line: u32 },
+    DuplicateConfiguration {
+        /// Where the first is.
+        first_line: u32,
+    },
+    /// An element the parent does not take.
     #[error("unknown element <{element}> in <{parent}>; expected {expected}")]
     UnknownElement {
+        /// The element.
         element: String,
+        /// Its parent.
         parent: String,
+        /// What the parent takes.
         expected: String,
     },
+    /// A section given twice.
     #[error("section <{section}> appears twice (the first is at line {first_line}); merge them")]
-    DuplicateSection { section: String, first_line: u32 },
+    DuplicateSection {
+        /// The section.
+        section: String,
+        /// Where the first is.
+        first_line: u32,
+    },
+    /// An attribute an element needs.
     #[error("<{element}> needs a {attribute:?} attribute")]
     MissingAttribute {
+        /// The element.
         element: &'static str,
+        /// The attribute.
         attribute: &'static str,
     },
+    /// An attribute the element does not take.
     #[error("unknown attribute {attribute:?} on <{element}>; known: {known}")]
     UnknownAttribute {
+        /// The element.
         element: &'static str,
+        /// The attribute.
         attribute: String,
+        /// What the element takes.
         known: String,
     },
+    /// A param the section does not take.
     #[error("unknown param {name:?} in <{section}>; known: {known}")]
     UnknownParam {
+        /// The section.
         section: &'static str,
+        /// The param.
         name: String,
+        /// What the section takes.
         known: String,
     },
+    /// A param given twice.
     #[error(
         "param {name:?} is given twice in <{section}> (the first is at line {first_line}); keep one"
     )]
     DuplicateParam {
+        /// The section.
         section: &'static str,
+        /// The param.
         name: String,
+        /// Where the first is.
         first_line: u32,
     },
+    /// A value that does not read as what it should be.
     #[error("{name}: {value:?} is not {expected}")]
     BadValue {
+        /// The param or attribute.
         name: String,
+        /// What the file says.
         value: String,
+        /// What it should be.
         expected: &'static str,
     },
+    /// `<default-routes>` given twice.
     #[error(
         "<default-routes> appears twice in <services> (the first is at line {first_line}); merge them"
     )]
-    DuplicateDefaultRoutes { first_line: u32 },
+    DuplicateDefaultRoutes {
+        /// Where the first is.
+        first_line: u32,
+    },
+    /// A default route that cannot be used.
     #[error("default route {carrier:?}: {problem}")]
-    BadDefaultRoute { carrier: String, problem: String },
+    BadDefaultRoute {
+        /// Its carrier.
+        carrier: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A service the engine does not have.
     #[error("unknown service {name:?}; known: partner, auth, balance, rating, routing, cdr")]
-    UnknownService { name: String },
+    UnknownService {
+        /// The name given.
+        name: String,
+    },
+    /// A service configured twice.
     #[error("service {name:?} is configured twice (the first is at line {first_line}); keep one")]
-    DuplicateService { name: String, first_line: u32 },
+    DuplicateService {
+        /// The service.
+        name: String,
+        /// Where the first is.
+        first_line: u32,
+    },
+    /// An HTTP service without a URL.
     #[error(
         "service {service}: backend \"http\" needs a url attribute (http://... or https://...), or use backend=\"local\""
     )]
-    HttpWithoutUrl { service: &'static str },
+    HttpWithoutUrl {
+        /// The service.
+        service: &'static str,
+    },
+    /// A reason the engine does not have.
     #[error("unknown reason {name:?} in <causes>; known: {known}")]
-    UnknownReason { name: String, known: String },
+    UnknownReason {
+        /// The name given.
+        name: String,
+        /// The reasons.
+        known: String,
+    },
+    /// `stale-after` no longer than `max-call-duration`.
     #[error(
         "stale-after ({stale_after:?}) must be longer than max-call-duration ({max_call_duration:?}): a call in conversation sends no events and would be swept as lost"
     )]
     StaleBeforeMaxDuration {
+        /// `stale-after`.
         stale_after: Duration,
+        /// `max-call-duration`.
         max_call_duration: Duration,
     },
 }

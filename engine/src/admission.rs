@@ -60,17 +60,49 @@ pub struct AdmissionConfig {
 #[serde(tag = "limit", rename_all = "snake_case")]
 pub enum Limit {
     #[error("global concurrent-call limit reached ({max} calls)")]
-    GlobalConcurrent { max: u32 },
+    /// Too many calls at once (`max-calls`).
+    GlobalConcurrent {
+        /// The limit.
+        max: u32,
+    },
     #[error("global calls-per-second limit reached ({per_second}/s)")]
-    GlobalCps { per_second: u32 },
+    /// Too many new calls per second (`max-cps`).
+    GlobalCps {
+        /// The limit.
+        per_second: u32,
+    },
     #[error("partner {partner}: concurrent-call limit reached ({max} calls)")]
-    PartnerConcurrent { partner: PartnerId, max: u32 },
+    /// Too many calls at once for the partner.
+    PartnerConcurrent {
+        /// The partner.
+        partner: PartnerId,
+        /// Its limit.
+        max: u32,
+    },
     #[error("partner {partner}: calls-per-second limit reached ({per_second}/s)")]
-    PartnerCps { partner: PartnerId, per_second: u32 },
+    /// Too many new calls per second for the partner.
+    PartnerCps {
+        /// The partner.
+        partner: PartnerId,
+        /// Its limit.
+        per_second: u32,
+    },
     #[error("engine overloaded: {depth} messages queued (shed above {max})")]
-    QueueDepth { depth: usize, max: usize },
+    /// The engine's queue is too deep (`shed-queue-depth`).
+    QueueDepth {
+        /// Messages queued.
+        depth: usize,
+        /// The bound.
+        max: usize,
+    },
     #[error("engine overloaded: oldest queued message waited {age_ms} ms (shed above {max_ms} ms)")]
-    QueueAge { age_ms: u64, max_ms: u64 },
+    /// The engine's oldest queued message is too old (`shed-queue-age`).
+    QueueAge {
+        /// How long it waited.
+        age_ms: u64,
+        /// The bound.
+        max_ms: u64,
+    },
 }
 
 impl Limit {

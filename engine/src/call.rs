@@ -23,17 +23,29 @@ use crate::symbol_enum;
 symbol_enum! {
     /// Where a call stands.
     pub enum CallState {
+        /// Just seen (CHANNEL_CREATE or the app); nothing asked yet.
         Created => "CREATED",
+        /// Asking who is calling.
         PartnerIdentification => "PARTNER_IDENTIFICATION",
+        /// Asking whether the partner may place the call.
         Authentication => "AUTHENTICATION",
+        /// Holding the call's money.
         BalanceCheck => "BALANCE_CHECK",
+        /// Asking what the call costs.
         Rating => "RATING",
+        /// Asking where the call goes.
         Routing => "ROUTING",
+        /// Decided; waiting for the channel to park.
         Parked => "PARKED",
+        /// Bridging to a route (failing over on a fixable failure).
         Connecting => "CONNECTING",
+        /// Talking, billed interval by interval.
         Connected => "CONNECTED",
+        /// Ended after a connection.
         Completed => "COMPLETED",
+        /// Refused, with a reason and a hangup cause.
         Rejected => "REJECTED",
+        /// Ended without a connection for a reason other than a refusal (routes exhausted, timeouts, a hangup in setup).
         Failed => "FAILED",
     }
 }
@@ -51,25 +63,45 @@ impl CallState {
 symbol_enum! {
     /// What moves a call: its channel events, its business results, its timers.
     pub enum Input {
+        /// The inbound channel exists.
         ChannelCreate => "CHANNEL_CREATE",
+        /// The channel parked.
         ChannelPark => "CHANNEL_PARK",
+        /// The far end rings.
         ChannelProgress => "CHANNEL_PROGRESS",
+        /// The inbound channel was answered.
         ChannelAnswer => "CHANNEL_ANSWER",
+        /// The legs were bridged.
         ChannelBridge => "CHANNEL_BRIDGE",
+        /// The legs parted.
         ChannelUnbridge => "CHANNEL_UNBRIDGE",
+        /// The inbound channel hung up.
         ChannelHangup => "CHANNEL_HANGUP",
+        /// The outbound leg answered.
         BLegAnswer => "B_LEG_ANSWER",
+        /// The outbound leg hung up.
         BLegHangup => "B_LEG_HANGUP",
+        /// The partner service identified the caller.
         PartnerFound => "PARTNER_FOUND",
+        /// No partner calls from there.
         PartnerUnknown => "PARTNER_UNKNOWN",
+        /// A call or calls-per-second limit refused the call.
         AdmissionDenied => "ADMISSION_DENIED",
+        /// The partner may place the call.
         AuthOk => "AUTH_OK",
+        /// It may not.
         AuthDenied => "AUTH_DENIED",
+        /// The money is held.
         BalanceReserved => "BALANCE_RESERVED",
+        /// The money cannot cover the call.
         BalanceInsufficient => "BALANCE_INSUFFICIENT",
+        /// The call is rated.
         RateFound => "RATE_FOUND",
+        /// No rate for the destination.
         RateNone => "RATE_NONE",
+        /// Routes found.
         RoutesFound => "ROUTES_FOUND",
+        /// No route to the destination.
         RoutesNone => "ROUTES_NONE",
         /// A service failed (error, timeout, breaker open) and is fail-closed.
         ServiceDown => "SERVICE_DOWN",
@@ -77,8 +109,11 @@ symbol_enum! {
         StepSkipped => "STEP_SKIPPED",
         /// The decision is ready and the channel waits in park: bridge it.
         Dispatch => "DISPATCH",
+        /// `setup-timeout` passed before the call connected.
         SetupTimeout => "SETUP_TIMEOUT",
+        /// `park-timeout` passed with the decided call not parked.
         ParkTimeout => "PARK_TIMEOUT",
+        /// The call talked as long as it may (`max-call-duration`, or what its money paid for).
         DurationTimeout => "DURATION_TIMEOUT",
         /// Real-time billing: time to debit the next interval of a connected call.
         BillingTick => "BILLING_TICK",
@@ -94,10 +129,15 @@ symbol_enum! {
 /// What a transition asks the engine to do. Data comes from the call record, not the action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Ask the partner service who is calling.
     LookupPartner,
+    /// Ask the auth service whether the partner may place the call.
     Authenticate,
+    /// Ask the balance service to hold the call's money.
     Reserve,
+    /// Ask the rating service what the call costs.
     Rate,
+    /// Ask the routing service where the call goes.
     Route,
     /// Remember that the channel is parked (waiting for us).
     MarkParked,
@@ -561,6 +601,7 @@ pub mod flags {
 pub struct Call {
     /// The a-leg channel's UUID.
     pub id: CallId,
+    /// Where the call stands.
     pub state: CallState,
     /// [`flags`] bits.
     pub flags: u8,
@@ -587,6 +628,7 @@ pub struct Call {
     /// Engine-clock milliseconds after creation when talk started: real-time billing's timers count from here
     /// (FreeSWITCH's timestamps, which `answer_ms` reads, may be coarse or lag).
     pub talk_from_ms: u32,
+    /// Milliseconds after `first_ts_us` (FreeSWITCH's clock) when talk ended; 0 = not yet.
     pub talk_end_ms: u32,
     /// Engine-clock milliseconds after creation of the last event: the sweep's staleness measure.
     pub last_event_ms: u32,
@@ -596,20 +638,27 @@ pub struct Call {
     pub timer: Option<Input>,
     /// Earliest deadline this call has queued in the engine's timer heap; 0 = none.
     pub queued_ms: u32,
+    /// The money held for the call, once reserved.
     pub reservation: Option<Reservation>,
     /// Real-time billing: what the balance service has granted to be debited for this call's talk so far.
     pub debited: Money,
     /// Real-time billing: seconds of talk (from the answer) the debits pay for.
     pub paid_s: u32,
+    /// The call's rate, once rated.
     pub rate: Option<Rate>,
+    /// The call's routes, in failover order, once routed.
     pub routes: Option<Routes>,
     /// The call's place in admission control, given back when it ends.
     pub admitted: Option<AdmitTicket>,
+    /// Caller number.
     pub caller: CompactString,
+    /// Destination number.
     pub destination: CompactString,
+    /// Where the call came from.
     pub source_ip: Option<IpAddr>,
     /// The outbound leg currently tied to this call.
     pub b_leg: Option<CallId>,
+    /// The call's transitions, bounded.
     pub trace: Trace,
 }
 
@@ -697,33 +746,52 @@ impl Call {
 /// A serialisable view of a call, for queries (`rtc_core call <uuid>`).
 #[derive(Clone, Debug, Serialize)]
 pub struct CallView {
+    /// The call's (A leg's) UUID.
     pub uuid: CallId,
+    /// Its state's name.
     pub state: &'static str,
+    /// Why it was refused or failed, if it was.
     pub reason: Option<&'static str>,
+    /// The cause of its hangup (or of the last outbound leg that failed), by name.
     pub hangup_cause: Option<String>,
     /// The partner's name (filled in by the engine when it answers a query).
     pub partner: Option<String>,
+    /// The partner's id, once identified.
     pub partner_id: Option<PartnerId>,
+    /// Caller number.
     pub caller: String,
+    /// Destination number.
     pub destination: String,
+    /// Where the call came from.
     pub source_ip: Option<IpAddr>,
+    /// Its price per minute, once rated.
     pub rate_per_minute: Option<String>,
     /// Real-time billing: debited so far, and the seconds of talk it pays for.
     pub debited: Option<String>,
+    /// Seconds of talk paid for so far.
     pub paid_s: u32,
+    /// Its routes' carriers, in failover order.
     pub routes: Vec<String>,
+    /// Index of the next route to try.
     pub route_index: u8,
+    /// Milliseconds since the call was created.
     pub age_ms: u64,
+    /// Its transitions, in time order.
     pub trace: Vec<TraceView>,
+    /// Transitions dropped from the middle of a long trace.
     pub trace_dropped: usize,
 }
 
 /// One transition of a call's trace, as queries show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceView {
+    /// The state left.
     pub from: &'static str,
+    /// The state entered.
     pub to: &'static str,
+    /// The input that moved it.
     pub cause: &'static str,
+    /// Microseconds after the call was created.
     pub at_us: u64,
 }
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 /// Microseconds since the clock's start.
 #[derive(Clone, Debug)]
 pub enum Clock {
+    /// Real time, since the instant held.
     System(Instant),
+    /// Moved by hand ([`ManualClock`]).
     Manual(Arc<AtomicU64>),
 }
 

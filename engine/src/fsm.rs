@@ -20,17 +20,23 @@ pub trait Symbol: Copy + Eq + fmt::Debug + 'static {
 /// A named predicate over the machine's context, so tables read as documentation and rejections can
 /// say which guard failed.
 pub struct Guard<C: ?Sized> {
+    /// The guard's name, as rejections say it.
     pub name: &'static str,
+    /// Whether it holds for a context.
     pub check: fn(&C) -> bool,
 }
 
 /// One row of a transition table.
 pub struct Transition<S, I, C: ?Sized, A: 'static> {
+    /// The state the row applies in.
     pub from: S,
+    /// The input it takes.
     pub on: I,
     /// Checked in row order; the first row whose guard holds (or that has none) wins.
     pub guard: Option<Guard<C>>,
+    /// The state it moves to.
     pub to: S,
+    /// What the engine does on it, in order.
     pub actions: &'static [A],
 }
 
@@ -46,11 +52,21 @@ impl<S: Symbol, I: Symbol, C: ?Sized, A> Transition<S, I, C, A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected<S: Symbol, I: Symbol> {
     #[error("{} is not allowed in state {}", .input.name(), .state.name())]
-    NotAllowed { state: S, input: I },
-    #[error("{} in state {}: guard {guard} does not hold", .input.name(), .state.name())]
-    GuardFailed {
+    /// No row takes `input` in `state`.
+    NotAllowed {
+        /// The state.
         state: S,
+        /// The input.
         input: I,
+    },
+    #[error("{} in state {}: guard {guard} does not hold", .input.name(), .state.name())]
+    /// Every row that takes `input` in `state` is guarded, and no guard holds (the last one is named).
+    GuardFailed {
+        /// The state.
+        state: S,
+        /// The input.
+        input: I,
+        /// The guard that does not hold.
         guard: &'static str,
     },
 }
@@ -69,11 +85,16 @@ pub struct Table<S: 'static, I: 'static, C: ?Sized + 'static, A: 'static> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
     #[error("row {row}: an unguarded row for ({state}, {input}) hides the rows after it")]
+    /// An unguarded row hides the rows after it.
     Unreachable {
+        /// The hidden row.
         row: usize,
+        /// Its state.
         state: &'static str,
+        /// Its input.
         input: &'static str,
     },
+    /// More rows than the index holds.
     #[error("table has more than 65535 rows")]
     TooLarge,
 }

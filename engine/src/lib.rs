@@ -21,6 +21,7 @@
 //! - [`testkit`], [`sim`]: stand-ins for FreeSWITCH and the services, and the simulator's traffic, for tests,
 //!   benchmarks and `rtc-core simulate`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod call;

@@ -157,6 +157,7 @@ impl Default for SimProfile {
 /// How to run a simulation.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
+    /// Calls to place.
     pub calls: usize,
     /// New calls per second.
     pub cps: f64,
@@ -164,7 +165,9 @@ pub struct SimOptions {
     pub talk: (Duration, Duration),
     /// Ringing before an answer (or a no-answer).
     pub ring: Duration,
+    /// Seed of the traffic mix and timings, so that a run can be repeated.
     pub seed: u64,
+    /// The traffic mix.
     pub profile: SimProfile,
     /// Give up waiting for calls to end after this long past the last arrival.
     pub drain_timeout: Duration,
@@ -187,26 +190,37 @@ impl Default for SimOptions {
 /// What a simulation saw.
 #[derive(Clone, Debug, Serialize)]
 pub struct SimReport {
+    /// Calls placed.
     pub calls: usize,
+    /// Calls placed per scenario.
     pub by_scenario: Vec<(Scenario, usize)>,
     /// Calls whose channel ended (a-leg destroyed) within the run.
     pub ended: usize,
+    /// Events offered to the engine.
     pub events_sent: u64,
     /// Events the engine refused (queue full): counted by the engine too.
     pub events_refused: u64,
+    /// How long the run took.
     pub elapsed_s: f64,
+    /// Events offered per second.
     pub events_per_sec: f64,
     /// Wall-clock time from CHANNEL_CREATE sent to the engine's first command (bridge or hangup).
     pub setup_p50_us: u64,
+    /// Its 99th percentile.
     pub setup_p99_us: u64,
+    /// Its maximum.
     pub setup_max_us: u64,
+    /// Most calls live in the engine at once.
     pub peak_live_calls: usize,
+    /// Bridges the engine asked for (failovers included).
     pub bridges: u64,
+    /// Hangups the engine asked for.
     pub hangups_commanded: u64,
     /// Low-balance warnings the engine gave (`rtc_core::low_balance`).
     pub low_balance_warnings: u64,
     /// Calls live in the engine when the run ended (0 when every call was settled).
     pub left_live: usize,
+    /// The engine's counters at the end.
     pub stats: Stats,
 }
 

@@ -40,7 +40,9 @@ pub struct Stats {
     pub orphan_reservations_released: u64,
     /// Real-time billing: interval debits asked for, granted (whole or in part), and refused (low balance).
     pub extensions: u64,
+    /// Interval debits granted, whole or in part.
     pub extensions_granted: u64,
+    /// Interval debits refused.
     pub extensions_refused: u64,
     /// Connected calls warned that their partner's money runs out (`rtc_core::low_balance`).
     pub low_balance: u64,
@@ -54,7 +56,9 @@ pub struct Stats {
     pub calls_created: u64,
     /// Calls finished, per final state.
     pub completed: u64,
+    /// Calls refused.
     pub rejected: u64,
+    /// Calls failed.
     pub failed: u64,
     /// Finished calls per reason (index = Reason::index()).
     pub by_reason: Vec<(&'static str, u64)>,
@@ -66,6 +70,7 @@ pub struct Stats {
     pub timers_fired: u64,
     /// Service requests emitted, and those answered at once by an embedded backend.
     pub requests: u64,
+    /// Requests answered at once by an embedded backend.
     pub immediate_results: u64,
     /// Call-control commands emitted.
     pub commands: u64,
@@ -76,16 +81,22 @@ pub struct Stats {
     /// Delay from an event's `Event-Date-Timestamp` to its application, sampled (1 event in 8):
     /// how far behind FreeSWITCH the engine runs.
     pub event_lag_p50_us: u64,
+    /// Its 99th percentile.
     pub event_lag_p99_us: u64,
+    /// Its maximum.
     pub event_lag_max_us: u64,
+    /// Events sampled.
     pub event_lag_samples: u64,
 }
 
 /// Inputs refused in one state, by input.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct IllegalCount {
+    /// The state's name.
     pub state: &'static str,
+    /// The input's name.
     pub input: &'static str,
+    /// How many times.
     pub count: u64,
 }
 

@@ -17,6 +17,7 @@ use crate::service::{Outcome, ServiceRequest, ServiceResult, ServiceSink};
 /// Call control that records every command.
 #[derive(Clone, Default)]
 pub struct RecordingControl {
+    /// Every command, in order, until taken.
     pub commands: Arc<Mutex<Vec<CallCommand>>>,
     /// Calls whose channel [`CallControl::channel_gone`] reports gone.
     pub gone: Arc<Mutex<Vec<CallId>>>,
@@ -49,10 +50,15 @@ impl CallControl for RecordingControl {
 /// the test can deliver it later, late, or never). Every request is recorded.
 #[derive(Clone)]
 pub struct ScriptedServices {
+    /// The partner service's answer.
     pub partner: Option<Outcome>,
+    /// The auth service's answer.
     pub auth: Option<Outcome>,
+    /// The balance service's answer to a reservation.
     pub balance: Option<Outcome>,
+    /// The rating service's answer.
     pub rating: Option<Outcome>,
+    /// The routing service's answer.
     pub routing: Option<Outcome>,
     /// Every request seen, answered or not.
     pub requests: Arc<Mutex<Vec<ServiceRequest>>>,
@@ -214,8 +220,9 @@ pub fn sample_ip() -> IpAddr {
 pub struct InstantServices {
     /// Reservations handed out.
     pub reserved: u64,
-    /// Settlements (commit or release) and CDRs received.
+    /// Settlements (commit or release) received.
     pub settled: u64,
+    /// CDRs received.
     pub cdrs: u64,
 }
 
@@ -263,6 +270,7 @@ fn shared_routes() -> Routes {
 /// Call control that only counts.
 #[derive(Clone, Default)]
 pub struct CountingControl {
+    /// Commands received.
     pub commands: Arc<std::sync::atomic::AtomicU64>,
 }
 

@@ -1,5 +1,5 @@
 //! Turning frames into the few typed messages the engine acts on: channel events as
-//! [`CallEvent`](rtc_engine::event::CallEvent), `BACKGROUND_JOB` results for bgapi correlation, command replies and
+//! [`CallEvent`], `BACKGROUND_JOB` results for bgapi correlation, command replies and
 //! api responses.
 //!
 //! A channel event in plain format is about 150 `Name: url-encoded-value` lines (2–4 KB). The parser scans

@@ -11,8 +11,8 @@
 //! - [`event`]: [`EventParser`] — frames to [`EslMessage`]s: channel events as
 //!   [`CallEvent`](rtc_engine::event::CallEvent), `BACKGROUND_JOB` results, command replies, api responses.
 //! - [`percent`]: FreeSWITCH's percent-encoding of event header values.
-//! - [`write`]: frames as FreeSWITCH writes them.
-//! - [`bench`]: the `esl-parse` benchmark.
+//! - [`write`](mod@write): frames as FreeSWITCH writes them.
+//! - [`bench`](mod@bench): the `esl-parse` benchmark.
 //! - [`intake`]: frames to engine inputs with the rules of running over ESL (legs the engine placed,
 //!   channels without an address, bridges failing without an outbound leg); shared by the client and replay.
 //! - [`client`]: the inbound connection to `mod_event_socket` — auth, subscription, reader, writer,
@@ -24,6 +24,7 @@
 //!
 //! [`Decoder`] joins a framer and a parser for callers that just want messages.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod client;

@@ -82,8 +82,10 @@ pub fn same_course(live: &CallView, replayed: &CallView) -> bool {
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The recording could not be read.
     #[error("cannot read the recording: {0}")]
     Read(#[from] std::io::Error),
+    /// The engine stopped answering.
     #[error("the engine did not answer during the replay: {0}")]
     Engine(String),
 }

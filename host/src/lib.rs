@@ -15,6 +15,7 @@
 //! - this file: [`Host`], [`HostOptions`], [`check`] (what `rtc-core check-config` runs).
 //! - [`metrics_http`]: the Prometheus scrape endpoint a host may run on the same runtime.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod metrics_http;
 
@@ -44,12 +45,16 @@ pub const MIN_RUNTIME_BOUND: Duration = Duration::from_millis(500);
 /// Why a host could not start. Whatever was started before the failure has been stopped again.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// The `rtc-io` runtime would not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A local table, or the ledger, would not load.
     #[error("local backends: {0}")]
     Local(#[from] LocalError),
+    /// The HTTP service layer could not be set up.
     #[error("business services: {0}")]
     Services(#[from] ServicesError),
+    /// The engine thread would not start.
     #[error("cannot start the rtc-engine thread: {0}")]
     Engine(#[source] std::io::Error),
 }

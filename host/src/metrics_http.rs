@@ -92,9 +92,13 @@ async fn accept_loop(listener: TcpListener, render: Render) {
 /// What a request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
+    /// `GET /metrics`.
     Metrics,
+    /// A GET of another path.
     NotFound,
+    /// Another method.
     MethodNotAllowed,
+    /// Not a request head.
     Bad,
 }
 

@@ -34,8 +34,11 @@ pub const BUCKETS: u32 = 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Requests go through; failures are counted.
     Closed,
+    /// Requests are refused at once until `open-for` has passed.
     Open,
+    /// A few probes go through; all must succeed to close again.
     HalfOpen,
 }
 

@@ -37,22 +37,36 @@ use rtc_engine::service::{
 /// Why the service layer could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServicesError {
+    /// A service configured `http` has no URL.
     #[error(
         "{service:?} service is configured for HTTP but has no url (set its url, or use the local backend)"
     )]
-    MissingUrl { service: ServiceKind },
+    MissingUrl {
+        /// The service.
+        service: ServiceKind,
+    },
+    /// A service's URL or key is unusable.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// A service configured `local`, with no local backends given.
     #[error(
         "{service:?} service is configured local but no local backends were given (host bug, or set it to http)"
     )]
-    NoLocalBackend { service: ServiceKind },
+    NoLocalBackend {
+        /// The service.
+        service: ServiceKind,
+    },
+    /// A default route is unusable.
     #[error("default route {index} ({carrier}): {reason}")]
     DefaultRoute {
+        /// Its place in `<default-routes>`, from 0.
         index: usize,
+        /// Its carrier.
         carrier: CompactString,
+        /// What is wrong.
         reason: String,
     },
+    /// The HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
 }

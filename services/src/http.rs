@@ -15,15 +15,25 @@ use rtc_engine::service::{Outcome, ServiceFailure, ServiceKind};
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The extra CA file cannot be read.
     #[error(
         "cannot read the extra CA file {path}: {source} (fix the path in the services settings or remove it)"
     )]
     CaFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The extra CA file holds no certificate that can be used.
     #[error("the extra CA file {path} holds no usable PEM certificate: {reason}")]
-    CaPem { path: PathBuf, reason: String },
+    CaPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// reqwest would not build the client.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
 }
@@ -40,14 +50,27 @@ pub struct Endpoint {
 /// Why one HTTP exchange gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// No answer within the service's timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The connection failed (refused, reset, TLS).
     #[error("connection failed: {0}")]
     Connect(String),
+    /// An answer with a status other than 200.
     #[error("HTTP status {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        /// The status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// An answer over `max-body`.
     #[error("answer larger than {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// An answer that is not the contract's.
     #[error("{0}")]
     Invalid(#[from] Invalid),
 }
@@ -284,14 +307,22 @@ pub fn endpoint(
 /// A service's URL or key is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    /// The URL cannot be used.
     #[error("{service:?} service: url {url:?} is not usable: {reason}")]
     Url {
+        /// The service.
         service: ServiceKind,
+        /// The URL.
         url: String,
+        /// Why.
         reason: String,
     },
+    /// The API key cannot go in a header.
     #[error(
         "{service:?} service: api key contains characters not allowed in an HTTP header (use visible ASCII)"
     )]
-    ApiKey { service: ServiceKind },
+    ApiKey {
+        /// The service.
+        service: ServiceKind,
+    },
 }

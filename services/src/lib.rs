@@ -20,6 +20,7 @@
 //! [`ServiceRequest`]: rtc_engine::service::ServiceRequest
 //! [`ServiceSink`]: rtc_engine::service::ServiceSink
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod breaker;
 pub mod dispatch;

@@ -34,10 +34,13 @@ impl Default for RuntimeConfig {
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// No worker threads asked for.
     #[error("rtc-io runtime: worker threads must be at least 1 (set io-threads to 1 or more)")]
     NoWorkers,
+    /// No blocking threads asked for.
     #[error("rtc-io runtime: blocking threads must be at least 1")]
     NoBlockingThreads,
+    /// tokio would not build the runtime.
     #[error("cannot start the rtc-io runtime: {0}")]
     Build(#[source] std::io::Error),
 }

@@ -35,14 +35,23 @@ pub const MAX_MINIMUM_S: u16 = 3600;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// Partner service: who is calling.
     IdentifyPartner,
+    /// Auth service: may the partner place the call.
     Authenticate,
+    /// Balance service: hold money for a call.
     Reserve,
+    /// Balance service: debit a talking call's next interval.
     Extend,
+    /// Balance service: settle a reservation with the call's cost.
     Commit,
+    /// Balance service: give a reservation back.
     Release,
+    /// Rating service: the call's price.
     Rate,
+    /// Routing service: where the call goes.
     Route,
+    /// CDR service: the call's record.
     Cdr,
 }
 

@@ -12,7 +12,9 @@ pub enum LocalError {
     /// The file could not be opened or read.
     #[error("{}: cannot read: {source}", file.display())]
     Read {
+        /// The file.
         file: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -22,8 +24,11 @@ pub enum LocalError {
     /// A line of the file is wrong.
     #[error("{}:{line}: {problem}", file.display())]
     Line {
+        /// The file.
         file: PathBuf,
+        /// The 1-based line.
         line: u64,
+        /// What is wrong.
         problem: LineProblem,
     },
     /// The ledger would not open (it names its file and what is wrong).
@@ -31,7 +36,12 @@ pub enum LocalError {
     Ledger(#[source] rtc_ledger::OpenError),
     /// The ledger refused to open an account or import an opening balance.
     #[error("ledger {ledger}: {problem}")]
-    LedgerRequest { ledger: String, problem: String },
+    LedgerRequest {
+        /// The ledger's file.
+        ledger: String,
+        /// What it said.
+        problem: String,
+    },
 }
 
 impl LocalError {
@@ -50,50 +60,96 @@ impl LocalError {
 /// What is wrong with one line of a table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineProblem {
+    /// A field that does not read as what it should be.
     #[error("field {field}: {value:?} is not {expected}")]
     BadField {
+        /// The column.
         field: &'static str,
+        /// What the file says.
         value: String,
+        /// What it should be.
         expected: &'static str,
     },
+    /// A field that must not be empty.
     #[error("field {field} is empty; it needs {expected}")]
     EmptyField {
+        /// The column.
         field: &'static str,
+        /// What it should hold.
         expected: &'static str,
     },
+    /// A row with more or fewer fields than the header.
     #[error(
         "expected {expected} fields ({columns}), found {found}; quote a field that contains a comma"
     )]
     FieldCount {
+        /// Fields the header names.
         expected: usize,
+        /// Fields the row has.
         found: usize,
+        /// The header's columns.
         columns: String,
     },
+    /// No header line.
     #[error("the file has no header line; it must start with: {columns}")]
-    NoHeader { columns: String },
+    NoHeader {
+        /// The columns a header must name.
+        columns: String,
+    },
+    /// A required column the header does not name.
     #[error("header: missing column {column:?}; the columns are: {columns}")]
     MissingColumn {
+        /// The column.
         column: &'static str,
+        /// The table's columns.
         columns: String,
     },
+    /// A column the table does not have.
     #[error("header: unknown column {column:?}; the columns are: {columns}")]
-    UnknownColumn { column: String, columns: String },
+    UnknownColumn {
+        /// The column.
+        column: String,
+        /// The table's columns.
+        columns: String,
+    },
+    /// A column named twice.
     #[error("header: column {column:?} appears twice")]
-    DuplicateColumn { column: String },
+    DuplicateColumn {
+        /// The column.
+        column: String,
+    },
+    /// Bytes that are not UTF-8.
     #[error("not valid UTF-8")]
     NotUtf8,
+    /// A partner name the partners table does not have.
     #[error("field partner: {name:?} is not a partner of {}", partners.display())]
-    UnknownPartner { name: String, partners: PathBuf },
+    UnknownPartner {
+        /// The name.
+        name: String,
+        /// The partners table.
+        partners: PathBuf,
+    },
+    /// A key defined twice.
     #[error("{what} is already defined at line {first_line}")]
-    Duplicate { what: String, first_line: u64 },
+    Duplicate {
+        /// What is defined twice.
+        what: String,
+        /// Where it was first.
+        first_line: u64,
+    },
+    /// An address block two partners claim.
     #[error(
         "field cidrs: {cidr} is also claimed by partner {other:?} (line {other_line}); an address must belong to one partner"
     )]
     CidrConflict {
+        /// The block.
         cidr: String,
+        /// The other partner.
         other: String,
+        /// Its line.
         other_line: u64,
     },
+    /// Anything else, said in words.
     #[error("{0}")]
     Other(String),
 }
