@@ -58,8 +58,8 @@ switch_status_t rtc_channel_set_variable(switch_channel_t *channel, const char *
 /* switch_channel_hangup with a numeric cause (Q.850 or FreeSWITCH's private codes, as switch_call_cause_t). */
 void rtc_channel_hangup(switch_channel_t *channel, int cause);
 
-/* Most header names rtc_event_fields can look for. */
-#define RTC_EVENT_FIELDS_MAX 16
+/* Most header names rtc_event_fields can look for (one bit each of an unsigned mask). */
+#define RTC_EVENT_FIELDS_MAX 32
 
 /* Sets the header names rtc_event_fields looks for (the pointers are kept: pass static strings); a name's index
  * is its position. Call at load, before any event is bound. Returns 0, or -1 when n is out of range. */

@@ -215,6 +215,7 @@ pub fn run(cmd: &str) -> String {
                     &not_live(&h.started_with, &h.config),
                     h.started,
                 );
+                text.push_str(&report::source_header_line(h.proxy.as_deref()));
                 if let Some(m) = &h.metrics_endpoint {
                     text.push_str(&format!("metrics endpoint: {m}
 "));

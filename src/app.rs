@@ -4,7 +4,10 @@
 //! `<action application="rtc_core"/>` (data: empty, or `wait_ms=<n>`): the call is described to the engine
 //! from what FreeSWITCH saw (Unique-ID, caller number, destination, the caller profile's network address — the
 //! transport source, never a header the caller wrote; none for channels FreeSWITCH created itself, which are
-//! given [`BOX_ADDRESS`]), and the app waits for the decision, at most the engine's setup timeout (or `wait_ms`).
+//! given [`BOX_ADDRESS`]; behind a SIP load balancer, for a call from a trusted proxy, the address in the proxy's
+//! source header, as the event handler decides it), and the app waits for the decision, at most the engine's setup
+//! timeout (or `wait_ms`). The engine keeps the description its CHANNEL_CREATE gave, when it had one: the app's
+//! counts nothing (a call is counted once, by the handler).
 //! - Connect: the `rtc_*` variables are set, `hangup_after_bridge=true`, and `bridge` runs over every route at
 //!   once, joined by `|` so that FreeSWITCH fails over from one to the next; each leg carries
 //!   `[rtc_a_leg=<uuid>,call_uuid=<uuid>]` so its events are tied back to this call. If every route fails, the call is hung up
@@ -26,6 +29,7 @@ use rtc_engine::domain::Route;
 use rtc_engine::engine::QueryError;
 use rtc_engine::reason::Reason;
 use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
+use rtc_proxy::ProxyTrust;
 
 use crate::events::BOX_ADDRESS;
 use crate::host::HostHandle;
@@ -205,8 +209,9 @@ fn bridge(
     Some(HangupCause::parse(&failed).unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE))
 }
 
-/// The engine's view of this channel, from what FreeSWITCH saw.
-fn describe(call: CallId, channel: &Channel<'_>) -> CallEvent {
+/// The engine's view of this channel, from what FreeSWITCH saw; behind a SIP load balancer (`proxy`), a trusted
+/// proxy's call is identified by its source header, read only for such a call.
+fn describe(call: CallId, channel: &Channel<'_>, proxy: Option<&ProxyTrust>) -> CallEvent {
     let mut ev = CallEvent::new(call, EventKind::ChannelCreate, 0);
     ev.timestamp_us = epoch_us();
     ev.direction = Direction::Inbound;
@@ -217,7 +222,18 @@ fn describe(call: CallId, channel: &Channel<'_>) -> CallEvent {
         ev.destination = v.into();
     }
     ev.source_ip = match channel.profile_field(c"network_addr") {
-        Some(addr) => addr.trim().parse().ok(),
+        Some(addr) => {
+            let transport = addr.trim().parse().ok();
+            match (proxy, transport) {
+                (Some(p), Some(t)) if p.trusted.contains(t) => {
+                    let header = channel.variable(&p.header.variable());
+                    let repeated = header.is_some()
+                        && channel.variable(&p.header.repeated_variable()).is_some();
+                    Some(p.judge(t, header.as_deref(), repeated).source(t))
+                }
+                _ => transport,
+            }
+        }
         None => Some(BOX_ADDRESS),
     };
     if let Some(v) = channel.variable("sip_auth_username") {
@@ -251,7 +267,7 @@ fn decide(
         Some(h) => {
             let wait = wait.unwrap_or(h.config.engine.setup_timeout);
             h.engine
-                .await_decision(describe(call, channel), wait)
+                .await_decision(describe(call, channel, h.proxy.as_deref()), wait)
                 .unwrap_or_else(|e| {
                     log::warn!("call {call_text}: no decision: {e}");
                     fallback(&e, Some(h))

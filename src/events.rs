@@ -7,27 +7,32 @@
 //!
 //! The handle the handler submits through lives in an [`Intake`] slot: installed at load before the events are
 //! bound ([`EventBindings`]), removed at shutdown after they are unbound, and only freed once no handler is still
-//! inside.
+//! inside. The same slot holds the load balancers' rule ([`ProxyTrust`]): behind a SIP load balancer a new call's
+//! source is taken from the header a trusted proxy adds ([`apply_proxy`]), and that header from anyone else is
+//! counted as a spoofing attempt ([`IntakeStats::sources`]).
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, CString, c_char};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use freeswitch_sys::{self as fs, SWITCH_STATUS_SUCCESS};
 use rtc_engine::engine::{EngineHandle, SubmitError};
 use rtc_engine::event::is_true;
 use rtc_engine::{CallEvent, CallId, Direction, EventKind, HangupCause};
+use rtc_proxy::{ProxyTrust, Reporter, SourceHeader, Verdict};
 
 use crate::histogram::Histogram;
 use crate::shim;
 
 /// The channel-event headers the engine uses, in the order of their bits in the one-pass reader's masks.
 ///
-/// All but the last two are among the headers FreeSWITCH puts first — the event's own, the channel's and its
-/// caller profiles' — ahead of the channel variables (`variable_*`), which are two thirds of a channel event's
-/// ~150 headers. The reader stops at the first variable unless the event needs [`Field::VARIABLES`].
+/// All but the [`Field::VARIABLES`] are among the headers FreeSWITCH puts first — the event's own, the channel's and
+/// its caller profiles' — ahead of the channel variables (`variable_*`), which are two thirds of a channel event's
+/// ~150 headers. The reader stops at the first variable unless the event needs [`Field::VARIABLES`]. The last two
+/// are named by the configuration (`source-header`), and registered at load only when it names one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Field {
@@ -51,10 +56,14 @@ pub enum Field {
     AuthUser,
     /// `rtc_core=true`, set by the dialplan before `park`: the engine drives the parked call.
     RtcCore,
+    /// Behind a SIP load balancer: `variable_sip_h_<source-header>`, the caller's address as a trusted proxy wrote it.
+    SourceHeader,
+    /// `variable_sip_h_<source-header>-1`: the INVITE carried that header twice.
+    SourceRepeated,
 }
 
 impl Field {
-    pub const ALL: [Field; 15] = [
+    pub const ALL: [Field; 17] = [
         Field::UniqueId,
         Field::Sequence,
         Field::Timestamp,
@@ -70,14 +79,26 @@ impl Field {
         Field::RtcALeg,
         Field::AuthUser,
         Field::RtcCore,
+        Field::SourceHeader,
+        Field::SourceRepeated,
     ];
 
     /// The channel variables the handler reads, on the few events that go that far ([`variables_to_read`]).
-    pub const VARIABLES: [Field; 3] = [Field::RtcALeg, Field::AuthUser, Field::RtcCore];
+    pub const VARIABLES: [Field; 5] = [
+        Field::RtcALeg,
+        Field::AuthUser,
+        Field::RtcCore,
+        Field::SourceHeader,
+        Field::SourceRepeated,
+    ];
 
-    /// The FreeSWITCH header name (a static C string: the C reader keeps the pointer).
-    pub const fn header(self) -> &'static CStr {
-        match self {
+    /// The source header's two variables ([`Field::SourceHeader`], [`Field::SourceRepeated`]).
+    pub const SOURCE: u32 = Field::mask(&[Field::SourceHeader, Field::SourceRepeated]);
+
+    /// The FreeSWITCH header name (a static C string: the C reader keeps the pointer); `None` for the source header's
+    /// variables, whose names the configuration gives ([`init_reader`]).
+    pub const fn header(self) -> Option<&'static CStr> {
+        Some(match self {
             Field::UniqueId => c"Unique-ID",
             Field::Sequence => c"Event-Sequence",
             Field::Timestamp => c"Event-Date-Timestamp",
@@ -95,7 +116,8 @@ impl Field {
             Field::RtcALeg => c"variable_rtc_a_leg",
             Field::AuthUser => c"variable_sip_auth_username",
             Field::RtcCore => c"variable_rtc_core",
-        }
+            Field::SourceHeader | Field::SourceRepeated => return None,
+        })
     }
 
     const fn bit(self) -> u32 {
@@ -162,19 +184,34 @@ pub fn then_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) ->
 /// go on into them, two thirds of its headers):
 /// - the CHANNEL_CREATE of a new inbound SIP call (`Caller-Source` mod_sofia): `sip_auth_username` (mod_sofia sets
 ///   it on a digest-authenticated call), and the `rtc_a_leg` mark should its `call_uuid` not have said already that
-///   it is a leg the module placed;
-/// - the CHANNEL_PARK of an inbound channel: `rtc_core`, without which the engine leaves a parked call alone.
-pub fn variables_to_read<'a>(kind: EventKind, get: impl Fn(Field) -> Option<&'a str>) -> u32 {
+///   it is a leg the module placed; behind a load balancer (`proxy`), the source header too, whoever sent the call:
+///   from a trusted proxy it is believed, from anyone else counted as a spoofing attempt. That read walks the
+///   variables to their end already (a call rarely has both others), so one more name costs one more slot in the
+///   reader's table, not one more walk;
+/// - the CHANNEL_PARK of an inbound channel: `rtc_core`, without which the engine leaves a parked call alone; and the
+///   source header of a SIP call from a trusted proxy, for a call whose CHANNEL_CREATE was missed.
+pub fn variables_to_read<'a>(
+    kind: EventKind,
+    get: impl Fn(Field) -> Option<&'a str>,
+    proxy: Option<&ProxyTrust>,
+) -> u32 {
     if direction(get(Field::Direction)) == Direction::Outbound {
         return 0;
     }
+    let sip = get(Field::Source) == Some("mod_sofia");
     match kind {
-        EventKind::ChannelCreate
-            if get(Field::Source) == Some("mod_sofia") && placed_by(&get).is_none() =>
-        {
+        EventKind::ChannelCreate if sip && placed_by(&get).is_none() => {
             Field::mask(&[Field::RtcALeg, Field::AuthUser])
+                | if proxy.is_some() { Field::SOURCE } else { 0 }
         }
-        EventKind::ChannelPark => Field::RtcCore.bit(),
+        EventKind::ChannelPark => {
+            let trusted = proxy.is_some_and(|p| {
+                get(Field::NetworkAddr)
+                    .and_then(|a| a.trim().parse::<IpAddr>().ok())
+                    .is_some_and(|a| p.trusted.contains(a))
+            });
+            Field::RtcCore.bit() | if sip && trusted { Field::SOURCE } else { 0 }
+        }
         _ => 0,
     }
 }
@@ -304,6 +341,50 @@ pub fn build_event<'a>(
     Ok(ev)
 }
 
+/// Behind a SIP load balancer: the source a new inbound SIP call (its CHANNEL_CREATE, or the CHANNEL_PARK of one whose
+/// creation was missed) is identified by under `proxy`'s rule, written into `ev.source_ip`, and the verdict (to be
+/// counted on the CHANNEL_CREATE only: a call is identified once). Any other event, a leg the module placed, a channel
+/// no SIP INVITE created or one without an address: [`Verdict::Direct`], the event untouched. Pure.
+pub fn apply_proxy<'a>(
+    kind: EventKind,
+    ev: &mut CallEvent,
+    get: &impl Fn(Field) -> Option<&'a str>,
+    proxy: &ProxyTrust,
+) -> Verdict<'a> {
+    let new_call = matches!(kind, EventKind::ChannelCreate | EventKind::ChannelPark)
+        && ev.direction == Direction::Inbound
+        && ev.other_leg.is_none()
+        && get(Field::Source) == Some("mod_sofia");
+    let Some(transport) = ev.source_ip.filter(|_| new_call) else {
+        return Verdict::Direct;
+    };
+    let verdict = proxy.judge(
+        transport,
+        get(Field::SourceHeader),
+        get(Field::SourceRepeated).is_some(),
+    );
+    ev.source_ip = Some(verdict.source(transport));
+    verdict
+}
+
+/// The engine's event from a header getter ([`build_event`]), its source decided under `proxy`'s rule when there is
+/// one ([`apply_proxy`]), the verdict on a new call counted (and warned about, rate-limited) in
+/// [`IntakeStats::sources`].
+pub fn read_event<'a>(
+    kind: EventKind,
+    get: impl Fn(Field) -> Option<&'a str>,
+    proxy: Option<&ProxyTrust>,
+) -> Result<CallEvent, Skipped> {
+    let mut ev = build_event(kind, &get)?;
+    if let Some(p) = proxy {
+        let verdict = apply_proxy(kind, &mut ev, &get, p);
+        if kind == EventKind::ChannelCreate {
+            STATS.sources.record(&ev.uuid, &p.header, &verdict);
+        }
+    }
+    Ok(ev)
+}
+
 /// The handler's counters, shown by `rtc_core status` and `rtc_core metrics`.
 pub struct IntakeStats {
     /// Events handed to the engine.
@@ -318,6 +399,9 @@ pub struct IntakeStats {
     pub unmarked_parks: AtomicU64,
     /// Time spent in the handler per event, nanoseconds.
     pub handler_ns: Histogram,
+    /// Behind a SIP load balancer: new calls' source headers by outcome (believed, absent, refused, spoofed), and the
+    /// rate-limited warnings about them.
+    pub sources: Reporter,
     /// Second (of the module's monotonic clock) of the last queue-full warning, for rate limiting.
     last_full_warning_s: AtomicU64,
     /// Queue-full drops already reported in a warning.
@@ -331,6 +415,7 @@ pub static STATS: IntakeStats = IntakeStats {
     no_engine: AtomicU64::new(0),
     unmarked_parks: AtomicU64::new(0),
     handler_ns: Histogram::new(),
+    sources: Reporter::new(),
     last_full_warning_s: AtomicU64::new(0),
     full_reported: AtomicU64::new(0),
 };
@@ -353,6 +438,7 @@ impl IntakeStats {
             c.store(0, Ordering::Relaxed);
         }
         self.handler_ns.reset();
+        self.sources.reset();
     }
 
     /// Counts one queue-full drop; logs a warning at most once per [`FULL_WARNING_EVERY_S`] seconds, with the
@@ -383,7 +469,16 @@ fn monotonic_s() -> u64 {
     ORIGIN.get_or_init(Instant::now).elapsed().as_secs()
 }
 
-/// The slot holding the engine handle the handler submits through.
+/// What the handler works with while the engine runs.
+pub struct Installed {
+    /// Where events go.
+    pub engine: EngineHandle,
+    /// Behind a SIP load balancer: the trusted proxies and their source header; `None`: every call is identified by
+    /// its transport source. Its header is always the one registered with the reader at load ([`init_reader`]).
+    pub proxy: Option<Arc<ProxyTrust>>,
+}
+
+/// The slot holding what the handler submits through ([`Installed`]).
 ///
 /// Hand-written (two atomics) rather than arc-swap because shutdown needs more than a swap: it must know that
 /// no handler is still using the old handle before it returns and the library may be unmapped. Handlers count
@@ -391,7 +486,7 @@ fn monotonic_s() -> u64 {
 /// old pointer is counted before [`Intake::remove`] reads the count.
 pub struct Intake {
     /// Boxed handle, or null when no engine is installed.
-    handle: AtomicPtr<EngineHandle>,
+    handle: AtomicPtr<Installed>,
     /// Handlers currently between their count-in and count-out.
     inside: AtomicUsize,
 }
@@ -402,11 +497,12 @@ pub static INTAKE: Intake = Intake {
 };
 
 impl Intake {
-    /// Installs the handle events go to.
-    pub fn install(&self, handle: EngineHandle) {
-        let old = self
-            .handle
-            .swap(Box::into_raw(Box::new(handle)), Ordering::SeqCst);
+    /// Installs the handle events go to, and the load balancers' rule (at load, and when a reload changes it).
+    pub fn install(&self, engine: EngineHandle, proxy: Option<Arc<ProxyTrust>>) {
+        let old = self.handle.swap(
+            Box::into_raw(Box::new(Installed { engine, proxy })),
+            Ordering::SeqCst,
+        );
         if !old.is_null() {
             self.wait_until_idle();
             // SAFETY: `old` came from Box::into_raw in an earlier install and no handler uses it any more.
@@ -419,7 +515,7 @@ impl Intake {
         let old = self.handle.swap(ptr::null_mut(), Ordering::SeqCst);
         self.wait_until_idle();
         // SAFETY: `old` came from Box::into_raw in install; it is out of the slot and no handler is inside.
-        (!old.is_null()).then(|| *unsafe { Box::from_raw(old) })
+        (!old.is_null()).then(|| unsafe { Box::from_raw(old) }.engine)
     }
 
     fn wait_until_idle(&self) {
@@ -428,8 +524,8 @@ impl Intake {
         }
     }
 
-    /// Runs `f` with the installed handle, if any.
-    fn with<R>(&self, f: impl FnOnce(&EngineHandle) -> R) -> Option<R> {
+    /// Runs `f` with what is installed, if anything.
+    fn with<R>(&self, f: impl FnOnce(Option<&Installed>) -> R) -> R {
         struct Out<'a>(&'a AtomicUsize);
         impl Drop for Out<'_> {
             fn drop(&mut self) {
@@ -440,16 +536,54 @@ impl Intake {
         let _out = Out(&self.inside);
         let p = self.handle.load(Ordering::SeqCst);
         // SAFETY: a non-null pointer stays valid while we are counted inside (remove waits for us).
-        (!p.is_null()).then(|| f(unsafe { &*p }))
+        f((!p.is_null()).then(|| unsafe { &*p }))
     }
 }
 
-/// Registers [`Field`]'s header names with the C reader. Called at load, before the events are bound.
-pub fn init_reader() {
-    let ptrs: [*const c_char; Field::ALL.len()] = Field::ALL.map(|f| f.header().as_ptr());
-    // SAFETY: the names are static C strings (the reader keeps the pointers; they live as long as the library);
-    // called before any event is bound, so no reader runs concurrently.
-    let status = unsafe { shim::rtc_event_fields_init(ptrs.as_ptr(), ptrs.len() as i32) };
+/// The source header's two variables as events name them (`variable_sip_h_<name>`, `variable_sip_h_<name>-1`): the
+/// C reader keeps the pointers, so the strings live here from one load to the next, replaced only while no event is
+/// bound.
+static SOURCE_NAMES: Mutex<Option<[CString; 2]>> = Mutex::new(None);
+
+/// The same names' pointers, for the per-header reader; null while no source header is registered.
+static SOURCE_PTRS: [AtomicPtr<c_char>; 2] = [
+    AtomicPtr::new(ptr::null_mut()),
+    AtomicPtr::new(ptr::null_mut()),
+];
+
+/// The header name the readers look for as `f` (null: the source header's, when none is registered).
+fn name_ptr(f: Field) -> *const c_char {
+    match f.header() {
+        Some(name) => name.as_ptr(),
+        None => SOURCE_PTRS[f as usize - Field::SourceHeader as usize].load(Ordering::Relaxed),
+    }
+}
+
+/// Registers [`Field`]'s header names with the C reader, with `source`'s variables when the configuration names a
+/// source header (it cannot change until the next load). Called at load, before the events are bound.
+pub fn init_reader(source: Option<&SourceHeader>) {
+    let mut held = SOURCE_NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A header name is a token (rtc_proxy checks it): no NUL.
+    *held = source.map(|h| {
+        [h.variable(), h.repeated_variable()]
+            .map(|v| CString::new(format!("variable_{v}")).unwrap_or_default())
+    });
+    for (i, slot) in SOURCE_PTRS.iter().enumerate() {
+        let p = held.as_ref().map_or(ptr::null(), |names| names[i].as_ptr());
+        slot.store(p.cast_mut(), Ordering::Relaxed);
+    }
+    let ptrs: [*const c_char; Field::ALL.len()] = Field::ALL.map(name_ptr);
+    // The source header's fields are last: without one, the reader knows the others only.
+    let known = if held.is_some() {
+        Field::ALL.len()
+    } else {
+        Field::SourceHeader as usize
+    };
+    // SAFETY: the names are static C strings or held in SOURCE_NAMES until the next load (the reader keeps the
+    // pointers); called before any event is bound, so no reader runs concurrently.
+    let status = unsafe { shim::rtc_event_fields_init(ptrs.as_ptr(), known as i32) };
     debug_assert_eq!(status, 0);
     PER_HEADER.store(
         std::env::var_os("RTC_CORE_EVENT_LOOKUP").is_some_and(|v| v == "per-header"),
@@ -475,68 +609,79 @@ pub(crate) unsafe extern "C" fn on_event(event: *mut fs::switch_event_t) {
             let Some(kind) = kind_of(unsafe { shim::rtc_event_id(event) }) else {
                 return;
             };
-            let text = |value: *const c_char| -> Option<&str> {
-                // SAFETY: non-null header values are NUL-terminated strings owned by the event, which outlives
-                // this callback's use of them (copied into the CallEvent).
-                (!value.is_null())
-                    .then(|| unsafe { CStr::from_ptr(value) })
-                    .and_then(|v| v.to_str().ok())
-            };
-            if PER_HEADER.load(Ordering::Relaxed) {
-                deliver(build_event(kind, |f| {
-                    // SAFETY: the event is live; the name is a static C string.
-                    text(unsafe { shim::rtc_event_get_header(event, f.header().as_ptr()) })
-                }));
-                return;
-            }
-            // Up to three reads, each going on from where the one before stopped once that one found all it
-            // looked for. If it did not (a header FreeSWITCH always sends was missing), it went on to the end, or
-            // to the channel variables, past headers the next read needs: that one starts over from the first.
-            // SAFETY (the three reads): the event is live; `values` has room for every registered field and
-            // starts cleared; `from` is null or a header of the same event returned by the read before.
-            let all_found = |values: &[*const c_char], mask: u32| {
-                Field::ALL
-                    .iter()
-                    .all(|f| mask & f.bit() == 0 || !values[*f as usize].is_null())
-            };
-            let lead = leading(kind);
-            let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
-            let mut rest =
-                unsafe { shim::rtc_event_fields(event, ptr::null(), values.as_mut_ptr(), lead, 0) };
-            let (next, may_stop) = then_read(kind, |f| text(values[f as usize]));
-            if next != 0 {
-                let from = if all_found(&values, lead) {
-                    rest
-                } else {
-                    ptr::null()
-                };
-                rest = unsafe {
-                    shim::rtc_event_fields(
-                        event,
-                        from,
-                        values.as_mut_ptr(),
-                        next,
-                        i32::from(may_stop),
-                    )
-                };
-            }
-            let variables = variables_to_read(kind, |f| text(values[f as usize]));
-            if variables != 0 {
-                let from = if all_found(&values, lead | next) {
-                    rest
-                } else {
-                    ptr::null()
-                };
-                unsafe { shim::rtc_event_fields(event, from, values.as_mut_ptr(), variables, 0) };
-            }
-            deliver(build_event(kind, |f| text(values[f as usize])));
+            INTAKE.with(|installed| read_and_deliver(event, kind, installed));
         },
     );
     STATS.handler_ns.record(started.elapsed().as_nanos() as u64);
 }
 
-/// Offers an event to the engine and counts the outcome.
-pub fn deliver(event: Result<CallEvent, Skipped>) {
+/// Reads what `event` (live, of `kind`) needs and offers it to the engine `installed` holds.
+fn read_and_deliver(
+    event: *mut fs::switch_event_t,
+    kind: EventKind,
+    installed: Option<&Installed>,
+) {
+    let proxy = installed.and_then(|i| i.proxy.as_deref());
+    let text = |value: *const c_char| -> Option<&str> {
+        // SAFETY: non-null header values are NUL-terminated strings owned by the event, which outlives
+        // this callback's use of them (copied into the CallEvent).
+        (!value.is_null())
+            .then(|| unsafe { CStr::from_ptr(value) })
+            .and_then(|v| v.to_str().ok())
+    };
+    if PER_HEADER.load(Ordering::Relaxed) {
+        let get = |f| {
+            let name = name_ptr(f);
+            // SAFETY: the event is live; the name is null (skipped) or a C string held until the next load.
+            (!name.is_null())
+                .then(|| text(unsafe { shim::rtc_event_get_header(event, name) }))
+                .flatten()
+        };
+        deliver(read_event(kind, get, proxy), installed);
+        return;
+    }
+    // Up to three reads, each going on from where the one before stopped once that one found all it
+    // looked for. If it did not (a header FreeSWITCH always sends was missing), it went on to the end, or
+    // to the channel variables, past headers the next read needs: that one starts over from the first.
+    // SAFETY (the three reads): the event is live; `values` has room for every registered field and
+    // starts cleared; `from` is null or a header of the same event returned by the read before.
+    let all_found = |values: &[*const c_char], mask: u32| {
+        Field::ALL
+            .iter()
+            .all(|f| mask & f.bit() == 0 || !values[*f as usize].is_null())
+    };
+    let lead = leading(kind);
+    let mut values = [ptr::null::<c_char>(); Field::ALL.len()];
+    let mut rest =
+        unsafe { shim::rtc_event_fields(event, ptr::null(), values.as_mut_ptr(), lead, 0) };
+    let (next, may_stop) = then_read(kind, |f| text(values[f as usize]));
+    if next != 0 {
+        let from = if all_found(&values, lead) {
+            rest
+        } else {
+            ptr::null()
+        };
+        rest = unsafe {
+            shim::rtc_event_fields(event, from, values.as_mut_ptr(), next, i32::from(may_stop))
+        };
+    }
+    let variables = variables_to_read(kind, |f| text(values[f as usize]), proxy);
+    if variables != 0 {
+        let from = if all_found(&values, lead | next) {
+            rest
+        } else {
+            ptr::null()
+        };
+        unsafe { shim::rtc_event_fields(event, from, values.as_mut_ptr(), variables, 0) };
+    }
+    deliver(
+        read_event(kind, |f| text(values[f as usize]), proxy),
+        installed,
+    );
+}
+
+/// Offers an event to the engine `installed` holds and counts the outcome.
+pub fn deliver(event: Result<CallEvent, Skipped>, installed: Option<&Installed>) {
     let ev = match event {
         Ok(ev) => ev,
         Err(Skipped::UnmarkedPark(_)) => {
@@ -551,7 +696,7 @@ pub fn deliver(event: Result<CallEvent, Skipped>) {
             return;
         }
     };
-    match INTAKE.with(|h| h.submit_event(ev)) {
+    match installed.map(|i| i.engine.submit_event(ev)) {
         Some(Ok(())) => {
             STATS.accepted.fetch_add(1, Ordering::Relaxed);
         }
@@ -800,15 +945,19 @@ mod tests {
         assert_eq!(then_read(ChannelPark, get(PLACED)), (profile, false));
         assert_eq!(then_read(ChannelAnswer, get(SIP)), (0, false));
         let digest = Field::mask(&[Field::RtcALeg, Field::AuthUser]);
-        assert_eq!(variables_to_read(ChannelCreate, get(SIP)), digest);
+        assert_eq!(variables_to_read(ChannelCreate, get(SIP), None), digest);
         assert_eq!(
-            variables_to_read(ChannelCreate, get(LOOPBACK)),
+            variables_to_read(ChannelCreate, get(LOOPBACK), None),
             0,
             "no digest user"
         );
-        assert_eq!(variables_to_read(ChannelCreate, get(PLACED)), 0, "own leg");
         assert_eq!(
-            variables_to_read(ChannelPark, get(LOOPBACK)),
+            variables_to_read(ChannelCreate, get(PLACED), None),
+            0,
+            "own leg"
+        );
+        assert_eq!(
+            variables_to_read(ChannelPark, get(LOOPBACK), None),
             Field::RtcCore.bit()
         );
         assert!(
@@ -828,9 +977,9 @@ mod tests {
                 "{kind:?}"
             );
             assert_eq!(then_read(kind, get(OUT_PLACED)), (0, false), "{kind:?}");
-            assert_eq!(variables_to_read(kind, get(OUT)), 0, "{kind:?}");
+            assert_eq!(variables_to_read(kind, get(OUT), None), 0, "{kind:?}");
             if !matches!(kind, ChannelCreate | ChannelPark) {
-                assert_eq!(variables_to_read(kind, get(SIP)), 0, "{kind:?}");
+                assert_eq!(variables_to_read(kind, get(SIP), None), 0, "{kind:?}");
             }
             // The leading read: never a variable, never the caller profile.
             assert_eq!(leading(kind) & (tail | profile), 0, "{kind:?}");
@@ -838,9 +987,174 @@ mod tests {
         }
         assert_ne!(leading(ChannelHangup) & Field::HangupCause.bit(), 0);
         for f in Field::ALL {
-            let variable = f.header().to_bytes().starts_with(b"variable_");
+            // The source header's names are the configuration's: variables too (`variable_sip_h_<name>`).
+            let variable = f
+                .header()
+                .is_none_or(|h| h.to_bytes().starts_with(b"variable_"));
             assert_eq!(variable, Field::VARIABLES.contains(&f), "{f:?}");
         }
+    }
+
+    fn trust(proxies: &str) -> ProxyTrust {
+        ProxyTrust {
+            trusted: rtc_proxy::TrustedProxies::parse(proxies).expect("proxies"),
+            header: SourceHeader::parse("X-Source-IP").expect("header"),
+        }
+    }
+
+    #[test]
+    fn behind_a_balancer_new_sip_calls_read_the_source_header() {
+        let get = |headers: &'static [(Field, &'static str)]| {
+            move |f: Field| headers.iter().find(|(h, _)| *h == f).map(|(_, v)| *v)
+        };
+        const FROM_PROXY: &[(Field, &str)] = &[
+            (Field::UniqueId, A),
+            (Field::CallUuid, A),
+            (Field::Source, "mod_sofia"),
+            (Field::NetworkAddr, "10.0.0.5"),
+        ];
+        const FROM_ELSEWHERE: &[(Field, &str)] = &[
+            (Field::UniqueId, A),
+            (Field::CallUuid, A),
+            (Field::Source, "mod_sofia"),
+            (Field::NetworkAddr, "192.0.2.200"),
+        ];
+        const LOOPBACK: &[(Field, &str)] = &[
+            (Field::UniqueId, A),
+            (Field::Source, "mod_loopback"),
+            (Field::NetworkAddr, "10.0.0.5"),
+        ];
+        let p = trust("10.0.0.0/24");
+        let digest = Field::mask(&[Field::RtcALeg, Field::AuthUser]);
+        use EventKind::*;
+        // Every new SIP call reads it (from anyone else it is a spoofing attempt to count); nothing else does.
+        for headers in [FROM_PROXY, FROM_ELSEWHERE] {
+            assert_eq!(
+                variables_to_read(ChannelCreate, get(headers), Some(&p)),
+                digest | Field::SOURCE
+            );
+        }
+        assert_eq!(variables_to_read(ChannelCreate, get(LOOPBACK), Some(&p)), 0);
+        // A park reads it only for a trusted proxy's call (its creation may have been missed).
+        assert_eq!(
+            variables_to_read(ChannelPark, get(FROM_PROXY), Some(&p)),
+            Field::RtcCore.bit() | Field::SOURCE
+        );
+        assert_eq!(
+            variables_to_read(ChannelPark, get(FROM_ELSEWHERE), Some(&p)),
+            Field::RtcCore.bit()
+        );
+        for kind in EventKind::ALL {
+            if !matches!(kind, ChannelCreate | ChannelPark) {
+                assert_eq!(variables_to_read(kind, get(FROM_PROXY), Some(&p)), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn behind_a_balancer_the_source_is_the_trusted_proxys_header() {
+        let p = trust("10.0.0.0/24 2001:db8:1b::/48");
+        let decide = |kind: EventKind, headers: &[(Field, &'static str)]| {
+            let map: HashMap<usize, &'static str> =
+                headers.iter().map(|&(f, v)| (f as usize, v)).collect();
+            let get = |f: Field| map.get(&(f as usize)).copied();
+            let mut ev = build_event(kind, get).expect("event");
+            let verdict = apply_proxy(kind, &mut ev, &get, &p);
+            (ev.source_ip.map(|ip| ip.to_string()), verdict.outcome())
+        };
+        let sip = |addr: &'static str, header: Option<&'static str>| {
+            let mut h = vec![
+                (Field::UniqueId, A),
+                (Field::Source, "mod_sofia"),
+                (Field::NetworkAddr, addr),
+            ];
+            h.extend(header.map(|v| (Field::SourceHeader, v)));
+            h
+        };
+        use rtc_proxy::Outcome::*;
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            decide(
+                EventKind::ChannelCreate,
+                &sip("10.0.0.5", Some("192.0.2.10"))
+            ),
+            (s("192.0.2.10"), Some(Believed))
+        );
+        assert_eq!(
+            decide(
+                EventKind::ChannelCreate,
+                &sip("2001:db8:1b::9", Some("2001:db8:a::7"))
+            ),
+            (s("2001:db8:a::7"), Some(Believed))
+        );
+        assert_eq!(
+            decide(
+                EventKind::ChannelCreate,
+                &sip("10.0.0.5", Some("198.51.100.9, 192.0.2.10"))
+            ),
+            (s("192.0.2.10"), Some(Believed)),
+            "X-Forwarded-For: the entry the trusted proxy wrote"
+        );
+        assert_eq!(
+            decide(EventKind::ChannelPark, &{
+                let mut h = sip("10.0.0.5", Some("192.0.2.10"));
+                h.push((Field::RtcCore, "true"));
+                h
+            }),
+            (s("192.0.2.10"), Some(Believed))
+        );
+        assert_eq!(
+            decide(EventKind::ChannelCreate, &sip("10.0.0.5", None)),
+            (s("10.0.0.5"), Some(Absent))
+        );
+        assert_eq!(
+            decide(
+                EventKind::ChannelCreate,
+                &sip("10.0.0.5", Some("lb-7.example"))
+            ),
+            (s("10.0.0.5"), Some(Refused))
+        );
+        let mut twice = sip("10.0.0.5", Some("192.0.2.10"));
+        twice.push((Field::SourceRepeated, "203.0.113.5"));
+        assert_eq!(
+            decide(EventKind::ChannelCreate, &twice),
+            (s("10.0.0.5"), Some(Refused))
+        );
+        assert_eq!(
+            decide(
+                EventKind::ChannelCreate,
+                &sip("192.0.2.200", Some("192.0.2.10"))
+            ),
+            (s("192.0.2.200"), Some(Spoofed))
+        );
+        assert_eq!(
+            decide(EventKind::ChannelCreate, &sip("192.0.2.200", None)),
+            (s("192.0.2.200"), None)
+        );
+        // Only new inbound SIP calls: not a loopback channel, a leg the module placed, or a later event.
+        let loopback = [
+            (Field::UniqueId, A),
+            (Field::Source, "mod_loopback"),
+            (Field::SourceHeader, "192.0.2.10"),
+        ];
+        assert_eq!(
+            decide(EventKind::ChannelCreate, &loopback),
+            (s("127.0.0.1"), None)
+        );
+        let mut placed = sip("10.0.0.5", Some("192.0.2.10"));
+        placed[0] = (Field::UniqueId, B);
+        placed.push((Field::CallUuid, A));
+        assert_eq!(
+            decide(EventKind::ChannelCreate, &placed),
+            (s("10.0.0.5"), None)
+        );
+        assert_eq!(
+            decide(
+                EventKind::ChannelAnswer,
+                &sip("10.0.0.5", Some("192.0.2.10"))
+            ),
+            (s("10.0.0.5"), None)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use rtc_engine::engine::{EngineHandle, ReloadError};
 use rtc_host::metrics_http::{MetricsEndpoint, Render};
 use rtc_host::{Host, HostOptions, HostShutdownReport};
 use rtc_ledger::LedgerHandle;
+use rtc_proxy::ProxyTrust;
 use rtc_services::ServicesMonitor;
 
 /// The configuration file FreeSWITCH reads for `rtc_core.conf`, relative to its conf directory.
@@ -94,6 +95,10 @@ pub struct HostHandle {
     /// The local ledger (balances, top-ups, CDRs) for `balance`, `topup`, `status` and metrics; `None` when no
     /// service is local.
     pub ledger: Option<LedgerHandle>,
+    /// Behind a SIP load balancer, the rule in force: the event handler's (its slot holds the same) and the app's.
+    /// `trusted-proxies` follows reloads; `source-header` is the one registered with the event reader at load
+    /// ([`proxy_after_reload`]).
+    pub proxy: Option<Arc<ProxyTrust>>,
 }
 
 impl Running {
@@ -132,6 +137,7 @@ impl Running {
                 }
             }
         };
+        let proxy = config.proxy.clone().map(Arc::new);
         let config = Arc::new(config);
         let handle = HostHandle {
             engine: host.engine().clone(),
@@ -142,6 +148,7 @@ impl Running {
             started: Instant::now(),
             metrics_endpoint,
             ledger: host.ledger().cloned(),
+            proxy,
         };
         Ok(Running {
             host,
@@ -160,6 +167,11 @@ impl Running {
         let summary = self.handle.engine.reload(config.for_reload(), timeout)?;
         log::set_max_level(config.log_level);
         let pending = not_live(&self.handle.started_with, &config);
+        self.handle.proxy = proxy_after_reload(
+            &self.handle.started_with,
+            self.handle.proxy.as_ref(),
+            &config,
+        );
         self.handle.config = Arc::new(config);
         self.handle.reloads += 1;
         let mut text = format!("{summary}; log level {}", self.handle.config.log_level);
@@ -229,9 +241,33 @@ pub fn wait_threads_gone(names: &[&str], bound: Duration) -> bool {
     }
 }
 
+/// The load balancers' rule in force after a reload from `now` (the one in force) to `new`, for a module loaded with
+/// `loaded`. The event reader looks for the source header's variables by the name registered at load: `new`'s rule
+/// takes effect when it names that header (a changed `trusted-proxies` is live), or turns the rule off; a rule naming
+/// another header waits for a module reload, and the one in force stays as it is ([`not_live`] says so).
+pub fn proxy_after_reload(
+    loaded: &RtcConfig,
+    now: Option<&Arc<ProxyTrust>>,
+    new: &RtcConfig,
+) -> Option<Arc<ProxyTrust>> {
+    match &new.proxy {
+        None => None,
+        Some(p) if now.is_some_and(|n| **n == *p) => now.cloned(),
+        Some(p) if loaded.proxy.as_ref().map(|l| &l.header) == Some(&p.header) => {
+            Some(Arc::new(p.clone()))
+        }
+        Some(_) => now.cloned(),
+    }
+}
+
 /// What differs between `running` and `new` that a reload cannot change on a running engine.
 pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
     let mut out = Vec::new();
+    if let Some(p) = &new.proxy
+        && running.proxy.as_ref().map(|r| &r.header) != Some(&p.header)
+    {
+        out.push("source-header (and trusted-proxies with it)");
+    }
     if running.engine.queue_capacity != new.engine.queue_capacity {
         out.push("queue-capacity");
     }
@@ -316,5 +352,39 @@ mod tests {
         b.engine.queue_capacity = 10;
         b.engine.setup_timeout = Duration::from_secs(5);
         assert_eq!(not_live(&a, &b), ["queue-capacity", "io-threads"]);
+    }
+
+    #[test]
+    fn trusted_proxies_follow_a_reload_and_a_new_source_header_waits() {
+        let rule = |proxies: &str, header: &str| RtcConfig {
+            proxy: Some(ProxyTrust {
+                trusted: rtc_proxy::TrustedProxies::parse(proxies).expect("proxies"),
+                header: rtc_proxy::SourceHeader::parse(header).expect("header"),
+            }),
+            ..RtcConfig::default()
+        };
+        let off = RtcConfig::default();
+        let loaded = rule("10.0.0.5", "X-Source-IP");
+        let now = loaded.proxy.clone().map(Arc::new);
+        let after = |new: &RtcConfig| {
+            proxy_after_reload(&loaded, now.as_ref(), new).map(|p| p.trusted.to_string())
+        };
+        // Another balancer: live.
+        let more = rule("10.0.0.5 10.0.0.6", "X-Source-IP");
+        assert_eq!(after(&more).as_deref(), Some("10.0.0.5, 10.0.0.6"));
+        assert!(not_live(&loaded, &more).is_empty());
+        // Off: live.
+        assert_eq!(after(&off), None);
+        assert!(not_live(&loaded, &off).is_empty());
+        // Another header: the rule in force stays, and the reload says so.
+        let other = rule("10.0.0.9", "X-Forwarded-For");
+        assert_eq!(after(&other).as_deref(), Some("10.0.0.5"));
+        assert_eq!(
+            not_live(&loaded, &other),
+            ["source-header (and trusted-proxies with it)"]
+        );
+        // Loaded without one: a reload cannot start reading a header.
+        assert_eq!(proxy_after_reload(&off, None, &loaded), None);
+        assert_eq!(not_live(&off, &loaded).len(), 1);
     }
 }

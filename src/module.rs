@@ -150,8 +150,11 @@ fn load(
             return SWITCH_STATUS_GENERR;
         }
     };
-    INTAKE.install(running.handle().engine.clone());
-    events::init_reader();
+    INTAKE.install(
+        running.handle().engine.clone(),
+        running.handle().proxy.clone(),
+    );
+    events::init_reader(running.handle().proxy.as_ref().map(|p| &p.header));
     let bindings = match EventBindings::bind(MODULE_NAME) {
         Ok(b) => b,
         Err(e) => {

@@ -18,6 +18,7 @@ use rtc_engine::call::CallView;
 use rtc_engine::core::{CallSummary, StatusReport};
 use rtc_engine::engine::IntakeStats;
 use rtc_ledger::{AccountStatus, LedgerStats};
+use rtc_proxy::{Outcome, ProxyTrust};
 use rtc_services::ServicesMonitor;
 use rtc_services::breaker::{BreakerState, BreakerStatus};
 use rtc_services::stats::CounterValue;
@@ -49,6 +50,29 @@ fn events_rate(events: u64, started: Instant) -> (f64, f64) {
 /// What the services layer looks like, for `status` and `breakers`.
 pub fn breaker_states(monitor: Option<&ServicesMonitor>) -> Option<Vec<BreakerStatus>> {
     monitor.map(ServicesMonitor::breakers)
+}
+
+/// `status`'s line about the load balancers' rule `proxy` (the one in force) and what the handler counted of it.
+pub fn source_header_line(proxy: Option<&ProxyTrust>) -> String {
+    let c = events::STATS.sources.counts();
+    match proxy {
+        None => format!(
+            "source header: none (every call is identified by its transport source){}\n",
+            if c == Default::default() {
+                String::new()
+            } else {
+                format!(
+                    "; before the last reload: believed {}, absent {}, refused {}, spoofed {}",
+                    c.believed, c.absent, c.refused, c.spoofed
+                )
+            }
+        ),
+        Some(p) => format!(
+            "source header: {} from trusted proxies {}: believed {}, absent {}, refused {}; spoofed {} (the header \
+             from other sources, ignored)\n",
+            p.header, p.trusted, c.believed, c.absent, c.refused, c.spoofed
+        ),
+    }
 }
 
 /// The local ledger's file and writer figures, for `status` and `metrics`.
@@ -650,6 +674,21 @@ pub fn metrics(
             "rtc_module_events_total",
             &[("outcome", outcome)],
             c.load(Relaxed),
+        );
+    }
+    let sources = m.sources.counts();
+    e.family(
+        "rtc_module_source_header_total",
+        "counter",
+        "New SIP calls' source header (behind a load balancer), by outcome: believed (a trusted proxy's), absent (a \
+         trusted proxy's call without it), refused (a trusted proxy's, not an address), spoofed (from a source that \
+         is not a trusted proxy: ignored).",
+    );
+    for outcome in Outcome::ALL {
+        e.sample(
+            "rtc_module_source_header_total",
+            &[("outcome", outcome.name())],
+            sources.get(outcome),
         );
     }
     e.family(

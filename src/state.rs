@@ -11,7 +11,7 @@ use freeswitch_sys::SWITCH_STATUS_SUCCESS;
 
 use crate::events::EventBindings;
 use crate::host::{HostHandle, Running};
-use crate::{conf, shim};
+use crate::{conf, events, shim};
 
 /// The module's name, as FreeSWITCH knows it (`load mod_rtc_core`).
 pub const MODULE_NAME: &CStr = c"mod_rtc_core";
@@ -66,5 +66,15 @@ pub fn reload(timeout: Duration) -> Result<String, String> {
     let Some(l) = state.as_mut() else {
         return Err("mod_rtc_core is not running".into());
     };
-    l.running.reload(config, timeout).map_err(|e| e.to_string())
+    let before = l.running.handle().proxy.clone();
+    let answer = l
+        .running
+        .reload(config, timeout)
+        .map_err(|e| e.to_string())?;
+    let h = l.running.handle();
+    if h.proxy != before {
+        // The event handler's copy: swapped in its slot, the old one freed once no handler uses it.
+        events::INTAKE.install(h.engine.clone(), h.proxy.clone());
+    }
+    Ok(answer)
 }

@@ -1105,3 +1105,214 @@ fn a_call_whose_money_runs_out_raises_low_balance_and_is_hung_up() {
     drop(loaded);
     assert_eq!(host.subclass_owner(LOW_BALANCE), None, "freed at unload");
 }
+
+/// Behind a SIP load balancer: 127.0.0.1 is the trusted proxy, and writes the caller's address in X-Source-IP.
+const BEHIND_A_BALANCER: &str = r#"<settings><param name="trusted-proxies" value="127.0.0.1"/><param name="source-header" value="X-Source-IP"/></settings>"#;
+
+/// The CHANNEL_CREATE of a new SIP call from `from`, with `variables` after the channel's own headers (as
+/// FreeSWITCH orders them).
+fn sip_create(host: &FakeHost, uuid: &str, from: &str, variables: &[(&str, &str)]) {
+    let mut headers = vec![
+        ("Unique-ID", uuid),
+        ("Event-Sequence", "100"),
+        ("Event-Date-Timestamp", "1700000000000000"),
+        ("Call-Direction", "inbound"),
+        ("Channel-Call-UUID", uuid),
+        ("Caller-Caller-ID-Number", "+15550001"),
+        ("Caller-Destination-Number", "4930123"),
+        ("Caller-Network-Addr", from),
+        ("Caller-Source", "mod_sofia"),
+        ("variable_sip_from_user", "sipp"),
+        ("variable_sip_network_ip", from),
+    ];
+    headers.extend_from_slice(variables);
+    headers.push(("variable_max_forwards", "69"));
+    host.fire(fs::SWITCH_EVENT_CHANNEL_CREATE, &headers);
+}
+
+/// Waits (at most 10 s) until the engine names call `uuid`'s partner; `rtc_core call`'s answer.
+fn identified(host: &FakeHost, uuid: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out) = host
+            .api("rtc_core", &format!("call {uuid}"))
+            .expect("API runs");
+        if out.contains("partner: ") || out.contains("reason: unknown_partner") {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call {uuid} not identified within 10 s: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn behind_a_load_balancer_the_trusted_proxys_header_names_the_caller() {
+    const E: &str = "44444444-2222-4d2b-8a7e-0123456789ff";
+    const F: &str = "55555555-2222-4d2b-8a7e-0123456789ff";
+    const G: &str = "66666666-2222-4d2b-8a7e-0123456789ff";
+    let _serial = FakeHost::lock();
+    let host = FakeHost::get();
+    let (module, _db) = loaded_with(host, BEHIND_A_BALANCER);
+    let loaded = Loaded(&module);
+    let header = |v| [("variable_sip_h_X-Source-IP", v)];
+    // From the trusted proxy: the caller is 192.0.2.10, acme's (127.0.0.1 itself is lab's).
+    sip_create(host, A, "127.0.0.1", &header("192.0.2.10"));
+    let out = identified(host, A);
+    assert!(
+        out.contains("partner: acme") && out.contains("source_ip: 192.0.2.10"),
+        "{out}"
+    );
+    // The same header from 127.0.0.2, not a trusted proxy: ignored, the call is lab's; counted and warned about,
+    // naming the call, the transport source and the header's value.
+    sip_create(host, B, "127.0.0.2", &header("192.0.2.10"));
+    let out = identified(host, B);
+    assert!(
+        out.contains("partner: lab") && out.contains("source_ip: 127.0.0.2"),
+        "{out}"
+    );
+    assert_eq!(
+        host.log_count(&format!(
+            "call {B}: X-Source-IP: \"192.0.2.10\" from 127.0.0.2, which is not a trusted proxy: ignored"
+        )),
+        1,
+        "{}",
+        host.log()
+    );
+    // The trusted proxy without the header: its own address (lab's here); with garbage, or the header twice (the
+    // caller's own first): refused, its own address, and a warning that says why.
+    sip_create(host, C, "127.0.0.1", &[]);
+    sip_create(host, D, "127.0.0.1", &header("lb-7.example"));
+    sip_create(
+        host,
+        E,
+        "127.0.0.1",
+        &[
+            ("variable_sip_h_X-Source-IP", "192.0.2.10"),
+            ("variable_sip_h_X-Source-IP-1", "127.0.0.9"),
+        ],
+    );
+    for uuid in [C, D, E] {
+        let out = identified(host, uuid);
+        assert!(
+            out.contains("partner: lab") && out.contains("source_ip: 127.0.0.1"),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        host.log_count(&format!(
+            "call {D}: trusted proxy 127.0.0.1 sent X-Source-IP: \"lb-7.example\": not an IP address; not believed"
+        )),
+        1,
+        "{}",
+        host.log()
+    );
+    assert_eq!(
+        host.log_count(&format!("call {E}: trusted proxy 127.0.0.1 sent X-Source-IP: \"192.0.2.10\": the header appears more than once")),
+        1,
+        "{}",
+        host.log()
+    );
+    // The header's name as the balancer spelt it (channel variables are looked up without regard to case), and
+    // X-Forwarded-For's way of listing hops (read from the right).
+    sip_create(
+        host,
+        F,
+        "127.0.0.1",
+        &[("variable_sip_h_x-source-ip", "203.0.113.9, 192.0.2.10")],
+    );
+    let out = identified(host, F);
+    assert!(out.contains("partner: acme"), "{out}");
+    // The dialplan app describes a call the engine has not seen the same way.
+    host.session_new(G);
+    host.session_profile(G, "+15550001", "4930123", "127.0.0.1", false);
+    host.set_var(G, "sip_h_X-Source-IP", "192.0.2.10");
+    assert!(host.app("rtc_core", G, ""));
+    assert_eq!(host.var(G, "rtc_partner").as_deref(), Some("acme"));
+    host.session_new(P);
+    host.session_profile(P, "+15550001", "4930123", "127.0.0.2", false);
+    host.set_var(P, "sip_h_X-Source-IP", "192.0.2.10");
+    assert!(host.app("rtc_core", P, ""));
+    assert_eq!(host.var(P, "rtc_partner").as_deref(), Some("lab"));
+
+    // Counted once per call, by the handler (the app's calls were not created by events: not counted).
+    let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+    for want in [
+        "rtc_module_source_header_total{outcome=\"believed\"} 2\n",
+        "rtc_module_source_header_total{outcome=\"absent\"} 1\n",
+        "rtc_module_source_header_total{outcome=\"refused\"} 2\n",
+        "rtc_module_source_header_total{outcome=\"spoofed\"} 1\n",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let (_, out) = host.api("rtc_core", "status").expect("API runs");
+    assert!(
+        out.contains(
+            "source header: X-Source-IP from trusted proxies 127.0.0.1: believed 2, absent 1, refused 2; spoofed 1"
+        ),
+        "{out}"
+    );
+
+    // Another balancer: trusted-proxies follows a reload. 127.0.0.1 is no longer trusted: its header is ignored.
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><settings><param name="trusted-proxies" value="127.0.0.3"/><param name="source-header" value="X-Source-IP"/></settings></configuration>"#),
+    );
+    let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+    assert!(
+        out.starts_with("+OK") && !out.contains("Not applied"),
+        "{out}"
+    );
+    const H: &str = "77777777-2222-4d2b-8a7e-0123456789ff";
+    sip_create(host, H, "127.0.0.1", &header("192.0.2.10"));
+    assert!(identified(host, H).contains("partner: lab"));
+    // Another header: read by name at load, it waits for a module reload, and the rule in force stays.
+    host.set_config(
+        "rtc_core.conf",
+        Some(r#"<configuration name="rtc_core.conf"><settings><param name="trusted-proxies" value="127.0.0.1"/><param name="source-header" value="X-Forwarded-For"/></settings></configuration>"#),
+    );
+    let (_, out) = host.api("rtc_core", "reload").expect("API runs");
+    assert!(
+        out.starts_with("+OK") && out.contains("source-header (and trusted-proxies with it)"),
+        "{out}"
+    );
+    let (_, out) = host.api("rtc_core", "status").expect("API runs");
+    assert!(
+        out.contains("source header: X-Source-IP from trusted proxies 127.0.0.3:")
+            && out.contains("waiting for a module reload: source-header"),
+        "{out}"
+    );
+    assert_eq!(module.shutdown(), fs::SWITCH_STATUS_SUCCESS);
+    drop(loaded);
+}
+
+#[test]
+fn without_trusted_proxies_a_source_header_is_not_read() {
+    with_module(|host, _| {
+        sip_create(
+            host,
+            A,
+            "127.0.0.1",
+            &[("variable_sip_h_X-Source-IP", "192.0.2.10")],
+        );
+        let out = identified(host, A);
+        assert!(
+            out.contains("partner: lab") && out.contains("source_ip: 127.0.0.1"),
+            "{out}"
+        );
+        let (_, out) = host.api("rtc_core", "metrics").expect("API runs");
+        assert!(
+            out.contains("rtc_module_source_header_total{outcome=\"spoofed\"} 0\n"),
+            "{out}"
+        );
+        let (_, out) = host.api("rtc_core", "status").expect("API runs");
+        assert!(
+            out.contains(
+                "source header: none (every call is identified by its transport source)\n"
+            ),
+            "{out}"
+        );
+    });
+}

@@ -50,6 +50,7 @@ use rtc_engine::domain::Route;
 use rtc_engine::reason::Reason;
 use rtc_engine::service::ServiceKind;
 use rtc_money::Money;
+use rtc_proxy::{ProxyTrust, SourceHeader, TrustedProxies};
 
 use local::{LedgerPlace, LocalFiles};
 use services::{
@@ -86,6 +87,8 @@ pub const SETTINGS_PARAMS: &[&str] = &[
     "contexts",
     "metrics-listen",
     "transfer-context",
+    "trusted-proxies",
+    "source-header",
 ];
 
 /// Params accepted in `<local>`.
@@ -164,6 +167,10 @@ pub struct RtcConfig {
     /// Dialplan context the module's `rtc_core` app transfers a connected call to (with `rtc_dial` set) instead
     /// of bridging it itself; `None`: the app bridges.
     pub transfer_context: Option<String>,
+    /// Behind a SIP load balancer: the proxies whose source header names a call's original source
+    /// (`trusted-proxies` and `source-header`, both or neither); `None`: every call is identified by its transport
+    /// source.
+    pub proxy: Option<ProxyTrust>,
     /// Tables of the local backends.
     pub local: LocalFiles,
     /// Where this configuration came from (file path or a description), for messages and `rtc_core status`.
@@ -193,6 +200,7 @@ impl Default for RtcConfig {
             log_level: LevelFilter::Info,
             metrics_listen: None,
             transfer_context: None,
+            proxy: None,
             local: LocalFiles::under(&shipped_conf_dir()),
             origin: "built-in defaults".to_owned(),
         }
@@ -358,6 +366,25 @@ pub enum ConfigProblem {
         name: String,
         /// The reasons.
         known: String,
+    },
+    /// A param whose value is wrong in a way its own parser explains.
+    #[error("{name}: {problem}")]
+    BadParam {
+        /// The param.
+        name: &'static str,
+        /// What is wrong, and what it should be.
+        problem: String,
+    },
+    /// One of `trusted-proxies` and `source-header` without the other.
+    #[error(
+        "{given} is set but {missing} is not: behind a SIP load balancer both are needed (the proxies whose header \
+         is believed, and the header's name, e.g. X-Source-IP); set both, or neither"
+    )]
+    ProxyHalfConfigured {
+        /// The one given.
+        given: &'static str,
+        /// The one missing.
+        missing: &'static str,
     },
     /// `stale-after` no longer than `max-call-duration`.
     #[error(
@@ -732,6 +759,8 @@ impl<'d, 'input> Parser<'d, 'input> {
     /// `<settings>`; returns the line of `stale-after` when given, for the consistency check's message.
     fn settings(&self, section: Node, config: &mut RtcConfig) -> Result<Option<u32>, ConfigError> {
         let mut stale_line = None;
+        let mut trusted: Option<(Node, TrustedProxies)> = None;
+        let mut header: Option<(Node, SourceHeader)> = None;
         let engine = &mut config.engine;
         for (node, name, value) in self.params(section, "settings", SETTINGS_PARAMS)? {
             match name {
@@ -902,10 +931,64 @@ impl<'d, 'input> Parser<'d, 'input> {
                     engine.admission.shed_queue_age = parse_duration(value)
                         .ok_or_else(|| self.bad(node, name, value, DURATION))?
                 }
+                "trusted-proxies" => {
+                    let list = TrustedProxies::parse(value).map_err(|problem| {
+                        self.err(
+                            node,
+                            ConfigProblem::BadParam {
+                                name: "trusted-proxies",
+                                problem: format!(
+                                    "{problem}; want addresses and CIDRs separated by commas or spaces, e.g. \
+                                     10.0.0.5, 10.0.1.0/24 (empty: none)"
+                                ),
+                            },
+                        )
+                    })?;
+                    trusted = (!list.is_empty()).then_some((node, list));
+                }
+                "source-header" => {
+                    header = match value.trim() {
+                        "" => None,
+                        v => Some((
+                            node,
+                            SourceHeader::parse(v).map_err(|problem| {
+                                self.err(
+                                    node,
+                                    ConfigProblem::BadParam {
+                                        name: "source-header",
+                                        problem,
+                                    },
+                                )
+                            })?,
+                        )),
+                    }
+                }
                 // `params` only lets known names through; keep this arm in step with SETTINGS_PARAMS.
                 _ => {}
             }
         }
+        config.proxy = match (trusted, header) {
+            (None, None) => None,
+            (Some((_, trusted)), Some((_, header))) => Some(ProxyTrust { trusted, header }),
+            (Some((node, _)), None) => {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::ProxyHalfConfigured {
+                        given: "trusted-proxies",
+                        missing: "source-header",
+                    },
+                ));
+            }
+            (None, Some((node, _))) => {
+                return Err(self.err(
+                    node,
+                    ConfigProblem::ProxyHalfConfigured {
+                        given: "source-header",
+                        missing: "trusted-proxies",
+                    },
+                ));
+            }
+        };
         Ok(stale_line)
     }
 
@@ -1802,6 +1885,59 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_and_source_header_come_together() {
+        let parse = |proxies: &str, header: &str| {
+            RtcConfig::from_xml_str(
+                &format!(
+                    "<configuration name=\"rtc_core.conf\"><settings>\n\
+                     <param name=\"trusted-proxies\" value=\"{proxies}\"/>\n\
+                     <param name=\"source-header\" value=\"{header}\"/>\n\
+                     </settings></configuration>"
+                ),
+                Path::new("/c"),
+                "c.xml",
+            )
+        };
+        let proxy = parse("10.0.0.5, 10.0.1.0/24 2001:db8::/64", "X-Source-IP")
+            .unwrap()
+            .proxy
+            .expect("configured");
+        assert_eq!(proxy.header.name(), "X-Source-IP");
+        assert_eq!(
+            proxy.trusted.to_string(),
+            "10.0.0.5, 10.0.1.0/24, 2001:db8::/64"
+        );
+        assert_eq!(parse("", "").unwrap().proxy, None, "off by default");
+        assert_eq!(parse(" , ", " ").unwrap().proxy, None);
+        let e = parse("10.0.0.5", "").unwrap_err().to_string();
+        assert!(
+            e.starts_with("c.xml:2: trusted-proxies is set but source-header is not"),
+            "{e}"
+        );
+        let e = parse("", "X-Source-IP").unwrap_err().to_string();
+        assert!(
+            e.starts_with("c.xml:3: source-header is set but trusted-proxies is not"),
+            "{e}"
+        );
+        let e = parse("10.0.0.5, lb1", "X-Source-IP")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "c.xml:2: trusted-proxies: \"lb1\" is not an address or a CIDR; want addresses"
+            ),
+            "{e}"
+        );
+        let e = parse("10.0.0.5", "Forwarded").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "c.xml:3: source-header: \"Forwarded\": FreeSWITCH passes only X-... and P-..."
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn contexts_are_a_list() {
         let text = r#"<configuration name="rtc_core.conf">
   <settings><param name="contexts" value="public, carriers,,x"/></settings>
@@ -1876,6 +2012,7 @@ mod tests {
         assert_eq!(config.io_threads, defaults.io_threads);
         assert_eq!(config.log_level, defaults.log_level);
         assert_eq!(config.local, defaults.local);
+        assert_eq!(config.proxy, defaults.proxy);
         assert_eq!(config.services_config(), defaults.services_config());
         assert_eq!(config.services_config(), ServicesConfig::default());
         let text = std::fs::read_to_string(&path).unwrap();

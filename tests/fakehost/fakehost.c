@@ -528,11 +528,12 @@ static struct switch_core_session *session_of_channel(switch_channel_t *channel)
 				   : NULL;
 }
 
+/* As FreeSWITCH's channel variables (an event's headers), looked up without regard to case. */
 static const char *channel_var(switch_channel_t *channel, const char *varname)
 {
 	int i;
 	for (i = 0; channel && i < channel->nvars; i++) {
-		if (!strcmp(channel->names[i], varname)) {
+		if (!strcasecmp(channel->names[i], varname)) {
 			return channel->values[i];
 		}
 	}
@@ -1015,6 +1016,19 @@ FH_EXPORT void fakehost_session_new(const char *uuid)
 		sessions = s;
 	}
 	pthread_mutex_unlock(&session_lock);
+}
+
+/* Sets channel variable `var` of session `uuid`, as an endpoint would before the dialplan runs (mod_sofia's
+ * sip_h_X-... from an INVITE's headers). */
+FH_EXPORT void fakehost_session_set_var(const char *uuid, const char *var, const char *value)
+{
+	struct switch_core_session *s;
+	pthread_mutex_lock(&session_lock);
+	s = find_session(uuid);
+	pthread_mutex_unlock(&session_lock);
+	if (s) {
+		switch_channel_set_variable_var_check(&s->channel, var, value, SWITCH_FALSE);
+	}
 }
 
 /* Channel variable `var` of session `uuid`, malloc'd, or NULL. */

@@ -270,6 +270,14 @@ impl FakeHost {
         unsafe { f(c(uuid).as_ptr()) }
     }
 
+    /// Sets a channel variable of session `uuid`, as an endpoint would before the dialplan runs.
+    pub fn set_var(&self, uuid: &str, name: &str, value: &str) {
+        let f: Symbol<unsafe extern "C" fn(*const c_char, *const c_char, *const c_char)> =
+            self.sym("fakehost_session_set_var");
+        // SAFETY: NUL-terminated strings; the fake copies them.
+        unsafe { f(c(uuid).as_ptr(), c(name).as_ptr(), c(value).as_ptr()) }
+    }
+
     /// A channel variable of session `uuid`.
     pub fn var(&self, uuid: &str, name: &str) -> Option<String> {
         let f: Symbol<unsafe extern "C" fn(*const c_char, *const c_char) -> *mut c_char> =
