@@ -79,6 +79,7 @@ pub fn run(args: EslArgs) -> Result<(), String> {
             record: args.record,
             intake: IntakeConfig {
                 internal_source_ip: args.internal_source_ip,
+                proxy: cfg.proxy.clone(),
             },
             ..EslConfig::default()
         },
@@ -103,8 +104,18 @@ pub fn run(args: EslArgs) -> Result<(), String> {
         if last_status.elapsed() >= Duration::from_secs(60) {
             last_status = Instant::now();
             let s = client.stats();
+            let sources = match &cfg.proxy {
+                Some(p) => {
+                    let c = s.intake.sources;
+                    format!(
+                        " source_header={}: believed={} absent={} refused={} spoofed={}",
+                        p.header, c.believed, c.absent, c.refused, c.spoofed
+                    )
+                }
+                None => String::new(),
+            };
             log::info!(
-                "rtc-core esl: connected={} events={} queue_full={} commands={} failures={} timeouts={} reconnects={}",
+                "rtc-core esl: connected={} events={} queue_full={} commands={} failures={} timeouts={} reconnects={}{sources}",
                 client.is_connected(),
                 s.events_submitted,
                 s.events_queue_full,
@@ -156,6 +167,7 @@ pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
             fail_modes: cfg.fail_modes(),
             intake: IntakeConfig {
                 internal_source_ip: args.internal_source_ip,
+                proxy: cfg.proxy.clone(),
             },
             only,
         },

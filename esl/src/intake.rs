@@ -11,6 +11,11 @@
 //! - **Channels without a transport address.** Internal endpoints (loopback, API originate) have no
 //!   `Caller-Network-Addr`. Such a call is from an unknown partner — no caller-settable header is ever
 //!   used instead — unless [`IntakeConfig::internal_source_ip`] explicitly names the address to assume.
+//! - **Behind a SIP load balancer** ([`IntakeConfig::proxy`]): a new SIP call (its CHANNEL_CREATE, or the
+//!   CHANNEL_PARK of one whose creation was missed) from a trusted proxy is identified by the address in the
+//!   proxy's source header (`variable_sip_h_<name>`), as the module's event handler does ([`rtc_proxy`]); the
+//!   header from anyone else is ignored and counted as a spoofing attempt, with a rate-limited warning. Counted on
+//!   the CHANNEL_CREATE ([`IntakeStats::sources`]).
 //! - **Bridges that fail without an outbound channel.** A dial string such as `error/...`, a gateway that
 //!   is down or an unknown endpoint fails the `bridge` without creating a b-leg, so no b-leg hangup tells
 //!   the engine to fail over. [`crate::client::EslCallControl`] queues, after each bridge (with
@@ -33,6 +38,7 @@ use crate::percent;
 use rtc_engine::cause::HangupCause;
 use rtc_engine::event::{CallEvent, Direction, EventKind};
 use rtc_engine::id::CallId;
+use rtc_proxy::{ProxyTrust, Reporter, SourceCounts};
 
 /// `Event-Subclass` of the event fired after each engine bridge returns.
 pub const BRIDGE_END_SUBCLASS: &str = "rtc::bridge_end";
@@ -47,6 +53,9 @@ pub struct IntakeConfig {
     /// Source address assumed for inbound channels that have no transport address (internal endpoints
     /// such as loopback). `None`: such calls are from an unknown partner.
     pub internal_source_ip: Option<IpAddr>,
+    /// Behind a SIP load balancer: the trusted proxies and the header they write the caller's address in
+    /// (`trusted-proxies`, `source-header`); `None`: every call is identified by its transport source.
+    pub proxy: Option<ProxyTrust>,
 }
 
 /// Counters of the intake's own decisions.
@@ -70,6 +79,9 @@ pub struct IntakeStats {
     pub synthetic_b_hangups: u64,
     /// Framing or parsing errors (each recovered from).
     pub errors: u64,
+    /// Behind a SIP load balancer: new SIP calls' source headers by outcome (`spoofed`: from a source that is not a
+    /// trusted proxy, ignored).
+    pub sources: SourceCounts,
 }
 
 /// What the intake knows and applies beyond parsing.
@@ -83,6 +95,10 @@ struct Rules {
     stats: IntakeStats,
     /// Percent-decoding scratch for the headers read here.
     scratch: Vec<u8>,
+    /// The source header's two variables as events name them (`variable_sip_h_<name>`, `...-1`), when configured.
+    source_vars: Option<[Vec<u8>; 2]>,
+    /// Counts of, and warnings about, new calls' source headers.
+    sources: Reporter,
 }
 
 /// Frames to engine messages. See the module docs.
@@ -110,10 +126,15 @@ impl Intake {
             framer_config,
             parser: EventParser::new(),
             rules: Rules {
+                source_vars: config.proxy.as_ref().map(|p| {
+                    [p.header.variable(), p.header.repeated_variable()]
+                        .map(|v| format!("variable_{v}").into_bytes())
+                }),
                 config,
                 b_legs: HashMap::default(),
                 stats: IntakeStats::default(),
                 scratch: Vec::new(),
+                sources: Reporter::new(),
             },
             recording: false,
             recorded: Vec::new(),
@@ -144,7 +165,10 @@ impl Intake {
 
     /// The intake's counters.
     pub fn stats(&self) -> IntakeStats {
-        self.rules.stats
+        IntakeStats {
+            sources: self.rules.sources.counts(),
+            ..self.rules.stats
+        }
     }
 
     /// The next message, an error already recovered from, or `None` when more bytes are needed. Events
@@ -228,6 +252,9 @@ impl Rules {
                         None => self.stats.no_address += 1,
                     }
                 }
+                if matches!(ev.kind, EventKind::ChannelCreate | EventKind::ChannelPark) {
+                    self.apply_proxy(&mut ev, body);
+                }
                 if matches!(
                     ev.kind,
                     EventKind::ChannelHangupComplete | EventKind::ChannelDestroy
@@ -251,6 +278,27 @@ impl Rules {
             }
         }
         Some(ev)
+    }
+
+    /// Behind a SIP load balancer: a new SIP call's source under the proxy rule, counted (and warned about,
+    /// rate-limited) on its CHANNEL_CREATE.
+    fn apply_proxy(&mut self, ev: &mut CallEvent, body: &[u8]) {
+        let (Some(p), Some(vars), Some(transport)) =
+            (&self.config.proxy, &self.source_vars, ev.source_ip)
+        else {
+            return;
+        };
+        if header(body, b"Caller-Source") != Some(b"mod_sofia") {
+            return;
+        }
+        let value = header_ci(body, &vars[0])
+            .map(|v| percent::decode_text(v, &mut self.scratch).0.into_owned());
+        let repeated = value.is_some() && header_ci(body, &vars[1]).is_some();
+        let verdict = p.judge(transport, value.as_deref(), repeated);
+        ev.source_ip = Some(verdict.source(transport));
+        if ev.kind == EventKind::ChannelCreate {
+            self.sources.record(&ev.uuid, &p.header, &verdict);
+        }
     }
 
     /// A `CUSTOM` event: `rtc::bridge_end` may become a synthetic b-leg hangup; others are skipped.
@@ -335,6 +383,19 @@ fn header<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
+/// The raw value of header `name` in an event's header block, the name compared without regard to case: a channel
+/// variable such as `sip_h_<header>` is named as the INVITE spelt the header, and FreeSWITCH looks variables up so.
+fn header_ci<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let end = memmem::find(body, b"\n\n").map_or(body.len(), |p| p + 1);
+    body[..end].split(|&b| b == b'\n').find_map(|line| {
+        let (n, rest) = line.split_at_checked(name.len())?;
+        let v = rest
+            .strip_prefix(b": ")
+            .filter(|_| n.eq_ignore_ascii_case(name))?;
+        Some(v.strip_suffix(b"\r").unwrap_or(v))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +407,10 @@ mod tests {
         assert_eq!(header(body, b"Event-Name"), Some(&b"CUSTOM"[..]));
         assert_eq!(header(body, b"rtc_attempt"), Some(&b"2"[..]));
         assert_eq!(header(body, b"Missing"), None);
+        assert_eq!(header_ci(body, b"unique-id"), Some(&b"yes"[..]));
+        assert_eq!(header_ci(body, b"RTC_ATTEMPT"), Some(&b"2"[..]));
+        assert_eq!(header_ci(body, b"Unique"), None);
+        assert_eq!(header_ci(body, b"Missing"), None);
     }
 
     #[test]

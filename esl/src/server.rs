@@ -47,6 +47,9 @@ const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cl
 /// Largest command accepted from a client.
 const MAX_COMMAND: usize = 1 << 20;
 
+/// The channel variables (name without `variable_`, value) an endpoint set on the channel an event is about.
+pub type ChannelVariables = fn(&CallEvent) -> Vec<(String, String)>;
+
 /// How the server behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -58,6 +61,9 @@ pub struct ServerConfig {
     pub host: Host,
     /// Events queued for one listener before it is killed (FreeSWITCH: 100,000).
     pub queue_limit: usize,
+    /// Channel variables the endpoint set on a channel, written after the others on each of its events as
+    /// `variable_<name>` (e.g. mod_sofia's `sip_h_X-Source-IP` from an INVITE's headers); `None`: none.
+    pub channel_variables: Option<ChannelVariables>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +76,7 @@ impl Default for ServerConfig {
                 ..Host::default()
             },
             queue_limit: 100_000,
+            channel_variables: None,
         }
     }
 }
@@ -1029,6 +1036,17 @@ impl EventSink for EslSwitch {
             // The engine's dial-string variable, as FreeSWITCH would carry it on the outbound leg.
             body.pop();
             body.extend_from_slice(format!("variable_rtc_attempt: {n}\n\n").as_bytes());
+        }
+        if let Some(vars) = self.shared.cfg.channel_variables
+            && body.ends_with(b"\n\n")
+        {
+            body.pop();
+            for (name, value) in vars(&ev) {
+                body.extend_from_slice(format!("variable_{name}: ").as_bytes());
+                percent::encode_into(value.as_bytes(), &mut body);
+                body.push(b'\n');
+            }
+            body.push(b'\n');
         }
         let mut frame = Vec::with_capacity(body.len() + 64);
         write::write_event_frame(&body, &mut frame);

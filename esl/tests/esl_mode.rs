@@ -390,3 +390,86 @@ fn a_recorded_stream_replays_to_the_same_call_traces() {
     assert_eq!(one.calls.len(), 1);
     assert!(same_course(&live[3], &one.calls[0]));
 }
+
+/// What the balancer's INVITEs carried, by the simulated call's caller number: mod_sofia's `sip_h_...` variables.
+fn balancer_headers(ev: &rtc_engine::CallEvent) -> Vec<(String, String)> {
+    let h = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+    match ev.caller.as_str() {
+        "proxied" => vec![h("sip_h_X-Source-IP", "192.0.2.10")],
+        "forwarded" => vec![h("sip_h_x-source-ip", "198.51.100.7, 192.0.2.10")],
+        "garbage" => vec![h("sip_h_X-Source-IP", "lb-7.example")],
+        "twice" => vec![
+            h("sip_h_X-Source-IP", "192.0.2.10"),
+            h("sip_h_X-Source-IP-1", "127.0.0.9"),
+        ],
+        _ => vec![],
+    }
+}
+
+#[test]
+fn behind_a_load_balancer_the_trusted_proxys_header_names_the_caller() {
+    use rtc_engine::{CallEvent, CallId, EventKind};
+    let rig = rig_with(
+        ServerConfig {
+            channel_variables: Some(balancer_headers),
+            ..ServerConfig::default()
+        },
+        |esl| {
+            esl.intake.proxy = Some(rtc_proxy::ProxyTrust {
+                trusted: rtc_proxy::TrustedProxies::parse("127.0.0.1").unwrap(),
+                header: rtc_proxy::SourceHeader::parse("X-Source-IP").unwrap(),
+            });
+        },
+    );
+    let (mut switch, _commands) = rig.server.switch(None).expect("switch");
+    use rtc_engine::sim::EventSink;
+    // (caller, transport source, the partner it is identified as, the source the engine keeps)
+    let calls = [
+        ("proxied", "127.0.0.1", "acme", "192.0.2.10"),
+        ("forwarded", "127.0.0.1", "acme", "192.0.2.10"),
+        ("proxied", "127.0.0.2", "lab", "127.0.0.2"),
+        ("garbage", "127.0.0.1", "lab", "127.0.0.1"),
+        ("twice", "127.0.0.1", "lab", "127.0.0.1"),
+        ("plain", "127.0.0.1", "lab", "127.0.0.1"),
+        ("plain", "127.0.0.2", "lab", "127.0.0.2"),
+    ];
+    for (i, (caller, from, ..)) in calls.iter().enumerate() {
+        let mut ev = CallEvent::new(
+            CallId::from_u128(0xa11 + i as u128),
+            EventKind::ChannelCreate,
+            10 + i as u64,
+        );
+        ev.timestamp_us = rtc_engine::core::epoch_us();
+        ev.caller = (*caller).into();
+        ev.destination = "4930123".into();
+        ev.source_ip = Some(from.parse().unwrap());
+        assert!(switch.emit(ev), "event written");
+    }
+    let h = rig.engine.handle();
+    for (i, (caller, from, partner, source)) in calls.iter().enumerate() {
+        let id = CallId::from_u128(0xa11 + i as u128);
+        let mut view = None;
+        wait_until("the call identified", Duration::from_secs(5), || {
+            view = match h.query(Query::Call(id), Duration::from_secs(1)) {
+                Ok(QueryReply::Call(Some(v))) if v.partner.is_some() => Some(v),
+                _ => None,
+            };
+            view.is_some()
+        });
+        let v = view.unwrap();
+        assert_eq!(
+            (v.partner.as_deref(), v.source_ip.map(|s| s.to_string())),
+            (Some(*partner), Some((*source).to_owned())),
+            "{caller} from {from}"
+        );
+    }
+    // Counted per new call; a call from elsewhere without the header has nothing to do with proxies.
+    wait_until(
+        "believed 2, absent 1, refused 2, spoofed 1",
+        Duration::from_secs(5),
+        || {
+            let c = rig.client.stats().intake.sources;
+            (c.believed, c.absent, c.refused, c.spoofed) == (2, 1, 2, 1)
+        },
+    );
+}

@@ -185,6 +185,7 @@ fn engine_decides_real_freeswitch_calls_over_esl() {
     .unwrap();
     let intake = IntakeConfig {
         internal_source_ip: Some("127.0.0.1".parse().unwrap()),
+        ..IntakeConfig::default()
     };
     let client = EslClient::start(
         EslConfig {

@@ -410,6 +410,15 @@ pub struct Reporter {
 /// Warnings let through per minute, and at once after a quiet spell.
 pub const WARNINGS_PER_MINUTE: u32 = 10;
 
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter")
+            .field("counts", &self.counts())
+            .field("suppressed", &self.suppressed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl Default for Reporter {
     fn default() -> Self {
         Reporter::new()
