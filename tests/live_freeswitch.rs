@@ -6,7 +6,8 @@
 //!   answers in `rtc_answer`), and through the park flow (the engine bridges the parked call, route by route);
 //! - refused calls: no route (882...), unknown partner (after a `reload` that takes 127.0.0.1 from `lab`);
 //! - the API (`status`, `calls`, `call`, `breakers`, `metrics`, `reload`), `unload` with live calls;
-//! - SIP calls from SIPp (`sipp` on PATH), accepted from 127.0.0.1 and declined from 127.1.0.1.
+//! - SIP calls from SIPp (`sipp` on PATH), accepted from 127.0.0.1 and declined from 127.1.0.1; behind a load
+//!   balancer: `X-Source-IP` believed from the trusted 127.0.0.1, ignored (spoofed) from 127.0.0.2.
 //!
 //! Without FreeSWITCH each test prints one `skipped:` line and passes.
 
@@ -345,6 +346,117 @@ fn sip_calls_from_sipp() {
         "{:?}",
         our_errors(&fs.log())
     );
+    assert!(esl.api("unload mod_rtc_core").contains("+OK"));
+}
+
+/// Behind a SIP load balancer: SIPp plays the balancer from 127.0.0.1 (a trusted proxy), adding `X-Source-IP:
+/// 192.0.2.10` (an address of acme's) to its INVITEs, and a caller from 127.0.0.2 (lab's, not a trusted proxy) sends
+/// the same header: the first call is acme's, the second lab's, counted as spoofed and warned about.
+#[test]
+fn sip_calls_through_a_trusted_load_balancer() {
+    let Some(install) = Install::find("SIP calls behind a load balancer") else {
+        return;
+    };
+    let Ok(uac) = std::process::Command::new("sipp")
+        .args(["-sd", "uac"])
+        .output()
+    else {
+        println!(
+            "skipped: SIP calls behind a load balancer: no sipp on PATH (apt-get install sip-tester)"
+        );
+        return;
+    };
+    let fs = module_live::start_with(
+        &install,
+        &module_path(),
+        &module_live::Setup {
+            sip: true,
+            params: &[
+                ("trusted-proxies", "127.0.0.1"),
+                ("source-header", "X-Source-IP"),
+            ],
+            ..module_live::Setup::default()
+        },
+        None,
+    );
+    // SIPp's own uac scenario, its INVITE carrying the header a balancer adds (Kamailio: append_hf).
+    let scenario = String::from_utf8_lossy(&uac.stdout).replacen(
+        "Subject: Performance Test",
+        "Subject: Performance Test\n      X-Source-IP: 192.0.2.10",
+        1,
+    );
+    assert!(scenario.contains("X-Source-IP"), "{scenario}");
+    let scenario_file = fs.dir.path().join("uac_x_source_ip.xml");
+    std::fs::write(&scenario_file, scenario).expect("scenario");
+    let mut esl = fs.esl();
+    assert!(esl.api("load mod_rtc_core").contains("+OK"));
+    wait_for("the SIP profile", Duration::from_secs(20), || {
+        esl.api("sofia status").contains("RUNNING").then_some(())
+    });
+    let sipp = |from: &str, destination: &str| {
+        let port = free_port().to_string();
+        let target = format!("127.0.0.1:{}", fs.sip_port.expect("SIP profile"));
+        std::process::Command::new("sipp")
+            .arg(&target)
+            .arg("-sf")
+            .arg(&scenario_file)
+            .args(["-s", destination, "-i", from, "-p", &port])
+            .args(["-m", "1", "-nostdin", "-timeout", "20s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run sipp")
+    };
+    let status = sipp("127.0.0.1", "155591001");
+    assert!(status.success(), "sipp: {status}\n{}", fs.log());
+    let status = sipp("127.0.0.2", "155591002");
+    assert!(status.success(), "sipp: {status}\n{}", fs.log());
+    // Each call's CDR: partner and the source it was identified by.
+    for (destination, partner, source) in [
+        ("155591001", "acme", "192.0.2.10"),
+        ("155591002", "lab", "127.0.0.2"),
+    ] {
+        let uuid = finished(&fs, destination);
+        let cdrs = fs.cdrs();
+        let cdr = cdrs
+            .iter()
+            .find(|c| c.contains(&uuid))
+            .expect("the call's CDR");
+        assert!(
+            cdr.contains(&format!("\"partner\":\"{partner}\""))
+                && cdr.contains(&format!("\"source_ip\":\"{source}\"")),
+            "{cdr}"
+        );
+        assert_has(
+            &trace(&mut esl, &uuid),
+            &[
+                &format!("partner: {partner}"),
+                &format!("source_ip: {source}"),
+            ],
+        );
+    }
+    assert_has(
+        &esl.api("rtc_core metrics"),
+        &[
+            "rtc_module_source_header_total{outcome=\"believed\"} 1\n",
+            "rtc_module_source_header_total{outcome=\"spoofed\"} 1\n",
+            "rtc_module_source_header_total{outcome=\"refused\"} 0\n",
+        ],
+    );
+    assert_has(
+        &esl.api("rtc_core status"),
+        &[
+            "source header: X-Source-IP from trusted proxies 127.0.0.1: believed 1, absent 0, refused 0; spoofed 1",
+        ],
+    );
+    let log = fs.log();
+    assert!(
+        log.contains(
+            "X-Source-IP: \"192.0.2.10\" from 127.0.0.2, which is not a trusted proxy: ignored"
+        ),
+        "{log}"
+    );
+    assert!(our_errors(&log).is_empty(), "{:?}", our_errors(&log));
     assert!(esl.api("unload mod_rtc_core").contains("+OK"));
 }
 
