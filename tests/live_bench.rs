@@ -197,7 +197,9 @@ fn fs_loopback() {
 /// SIP calls from SIPp (`sipp` on PATH) decided by the module: the production mix of events, where every new call
 /// is a mod_sofia channel (whose CHANNEL_CREATE the handler reads through to its channel variables, for a digest
 /// user) and no leg is placed by the API. `RTC_BENCH_SIP_CALLS` (default 2000) and `RTC_BENCH_SIP_CPS` (default
-/// 100). The last line is one JSON object.
+/// 100). With `RTC_BENCH_SIP_PROXY=1`, as behind a load balancer: SIPp (127.0.0.1) is a trusted proxy
+/// (`trusted-proxies`) and every INVITE carries `X-Source-IP: 127.0.0.5` (`source-header`), believed by the handler.
+/// The last line is one JSON object.
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn fs_sip() {
@@ -214,7 +216,41 @@ fn fs_sip() {
     }
     let calls = env_or("RTC_BENCH_SIP_CALLS", 2000);
     let cps = env_or("RTC_BENCH_SIP_CPS", 100);
-    let fs = module_live::start(&install, &module_path(), true, &[]);
+    let proxy = env_or("RTC_BENCH_SIP_PROXY", 0) != 0;
+    let params: &[(&str, &str)] = if proxy {
+        &[
+            ("trusted-proxies", "127.0.0.1"),
+            ("source-header", "X-Source-IP"),
+        ]
+    } else {
+        &[]
+    };
+    let fs = module_live::start_with(
+        &install,
+        &module_path(),
+        &module_live::Setup {
+            sip: true,
+            params,
+            ..module_live::Setup::default()
+        },
+        None,
+    );
+    // SIPp's uac scenario, with the balancer's header when behind one.
+    let uac = std::process::Command::new("sipp")
+        .args(["-sd", "uac"])
+        .output()
+        .expect("sipp -sd uac");
+    let header = if proxy {
+        "Subject: Performance Test\n      X-Source-IP: 127.0.0.5"
+    } else {
+        "Subject: Performance Test"
+    };
+    let scenario_file = fs.dir.path().join("uac.xml");
+    std::fs::write(
+        &scenario_file,
+        String::from_utf8_lossy(&uac.stdout).replacen("Subject: Performance Test", header, 1),
+    )
+    .expect("scenario");
     let mut esl = fs.esl();
     assert!(esl.api("load mod_rtc_core").contains("+OK"));
     wait_for("the SIP profile", Duration::from_secs(20), || {
@@ -223,7 +259,9 @@ fn fs_sip() {
     let started = Instant::now();
     let status = std::process::Command::new("sipp")
         .arg(format!("127.0.0.1:{}", fs.sip_port.expect("SIP profile")))
-        .args(["-sn", "uac", "-s", "155591234", "-i", "127.0.0.1", "-p"])
+        .arg("-sf")
+        .arg(&scenario_file)
+        .args(["-s", "155591234", "-i", "127.0.0.1", "-p"])
         .arg(free_port().to_string())
         .args(["-m", &calls.to_string(), "-r", &cps.to_string()])
         .args(["-nostdin", "-timeout"])
@@ -243,6 +281,23 @@ fn fs_sip() {
         status_text.contains(&format!("completed {calls}")),
         "every call decided and completed: {status_text}"
     );
+    let metrics = esl.api("rtc_core metrics");
+    if proxy {
+        assert!(
+            metrics.contains(&format!(
+                "rtc_module_source_header_total{{outcome=\"believed\"}} {calls}\n"
+            )),
+            "every call's source header believed"
+        );
+    }
+    let figure = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let handler_mean_ns = figure("rtc_module_event_handler_seconds_sum") * 1e9
+        / figure("rtc_module_event_handler_seconds_count").max(1.0);
     let (p50, p99) = handler_quantiles(&mut esl);
     let events = status_text
         .lines()
@@ -251,8 +306,9 @@ fn fs_sip() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     println!(
-        "{{\"bench\": \"fs-sip\", \"calls\": {calls}, \"offered_cps\": {cps}, \"cps\": {:.1}, \
-         \"events_per_call\": {:.1}, \"handler_p50_ns\": {p50}, \"handler_p99_ns\": {p99}}}",
+        "{{\"bench\": \"fs-sip\", \"calls\": {calls}, \"offered_cps\": {cps}, \"proxy\": {proxy}, \
+         \"cps\": {:.1}, \"events_per_call\": {:.1}, \"handler_mean_ns\": {handler_mean_ns:.0}, \"handler_p50_ns\": {p50}, \
+         \"handler_p99_ns\": {p99}}}",
         calls as f64 / elapsed,
         events / calls as f64,
     );
