@@ -126,8 +126,10 @@ pub struct CallEvent {
     pub destination: CompactString,
     /// `Caller-Context`: the dialplan context the channel is routed in (new inbound channels only).
     pub context: CompactString,
-    /// `Caller-Network-Addr`: the transport source address FreeSWITCH saw. The only thing a partner is
-    /// identified by: a header the caller can set is never trusted for that.
+    /// `Caller-Network-Addr`: the transport source address FreeSWITCH saw; behind a SIP load balancer, for a call
+    /// from one of the operator's trusted proxies, the caller's address from that proxy's source header (the intakes
+    /// decide, with `rtc-proxy`). The only thing a partner is identified by: a header anyone else sets is never
+    /// trusted for that.
     pub source_ip: Option<IpAddr>,
     /// `Hangup-Cause`, on hangup events.
     pub hangup_cause: Option<HangupCause>,
