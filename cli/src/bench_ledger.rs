@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use rtc_ledger::{
-    AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, LedgerError, LedgerHandle,
-    LedgerStats, Location, Money, Op, Request, ReservationId,
+    AccountRef, Answer, CallInfo, CallLimits, CdrRecord, Ledger, LedgerConfig, LedgerError,
+    LedgerHandle, LedgerStats, Location, Money, Op, Request, ReservationId,
 };
 use serde_json::json;
 
@@ -146,6 +146,7 @@ fn reserve(handle: &LedgerHandle, tx: &Sender<Reply>, slot: usize, n: usize, bas
         call: uuid(n),
         info: info(n, base_us, false),
         ttl: Duration::from_secs(3600),
+        limits: CallLimits::default(),
     };
     submit(handle, tx, slot, Step::Reserve, op);
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rtc_ledger::{
-    AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, Location, Money, Op,
+    AccountRef, Answer, CallInfo, CallLimits, CdrRecord, Ledger, LedgerConfig, Location, Money, Op,
     ReservationId,
 };
 
@@ -110,6 +110,7 @@ fn reserve(ledger: &Ledger, account: &str, amount: &str, uuid: &str) -> Reservat
                 ..CallInfo::default()
             },
             ttl: Duration::from_secs(3600),
+            limits: CallLimits::default(),
         },
     ) {
         Answer::Reserved { reservation, .. } => reservation,

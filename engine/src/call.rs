@@ -218,6 +218,8 @@ static PATH: &[Row] = rows! {
     BalanceCheck, BalanceReserved => Rating [Action::Rate];
     BalanceCheck, StepSkipped => Rating [Action::Rate];
     BalanceCheck, BalanceInsufficient => Rejected [Reject(NoBalance)];
+    // A limit counted across the nodes sharing the ledger.
+    BalanceCheck, AdmissionDenied => Rejected [Reject(LimitReached)];
     BalanceCheck, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
 
     Rating, RateFound => Routing [Action::Route];

@@ -521,6 +521,7 @@ impl Core {
         let reserved_for = match result.outcome {
             Outcome::BalanceReserved { .. }
             | Outcome::BalanceInsufficient
+            | Outcome::LimitReached { .. }
             | Outcome::Failed(ServiceKind::Balance, _) => self.reserving.remove(&id),
             _ => None,
         };
@@ -536,6 +537,11 @@ impl Core {
             Outcome::AuthDenied => Input::AuthDenied,
             Outcome::BalanceReserved { .. } => Input::BalanceReserved,
             Outcome::BalanceInsufficient => Input::BalanceInsufficient,
+            Outcome::LimitReached { limit, max } => {
+                log::info!("call {id}: refused: {limit} of {max} reached across the nodes");
+                self.counters.shared_limit_refusals += 1;
+                Input::AdmissionDenied
+            }
             Outcome::BalanceExtended { .. } => Input::BalanceExtended,
             Outcome::RateFound(_) => Input::RateFound,
             Outcome::RateNone => Input::RateNone,

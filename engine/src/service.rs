@@ -242,6 +242,15 @@ pub enum Outcome {
     },
     /// A reservation (or an extension's debit) the partner's money cannot cover; nothing was taken.
     BalanceInsufficient,
+    /// A reservation refused by a call limit counted across every node sharing the balance service (a shared
+    /// ledger's `max_concurrent` or `max_cps` for the partner); nothing was taken. The call is refused as a local
+    /// admission refusal would be.
+    LimitReached {
+        /// Which limit (`partner_concurrent`, `partner_cps`).
+        limit: &'static str,
+        /// Its value.
+        max: u32,
+    },
     /// An extension's debit was granted: all of it, or (with a unit) as many whole units as the money covers.
     BalanceExtended {
         /// How much of the debit was granted.

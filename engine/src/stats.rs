@@ -36,6 +36,8 @@ pub struct Stats {
     pub other_context: u64,
     /// Service results for calls gone or past that step.
     pub stale_results: u64,
+    /// Calls refused by a limit counted across the nodes sharing the ledger (its reservation refused).
+    pub shared_limit_refusals: u64,
     /// Reservations that arrived for calls already gone, released at once.
     pub orphan_reservations_released: u64,
     /// Real-time billing: interval debits asked for, granted (whole or in part), and refused (low balance).

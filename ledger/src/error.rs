@@ -90,6 +90,31 @@ pub enum OpenError {
         /// Why it failed.
         source: rusqlite::Error,
     },
+    /// A database server (PostgreSQL) refused or could not be reached.
+    #[error("{place}: {action}: {detail}")]
+    Database {
+        /// The database, as configured (without its password).
+        place: String,
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// Another live node uses this node's id on the shared ledger.
+    #[error(
+        "{place}: node id {node:?} is in use by a live node ({holder}, lease until {lease_until_us} µs); give each \
+         node its own node-id"
+    )]
+    NodeInUse {
+        /// The database.
+        place: String,
+        /// The id.
+        node: String,
+        /// Who holds it (host and pid).
+        holder: String,
+        /// Until when its lease runs.
+        lease_until_us: i64,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the ledger writer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -147,6 +172,20 @@ pub enum LedgerError {
     /// The database could not be written (disk full, I/O error); the operation was not applied.
     #[error("ledger storage failed: {0}")]
     Storage(String),
+    /// The database failed a moment ago and is not tried again before its retry time (the breaker is open);
+    /// the operation was not applied.
+    #[error(
+        "the ledger's database is unavailable (last failure: {0}); not tried until it is retried"
+    )]
+    Unavailable(String),
+    /// A call limit counted across every node on the ledger refused the reservation.
+    #[error("{which} of {max} reached across the nodes sharing this ledger")]
+    LimitReached {
+        /// Which limit (`max_concurrent`, `max_cps`).
+        which: &'static str,
+        /// Its value.
+        max: u32,
+    },
     /// The ledger was closed before the operation was applied.
     #[error("the ledger is closed")]
     Closed,
@@ -159,7 +198,8 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    pub(crate) fn storage(e: rusqlite::Error) -> LedgerError {
+    /// A storage failure, from SQLite's error.
+    pub fn storage(e: rusqlite::Error) -> LedgerError {
         LedgerError::Storage(e.to_string())
     }
 }

@@ -11,6 +11,8 @@
 //! - [`model`]: accounts, reservations, journal entries, CDRs; the operations ([`Op`]) and answers ([`Answer`]).
 //! - [`store`]: the SQLite schema and every operation as SQL, on one connection ([`Store`]); also the offline
 //!   reading and checking of `rtc-core ledger`.
+//! - [`backend`]: what the writer needs of a storage engine ([`Backend`]): SQLite here, PostgreSQL in
+//!   `rtc-ledger-pg`.
 //! - [`writer`]: the writer thread `rtc-ledger` with group commit, and the [`Ledger`] / [`LedgerHandle`] the
 //!   rest of the process talks to it through.
 //! - [`lock`]: one writer per file (`<ledger>.lock` holds the writer's pid).
@@ -20,20 +22,24 @@
 //! built on this crate, not the other way round.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod error;
 pub mod lock;
 pub mod model;
 pub mod store;
 pub mod writer;
 
+pub use backend::{Backend, BatchOutcome, StorageFailure};
 pub use error::{LedgerError, OpenError};
 pub use model::{
-    AccountId, AccountRef, AccountStatus, Answer, CallInfo, CdrRecord, EntryKind, JournalEntry, Op,
-    ReservationId, ReservationState, Settlement,
+    AccountId, AccountRef, AccountStatus, Answer, CallInfo, CallLimits, CdrRecord, EntryKind,
+    JournalEntry, Op, ReservationId, ReservationState, Settlement,
 };
 /// Amounts of money, as every operation and answer counts them (the `rtc-money` crate).
 pub use rtc_money::Money;
-pub use store::{Abandoned, Access, CheckReport, Store};
+pub use store::{
+    Abandoned, Access, CheckReport, Opened, ReservationRow, Store, now_us, recovered_cdr,
+};
 pub use writer::{
     CloseReport, CommitObserver, Committed, Ledger, LedgerClock, LedgerConfig, LedgerHandle,
     LedgerStats, Location, Reply, Request,

@@ -46,11 +46,21 @@ impl WriterLock {
         let mut file = options
             .open(&path)
             .map_err(io("cannot open the ledger's lock file"))?;
-        match file.try_lock() {
+        // A child this process forks holds a copy of the open lock file until it execs (the file is close-on-exec):
+        // a lock that says it is this process's own is tried again for a moment before it counts as held.
+        let patience = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        let mut locked = file.try_lock();
+        while matches!(locked, Err(std::fs::TryLockError::WouldBlock))
+            && std::time::Instant::now() < patience
+            && Self::holder(&mut file).trim() == std::process::id().to_string()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            locked = file.try_lock();
+        }
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                let holder = Self::holder(&mut file);
                 let holder = holder.trim();
                 return Err(OpenError::Locked {
                     path: ledger.to_owned(),
@@ -72,6 +82,15 @@ impl WriterLock {
             .and_then(|()| file.flush())
             .map_err(io("cannot write the ledger's lock file"))?;
         Ok(WriterLock { _file: file, path })
+    }
+
+    /// What the lock file says of its holder.
+    fn holder(file: &mut File) -> String {
+        let mut holder = String::new();
+        let _ = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut holder));
+        holder
     }
 
     /// The lock file.

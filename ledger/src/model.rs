@@ -264,6 +264,15 @@ pub struct CdrRecord {
     pub ended_at_us: u64,
 }
 
+/// A partner's call limits as a shared ledger counts them: its open reservations are its calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Most calls at once (open reservations) across every node; 0: no limit.
+    pub max_concurrent: u32,
+    /// Most reservations made in one second (of the ledger's clock) across every node; 0: no limit.
+    pub max_cps: u32,
+}
+
 /// One request to the ledger.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -286,6 +295,9 @@ pub enum Op {
         info: CallInfo,
         /// The reservation frees itself this long after now unless extended or settled.
         ttl: Duration,
+        /// The partner's call limits, counted across every node by a shared ledger (PostgreSQL); the embedded
+        /// ledger serves one node, whose engine counts them exactly, and ignores them.
+        limits: CallLimits,
     },
     /// Debits the next part of a talking call: `debit` more of the reservation is spent, and the hold grows
     /// by whatever the debits exceed it by, from the account's available money. With a `unit`, a debit the
@@ -365,6 +377,41 @@ pub enum Op {
 }
 
 impl Op {
+    /// Refuses amounts out of range for the operation (a negative hold, debit, cost or credit limit, a top-up not
+    /// above zero, a zero adjustment), before any store reads or writes anything.
+    pub fn check_amounts(&self) -> Result<(), crate::error::LedgerError> {
+        let bad = |m: Money, what: &'static str| Err(crate::error::LedgerError::BadAmount(m, what));
+        match self {
+            Op::OpenAccount { credit_limit, .. } if *credit_limit < Money::ZERO => {
+                bad(*credit_limit, "a credit limit (must be 0 or more)")
+            }
+            Op::Reserve { amount, .. } if *amount < Money::ZERO => {
+                bad(*amount, "a reservation (must be 0 or more)")
+            }
+            Op::Extend { debit, unit, .. } if *debit < Money::ZERO || *unit < Money::ZERO => {
+                bad((*debit).min(*unit), "an extension (must be 0 or more)")
+            }
+            Op::Commit { cost, .. } if *cost < Money::ZERO => {
+                bad(*cost, "a call's cost (must be 0 or more)")
+            }
+            Op::TopUp { amount, .. } if *amount <= Money::ZERO => {
+                bad(*amount, "a top-up (must be above 0)")
+            }
+            Op::Adjust { amount, .. } if *amount == Money::ZERO => {
+                bad(*amount, "an adjustment (must not be 0)")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The CDR a settlement carries, if any (stored even when the settlement is refused).
+    pub fn settlement_cdr(&self) -> Option<&CdrRecord> {
+        match self {
+            Op::Commit { cdr, .. } | Op::Release { cdr, .. } => cdr.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether the operation changes the ledger (and so must be committed before it is answered).
     pub fn writes(&self) -> bool {
         !matches!(self, Op::Account(_) | Op::Accounts)

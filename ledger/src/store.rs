@@ -210,6 +210,21 @@ pub struct Abandoned {
     pub cdr: Option<CdrRecord>,
 }
 
+impl Abandoned {
+    /// Logs a reservation settled by recovery: left open by `left_by`, settled in the ledger at `place`.
+    pub fn log_recovered(&self, place: &str, left_by: &str) {
+        log::warn!(
+            "{place}: reservation {} of account {:?} for call {} was left open by {left_by}; settled: {} charged \
+             (debited up to its last interval), {} released; CDR reason recovered",
+            self.reservation,
+            self.account,
+            self.call,
+            self.charged,
+            self.released
+        );
+    }
+}
+
 /// The ledger's database.
 pub struct Store {
     /// The SQLite connection.
@@ -540,6 +555,13 @@ impl Store {
     /// Applies one operation inside the current transaction. A refusal writes nothing of the operation (except a
     /// settlement's CDR, which is stored whatever happened to the money: a call's record is never dropped).
     pub fn apply(&mut self, op: &Op, now_us: i64, actor: &str) -> Result<Answer, Failure> {
+        if let Err(e) = op.check_amounts() {
+            // Refused before anything is written; a settlement's CDR is kept all the same.
+            if let Some(cdr) = op.settlement_cdr() {
+                self.store_cdr(cdr)?;
+            }
+            return Err(e.into());
+        }
         match op {
             Op::Commit {
                 reservation,
@@ -599,6 +621,7 @@ impl Store {
                 call,
                 info,
                 ttl,
+                limits: _,
             } => self.reserve(
                 account,
                 *amount,
@@ -631,34 +654,20 @@ impl Store {
                 amount,
                 reference,
                 actor,
-            } => {
-                if *amount <= Money::ZERO {
-                    return Err(
-                        LedgerError::BadAmount(*amount, "a top-up (must be above 0)").into(),
-                    );
-                }
-                self.movement(account, *amount, reference, EntryKind::Topup, now_us, actor)
-            }
+            } => self.movement(account, *amount, reference, EntryKind::Topup, now_us, actor),
             Op::Adjust {
                 account,
                 amount,
                 reference,
                 actor,
-            } => {
-                if *amount == Money::ZERO {
-                    return Err(
-                        LedgerError::BadAmount(*amount, "an adjustment (must not be 0)").into(),
-                    );
-                }
-                self.movement(
-                    account,
-                    *amount,
-                    reference,
-                    EntryKind::Adjustment,
-                    now_us,
-                    actor,
-                )
-            }
+            } => self.movement(
+                account,
+                *amount,
+                reference,
+                EntryKind::Adjustment,
+                now_us,
+                actor,
+            ),
             Op::Import {
                 name,
                 amount,
@@ -693,11 +702,6 @@ impl Store {
         credit_limit: Money,
         now_us: i64,
     ) -> Result<AccountId, Failure> {
-        if credit_limit < Money::ZERO {
-            return Err(
-                LedgerError::BadAmount(credit_limit, "a credit limit (must be 0 or more)").into(),
-            );
-        }
         self.conn
             .prepare_cached(
                 "INSERT INTO accounts(name, credit_limit, created_at_us) VALUES (?1, ?2, ?3)
@@ -802,9 +806,6 @@ impl Store {
         now_us: i64,
         actor: &str,
     ) -> Result<Answer, Failure> {
-        if amount < Money::ZERO {
-            return Err(LedgerError::BadAmount(amount, "a reservation (must be 0 or more)").into());
-        }
         let id = self.resolve(account)?;
         let (balance, reserved, limit) = self.money_of(id)?;
         let avail = available(balance, limit, reserved);
@@ -892,13 +893,6 @@ impl Store {
         now_us: i64,
         actor: &str,
     ) -> Result<Answer, Failure> {
-        if debit < Money::ZERO || unit < Money::ZERO {
-            return Err(LedgerError::BadAmount(
-                debit.min(unit),
-                "an extension (must be 0 or more)",
-            )
-            .into());
-        }
         let row = self.open_reservation(id, None)?;
         let (balance, reserved, limit) = self.money_of(row.account)?;
         let avail = available(balance, limit, reserved);
@@ -981,11 +975,6 @@ impl Store {
         now_us: i64,
         actor: &str,
     ) -> Result<Settlement, Failure> {
-        if let Some(cost) = cost
-            && cost < Money::ZERO
-        {
-            return Err(LedgerError::BadAmount(cost, "a call's cost (must be 0 or more)").into());
-        }
         let row = self.open_reservation(id, account)?;
         let (state, kind) = match cost {
             Some(_) => (ReservationState::Committed, EntryKind::Commit),
@@ -1526,7 +1515,9 @@ fn journal_row(r: &rusqlite::Row<'_>) -> Result<JournalEntry, rusqlite::Error> {
 /// The CDR of a call whose reservation was settled at start, after the process that ran it died: what the
 /// ledger knew of the call, the talk it is known to have had (from its answer to its last extension), and the
 /// charge (what was debited).
-fn recovered_cdr(row: &ReservationRow, account: &str) -> CdrRecord {
+/// The CDR written for a call whose reservation was settled by recovery (its process or node died): what the
+/// reservation knew of the call, reason `recovered`, cost what was debited.
+pub fn recovered_cdr(row: &ReservationRow, account: &str) -> CdrRecord {
     let info = &row.info;
     let last_seen = row.updated_at_us.max(0) as u64;
     let talk_s = info
@@ -1578,4 +1569,72 @@ pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+/// Most batches committed before the WAL is copied back even while requests keep coming.
+const CHECKPOINT_BATCHES: u64 = 8000;
+
+impl crate::backend::Backend for Store {
+    fn apply_batch(
+        &mut self,
+        ops: &[(&Op, &'static str)],
+        now_us: i64,
+        upkeep: bool,
+    ) -> Result<crate::backend::BatchOutcome, crate::backend::StorageFailure> {
+        let failed = |e: rusqlite::Error| crate::backend::StorageFailure(e.to_string());
+        let mut answers = Vec::with_capacity(ops.len());
+        let outcome = (|| -> Result<crate::backend::BatchOutcome, rusqlite::Error> {
+            self.begin()?;
+            for (op, actor) in ops {
+                match self.apply(op, now_us, actor) {
+                    Ok(answer) => answers.push(Ok(answer)),
+                    Err(Failure::Refused(e)) => answers.push(Err(e)),
+                    Err(Failure::Storage(e)) => return Err(e),
+                }
+            }
+            let mut settled = Vec::new();
+            if upkeep {
+                settled = match self.expire_due(now_us, 1000) {
+                    Ok(e) => e,
+                    Err(Failure::Storage(e)) => return Err(e),
+                    Err(Failure::Refused(e)) => {
+                        log::error!(
+                            "{}: expiry of reservations refused: {e}",
+                            self.display_path()
+                        );
+                        Vec::new()
+                    }
+                };
+            }
+            let commit_started = std::time::Instant::now();
+            self.commit()?;
+            Ok(crate::backend::BatchOutcome {
+                answers: std::mem::take(&mut answers),
+                settled,
+                commit_us: commit_started.elapsed().as_micros() as u64,
+            })
+        })();
+        outcome.map_err(|e| {
+            self.rollback();
+            failed(e)
+        })
+    }
+
+    fn idle(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            log::warn!("{}: WAL checkpoint failed: {e}", self.display_path());
+        }
+    }
+
+    /// The WAL is copied back into the database when the writer is idle (a turn with nothing to do), when
+    /// nothing waits after a thousand batches, and at the latest every few thousand batches, so that it cannot
+    /// grow without bound.
+    fn idle_due(&self, batches: u64, busy: bool, queued: bool) -> bool {
+        match batches {
+            0 => false,
+            n if n >= CHECKPOINT_BATCHES => true,
+            n if n >= CHECKPOINT_BATCHES / 8 => !queued,
+            _ => !busy && !queued,
+        }
+    }
 }

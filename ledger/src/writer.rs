@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 
+use crate::backend::{Backend, BatchOutcome};
 use crate::error::{LedgerError, OpenError};
 use crate::model::{Answer, Op};
 use crate::store::{Abandoned, Access, Failure, Opened, Store};
@@ -169,6 +170,9 @@ struct Counters {
     largest_batch: AtomicU64,
     waiting: AtomicU64,
     lost: AtomicU64,
+    breaker_refused: AtomicU64,
+    recovered_reservations: AtomicU64,
+    breaker_open: std::sync::atomic::AtomicBool,
 }
 
 /// The writer's figures, for `rtc_core status`, metrics and benchmarks.
@@ -200,6 +204,12 @@ pub struct LedgerStats {
     pub waiting: u64,
     /// Settlements that could not be written before close (each logged whole).
     pub lost: u64,
+    /// Requests answered at once without trying the database, while it was failing (the breaker open).
+    pub breaker_refused: u64,
+    /// Reservations of a node that stopped, settled by this one (a shared ledger's take-over).
+    pub recovered_reservations: u64,
+    /// The database failed at the last try: reservations are refused until it answers again.
+    pub breaker_open: bool,
 }
 
 /// What closing did.
@@ -250,8 +260,8 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger (creating a new file when there is none), settles the reservations a dead process left
-    /// open (each with a `recovered` CDR), and starts the writer.
+    /// Opens the SQLite ledger (creating a new file when there is none), settles the reservations a dead
+    /// process left open (each with a `recovered` CDR), and starts the writer.
     pub fn open(config: LedgerConfig) -> Result<Ledger, OpenError> {
         let (mut store, opened) = match &config.location {
             Location::File(path) => Store::open(path, Access::Write)?,
@@ -282,16 +292,21 @@ impl Ledger {
             }
         };
         for r in &recovered {
-            log::warn!(
-                "{path}: reservation {} of account {:?} for call {} was left open by a process that stopped; \
-                 settled: {} charged (debited up to its last interval), {} released; CDR reason recovered",
-                r.reservation,
-                r.account,
-                r.call,
-                r.charged,
-                r.released
-            );
+            r.log_recovered(&path, "a process that stopped");
         }
+        Ledger::start(Box::new(store), &path, config, opened, recovered)
+    }
+
+    /// Starts the writer over an opened `backend` (described as `path` in messages): how another storage engine
+    /// (`rtc-ledger-pg`) runs under the same writer. `recovered`: what opening settled.
+    pub fn start(
+        backend: Box<dyn Backend>,
+        path: &str,
+        config: LedgerConfig,
+        opened: Opened,
+        recovered: Vec<Abandoned>,
+    ) -> Result<Ledger, OpenError> {
+        let path: Arc<str> = path.into();
         let (tx, rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
         let writer = {
@@ -299,7 +314,7 @@ impl Ledger {
             let path = path.clone();
             std::thread::Builder::new()
                 .name(THREAD_NAME.into())
-                .spawn(move || Writer::new(store, config, counters, path).run(&rx))
+                .spawn(move || Writer::new(backend, config, counters, path).run(&rx))
                 .map_err(OpenError::Thread)?
         };
         Ok(Ledger {
@@ -477,6 +492,9 @@ impl LedgerHandle {
             queued: self.tx.len() as u64,
             waiting: get(&c.waiting),
             lost: get(&c.lost),
+            breaker_refused: get(&c.breaker_refused),
+            recovered_reservations: get(&c.recovered_reservations),
+            breaker_open: c.breaker_open.load(Ordering::Relaxed),
         }
     }
 
@@ -488,7 +506,7 @@ impl LedgerHandle {
 
 /// The writer thread's state.
 struct Writer {
-    store: Store,
+    backend: Box<dyn Backend>,
     config: LedgerConfig,
     counters: Arc<Counters>,
     path: Arc<str>,
@@ -498,24 +516,29 @@ struct Writer {
     retry_at: Option<Instant>,
     /// When open reservations are next checked for expiry.
     expiry_at: Instant,
-    /// Batches committed since the WAL was last copied into the database.
-    batches_since_checkpoint: u64,
+    /// Batches committed since the backend was last told it is idle.
+    batches_since_idle: u64,
+    /// The last storage failure, told to requests refused while the breaker is open.
+    last_failure: String,
 }
 
-/// Most batches committed before the WAL is checkpointed even while requests keep coming.
-const CHECKPOINT_BATCHES: u64 = 8000;
-
 impl Writer {
-    fn new(store: Store, config: LedgerConfig, counters: Arc<Counters>, path: Arc<str>) -> Writer {
+    fn new(
+        backend: Box<dyn Backend>,
+        config: LedgerConfig,
+        counters: Arc<Counters>,
+        path: Arc<str>,
+    ) -> Writer {
         Writer {
-            store,
+            backend,
             expiry_at: Instant::now() + config.expiry_every,
             config,
             counters,
             path,
             waiting: VecDeque::new(),
             retry_at: None,
-            batches_since_checkpoint: 0,
+            batches_since_idle: 0,
+            last_failure: String::new(),
         }
     }
 
@@ -557,22 +580,16 @@ impl Writer {
                 self.run_batch(batch);
             }
             if busy {
-                self.batches_since_checkpoint += 1;
+                self.batches_since_idle += 1;
             }
-            // The WAL is copied back into the database when the writer is idle (a wake-up with nothing to do), when
-            // nothing waits after a thousand batches, and at the latest every few thousand batches, so that it
-            // cannot grow without bound; never inside a commit a call waits for.
-            let due = match self.batches_since_checkpoint {
-                0 => false,
-                n if n >= CHECKPOINT_BATCHES => true,
-                n if n >= CHECKPOINT_BATCHES / 8 => rx.is_empty(),
-                _ => !busy && rx.is_empty(),
-            };
-            if due {
-                match self.store.checkpoint() {
-                    Ok(_) => self.batches_since_checkpoint = 0,
-                    Err(e) => log::warn!("{}: WAL checkpoint failed: {e}", self.path),
-                }
+            // The backend's idle work (SQLite: copying the WAL back into the database) runs between batches, never
+            // inside a commit a call waits for.
+            if self
+                .backend
+                .idle_due(self.batches_since_idle, busy, !rx.is_empty())
+            {
+                self.backend.idle();
+                self.batches_since_idle = 0;
             }
             if closing {
                 let (path, counters) = (self.path.clone(), self.counters.clone());
@@ -621,103 +638,127 @@ impl Writer {
         }
         self.counters.lost.fetch_add(lost, Ordering::Relaxed);
         self.counters.waiting.store(0, Ordering::Relaxed);
+        self.backend.close();
         CloseReport { drained, lost }
     }
 
     /// Applies the waiting settlements and `batch` in one transaction, expires what is due, commits, answers.
     fn run_batch(&mut self, batch: Vec<Request>) {
-        let retry_due = self.retry_at.is_none_or(|at| at <= Instant::now());
+        let now = Instant::now();
+        let retry_due = self.retry_at.is_none_or(|at| at <= now);
         let mut requests: Vec<Request> = Vec::with_capacity(self.waiting.len() + batch.len());
         if retry_due {
             requests.extend(self.waiting.drain(..));
             self.retry_at = None;
+        } else {
+            // The breaker is open (the database failed a moment ago): settlements join the waiting ones, the rest
+            // is answered at once so that no call waits on a database that is down.
+            let mut refused = 0u64;
+            for r in batch {
+                if r.op.must_not_be_lost() {
+                    self.waiting.push_back(r);
+                } else {
+                    refused += 1;
+                    r.answer(Err(LedgerError::Unavailable(self.last_failure.clone())));
+                }
+            }
+            let c = &self.counters;
+            c.breaker_refused.fetch_add(refused, Ordering::Relaxed);
+            c.waiting
+                .store(self.waiting.len() as u64, Ordering::Relaxed);
+            return;
         }
         requests.extend(batch);
         let now_us = (self.config.clock)();
         let started = Instant::now();
-        let mut answers: Vec<Result<Answer, LedgerError>> = Vec::with_capacity(requests.len());
-        let mut stored_cdrs: Vec<String> = Vec::new();
-        let outcome = (|| -> Result<Vec<crate::store::Abandoned>, rusqlite::Error> {
-            self.store.begin()?;
-            for r in &requests {
-                if let Some(bound) = r.bound
-                    && started.duration_since(r.made) > bound
-                {
-                    answers.push(Err(LedgerError::Expired(started.duration_since(r.made))));
-                    continue;
+        // Requests that waited past their bound are answered without being applied.
+        let mut answers: Vec<Option<Result<Answer, LedgerError>>> =
+            Vec::with_capacity(requests.len());
+        let mut ops: Vec<(&Op, &'static str)> = Vec::with_capacity(requests.len());
+        for r in &requests {
+            match r.bound {
+                Some(bound) if started.duration_since(r.made) > bound => {
+                    answers.push(Some(Err(LedgerError::Expired(
+                        started.duration_since(r.made),
+                    ))));
                 }
-                match self.store.apply(&r.op, now_us, r.actor) {
-                    Ok(answer) => {
-                        match (&r.op, &answer) {
-                            (Op::Cdr(cdr), Answer::CdrStored(true)) => {
-                                stored_cdrs.push(cdr.uuid.clone())
-                            }
-                            (
-                                Op::Commit { cdr: Some(cdr), .. }
-                                | Op::Release { cdr: Some(cdr), .. },
-                                _,
-                            ) => stored_cdrs.push(cdr.uuid.clone()),
-                            _ => {}
-                        }
-                        answers.push(Ok(answer));
-                    }
-                    Err(Failure::Refused(e)) => {
-                        if let Op::Commit { cdr: Some(cdr), .. }
-                        | Op::Release { cdr: Some(cdr), .. } = &r.op
-                        {
-                            stored_cdrs.push(cdr.uuid.clone());
-                        }
-                        answers.push(Err(e));
-                    }
-                    Err(Failure::Storage(e)) => return Err(e),
+                _ => {
+                    answers.push(None);
+                    ops.push((&r.op, r.actor));
                 }
             }
-            let mut expired = Vec::new();
-            if Instant::now() >= self.expiry_at {
-                self.expiry_at = Instant::now() + self.config.expiry_every;
-                expired = match self.store.expire_due(now_us, 1000) {
-                    Ok(e) => e,
-                    Err(Failure::Storage(e)) => return Err(e),
-                    Err(Failure::Refused(e)) => {
-                        log::error!("{}: expiry of reservations refused: {e}", self.path);
-                        Vec::new()
-                    }
-                };
-            }
-            let commit_started = Instant::now();
-            self.store.commit()?;
-            let us = commit_started.elapsed().as_micros() as u64;
-            self.counters
-                .commit_us_total
-                .fetch_add(us, Ordering::Relaxed);
-            self.counters.commit_us_max.fetch_max(us, Ordering::Relaxed);
-            Ok(expired)
-        })();
+        }
+        let upkeep = started >= self.expiry_at;
+        if upkeep {
+            self.expiry_at = started + self.config.expiry_every;
+        }
+        let outcome = if ops.is_empty() && !upkeep {
+            Ok(BatchOutcome::default())
+        } else {
+            self.backend.apply_batch(&ops, now_us, upkeep)
+        };
+        drop(ops);
         match outcome {
-            Ok(expired) => {
+            Ok(outcome) => {
+                let mut applied = outcome.answers.into_iter();
+                let answers: Vec<Result<Answer, LedgerError>> = answers
+                    .into_iter()
+                    .map(|a| match a {
+                        Some(a) => a,
+                        None => applied.next().unwrap_or(Err(LedgerError::Storage(
+                            "the database gave fewer answers than operations".into(),
+                        ))),
+                    })
+                    .collect();
+                let mut stored_cdrs: Vec<String> = Vec::new();
+                for (r, a) in requests.iter().zip(&answers) {
+                    match (&r.op, a) {
+                        (Op::Cdr(cdr), Ok(Answer::CdrStored(true))) => {
+                            stored_cdrs.push(cdr.uuid.clone())
+                        }
+                        (
+                            Op::Commit { cdr: Some(cdr), .. } | Op::Release { cdr: Some(cdr), .. },
+                            a,
+                        ) if !matches!(a, Err(LedgerError::Expired(_))) => {
+                            stored_cdrs.push(cdr.uuid.clone())
+                        }
+                        _ => {}
+                    }
+                }
                 let c = &self.counters;
-                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.breaker_open.store(false, Ordering::Relaxed);
+                if !requests.is_empty() || !outcome.settled.is_empty() {
+                    c.batches.fetch_add(1, Ordering::Relaxed);
+                    c.commit_us_total
+                        .fetch_add(outcome.commit_us, Ordering::Relaxed);
+                    c.commit_us_max
+                        .fetch_max(outcome.commit_us, Ordering::Relaxed);
+                }
                 c.requests
                     .fetch_add(requests.len() as u64, Ordering::Relaxed);
                 c.largest_batch
                     .fetch_max(requests.len() as u64, Ordering::Relaxed);
                 c.cdrs
                     .fetch_add(stored_cdrs.len() as u64, Ordering::Relaxed);
-                c.expired_reservations
-                    .fetch_add(expired.len() as u64, Ordering::Relaxed);
                 c.waiting
                     .store(self.waiting.len() as u64, Ordering::Relaxed);
-                for e in &expired {
-                    log::warn!(
-                        "{}: reservation {} of account {:?} for call {} expired unsettled (nobody extended or \
-                         settled it in time); {} charged (what was debited), {} released",
-                        self.path,
-                        e.reservation,
-                        e.account,
-                        e.call,
-                        e.charged,
-                        e.released
-                    );
+                for e in &outcome.settled {
+                    if e.cdr.is_some() {
+                        c.recovered_reservations.fetch_add(1, Ordering::Relaxed);
+                        e.log_recovered(&self.path, "a node that stopped");
+                    } else {
+                        c.expired_reservations.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "{}: reservation {} of account {:?} for call {} expired unsettled (nobody extended or \
+                             settled it in time); {} charged (what was debited), {} released",
+                            self.path,
+                            e.reservation,
+                            e.account,
+                            e.call,
+                            e.charged,
+                            e.released
+                        );
+                    }
                 }
                 let n = requests.len();
                 for (r, a) in requests.into_iter().zip(answers) {
@@ -732,7 +773,9 @@ impl Writer {
                     }
                     r.answer(a);
                 }
-                if let Some(observer) = &self.config.on_commit {
+                if let Some(observer) = &self.config.on_commit
+                    && n > 0
+                {
                     observer(&Committed {
                         requests: n,
                         cdrs: stored_cdrs,
@@ -740,7 +783,6 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.store.rollback();
                 let n = self
                     .counters
                     .storage_failures
@@ -756,9 +798,13 @@ impl Writer {
                         self.config.retry_every
                     );
                 }
-                let err = LedgerError::storage(e);
-                for r in requests {
-                    if r.op.must_not_be_lost() {
+                self.counters.breaker_open.store(true, Ordering::Relaxed);
+                self.last_failure = e.0.clone();
+                let err = LedgerError::Storage(e.0);
+                for (r, a) in requests.into_iter().zip(answers) {
+                    if let Some(a) = a {
+                        r.answer(a);
+                    } else if r.op.must_not_be_lost() {
                         self.waiting.push_back(r);
                     } else {
                         r.answer(Err(err.clone()));

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rtc_ledger::{
-    AccountRef, Answer, CallInfo, CdrRecord, EntryKind, Ledger, LedgerConfig, LedgerError,
-    Location, Money, Op, ReservationId, ReservationState, Store,
+    AccountRef, Answer, CallInfo, CallLimits, CdrRecord, EntryKind, Ledger, LedgerConfig,
+    LedgerError, Location, Money, Op, ReservationId, ReservationState, Store,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -67,6 +67,7 @@ fn reserve(l: &Ledger, account: &str, amount: Money, uuid: &str) -> Result<Answe
                 ..CallInfo::default()
             },
             ttl: Duration::from_secs(3600),
+            limits: CallLimits::default(),
         },
     )
 }
@@ -388,6 +389,7 @@ fn a_reservation_nobody_settles_frees_itself_at_its_expiry() {
             call: "c1".into(),
             info: CallInfo::default(),
             ttl: Duration::from_secs(30),
+            limits: CallLimits::default(),
         },
     );
     let r = reserved(short);

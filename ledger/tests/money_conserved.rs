@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rtc_ledger::{
-    AccountRef, Answer, CallInfo, Ledger, LedgerConfig, LedgerError, Location, Money, Op, Request,
-    ReservationId, ReservationState, Store,
+    AccountRef, Answer, CallInfo, CallLimits, Ledger, LedgerConfig, LedgerError, Location, Money,
+    Op, Request, ReservationId, ReservationState, Store,
 };
 
 const ACCOUNTS: usize = 3;
@@ -141,6 +141,7 @@ fn reserve_op(account: usize, amount: i64, call: String) -> Op {
         call,
         info: CallInfo::default(),
         ttl: Duration::from_secs(86_400),
+        limits: CallLimits::default(),
     }
 }
 

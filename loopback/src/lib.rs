@@ -703,6 +703,10 @@ pub fn encode_answer(destination: &str, outcome: Outcome) -> Option<Value> {
             "extended": true, "granted": granted.to_string(), "available": available.map(|a| a.to_string()),
         }),
         Outcome::BalanceInsufficient => json!({ "reserved": false, "extended": false }),
+        // Not held: the service's wire has no limit answer, so the caller sees a refusal (with why, for logs).
+        Outcome::LimitReached { limit, max } => {
+            json!({ "reserved": false, "refused_by": limit, "limit": max })
+        }
         Outcome::RateFound(rate) => {
             let digits = destination.strip_prefix('+').unwrap_or(destination);
             let prefix: String = digits.chars().take(usize::from(rate.prefix_len)).collect();

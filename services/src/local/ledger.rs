@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rtc_ledger::{
-    AccountRef, Answer, CallInfo, CdrRecord, Ledger, LedgerConfig, LedgerError, LedgerHandle,
-    Location, Op, OpenError, Request, ReservationId,
+    AccountRef, Answer, CallInfo, CallLimits, CdrRecord, Ledger, LedgerConfig, LedgerError,
+    LedgerHandle, Location, Op, OpenError, Request, ReservationId,
 };
 
 use rtc_config::local::LedgerPlace;
@@ -64,6 +64,8 @@ pub struct LedgerBackend {
     counters: Arc<MoneyCounters>,
     /// Bound on a reservation's or extension's wait for the writer.
     bound: Duration,
+    /// The ledger is shared by several nodes (PostgreSQL): partners' call limits are counted there too.
+    shared: bool,
 }
 
 impl std::fmt::Debug for LedgerBackend {
@@ -83,6 +85,7 @@ impl LedgerBackend {
             results: Arc::new(LateResults::new()),
             counters: Arc::default(),
             bound: DEFAULT_BOUND,
+            shared: false,
         })
     }
 
@@ -119,13 +122,20 @@ impl LedgerBackend {
         amount: Money,
         context: &CallContext,
         ttl: Duration,
+        limits: CallLimits,
     ) {
+        let limits = if self.shared {
+            limits
+        } else {
+            CallLimits::default()
+        };
         let op = Op::Reserve {
             account: AccountRef::Name(account.to_string()),
             amount,
             call: call.to_string(),
             info: call_info(context),
             ttl,
+            limits,
         };
         self.ask(call, op);
     }
@@ -178,6 +188,18 @@ impl LedgerBackend {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     log::error!("call {call}: the ledger answered {what} with {other:?}");
                     Outcome::Failed(ServiceKind::Balance, ServiceFailure::Error)
+                }
+                Err(LedgerError::LimitReached { which, max }) => Outcome::LimitReached {
+                    limit: match which {
+                        "max_cps" => "partner_cps",
+                        _ => "partner_concurrent",
+                    },
+                    max,
+                },
+                Err(e @ LedgerError::Unavailable(_)) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("call {call}: ledger {what}: {e}");
+                    Outcome::Failed(ServiceKind::Balance, ServiceFailure::CircuitOpen)
                 }
                 Err(e @ (LedgerError::Expired(_) | LedgerError::Timeout(_))) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);

@@ -558,7 +558,17 @@ impl ServiceSink for LocalServices {
                 ..
             } => match self.partners.get(partner) {
                 Some(p) => {
-                    self.money.reserve(call, &p.name, amount, &context, ttl);
+                    self.money.reserve(
+                        call,
+                        &p.name,
+                        amount,
+                        &context,
+                        ttl,
+                        rtc_ledger::CallLimits {
+                            max_concurrent: p.max_concurrent,
+                            max_cps: p.max_cps,
+                        },
+                    );
                     return None;
                 }
                 None => failed(
