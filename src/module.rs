@@ -58,7 +58,7 @@ fn ledger_dir(config: &rtc_config::RtcConfig) -> Result<Option<PathBuf>, String>
     let needs_dir = match &config.local.ledger {
         LedgerPlace::HostDefault => true,
         LedgerPlace::File(path) => path.is_relative(),
-        LedgerPlace::Memory => false,
+        LedgerPlace::Memory | LedgerPlace::Postgres(_) => false,
     };
     if dir.is_none() && needs_dir && config.any_local() {
         return Err(

@@ -217,6 +217,12 @@ fn ledger_path(
         LedgerPlace::Memory => Err(Fail::Other(format!(
             "{file} keeps the ledger in memory (ledger = :memory:): there is no file to read"
         ))),
+        LedgerPlace::Postgres(url) => Err(Fail::Other(format!(
+            "{file} keeps the ledger on PostgreSQL ({}), shared by the nodes; `rtc-core ledger` reads the \
+             embedded SQLite ledger: read balances with `rtc_core balance` in fs_cli, or query the rtc_ledger \
+             schema (docs/ledger-postgres.md)",
+            rtc_ledger_pg::redact(url)
+        ))),
     }
 }
 

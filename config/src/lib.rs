@@ -100,6 +100,10 @@ pub const LOCAL_PARAMS: &[&str] = &[
     "cdr-file",
     "cdr-memory",
     "ledger",
+    "ledger-node-id",
+    "ledger-pool-size",
+    "ledger-timeout",
+    "ledger-lease",
 ];
 
 /// `<local>` params still accepted so that older configurations load, but no longer used (a warning says so).
@@ -1043,17 +1047,61 @@ impl<'d, 'input> Parser<'d, 'input> {
                         LedgerPlace::HostDefault
                     } else if value == ":memory:" {
                         LedgerPlace::Memory
+                    } else if value.starts_with("postgres://") || value.starts_with("postgresql://")
+                    {
+                        LedgerPlace::Postgres(value.to_string())
                     } else if value.contains("://") {
                         return Err(self.bad(
                             node,
                             name,
                             value,
-                            "a file path (an SQLite ledger; database URLs are not supported by this version), \
+                            "a file path (the embedded SQLite ledger), a postgres:// URL (the shared ledger), \
                              :memory:, or empty for the default",
                         ));
                     } else {
                         LedgerPlace::File(PathBuf::from(value))
                     };
+                }
+                "ledger-node-id" => {
+                    let value = value.trim();
+                    if value.is_empty() {
+                        local.shared.node_id = None;
+                    } else if value.len() > 128
+                        || !value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+                    {
+                        return Err(self.bad(
+                            node,
+                            name,
+                            value,
+                            "a node id of 1 to 128 letters, digits and - _ . : (empty: the host's name)",
+                        ));
+                    } else {
+                        local.shared.node_id = Some(value.to_string());
+                    }
+                }
+                "ledger-pool-size" => {
+                    let n = self.count(node, name, value, 1, "a whole number from 1 to 64")?;
+                    if n > 64 {
+                        return Err(self.bad(node, name, value, "a whole number from 1 to 64"));
+                    }
+                    local.shared.pool_size = n;
+                }
+                "ledger-timeout" => {
+                    local.shared.timeout = self.positive_duration(node, name, value)?
+                }
+                "ledger-lease" => {
+                    let lease = self.positive_duration(node, name, value)?;
+                    if lease < Duration::from_secs(3) {
+                        return Err(self.bad(
+                            node,
+                            name,
+                            value,
+                            "a duration of 3s or more (the lease is renewed every second)",
+                        ));
+                    }
+                    local.shared.lease = lease;
                 }
                 // `params` only lets known names through; keep this arm in step with LOCAL_PARAMS.
                 _ => {}
@@ -1597,6 +1645,42 @@ mod tests {
             config.local.cdr_file,
             Some(PathBuf::from("/var/log/rtc/cdr.jsonl"))
         );
+    }
+
+    #[test]
+    fn a_postgres_url_places_the_shared_ledger_with_this_nodes_settings() {
+        let config = parse(
+            r#"<local>
+                 <param name="ledger" value="postgres://rtc:secret@10.0.0.5:5432/billing"/>
+                 <param name="ledger-node-id" value="fs-a.example"/>
+                 <param name="ledger-pool-size" value="8"/>
+                 <param name="ledger-timeout" value="1500ms"/>
+                 <param name="ledger-lease" value="20s"/>
+               </local>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.local.ledger,
+            LedgerPlace::Postgres("postgres://rtc:secret@10.0.0.5:5432/billing".into())
+        );
+        let shared = &config.local.shared;
+        assert_eq!(shared.node_id.as_deref(), Some("fs-a.example"));
+        assert_eq!(shared.pool_size, 8);
+        assert_eq!(shared.timeout, Duration::from_millis(1500));
+        assert_eq!(shared.lease, Duration::from_secs(20));
+        for (param, value, expected) in [
+            ("ledger", "mysql://db/x", "a postgres:// URL"),
+            ("ledger-node-id", "fs a", "a node id of 1 to 128"),
+            ("ledger-pool-size", "0", "from 1 to 64"),
+            ("ledger-pool-size", "65", "from 1 to 64"),
+            ("ledger-lease", "2s", "3s or more"),
+            ("ledger-timeout", "soon", "duration"),
+        ] {
+            let e = error(&format!(
+                "<local><param name=\"{param}\" value=\"{value}\"/></local>"
+            ));
+            assert!(e.contains(param) && e.contains(expected), "{e}");
+        }
     }
 
     #[test]

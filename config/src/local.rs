@@ -2,6 +2,7 @@
 //! CDRs, and where the ledger lives.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where the local ledger lives, as the configuration says (`<local><param name="ledger">`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +14,34 @@ pub enum LedgerPlace {
     File(PathBuf),
     /// `:memory:`: nothing on disk, every balance lost at exit (trials and tests only).
     Memory,
+    /// `postgres://…`: the shared ledger on PostgreSQL, one set of accounts for several nodes (the URL as given,
+    /// password included; shown without it).
+    Postgres(String),
+}
+
+/// How this node uses a shared ledger (`<local>` params `ledger-node-id`, `ledger-pool-size`, `ledger-timeout`,
+/// `ledger-lease`); unused by the embedded ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedLedger {
+    /// This node's id among those sharing the ledger; `None`: the host's name.
+    pub node_id: Option<String>,
+    /// Connections to the database.
+    pub pool_size: usize,
+    /// Longest a batch of ledger operations may take before it counts as a database failure.
+    pub timeout: Duration,
+    /// How long this node's lease lasts without renewal, after which another node settles its calls' money.
+    pub lease: Duration,
+}
+
+impl Default for SharedLedger {
+    fn default() -> Self {
+        SharedLedger {
+            node_id: None,
+            pool_size: 4,
+            timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(15),
+        }
+    }
 }
 
 /// Where the embedded (local) backends read their tables, and where they put CDRs.
@@ -30,6 +59,8 @@ pub struct LocalFiles {
     pub cdr_file: Option<PathBuf>,
     /// Where the ledger (balances, reservations, journal, CDRs) lives.
     pub ledger: LedgerPlace,
+    /// How this node uses the ledger when it is shared (PostgreSQL).
+    pub shared: SharedLedger,
 }
 
 impl LocalFiles {
@@ -42,6 +73,7 @@ impl LocalFiles {
             balances: base_dir.join("rtc_core/balances.csv"),
             cdr_file: None,
             ledger: LedgerPlace::HostDefault,
+            shared: SharedLedger::default(),
         }
     }
 }

@@ -171,8 +171,11 @@ impl Host {
         let mut local = match options.local {
             Some(local) => Some(local),
             None if config.any_local() => {
-                let location =
-                    ledger::location(&config.local.ledger, options.ledger_dir.as_deref());
+                let location = ledger::location(
+                    &config.local.ledger,
+                    &config.local.shared,
+                    options.ledger_dir.as_deref(),
+                );
                 Some(LocalServices::load_at(&config.local, location)?)
             }
             None => None,

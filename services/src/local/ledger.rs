@@ -18,7 +18,7 @@ use rtc_ledger::{
     LedgerHandle, Location, Op, OpenError, Request, ReservationId,
 };
 
-use rtc_config::local::LedgerPlace;
+use rtc_config::local::{LedgerPlace, SharedLedger};
 use rtc_engine::cause::HangupCause;
 use rtc_engine::domain::{Cdr, Money, Reservation};
 use rtc_engine::id::CallId;
@@ -26,15 +26,41 @@ use rtc_engine::reason::Reason;
 use rtc_engine::results::LateResults;
 use rtc_engine::service::ResultSink;
 use rtc_engine::service::{CallContext, Outcome, ServiceFailure, ServiceKind, ServiceResult};
+use rtc_ledger_pg::PgConfig;
+
+/// Where the ledger is: an embedded store (a file, or memory), or the shared ledger on PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The embedded SQLite ledger.
+    Embedded(Location),
+    /// The shared ledger: the database and this node's part in it.
+    Shared(PgConfig),
+}
+
+impl From<Location> for Place {
+    fn from(location: Location) -> Place {
+        Place::Embedded(location)
+    }
+}
 
 /// Where a host whose ledger directory is `dir` (none: it has no disk of its own) keeps the ledger the
-/// configuration places at `place`.
-pub fn location(place: &LedgerPlace, dir: Option<&Path>) -> Location {
+/// configuration places at `place` (`shared`: this node's settings for a shared ledger).
+pub fn location(place: &LedgerPlace, shared: &SharedLedger, dir: Option<&Path>) -> Place {
     match (place, dir) {
-        (LedgerPlace::Memory, _) | (LedgerPlace::HostDefault, None) => Location::Memory,
-        (LedgerPlace::HostDefault, Some(dir)) => Location::File(dir.join(DEFAULT_FILE)),
-        (LedgerPlace::File(path), Some(dir)) => Location::File(dir.join(path)),
-        (LedgerPlace::File(path), None) => Location::File(path.clone()),
+        (LedgerPlace::Memory, _) | (LedgerPlace::HostDefault, None) => Location::Memory.into(),
+        (LedgerPlace::HostDefault, Some(dir)) => Location::File(dir.join(DEFAULT_FILE)).into(),
+        (LedgerPlace::File(path), Some(dir)) => Location::File(dir.join(path)).into(),
+        (LedgerPlace::File(path), None) => Location::File(path.clone()).into(),
+        (LedgerPlace::Postgres(url), _) => {
+            let mut config = PgConfig::new(url);
+            if let Some(id) = &shared.node_id {
+                config.node_id = id.clone();
+            }
+            config.pool_size = shared.pool_size;
+            config.timeout = shared.timeout;
+            config.lease = shared.lease;
+            Place::Shared(config)
+        }
     }
 }
 
@@ -77,16 +103,27 @@ impl std::fmt::Debug for LedgerBackend {
 }
 
 impl LedgerBackend {
-    /// Opens the ledger at `location` (settling what a dead process left open).
-    pub fn open(location: Location) -> Result<LedgerBackend, OpenError> {
-        let ledger = Ledger::open(LedgerConfig::new(location))?;
+    /// Opens the ledger at `place` (settling what a dead process, or this node's previous run, left open).
+    pub fn open(place: Place) -> Result<LedgerBackend, OpenError> {
+        let (ledger, shared) = match place {
+            Place::Embedded(location) => (Ledger::open(LedgerConfig::new(location))?, false),
+            Place::Shared(config) => (
+                rtc_ledger_pg::open(config, LedgerConfig::new(Location::Memory))?,
+                true,
+            ),
+        };
         Ok(LedgerBackend {
             ledger,
             results: Arc::new(LateResults::new()),
             counters: Arc::default(),
             bound: DEFAULT_BOUND,
-            shared: false,
+            shared,
         })
+    }
+
+    /// Whether the ledger is shared by several nodes (partners' call limits are counted there too).
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// The ledger, for operators' requests (balances, top-ups) and tests.
@@ -362,20 +399,42 @@ mod tests {
     #[test]
     fn places_resolve_against_the_hosts_directory() {
         let dir = Path::new("/var/lib/freeswitch/db");
+        let at = |place: &LedgerPlace, dir: Option<&Path>| {
+            location(place, &SharedLedger::default(), dir)
+        };
+        let file = |p: std::path::PathBuf| Place::Embedded(Location::File(p));
         assert_eq!(
-            location(&LedgerPlace::HostDefault, Some(dir)),
-            Location::File(dir.join("rtc_core.db"))
+            at(&LedgerPlace::HostDefault, Some(dir)),
+            file(dir.join("rtc_core.db"))
         );
-        assert_eq!(location(&LedgerPlace::HostDefault, None), Location::Memory);
+        assert_eq!(at(&LedgerPlace::HostDefault, None), Location::Memory.into());
         assert_eq!(
-            location(&LedgerPlace::File("billing/ledger.db".into()), Some(dir)),
-            Location::File(dir.join("billing/ledger.db"))
+            at(&LedgerPlace::File("billing/ledger.db".into()), Some(dir)),
+            file(dir.join("billing/ledger.db"))
         );
         assert_eq!(
-            location(&LedgerPlace::File("/srv/ledger.db".into()), Some(dir)),
-            Location::File("/srv/ledger.db".into())
+            at(&LedgerPlace::File("/srv/ledger.db".into()), Some(dir)),
+            file("/srv/ledger.db".into())
         );
-        assert_eq!(location(&LedgerPlace::Memory, Some(dir)), Location::Memory);
+        assert_eq!(at(&LedgerPlace::Memory, Some(dir)), Location::Memory.into());
+        // The shared ledger: the URL as given, this node's settings from <local>.
+        let shared = SharedLedger {
+            node_id: Some("fs-a".into()),
+            pool_size: 8,
+            timeout: Duration::from_millis(1500),
+            lease: Duration::from_secs(20),
+        };
+        let url = "postgres://rtc:secret@db.example:5432/billing";
+        match location(&LedgerPlace::Postgres(url.into()), &shared, Some(dir)) {
+            Place::Shared(c) => {
+                assert_eq!((c.url.as_str(), c.node_id.as_str()), (url, "fs-a"));
+                assert_eq!(
+                    (c.pool_size, c.timeout, c.lease),
+                    (8, shared.timeout, shared.lease)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use rates::RateDeck;
 pub use routes::RouteTable;
 pub use table::{LineProblem, LocalError};
 
-use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Location, Op};
+use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Op};
 
 use crate::services_settings;
 use rtc_config::local::LocalFiles;
@@ -236,11 +236,14 @@ impl LocalServices {
     /// host's default place is memory here: hosts resolve it first, see [`LocalServices::load_at`]), opens an
     /// account for every partner and imports the opening balances of those that never moved money.
     pub fn load(files: &LocalFiles) -> Result<LocalServices, LocalError> {
-        LocalServices::load_at(files, ledger::location(&files.ledger, None))
+        LocalServices::load_at(files, ledger::location(&files.ledger, &files.shared, None))
     }
 
-    /// [`LocalServices::load`], with the ledger at `location`.
-    pub fn load_at(files: &LocalFiles, location: Location) -> Result<LocalServices, LocalError> {
+    /// [`LocalServices::load`], with the ledger at `place` (an embedded [`Location`] or the shared ledger).
+    pub fn load_at(
+        files: &LocalFiles,
+        place: impl Into<ledger::Place>,
+    ) -> Result<LocalServices, LocalError> {
         let partners = Partners::load(&files.partners)?;
         let rates = RateDeck::load(&files.rates, &partners)?;
         let routes = RouteTable::load(&files.routes)?;
@@ -249,7 +252,7 @@ impl LocalServices {
             Some(path) => Some(CdrFile::open(path)?),
             None => None,
         };
-        let money = LedgerBackend::open(location).map_err(LocalError::Ledger)?;
+        let money = LedgerBackend::open(place.into()).map_err(LocalError::Ledger)?;
         let recovered = money
             .ledger()
             .recovered()
@@ -1009,7 +1012,9 @@ mod tests {
         let path = dir.path().join("rtc_core.db");
         let mut files = RtcConfig::default().local;
         files.cdr_file = Some(dir.path().join("cdr.jsonl"));
-        let mut s = local(LocalServices::load_at(&files, Location::File(path.clone())).unwrap());
+        let mut s = local(
+            LocalServices::load_at(&files, rtc_ledger::Location::File(path.clone())).unwrap(),
+        );
         let Outcome::BalanceReserved { reservation, .. } = reserve(&mut s, 0, Money(1_000_000))
         else {
             panic!("not reserved");
