@@ -68,9 +68,13 @@ enum Command {
         #[arg(long)]
         outage_ms: Option<u64>,
         /// Keep the money in this ledger file, and keep the file (default: a scratch file, removed at the
-        /// end). An existing ledger is used as it stands.
+        /// end; or the PostgreSQL ledger the configuration names). An existing ledger is used as it stands. A
+        /// postgres:// URL runs on the shared ledger there, as node `--node-id`.
         #[arg(long)]
         ledger: Option<PathBuf>,
+        /// This run's node id on a shared (PostgreSQL) ledger (default: the configuration's, else the host's name).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Measure one part of the engine; the last line printed is one JSON object.
     Bench {
@@ -227,6 +231,7 @@ fn main() -> ExitCode {
             outage_at_ms,
             outage_ms,
             ledger,
+            node_id,
         } => {
             let args = simulation::Args {
                 calls,
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
                     length: outage_ms.map(Duration::from_millis),
                 },
                 ledger,
+                node_id,
             };
             let run = match backend {
                 BackendArg::Local => simulate::run(args),

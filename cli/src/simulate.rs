@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<SimReport, String> {
     for service in &mut cfg.services {
         service.backend = Backend::Local;
     }
-    let ledger = SimLedger::prepare(args.ledger.as_deref(), &mut cfg)?;
+    let ledger = SimLedger::prepare(&args, &mut cfg)?;
     let (switch, commands) = sim::SimSwitch::new();
     let heap_before = live_bytes();
     // Assembled as the module and `rtc-core esl` assemble it: runtime, services, engine thread.

@@ -30,8 +30,10 @@ pub struct Args {
     pub json: bool,
     /// The service outage of an HTTP run.
     pub outage: OutagePlan,
-    /// The ledger file to use and keep; `None`: a scratch file, removed at the end.
+    /// The ledger file (or postgres:// URL) to use and keep; `None`: a scratch file, removed at the end.
     pub ledger: Option<PathBuf>,
+    /// This run's node id on a shared ledger.
+    pub node_id: Option<String>,
 }
 
 /// Which service goes down, when, and for how long.
@@ -48,12 +50,23 @@ pub struct OutagePlan {
 /// The simulation's ledger: where it is, and when the run began, so that the money of this run can be told
 /// from what an existing file (`--ledger`) held before.
 pub(crate) struct SimLedger {
-    /// The file.
-    path: PathBuf,
-    /// The scratch directory holding it, removed when this is dropped; `None` for the user's file.
-    scratch: Option<tempfile::TempDir>,
+    /// The file, or the shared database.
+    place: SimPlace,
     /// When the run began (µs since the epoch): its journal entries and CDRs are the ones from then on.
     since_us: i64,
+}
+
+/// Where a simulation keeps its money.
+enum SimPlace {
+    /// An SQLite file; with the scratch directory holding it (removed when dropped), `None` for the user's file.
+    File(PathBuf, Option<tempfile::TempDir>),
+    /// The shared ledger on PostgreSQL (`--ledger postgres://…`, or the configuration's): this node's part of it.
+    Postgres {
+        /// The database.
+        url: String,
+        /// This run's node id.
+        node: String,
+    },
 }
 
 /// The money a run moved, from the ledger's journal, and whether the journal balances.
@@ -84,35 +97,89 @@ pub(crate) struct MoneySummary {
 }
 
 impl SimLedger {
-    /// Places the run's ledger in `cfg`, whatever the configuration said: the file given, or a new scratch one.
-    pub(crate) fn prepare(given: Option<&Path>, cfg: &mut RtcConfig) -> Result<SimLedger, String> {
-        let (path, scratch) = match given {
-            Some(path) => (path.to_owned(), None),
-            None => {
+    /// Places the run's ledger in `cfg`: the file or database given, else a PostgreSQL ledger the configuration
+    /// names, else a new scratch file.
+    pub(crate) fn prepare(args: &Args, cfg: &mut RtcConfig) -> Result<SimLedger, String> {
+        let given = args.ledger.as_deref();
+        if let Some(node) = &args.node_id {
+            cfg.local.shared.node_id = Some(node.clone());
+        }
+        let url = match given.and_then(Path::to_str) {
+            Some(text) if text.starts_with("postgres://") || text.starts_with("postgresql://") => {
+                Some(text.to_string())
+            }
+            Some(_) => None,
+            None => match &cfg.local.ledger {
+                LedgerPlace::Postgres(url) => Some(url.clone()),
+                _ => None,
+            },
+        };
+        let place = match (url, given) {
+            (Some(url), _) => {
+                cfg.local.ledger = LedgerPlace::Postgres(url.clone());
+                let node = cfg
+                    .local
+                    .shared
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(rtc_ledger_pg::host_name);
+                SimPlace::Postgres { url, node }
+            }
+            (None, Some(path)) => {
+                cfg.local.ledger = LedgerPlace::File(path.to_owned());
+                SimPlace::File(path.to_owned(), None)
+            }
+            (None, None) => {
                 let dir = tempfile::tempdir().map_err(|e| {
                     format!("cannot create a scratch directory for the ledger: {e}")
                 })?;
-                (dir.path().join("rtc_core.db"), Some(dir))
+                let path = dir.path().join("rtc_core.db");
+                cfg.local.ledger = LedgerPlace::File(path.clone());
+                SimPlace::File(path, Some(dir))
             }
         };
-        cfg.local.ledger = LedgerPlace::File(path.clone());
         Ok(SimLedger {
-            path,
-            scratch,
+            place,
             since_us: now_us(),
         })
     }
 
     /// Reads what the run moved, once the ledger is closed (or from beside it: reading needs no lock).
     pub(crate) fn money(&self) -> Result<MoneySummary, String> {
-        let (store, _) = Store::open(&self.path, Access::Read).map_err(|e| e.to_string())?;
-        let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", self.path.display());
+        match &self.place {
+            SimPlace::File(path, scratch) => {
+                self.file_money(path, scratch.is_none().then(|| path.display().to_string()))
+            }
+            SimPlace::Postgres { url, node } => self.shared_money(url, node),
+        }
+    }
+
+    /// This node's part of a shared ledger's money, and whether the whole ledger balances.
+    fn shared_money(&self, url: &str, node: &str) -> Result<MoneySummary, String> {
+        let s = rtc_ledger_pg::node_summary(url, node, self.since_us)?;
+        let totals = rtc_ledger_pg::check(url)?;
+        Ok(MoneySummary {
+            ledger: Some(format!("{} (node {node})", rtc_ledger_pg::redact(url))),
+            opening_balances: s.opening_balances,
+            topups: s.topups,
+            held: s.held,
+            charged: s.charged,
+            released: s.released,
+            reserved_at_end: s.reserved_at_end,
+            journal_entries: s.journal_entries,
+            cdrs_stored: s.cdrs_stored,
+            journal_balances: totals.discrepancies.is_empty() && totals.balances == totals.journal,
+            problems: totals.discrepancies,
+        })
+    }
+
+    /// What the run moved in an SQLite ledger file.
+    fn file_money(&self, path: &Path, kept: Option<String>) -> Result<MoneySummary, String> {
+        let (store, _) = Store::open(path, Access::Read).map_err(|e| e.to_string())?;
+        let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let add = |sum: &mut Money, m: i64| *sum = Money(sum.0.saturating_add(m));
         let mut m = MoneySummary {
-            ledger: self
-                .scratch
-                .is_none()
-                .then(|| self.path.display().to_string()),
+            ledger: kept,
             opening_balances: Money::ZERO,
             topups: Money::ZERO,
             held: Money::ZERO,

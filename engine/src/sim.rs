@@ -259,9 +259,14 @@ struct Driver<S: EventSink> {
     order: u64,
 }
 
-/// The a-leg id of the simulator's `n`th call.
-pub fn call_id(n: usize) -> CallId {
-    CallId::from_u128(0x5157_0000_0000_0000_0000_0000_0000_0000 | n as u128)
+/// The a-leg id of the simulator's `n`th call in a run seeded `seed`: runs with other seeds (two simulated
+/// nodes on one shared ledger) never reuse a call's id, as FreeSWITCH's random UUIDs never do.
+pub fn call_id(seed: u64, n: usize) -> CallId {
+    CallId::from_u128(
+        0x5157_0000_0000_0000_0000_0000_0000_0000
+            | (u128::from(seed & 0xFFFF_FFFF) << 64)
+            | (n as u128 & 0xFFFF_FFFF_FFFF_FFFF),
+    )
 }
 
 fn b_leg_id(a: CallId, attempt: u8) -> CallId {
@@ -325,7 +330,7 @@ impl<S: EventSink> Driver<S> {
     }
 
     fn arrive(&mut self, n: usize, now: Instant) {
-        let id = call_id(n);
+        let id = call_id(self.opts.seed, n);
         let scenario = self.pick_scenario();
         let p = &self.opts.profile;
         let (ip, prefix) = match scenario {

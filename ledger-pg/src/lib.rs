@@ -1225,3 +1225,85 @@ pub fn nodes(url: &str) -> Result<Vec<NodeRow>, String> {
             .collect())
     })
 }
+
+/// The money one node moved since a moment, from the shared journal (the simulator's summary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// Opening balances imported.
+    pub opening_balances: Money,
+    /// Money paid in.
+    pub topups: Money,
+    /// Held for calls: reservations and their extensions.
+    pub held: Money,
+    /// Charged by commits.
+    pub charged: Money,
+    /// Charged by recovery or expiry (a dead node's calls settled here, or reservations nobody settled).
+    pub charged_by_recovery: Money,
+    /// Held money given back at settlement.
+    pub released: Money,
+    /// Journal entries written.
+    pub journal_entries: u64,
+    /// Still held by this node's open reservations.
+    pub reserved_at_end: Money,
+    /// CDRs this node stored for calls that ended since.
+    pub cdrs_stored: u64,
+}
+
+/// What node `node` moved in the shared ledger from `since_us` on.
+pub fn node_summary(url: &str, node: &str, since_us: i64) -> Result<NodeSummary, String> {
+    offline(url, async |client| {
+        let q = |e: tokio_postgres::Error| pg_error(&e);
+        let mut s = NodeSummary::default();
+        for r in client
+            .query(
+                "SELECT kind, COALESCE(SUM(balance_delta), 0)::bigint, COALESCE(SUM(reserved_delta), 0)::bigint,
+                        COALESCE(SUM(GREATEST(balance_delta - reserved_delta, 0)), 0)::bigint, count(*)
+                 FROM rtc_ledger.journal WHERE node = $1 AND at_us >= $2 GROUP BY kind",
+                &[&node, &since_us],
+            )
+            .await
+            .map_err(q)?
+        {
+            let kind: String = r.get(0);
+            let (balance, reserved, freed) = (
+                Money(r.get(1)),
+                Money(r.get(2)),
+                Money(r.get(3)),
+            );
+            s.journal_entries += r.get::<_, i64>(4) as u64;
+            match kind.as_str() {
+                "import" => s.opening_balances = balance,
+                "topup" => s.topups = balance,
+                "reserve" | "extend" => s.held = Money(s.held.0 + reserved.0),
+                "commit" => {
+                    s.charged = Money(-balance.0);
+                    s.released = Money(s.released.0 + freed.0);
+                }
+                "release" | "expiry" | "recovery" => {
+                    if kind != "release" {
+                        s.charged_by_recovery = Money(s.charged_by_recovery.0 - balance.0);
+                    }
+                    s.released = Money(s.released.0 + freed.0);
+                }
+                _ => {}
+            }
+        }
+        let row = client
+            .query_one(
+                "SELECT COALESCE(SUM(held), 0)::bigint FROM rtc_ledger.reservations WHERE node = $1 AND state = 'open'",
+                &[&node],
+            )
+            .await
+            .map_err(q)?;
+        s.reserved_at_end = Money(row.get(0));
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM rtc_ledger.cdrs WHERE node = $1 AND ended_at_us >= $2",
+                &[&node, &since_us],
+            )
+            .await
+            .map_err(q)?;
+        s.cdrs_stored = row.get::<_, i64>(0) as u64;
+        Ok(s)
+    })
+}
