@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::bench_setup::cpu_by_thread;
 
 /// Options of `bench ledger`.
+#[derive(Clone)]
 pub struct LedgerBench {
     /// Settlements per run.
     pub calls: usize,
@@ -31,6 +32,103 @@ pub struct LedgerBench {
     pub window: usize,
     /// Where the durable run's file goes (default: the system's temporary directory).
     pub dir: Option<PathBuf>,
+    /// The embedded SQLite ledger, or the shared ledger on PostgreSQL.
+    pub backend: BenchBackend,
+    /// Nodes writing the shared ledger at once (PostgreSQL).
+    pub nodes: usize,
+    /// The PostgreSQL database (default: a throwaway cluster started for the bench, on 127.0.0.1).
+    pub url: Option<String>,
+}
+
+/// Which ledger `bench ledger` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    /// The embedded SQLite ledger: durable file against memory.
+    Sqlite,
+    /// The shared ledger on PostgreSQL, from 1 and from `--nodes` nodes, against the SQLite file.
+    Postgres,
+}
+
+/// Calls at once per partner in the limit run: well under what the producers keep in flight per partner.
+const LIMIT: u32 = 8;
+
+/// The shared ledger's bench: throughput from 1 node and from `nodes`, setup's balance step at 1,000 cps, the money
+/// and the limit checked; the SQLite file's figures beside them, measured in the same run.
+fn bench_postgres(opts: &LedgerBench, file: Location) -> Result<serde_json::Value, String> {
+    let server;
+    let url = match &opts.url {
+        Some(url) => url.clone(),
+        None => {
+            server = rtc_pg_harness::Postgres::start().map_err(|e| {
+                format!("bench ledger --backend postgres: no --url, and no throwaway PostgreSQL: {e}")
+            })?;
+            server.url()
+        }
+    };
+    let nodes = opts.nodes.max(1);
+    eprintln!(
+        "bench ledger: PostgreSQL at {}, {} settlements per run, {} producer thread(s) with {} call(s) in flight each",
+        rtc_ledger_pg::redact(&url),
+        opts.calls,
+        opts.threads.max(1),
+        opts.window.max(1)
+    );
+    let sqlite = run(&Place::Embedded(file.clone()), opts, CallLimits::default())?;
+    eprintln!("bench ledger: SQLite file {:.0} settlements/s", sqlite.per_sec());
+    let one = run(&Place::Shared { url: url.clone(), nodes: 1 }, opts, CallLimits::default())?;
+    eprintln!("bench ledger: PostgreSQL, 1 node: {:.0} settlements/s", one.per_sec());
+    let many = run(&Place::Shared { url: url.clone(), nodes }, opts, CallLimits::default())?;
+    eprintln!("bench ledger: PostgreSQL, {nodes} nodes: {:.0} settlements/s", many.per_sec());
+    let limit_opts = LedgerBench {
+        calls: opts.calls.min(20_000),
+        ..opts.clone()
+    };
+    let limits = CallLimits {
+        max_concurrent: LIMIT,
+        max_cps: 0,
+    };
+    let limited = run(&Place::Shared { url: url.clone(), nodes }, &limit_opts, limits)?;
+    eprintln!(
+        "bench ledger: PostgreSQL, {nodes} nodes, {LIMIT} calls at once per partner: peak {}, {} refused",
+        limited.peak_open_calls, limited.limited
+    );
+    let (pg_setup, pg_setup_failed) = paced(&Place::Shared { url: url.clone(), nodes: 1 }, 1000, 5)?;
+    let (sqlite_setup, sqlite_setup_failed) = paced(&Place::Embedded(file), 1000, 5)?;
+    eprintln!(
+        "bench ledger: reservation at 1,000 cps: PostgreSQL p99 {} µs, SQLite p99 {} µs",
+        pg_setup.value_at_quantile(0.99),
+        sqlite_setup.value_at_quantile(0.99)
+    );
+    let totals = rtc_ledger_pg::check(&url)?;
+    let failed = one.failed + many.failed + limited.failed + pg_setup_failed + sqlite_setup_failed;
+    Ok(json!({
+        "bench": "ledger",
+        "backend": "postgres",
+        "calls": opts.calls,
+        "threads": opts.threads.max(1),
+        "window": opts.window.max(1),
+        "nodes": nodes,
+        "settlements_per_sec": one.per_sec().round() as u64,
+        "settlements_per_sec_nodes": many.per_sec().round() as u64,
+        "sqlite_settlements_per_sec": sqlite.per_sec().round() as u64,
+        "ratio_to_sqlite": (one.per_sec() / sqlite.per_sec().max(1e-9) * 1000.0).round() / 1000.0,
+        "ratio_nodes_to_sqlite": (many.per_sec() / sqlite.per_sec().max(1e-9) * 1000.0).round() / 1000.0,
+        "setup_cps": 1000,
+        "setup_p50_us": pg_setup.value_at_quantile(0.5),
+        "setup_p99_us": pg_setup.value_at_quantile(0.99),
+        "sqlite_setup_p50_us": sqlite_setup.value_at_quantile(0.5),
+        "sqlite_setup_p99_us": sqlite_setup.value_at_quantile(0.99),
+        "lost_money": one.lost_money + many.lost_money + limited.lost_money,
+        "journal_balances": totals.discrepancies.is_empty() && totals.balances == totals.journal,
+        "limit": LIMIT,
+        "limit_peak": limited.peak_open_calls,
+        "limit_overshoot": (limited.peak_open_calls - i64::from(LIMIT)).max(0),
+        "limit_refused": limited.limited,
+        "failed": failed,
+        "sqlite": sqlite.figures(),
+        "postgres_1_node": one.figures(),
+        "postgres_nodes": many.figures(),
+    }))
 }
 
 /// Accounts the calls are spread over (partners).
@@ -72,6 +170,10 @@ struct Slot {
 struct Produced {
     settled: u64,
     failed: u64,
+    /// Reservations refused by a call limit (a shared ledger's).
+    limited: u64,
+    /// What the commits charged, micro-units.
+    charged: i64,
     /// Reservation submitted to commit answered, µs.
     latency: hdrhistogram::Histogram<u64>,
 }
@@ -139,14 +241,21 @@ fn submit(handle: &LedgerHandle, tx: &Sender<Reply>, slot: usize, step: Step, op
     });
 }
 
-fn reserve(handle: &LedgerHandle, tx: &Sender<Reply>, slot: usize, n: usize, base_us: u64) {
+fn reserve(
+    handle: &LedgerHandle,
+    tx: &Sender<Reply>,
+    slot: usize,
+    n: usize,
+    base_us: u64,
+    limits: CallLimits,
+) {
     let op = Op::Reserve {
         account: AccountRef::Name(account(n)),
         amount: HOLD,
         call: uuid(n),
         info: info(n, base_us, false),
         ttl: Duration::from_secs(3600),
-        limits: CallLimits::default(),
+        limits,
     };
     submit(handle, tx, slot, Step::Reserve, op);
 }
@@ -158,11 +267,14 @@ fn produce(
     count: usize,
     window: usize,
     base_us: u64,
+    limits: CallLimits,
 ) -> Produced {
     let (tx, rx) = crossbeam_channel::unbounded::<Reply>();
     let mut out = Produced {
         settled: 0,
         failed: 0,
+        limited: 0,
+        charged: 0,
         latency: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
             .expect("constant histogram bounds are valid"),
     };
@@ -175,7 +287,7 @@ fn produce(
             started: Instant::now(),
             reservation: ReservationId(0),
         });
-        reserve(handle, &tx, slots.len() - 1, next, base_us);
+        reserve(handle, &tx, slots.len() - 1, next, base_us, limits);
         next += 1;
     }
     let mut in_flight = slots.len();
@@ -210,10 +322,15 @@ fn produce(
                 submit(handle, &tx, reply.slot, Step::Commit, op);
                 false
             }
-            (Step::Commit, Ok(Answer::Settled(_))) => {
+            (Step::Commit, Ok(Answer::Settled(settled))) => {
                 out.settled += 1;
+                out.charged += settled.charged.0;
                 out.latency
                     .saturating_record(slot.started.elapsed().as_micros().max(1) as u64);
+                true
+            }
+            (Step::Reserve, Err(LedgerError::LimitReached { .. })) => {
+                out.limited += 1;
                 true
             }
             (_, other) => {
@@ -231,7 +348,7 @@ fn produce(
                     started: Instant::now(),
                     reservation: ReservationId(0),
                 };
-                reserve(handle, &tx, reply.slot, next, base_us);
+                reserve(handle, &tx, reply.slot, next, base_us, limits);
                 next += 1;
             } else {
                 in_flight -= 1;
@@ -246,6 +363,12 @@ struct Run {
     elapsed: Duration,
     settled: u64,
     failed: u64,
+    /// Reservations a call limit refused.
+    limited: u64,
+    /// The balances' drop less what the commits charged (micro-units; 0 when no money appeared or vanished).
+    lost_money: i64,
+    /// Most calls one partner had at once, as the shared ledger counted them (limit runs).
+    peak_open_calls: i64,
     /// The writer's counters over the measured part.
     stats: LedgerStats,
     /// Requests per committed batch.
@@ -269,6 +392,8 @@ impl Run {
             "settlements_per_sec": self.per_sec().round() as u64,
             "settled": self.settled,
             "failed": self.failed,
+            "limited": self.limited,
+            "lost_money": self.lost_money,
             "elapsed_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "batches": s.batches,
             "requests": s.requests,
@@ -307,23 +432,64 @@ fn writer_cpu() -> u64 {
         .unwrap_or(0)
 }
 
-fn run(location: Location, opts: &LedgerBench) -> Result<Run, String> {
+/// Where a run keeps its money.
+#[derive(Clone)]
+enum Place {
+    /// The embedded ledger: a file (durable) or memory.
+    Embedded(Location),
+    /// The shared ledger on PostgreSQL, written by this many nodes at once.
+    Shared { url: String, nodes: usize },
+}
+
+impl Place {
+    /// Opens the run's ledger(s): one, or one per node on the shared database.
+    fn open(&self, on_commit: Option<rtc_ledger::CommitObserver>) -> Result<Vec<Ledger>, String> {
+        match self {
+            Place::Embedded(location) => {
+                let mut config = LedgerConfig::new(location.clone());
+                config.on_commit = on_commit;
+                Ok(vec![Ledger::open(config).map_err(|e| e.to_string())?])
+            }
+            Place::Shared { url, nodes } => (0..(*nodes).max(1))
+                .map(|i| {
+                    let mut pg = rtc_ledger_pg::PgConfig::new(url);
+                    pg.node_id = format!("bench-node-{}", i + 1);
+                    let mut config = rtc_ledger_pg::ledger_config();
+                    config.on_commit = on_commit.clone();
+                    rtc_ledger_pg::open(pg, config).map_err(|e| e.to_string())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The sum of every account's balance.
+fn total_balance(ledger: &Ledger) -> Result<i64, String> {
+    match ledger.call(Op::Accounts, "cli", WAIT) {
+        Ok(Answer::Accounts(accounts)) => Ok(accounts.iter().map(|a| a.balance.0).sum()),
+        other => Err(format!("bench ledger: reading the balances: {other:?}")),
+    }
+}
+
+fn run(place: &Place, opts: &LedgerBench, limits: CallLimits) -> Result<Run, String> {
     let batches = Arc::new(Mutex::new(
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 1 << 20, 3)
             .expect("constant histogram bounds are valid"),
     ));
-    let mut config = LedgerConfig::new(location.clone());
-    config.on_commit = Some({
+    let observer: rtc_ledger::CommitObserver = {
         let batches = batches.clone();
         Arc::new(move |c| {
             if let Ok(mut h) = batches.lock() {
                 h.saturating_record(c.requests as u64);
             }
         })
-    });
-    let ledger = Ledger::open(config).map_err(|e| e.to_string())?;
-    // Enough money for every call, whatever the account.
+    };
+    let ledgers = place.open(Some(observer))?;
+    let ledger = &ledgers[0];
+    // Enough money for every call, whatever the account; a reference of its own per run, so that a database used
+    // before (--url) gets this run's money too.
     let each = Money(DEBIT.0 * (opts.calls / ACCOUNTS + 1) as i64 * 2);
+    let reference = format!("bench-{}", rtc_engine::core::epoch_us());
     for a in 0..ACCOUNTS {
         let name = account(a);
         for op in [
@@ -334,7 +500,7 @@ fn run(location: Location, opts: &LedgerBench) -> Result<Run, String> {
             Op::TopUp {
                 account: AccountRef::Name(name),
                 amount: each,
-                reference: "bench".into(),
+                reference: reference.clone(),
                 actor: "cli".into(),
             },
         ] {
@@ -343,59 +509,92 @@ fn run(location: Location, opts: &LedgerBench) -> Result<Run, String> {
                 .map_err(|e| format!("bench ledger setup: {e}"))?;
         }
     }
+    let balance_before = total_balance(ledger)?;
     let threads = opts.threads.max(1);
     let base_us = rtc_engine::core::epoch_us();
-    let before = ledger.stats();
+    let before: Vec<LedgerStats> = ledgers.iter().map(|l| l.stats()).collect();
     if let Ok(mut h) = batches.lock() {
         h.reset();
     }
     let cpu_before = writer_cpu();
+    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let started = Instant::now();
     let produced: Vec<Produced> = std::thread::scope(|scope| {
+        // The peak of calls at once per partner, as the shared ledger counts them, while the producers run.
+        if let (Place::Shared { url, .. }, true) = (place, limits.max_concurrent > 0) {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            scope.spawn(move || {
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(n) = rtc_ledger_pg::peak_open_calls(url) {
+                        peak.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let handle = ledger.handle();
+                let handle = ledgers[t % ledgers.len()].handle();
                 let first = opts.calls * t / threads;
                 let count = opts.calls * (t + 1) / threads - first;
                 let window = opts.window.max(1);
                 std::thread::Builder::new()
                     .name(format!("bench-producer-{t}"))
                     .spawn_scoped(scope, move || {
-                        produce(&handle, first, count, window, base_us)
+                        produce(&handle, first, count, window, base_us, limits)
                     })
             })
             .collect();
-        workers
+        let joined = workers
             .into_iter()
             .map(|w| {
                 w.map_err(|e| format!("cannot start a producer thread: {e}"))?
                     .join()
                     .map_err(|_| "a producer thread panicked".to_string())
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, String>>();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        joined
     })?;
     let elapsed = started.elapsed();
     let writer_cpu_us = writer_cpu().saturating_sub(cpu_before);
-    let stats = diff(ledger.stats(), before);
-    ledger.close();
+    let mut stats = LedgerStats::default();
+    for (l, b) in ledgers.iter().zip(before) {
+        let d = diff(l.stats(), b);
+        stats.batches += d.batches;
+        stats.requests += d.requests;
+        stats.refused += d.refused;
+        stats.expired_requests += d.expired_requests;
+        stats.cdrs += d.cdrs;
+        stats.commit_us_total += d.commit_us_total;
+        stats.commit_us_max = stats.commit_us_max.max(d.commit_us_max);
+        stats.largest_batch = stats.largest_batch.max(d.largest_batch);
+    }
+    let balance_after = total_balance(ledger)?;
+    for l in ledgers {
+        l.close();
+    }
     let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .expect("constant histogram bounds are valid");
-    let (mut settled, mut failed) = (0, 0);
+    let (mut settled, mut failed, mut limited, mut charged) = (0, 0, 0, 0i64);
     for p in &produced {
         settled += p.settled;
         failed += p.failed;
+        limited += p.limited;
+        charged += p.charged;
         latency
             .add(&p.latency)
             .map_err(|e| format!("histogram: {e}"))?;
     }
-    let file_bytes = match &location {
-        Location::File(path) => {
+    let file_bytes = match place {
+        Place::Embedded(Location::File(path)) => {
             let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
             let mut wal = path.as_os_str().to_owned();
             wal.push("-wal");
             Some(size(path) + size(std::path::Path::new(&wal)))
         }
-        Location::Memory => None,
+        _ => None,
     };
     let batch = batches
         .lock()
@@ -405,12 +604,107 @@ fn run(location: Location, opts: &LedgerBench) -> Result<Run, String> {
         elapsed,
         settled,
         failed,
+        limited,
+        lost_money: ((balance_before - balance_after) - charged).abs(),
+        peak_open_calls: peak.load(std::sync::atomic::Ordering::Relaxed),
         stats,
         batch,
         latency,
         writer_cpu_us,
         file_bytes,
     })
+}
+
+/// Call setup's balance step at a steady rate: one reservation every `1/cps` s, its answer's latency recorded,
+/// then settled at once (a short call). Returns the reservations' latency (µs) and how many failed.
+fn paced(place: &Place, cps: u32, seconds: u32) -> Result<(hdrhistogram::Histogram<u64>, u64), String> {
+    let ledgers = place.open(None)?;
+    let ledger = &ledgers[0];
+    let name = account(0);
+    for op in [
+        Op::OpenAccount {
+            name: name.clone(),
+            credit_limit: Money::ZERO,
+        },
+        Op::TopUp {
+            account: AccountRef::Name(name.clone()),
+            amount: Money(HOLD.0 * i64::from(cps) * i64::from(seconds) * 2),
+            reference: format!("paced-{}", rtc_engine::core::epoch_us()),
+            actor: "cli".into(),
+        },
+    ] {
+        ledger
+            .call(op, "cli", WAIT)
+            .map_err(|e| format!("bench ledger setup: {e}"))?;
+    }
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, Instant, Result<Answer, LedgerError>)>();
+    let calls = (cps * seconds) as usize;
+    let step = Duration::from_secs(1) / cps.max(1);
+    let start = Instant::now();
+    let base_us = rtc_engine::core::epoch_us();
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("constant histogram bounds are valid");
+    let mut failed = 0u64;
+    let mut answered = 0usize;
+    let handle = ledger.handle();
+    let settle = |n: usize, reservation: ReservationId| {
+        handle.submit(Request::new(
+            Op::Commit {
+                reservation,
+                account: None,
+                cost: Money::ZERO,
+                cdr: Some(Box::new(cdr(n, base_us, Money::ZERO))),
+            },
+            "engine",
+            None,
+        ));
+    };
+    for n in 0..calls {
+        let due = start + step * n as u32;
+        while let Ok((m, sent, answer)) = rx.recv_deadline(due) {
+            answered += 1;
+            latency.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+            match answer {
+                Ok(Answer::Reserved { reservation, .. }) => settle(m, reservation),
+                _ => failed += 1,
+            }
+        }
+        let tx = tx.clone();
+        let sent = Instant::now();
+        handle.submit(
+            Request::new(
+                Op::Reserve {
+                    account: AccountRef::Name(name.clone()),
+                    amount: HOLD,
+                    call: format!("5e7c1ed9-0000-4000-9000-{n:012x}-{base_us}"),
+                    info: info(n, base_us, false),
+                    ttl: Duration::from_secs(60),
+                    limits: CallLimits::default(),
+                },
+                "engine",
+                Some(Box::new(move |a| {
+                    let _ = tx.send((n, sent, a));
+                })),
+            )
+            .within(BOUND),
+        );
+    }
+    while answered < calls {
+        let Ok((m, sent, answer)) = rx.recv_timeout(WAIT) else {
+            failed += (calls - answered) as u64;
+            break;
+        };
+        answered += 1;
+        latency.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+        match answer {
+            Ok(Answer::Reserved { reservation, .. }) => settle(m, reservation),
+            _ => failed += 1,
+        }
+    }
+    for l in ledgers {
+        l.close();
+    }
+    Ok((latency, failed))
 }
 
 /// Runs the bench; the last line printed is its JSON.
@@ -428,12 +722,15 @@ pub fn bench(opts: LedgerBench) -> Result<serde_json::Value, String> {
         opts.window.max(1),
         file.display()
     );
-    let durable = run(Location::File(file), &opts)?;
+    if opts.backend == BenchBackend::Postgres {
+        return bench_postgres(&opts, Location::File(file));
+    }
+    let durable = run(&Place::Embedded(Location::File(file)), &opts, CallLimits::default())?;
     eprintln!(
         "bench ledger: durable {:.0} settlements/s",
         durable.per_sec()
     );
-    let memory = run(Location::Memory, &opts)?;
+    let memory = run(&Place::Embedded(Location::Memory), &opts, CallLimits::default())?;
     eprintln!(
         "bench ledger: in memory {:.0} settlements/s",
         memory.per_sec()

@@ -181,6 +181,17 @@ enum BenchName {
         /// file is removed afterwards.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The ledger measured: the embedded SQLite file (against memory), or the shared ledger on
+        /// PostgreSQL (from 1 and from --nodes nodes, against the SQLite file).
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: bench_ledger::BenchBackend,
+        /// Nodes writing the shared ledger at once (--backend postgres).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// The PostgreSQL database (--backend postgres; default: a throwaway cluster on 127.0.0.1 started for
+        /// the bench, as the tests do).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Framing and parsing of a realistic event socket stream on one thread.
     EslParse {
@@ -283,11 +294,17 @@ fn main() -> ExitCode {
                     threads,
                     window,
                     dir,
+                    backend,
+                    nodes,
+                    url,
                 } => bench_ledger::bench(bench_ledger::LedgerBench {
                     calls,
                     threads,
                     window,
                     dir,
+                    backend,
+                    nodes,
+                    url,
                 }),
                 BenchName::EslParse { events } => Ok(rtc_esl::bench::esl_parse_bench(events)),
             };

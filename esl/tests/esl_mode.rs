@@ -62,6 +62,9 @@ fn rig() -> Rig {
 
 /// Traffic: the sample routes send 1555... to `error/` first (no outbound leg), then to a second route;
 /// 44... calls of the failover scenario get no answer from the first carrier.
+/// The traffic's seed (the simulator's call ids carry it).
+const SEED: u64 = 7;
+
 fn options(calls: usize, cps: f64, talk_ms: (u64, u64)) -> SimOptions {
     SimOptions {
         calls,
@@ -71,7 +74,7 @@ fn options(calls: usize, cps: f64, talk_ms: (u64, u64)) -> SimOptions {
             Duration::from_millis(talk_ms.1),
         ),
         ring: Duration::from_millis(5),
-        seed: 7,
+        seed: SEED,
         profile: SimProfile {
             routed_prefix: "1555",
             ..SimProfile::default()
@@ -132,7 +135,7 @@ fn calls_flow_through_every_state_over_the_event_socket() {
             match rig
                 .engine
                 .handle()
-                .query(Query::Call(sim::call_id(n)), Duration::from_secs(1))
+                .query(Query::Call(sim::call_id(SEED, n)), Duration::from_secs(1))
             {
                 Ok(QueryReply::Call(Some(v))) if v.state == "FAILED" => Some(v),
                 _ => None,
@@ -339,7 +342,7 @@ fn a_recorded_stream_replays_to_the_same_call_traces() {
     let h = rig.engine.handle();
     let live: Vec<_> = (0..report.calls)
         .map(
-            |n| match h.query(Query::Call(sim::call_id(n)), Duration::from_secs(5)) {
+            |n| match h.query(Query::Call(sim::call_id(SEED, n)), Duration::from_secs(5)) {
                 Ok(QueryReply::Call(Some(v))) => *v,
                 other => panic!("call {n}: {other:?}"),
             },

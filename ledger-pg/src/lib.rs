@@ -1307,3 +1307,17 @@ pub fn node_summary(url: &str, node: &str, since_us: i64) -> Result<NodeSummary,
         Ok(s)
     })
 }
+
+/// Most open calls any one account has right now (a benchmark samples it to measure a limit's overshoot).
+pub fn peak_open_calls(url: &str) -> Result<i64, String> {
+    offline(url, async |client| {
+        let row = client
+            .query_one(
+                "SELECT COALESCE(MAX(open_calls), 0)::bigint FROM rtc_ledger.accounts",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&e))?;
+        Ok(row.get(0))
+    })
+}
