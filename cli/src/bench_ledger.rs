@@ -60,7 +60,9 @@ fn bench_postgres(opts: &LedgerBench, file: Location) -> Result<serde_json::Valu
         Some(url) => url.clone(),
         None => {
             server = rtc_pg_harness::Postgres::start().map_err(|e| {
-                format!("bench ledger --backend postgres: no --url, and no throwaway PostgreSQL: {e}")
+                format!(
+                    "bench ledger --backend postgres: no --url, and no throwaway PostgreSQL: {e}"
+                )
             })?;
             server.url()
         }
@@ -74,11 +76,34 @@ fn bench_postgres(opts: &LedgerBench, file: Location) -> Result<serde_json::Valu
         opts.window.max(1)
     );
     let sqlite = run(&Place::Embedded(file.clone()), opts, CallLimits::default())?;
-    eprintln!("bench ledger: SQLite file {:.0} settlements/s", sqlite.per_sec());
-    let one = run(&Place::Shared { url: url.clone(), nodes: 1 }, opts, CallLimits::default())?;
-    eprintln!("bench ledger: PostgreSQL, 1 node: {:.0} settlements/s", one.per_sec());
-    let many = run(&Place::Shared { url: url.clone(), nodes }, opts, CallLimits::default())?;
-    eprintln!("bench ledger: PostgreSQL, {nodes} nodes: {:.0} settlements/s", many.per_sec());
+    eprintln!(
+        "bench ledger: SQLite file {:.0} settlements/s",
+        sqlite.per_sec()
+    );
+    let one = run(
+        &Place::Shared {
+            url: url.clone(),
+            nodes: 1,
+        },
+        opts,
+        CallLimits::default(),
+    )?;
+    eprintln!(
+        "bench ledger: PostgreSQL, 1 node: {:.0} settlements/s",
+        one.per_sec()
+    );
+    let many = run(
+        &Place::Shared {
+            url: url.clone(),
+            nodes,
+        },
+        opts,
+        CallLimits::default(),
+    )?;
+    eprintln!(
+        "bench ledger: PostgreSQL, {nodes} nodes: {:.0} settlements/s",
+        many.per_sec()
+    );
     let limit_opts = LedgerBench {
         calls: opts.calls.min(20_000),
         ..opts.clone()
@@ -87,13 +112,33 @@ fn bench_postgres(opts: &LedgerBench, file: Location) -> Result<serde_json::Valu
         max_concurrent: LIMIT,
         max_cps: 0,
     };
-    let limited = run(&Place::Shared { url: url.clone(), nodes }, &limit_opts, limits)?;
+    let limited = run(
+        &Place::Shared {
+            url: url.clone(),
+            nodes,
+        },
+        &limit_opts,
+        limits,
+    )?;
     eprintln!(
         "bench ledger: PostgreSQL, {nodes} nodes, {LIMIT} calls at once per partner: peak {}, {} refused",
         limited.peak_open_calls, limited.limited
     );
-    let (pg_setup, pg_setup_failed) = paced(&Place::Shared { url: url.clone(), nodes: 1 }, 1000, 5)?;
-    let (sqlite_setup, sqlite_setup_failed) = paced(&Place::Embedded(file), 1000, 5)?;
+    let (pg_setup, pg_setup_failed) = paced(
+        &Place::Shared {
+            url: url.clone(),
+            nodes: 1,
+        },
+        1000,
+        5,
+    )?;
+    // A new file for SQLite's paced run, as the database is new for PostgreSQL's: the throughput run's file would
+    // have its write-ahead log copied back during the measurement.
+    let paced_file = match &file {
+        Location::File(path) => Location::File(path.with_file_name("paced.db")),
+        other => other.clone(),
+    };
+    let (sqlite_setup, sqlite_setup_failed) = paced(&Place::Embedded(paced_file), 1000, 5)?;
     eprintln!(
         "bench ledger: reservation at 1,000 cps: PostgreSQL p99 {} µs, SQLite p99 {} µs",
         pg_setup.value_at_quantile(0.99),
@@ -617,7 +662,11 @@ fn run(place: &Place, opts: &LedgerBench, limits: CallLimits) -> Result<Run, Str
 
 /// Call setup's balance step at a steady rate: one reservation every `1/cps` s, its answer's latency recorded,
 /// then settled at once (a short call). Returns the reservations' latency (µs) and how many failed.
-fn paced(place: &Place, cps: u32, seconds: u32) -> Result<(hdrhistogram::Histogram<u64>, u64), String> {
+fn paced(
+    place: &Place,
+    cps: u32,
+    seconds: u32,
+) -> Result<(hdrhistogram::Histogram<u64>, u64), String> {
     let ledgers = place.open(None)?;
     let ledger = &ledgers[0];
     let name = account(0);
@@ -725,12 +774,20 @@ pub fn bench(opts: LedgerBench) -> Result<serde_json::Value, String> {
     if opts.backend == BenchBackend::Postgres {
         return bench_postgres(&opts, Location::File(file));
     }
-    let durable = run(&Place::Embedded(Location::File(file)), &opts, CallLimits::default())?;
+    let durable = run(
+        &Place::Embedded(Location::File(file)),
+        &opts,
+        CallLimits::default(),
+    )?;
     eprintln!(
         "bench ledger: durable {:.0} settlements/s",
         durable.per_sec()
     );
-    let memory = run(&Place::Embedded(Location::Memory), &opts, CallLimits::default())?;
+    let memory = run(
+        &Place::Embedded(Location::Memory),
+        &opts,
+        CallLimits::default(),
+    )?;
     eprintln!(
         "bench ledger: in memory {:.0} settlements/s",
         memory.per_sec()

@@ -26,6 +26,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::future::join_all;
 use rtc_ledger::{
@@ -34,7 +35,8 @@ use rtc_ledger::{
     ReservationRow, ReservationState, Settlement, StorageFailure,
 };
 use rtc_money::Money;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 /// The schema version this build creates and uses (`rtc_ledger.meta`, key `schema_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -198,8 +200,7 @@ async fn prepare(
         tx.execute("SELECT pg_advisory_xact_lock(7274634)", &[])
             .await
             .map_err(|e| db("cannot lock the schema")(&pg_error(&e)))?;
-        let exists: bool = tx
-            .query_one(
+        let exists: bool = one(&tx,
                 "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'rtc_ledger' AND tablename = 'meta')",
                 &[],
             )
@@ -207,14 +208,14 @@ async fn prepare(
             .map_err(|e| db("cannot read the database")(&pg_error(&e)))?
             .get(0);
         if exists {
-            let version: Option<String> = tx
-                .query_opt(
-                    "SELECT value FROM rtc_ledger.meta WHERE key = 'schema_version'",
-                    &[],
-                )
-                .await
-                .map_err(|e| db("cannot read the schema version")(&pg_error(&e)))?
-                .map(|r| r.get(0));
+            let version: Option<String> = opt(
+                &tx,
+                "SELECT value FROM rtc_ledger.meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(|e| db("cannot read the schema version")(&pg_error(&e)))?
+            .map(|r| r.get(0));
             let version: i64 = version.and_then(|v| v.parse().ok()).unwrap_or(0);
             if version > SCHEMA_VERSION {
                 return Err(db("schema too new")(&format!(
@@ -256,13 +257,13 @@ async fn prepare(
         .transaction()
         .await
         .map_err(|e| db("cannot begin")(&pg_error(&e)))?;
-    let holder = tx
-        .query_opt(
-            "SELECT state, lease_until_us, host, pid FROM rtc_ledger.nodes WHERE id = $1 FOR UPDATE",
-            &[&config.node_id],
-        )
-        .await
-        .map_err(|e| db("cannot read the nodes")(&pg_error(&e)))?;
+    let holder = opt(
+        &tx,
+        "SELECT state, lease_until_us, host, pid FROM rtc_ledger.nodes WHERE id = $1 FOR UPDATE",
+        &[&config.node_id],
+    )
+    .await
+    .map_err(|e| db("cannot read the nodes")(&pg_error(&e)))?;
     let me = host_name();
     if let Some(row) = holder {
         let state: String = row.get(0);
@@ -287,8 +288,7 @@ async fn prepare(
         }
     }
     let lease_us = config.lease.as_micros() as i64;
-    let incarnation: i64 = tx
-        .query_one(
+    let incarnation: i64 = one(&tx,
             "INSERT INTO rtc_ledger.nodes(id, incarnation, state, lease_until_us, started_at_us, host, pid)
              VALUES ($1, 1, 'alive', $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET incarnation = rtc_ledger.nodes.incarnation + 1, state = 'alive',
@@ -338,6 +338,36 @@ fn live_key(place: &str, node: &str) -> String {
     format!("{place}\u{0}{node}")
 }
 
+/// One row of a statement prepared once per connection (the pool keeps each connection's statements).
+async fn one(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query_one(&statement, params).await
+}
+
+/// At most one row, as [`one`].
+async fn opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query_opt(&statement, params).await
+}
+
+/// Every row, as [`one`].
+async fn all(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
+
 /// Most reservations one upkeep settles (the rest wait for the next).
 const ABANDON_LIMIT: i32 = 1000;
 
@@ -348,13 +378,13 @@ async fn abandon(
     nodes: Option<&[String]>,
     now: i64,
 ) -> Result<Vec<Abandoned>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            "SELECT id, account, call, charged, released, debited, created_at_us, updated_at_us, info
+    let rows = all(
+        tx,
+        "SELECT id, account, call, charged, released, debited, created_at_us, updated_at_us, info
              FROM rtc_ledger.abandon($1, $2, $3, $4)",
-            &[&node, &nodes, &now, &ABANDON_LIMIT],
-        )
-        .await?;
+        &[&node, &nodes, &now, &ABANDON_LIMIT],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let account: String = r.get(1);
@@ -403,21 +433,21 @@ async fn store_cdr(
     cdr: &CdrRecord,
 ) -> Result<bool, tokio_postgres::Error> {
     let record = serde_json::to_string(cdr).unwrap_or_default();
-    let row = tx
-        .query_one(
-            "SELECT rtc_ledger.store_cdr($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &cdr.uuid,
-                &cdr.partner,
-                &(cdr.started_at_us as i64),
-                &(cdr.ended_at_us as i64),
-                &cdr.cost.0,
-                &cdr.reason,
-                &node,
-                &record,
-            ],
-        )
-        .await?;
+    let row = one(
+        tx,
+        "SELECT rtc_ledger.store_cdr($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &cdr.uuid,
+            &cdr.partner,
+            &(cdr.started_at_us as i64),
+            &(cdr.ended_at_us as i64),
+            &cdr.cost.0,
+            &cdr.reason,
+            &node,
+            &record,
+        ],
+    )
+    .await?;
     Ok(row.get(0))
 }
 
@@ -688,7 +718,8 @@ impl PgBackend {
             let names: Vec<String> = names.into_iter().collect();
             let ids: Vec<i64> = ids.into_iter().collect();
             let reservations: Vec<i64> = reservations.into_iter().collect();
-            tx.query_one(
+            one(
+                &tx,
                 "SELECT rtc_ledger.lock_accounts($1, $2, $3)",
                 &[&names, &ids, &reservations],
             )
@@ -724,12 +755,12 @@ impl PgBackend {
         }
         Ok(match op {
             Op::OpenAccount { name, credit_limit } => {
-                let row = tx
-                    .query_one(
-                        "SELECT * FROM rtc_ledger.open_account($1, $2, $3)",
-                        &[name, &credit_limit.0, &now],
-                    )
-                    .await?;
+                let row = one(
+                    tx,
+                    "SELECT * FROM rtc_ledger.open_account($1, $2, $3)",
+                    &[name, &credit_limit.0, &now],
+                )
+                .await?;
                 Ok(Answer::AccountOpened(AccountId(
                     Res::of(&row).id.unwrap_or(0),
                 )))
@@ -744,8 +775,7 @@ impl PgBackend {
             } => {
                 let (id, name) = account_params(account);
                 let info = serde_json::to_string(info).unwrap_or_default();
-                let row = tx
-                    .query_one(
+                let row = one(tx,
                         "SELECT * FROM rtc_ledger.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                         &[
                             &node,
@@ -793,21 +823,21 @@ impl PgBackend {
                 let info = info
                     .as_ref()
                     .map(|i| serde_json::to_string(i).unwrap_or_default());
-                let row = tx
-                    .query_one(
-                        "SELECT * FROM rtc_ledger.extend($1, $2, $3, $4, $5, $6, $7, $8)",
-                        &[
-                            &node,
-                            &(reservation.0 as i64),
-                            &debit.0,
-                            &unit.0,
-                            &ttl_us(now, *ttl),
-                            &info,
-                            &now,
-                            &actor,
-                        ],
-                    )
-                    .await?;
+                let row = one(
+                    tx,
+                    "SELECT * FROM rtc_ledger.extend($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &node,
+                        &(reservation.0 as i64),
+                        &debit.0,
+                        &unit.0,
+                        &ttl_us(now, *ttl),
+                        &info,
+                        &now,
+                        &actor,
+                    ],
+                )
+                .await?;
                 let r = Res::of(&row);
                 match r.code.as_str() {
                     "extended" => Ok(Answer::Extended {
@@ -879,19 +909,18 @@ impl PgBackend {
                 amount,
                 reference,
             } => {
-                let row = tx
-                    .query_one(
-                        "SELECT * FROM rtc_ledger.import($1, $2, $3, $4, $5, $6)",
-                        &[&node, name, &amount.0, reference, &now, &actor],
-                    )
-                    .await?;
+                let row = one(
+                    tx,
+                    "SELECT * FROM rtc_ledger.import($1, $2, $3, $4, $5, $6)",
+                    &[&node, name, &amount.0, reference, &now, &actor],
+                )
+                .await?;
                 Ok(Answer::Imported(Res::of(&row).a == Some(1)))
             }
             Op::Cdr(cdr) => Ok(Answer::CdrStored(store_cdr(tx, node, cdr).await?)),
             Op::Account(account) => {
                 let (id, name) = account_params(account);
-                let row = tx
-                    .query_opt(
+                let row = opt(tx,
                         "SELECT id, name, balance, reserved, credit_limit, open_calls FROM rtc_ledger.accounts
                          WHERE id = rtc_ledger.account_of($1, $2)",
                         &[&id, &name],
@@ -903,8 +932,7 @@ impl PgBackend {
                 }
             }
             Op::Accounts => {
-                let rows = tx
-                    .query(
+                let rows = all(tx,
                         "SELECT id, name, balance, reserved, credit_limit, open_calls FROM rtc_ledger.accounts
                          ORDER BY name",
                         &[],
@@ -929,8 +957,7 @@ impl PgBackend {
         let node = self.config.node_id.as_str();
         let (claim_id, claim_name) = account.map(account_params).unwrap_or((None, None));
         let record = cdr.map(|c| serde_json::to_string(c).unwrap_or_default());
-        let row = tx
-            .query_one(
+        let row = one(tx,
                 "SELECT * FROM rtc_ledger.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 &[
                     &node,
@@ -983,21 +1010,21 @@ impl PgBackend {
         now: i64,
     ) -> Result<Result<Answer, LedgerError>, tokio_postgres::Error> {
         let (id, name) = account_params(account);
-        let row = tx
-            .query_one(
-                "SELECT * FROM rtc_ledger.movement($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &self.config.node_id,
-                    &id,
-                    &name,
-                    &amount.0,
-                    &reference,
-                    &kind.name(),
-                    &now,
-                    &actor,
-                ],
-            )
-            .await?;
+        let row = one(
+            tx,
+            "SELECT * FROM rtc_ledger.movement($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &self.config.node_id,
+                &id,
+                &name,
+                &amount.0,
+                &reference,
+                &kind.name(),
+                &now,
+                &actor,
+            ],
+        )
+        .await?;
         let r = Res::of(&row);
         Ok(match r.code.as_str() {
             "moved" => Ok(Answer::Moved {
@@ -1024,18 +1051,17 @@ impl PgBackend {
         let node = self.config.node_id.clone();
         let lease_us = self.config.lease.as_micros() as i64;
         let mut new_run = None;
-        let renewed: bool = tx
-            .query_one(
-                "SELECT rtc_ledger.renew($1, $2, $3)",
-                &[&node, &self.incarnation, &(now + lease_us)],
-            )
-            .await?
-            .get(0);
+        let renewed: bool = one(
+            &tx,
+            "SELECT rtc_ledger.renew($1, $2, $3)",
+            &[&node, &self.incarnation, &(now + lease_us)],
+        )
+        .await?
+        .get(0);
         if !renewed {
             // Our lease ran out (the database was out of reach longer than the lease) and another node took us
             // over: what we had open is settled. Go on as a new run.
-            let incarnation: i64 = tx
-                .query_one(
+            let incarnation: i64 = one(&tx,
                     "UPDATE rtc_ledger.nodes SET incarnation = incarnation + 1, state = 'alive', lease_until_us = $2,
                             taken_over_by = NULL, taken_over_at_us = NULL
                      WHERE id = $1 RETURNING incarnation",
@@ -1052,8 +1078,7 @@ impl PgBackend {
             );
             new_run = Some(incarnation);
         }
-        let taken: Vec<String> = tx
-            .query("SELECT rtc_ledger.take_over($1, $2)", &[&node, &now])
+        let taken: Vec<String> = all(&tx, "SELECT rtc_ledger.take_over($1, $2)", &[&node, &now])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -1065,10 +1090,9 @@ impl PgBackend {
                 self.place
             );
         }
-        let dead: Vec<String> = tx
-            .query(
-                "SELECT DISTINCT n.id FROM rtc_ledger.nodes n JOIN rtc_ledger.reservations r ON r.node = n.id
-                 WHERE n.state = 'dead' AND r.state = 'open'",
+        let dead: Vec<String> = all(&tx,
+                "SELECT n.id FROM rtc_ledger.nodes n WHERE n.state = 'dead' AND EXISTS (
+                     SELECT 1 FROM rtc_ledger.reservations r WHERE r.node = n.id AND r.state = 'open')",
                 &[],
             )
             .await?
