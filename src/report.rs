@@ -251,7 +251,7 @@ fn ledger_line(ledger: Option<&LedgerFigures<'_>>) -> String {
     };
     format!(
         "{path}: {} commits of {} requests ({} refused), commit avg {} us, max {} us; queued {}, waiting settlements \
-         {}, lost settlements {}; storage failures {}; expired reservations {}",
+         {}, lost settlements {}; storage failures {}{}; expired reservations {}; recovered from dead nodes {}",
         l.batches,
         l.requests,
         l.refused,
@@ -261,7 +261,16 @@ fn ledger_line(ledger: Option<&LedgerFigures<'_>>) -> String {
         l.waiting,
         l.lost,
         l.storage_failures,
-        l.expired_reservations
+        if l.breaker_open {
+            format!(
+                " (breaker open: reservations refused, {} so far)",
+                l.breaker_refused
+            )
+        } else {
+            String::new()
+        },
+        l.expired_reservations,
+        l.recovered_reservations
     )
 }
 
@@ -905,9 +914,25 @@ fn ledger_metrics(e: &mut Exposition, l: &LedgerStats) {
             "CDRs stored in the ledger.",
             l.cdrs,
         ),
+        (
+            "rtc_ledger_breaker_refused_total",
+            "Requests refused at once while the ledger's database was failing (the breaker open).",
+            l.breaker_refused,
+        ),
+        (
+            "rtc_ledger_recovered_reservations_total",
+            "Reservations of nodes that stopped renewing their lease, settled by this node (shared ledger).",
+            l.recovered_reservations,
+        ),
     ] {
         e.one(name, "counter", help, n);
     }
+    e.one(
+        "rtc_ledger_breaker_open",
+        "gauge",
+        "1 while the ledger's database is failing and reservations are refused at once.",
+        u64::from(l.breaker_open),
+    );
     for (name, help, n) in [
         (
             "rtc_ledger_queued",
@@ -916,7 +941,7 @@ fn ledger_metrics(e: &mut Exposition, l: &LedgerStats) {
         ),
         (
             "rtc_ledger_waiting_settlements",
-            "Settlements waiting for the disk to take them again after a storage failure.",
+            "Settlements waiting for the database to take them again after a storage failure.",
             l.waiting,
         ),
         (

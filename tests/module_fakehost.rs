@@ -937,7 +937,9 @@ fn balance_and_topup_answer_from_the_ledger() {
         let out = api("status");
         assert!(
             out.contains("/rtc_core.db: ")
-                && out.contains("storage failures 0; expired reservations 0")
+                && out.contains(
+                    "storage failures 0; expired reservations 0; recovered from dead nodes 0"
+                )
                 && out.contains("billing: every 60 s;"),
             "{out}"
         );
