@@ -23,6 +23,8 @@
 //!   Settling twice is harmless: the second finds the reservation settled and changes nothing.
 #![forbid(unsafe_code)]
 
+mod batch;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -688,6 +690,12 @@ impl PgBackend {
             .await
             .map_err(|e| BatchError::Failed(format!("cannot get a connection: {e}")))?;
         let tx = client.transaction().await?;
+        if batch::set_based(ops) {
+            let answers = batch::run(&tx, &self.config.node_id, ops, now).await?;
+            let commit_started = Instant::now();
+            tx.commit().await?;
+            return Ok((answers, commit_started.elapsed().as_micros() as u64));
+        }
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let mut reservations = BTreeSet::new();

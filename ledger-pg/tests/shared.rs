@@ -664,3 +664,145 @@ fn settlements_wait_out_a_database_restart_and_apply_once() {
     assert_balanced(&pg);
     l.close();
 }
+
+/// The set-based batch works out a batch's arithmetic itself: the same batches given to the embedded ledger and
+/// to PostgreSQL get the same answers, holds draining one account within a batch, partial grants, a settlement
+/// refused twice in one batch, a claim naming another account, and the balances after.
+#[test]
+fn a_batch_answers_as_the_embedded_ledger_answers_it() {
+    let Some(pg) = start_or_skip("a_batch_answers_as_the_embedded_ledger_answers_it") else {
+        return;
+    };
+    let shared = node(&pg, "a");
+    let embedded = Ledger::open(LedgerConfig::new(rtc_ledger::Location::Memory)).unwrap();
+    let mut transcripts = Vec::new();
+    for l in [&embedded, &shared] {
+        for (name, credit, balance) in [("alpha", 0, 10), ("beta", 2, 3)] {
+            call(
+                l,
+                Op::OpenAccount {
+                    name: name.into(),
+                    credit_limit: units(credit),
+                },
+            )
+            .unwrap();
+            call(
+                l,
+                Op::TopUp {
+                    account: AccountRef::Name(name.into()),
+                    amount: units(balance),
+                    reference: "opening".into(),
+                    actor: "test".into(),
+                },
+            )
+            .unwrap();
+        }
+        let mut transcript: Vec<String> = Vec::new();
+        // One batch of reservations that drains both accounts.
+        let reserves: Vec<Op> = (0..24)
+            .map(|i| {
+                let account = if i % 3 == 0 { "beta" } else { "alpha" };
+                reserve_op(
+                    account,
+                    Money(700_000 + i * 10_000),
+                    &format!("p{i}"),
+                    CallLimits::default(),
+                )
+            })
+            .collect();
+        let answers = l.call_all(reserves, "test", WAIT).unwrap();
+        let mut ids = Vec::new();
+        for a in &answers {
+            match a {
+                Ok(Answer::Reserved {
+                    reservation,
+                    amount,
+                    available,
+                }) => {
+                    transcript.push(format!("reserved #{} {amount} {available}", ids.len()));
+                    ids.push(*reservation);
+                }
+                other => transcript.push(format!("{other:?}")),
+            }
+        }
+        let ordinal = |id: ReservationId| {
+            ids.iter()
+                .position(|r| *r == id)
+                .map_or_else(|| "unknown".to_string(), |p| format!("#{p}"))
+        };
+        // One batch of what the calls then do, in an order that makes each rule matter.
+        let mut ops = Vec::new();
+        for (k, r) in ids.iter().enumerate() {
+            ops.push(Op::Extend {
+                reservation: *r,
+                debit: Money(400_000 * (k as i64 % 4)),
+                unit: Money(if k % 2 == 0 { 100_000 } else { 0 }),
+                ttl: Duration::from_secs(3600),
+                info: None,
+            });
+        }
+        for (k, r) in ids.iter().enumerate() {
+            let uuid = format!("p{k}");
+            ops.push(match k % 3 {
+                0 => Op::Commit {
+                    reservation: *r,
+                    account: None,
+                    cost: Money(500_000 + k as i64 * 30_000),
+                    cdr: Some(cdr(&uuid, "x", Money(1))),
+                },
+                1 => Op::Release {
+                    reservation: *r,
+                    account: None,
+                    cdr: Some(cdr(&uuid, "x", Money::ZERO)),
+                },
+                _ => Op::Commit {
+                    reservation: *r,
+                    account: Some(AccountRef::Name("beta".into())),
+                    cost: Money(100_000),
+                    cdr: None,
+                },
+            });
+        }
+        ops.push(Op::Release {
+            reservation: ids[0],
+            account: None,
+            cdr: Some(cdr("p0", "x", Money::ZERO)),
+        });
+        ops.push(Op::Cdr(cdr("p1", "x", Money::ZERO)));
+        ops.push(Op::Cdr(cdr("solo", "x", Money::ZERO)));
+        ops.push(Op::Commit {
+            reservation: ReservationId(987_654),
+            account: None,
+            cost: Money::ZERO,
+            cdr: None,
+        });
+        for a in l.call_all(ops, "test", WAIT).unwrap() {
+            transcript.push(match a {
+                Ok(Answer::Settled(s)) => format!(
+                    "settled {} {} {} {} {}",
+                    s.account.0, s.charged, s.released, s.excess, s.balance
+                ),
+                Err(LedgerError::NotOpen { id, state }) => {
+                    format!("not open {} {state:?}", ordinal(id))
+                }
+                Err(LedgerError::UnknownReservation(id)) => format!("unknown {}", ordinal(id)),
+                Err(LedgerError::AccountMismatch { id, owner, claimed }) => {
+                    format!("mismatch {} {} {}", ordinal(id), owner.0, claimed.0)
+                }
+                other => format!("{other:?}"),
+            });
+        }
+        for name in ["alpha", "beta"] {
+            transcript.push(format!("{:?}", balance_of(l, name)));
+        }
+        transcripts.push(transcript);
+    }
+    assert_eq!(transcripts[0].len(), transcripts[1].len());
+    for (line, (e, s)) in transcripts[0].iter().zip(&transcripts[1]).enumerate() {
+        assert_eq!(e, s, "line {line}: embedded against shared");
+    }
+    assert!(transcripts[0].iter().any(|l| l.contains("Insufficient")));
+    assert!(transcripts[0].iter().any(|l| l.starts_with("not open")));
+    assert!(transcripts[0].iter().any(|l| l.starts_with("mismatch")));
+    assert_balanced(&pg);
+}
