@@ -8,9 +8,10 @@
 //!   account under its row lock: a reservation is made only if the available money covers it at that instant,
 //!   whatever other nodes do; a reservation is settled at most once. A batch locks the accounts it touches in id
 //!   order first, so two nodes' batches never deadlock.
-//! - **Group commit over the network.** A batch is one transaction whose operations are pipelined on one pooled
-//!   connection (`tokio-postgres` on the writer's own single-threaded tokio runtime, with a `deadpool` pool):
-//!   one round trip and one commit for many calls.
+//! - **Group commit over the network.** A batch is one transaction on one pooled connection (`tokio-postgres` on
+//!   the writer's own single-threaded tokio runtime, with a `deadpool` pool). A batch of the calls' operations is
+//!   set-based (`batch.rs`): worked out in memory under the locks it takes, written with one statement per table;
+//!   any other batch runs one server-side function per operation, pipelined.
 //! - **Shared call limits.** A reservation carries the partner's `max_concurrent` and `max_cps`; the account row
 //!   counts open reservations (calls) and reservations per second across every node, exactly (no local budget:
 //!   the row lock is taken anyway).
