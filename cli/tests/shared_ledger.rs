@@ -233,3 +233,63 @@ fn two_engines_share_balances_and_limits_and_survive_one_dying() {
     );
     assert_money_adds_up(&pg);
 }
+
+/// PostgreSQL stops mid-traffic and starts again: meanwhile new calls follow the balance service's fail-mode
+/// (closed: refused, `service_down`), calls already up talk on, every call's settlement and CDR that waited is
+/// written once the database is back, and nothing is left held.
+#[test]
+fn the_database_stopped_mid_traffic_then_started_again() {
+    let Some(mut pg) = start_or_skip("the_database_stopped_mid_traffic_then_started_again") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tables(dir.path());
+    let a = config(dir.path(), &pg, "node-a");
+    let calls = 3000;
+    let child = simulate(&a, calls, 300, 5);
+    std::thread::sleep(Duration::from_secs(3));
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    pg.start_again().expect("PostgreSQL starts again");
+    let r = report(child);
+    assert_eq!(r["left_live"].as_u64(), Some(0), "{r}");
+    let reasons = &r["stats"]["by_reason"];
+    let refused_down = reasons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "service_down")
+        .and_then(|p| p[1].as_u64())
+        .unwrap_or(0);
+    assert!(refused_down > 0, "no call met the outage: {r}");
+    assert_eq!(
+        r["stats"]["failed"].as_u64(),
+        Some(0),
+        "a call that was up failed: {r}"
+    );
+    assert!(r["money"]["journal_balances"].as_bool().unwrap(), "{r}");
+    // Every call's CDR, each once; every reservation settled, each once.
+    assert_eq!(
+        number(
+            &pg,
+            "SELECT count(*) FROM rtc_ledger.cdrs WHERE node = 'node-a'"
+        ),
+        i64::from(calls),
+        "{r}"
+    );
+    assert_eq!(
+        number(
+            &pg,
+            "SELECT count(*) - count(DISTINCT reservation) FROM rtc_ledger.journal
+              WHERE kind IN ('commit', 'release', 'expiry', 'recovery')"
+        ),
+        0,
+        "a reservation settled twice"
+    );
+    assert_money_adds_up(&pg);
+    eprintln!(
+        "database down 3 s mid-traffic: {refused_down} new calls refused (fail-mode closed), {} completed, \
+         settlements and CDRs written after the restart",
+        r["stats"]["completed"]
+    );
+}
