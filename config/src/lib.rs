@@ -104,6 +104,7 @@ pub const LOCAL_PARAMS: &[&str] = &[
     "ledger-pool-size",
     "ledger-timeout",
     "ledger-lease",
+    "ledger-ca-file",
 ];
 
 /// `<local>` params still accepted so that older configurations load, but no longer used (a warning says so).
@@ -1103,6 +1104,13 @@ impl<'d, 'input> Parser<'d, 'input> {
                     }
                     local.shared.lease = lease;
                 }
+                "ledger-ca-file" => {
+                    local.shared.ca_file = if value.trim().is_empty() {
+                        None
+                    } else {
+                        Some(path(node, name, value)?)
+                    };
+                }
                 // `params` only lets known names through; keep this arm in step with LOCAL_PARAMS.
                 _ => {}
             }
@@ -1656,6 +1664,7 @@ mod tests {
                  <param name="ledger-pool-size" value="8"/>
                  <param name="ledger-timeout" value="1500ms"/>
                  <param name="ledger-lease" value="20s"/>
+                 <param name="ledger-ca-file" value="tls/db-ca.pem"/>
                </local>"#,
         )
         .unwrap();
@@ -1668,6 +1677,10 @@ mod tests {
         assert_eq!(shared.pool_size, 8);
         assert_eq!(shared.timeout, Duration::from_millis(1500));
         assert_eq!(shared.lease, Duration::from_secs(20));
+        assert_eq!(
+            shared.ca_file.as_deref(),
+            Some(Path::new("/etc/freeswitch/tls/db-ca.pem"))
+        );
         for (param, value, expected) in [
             ("ledger", "mysql://db/x", "a postgres:// URL"),
             ("ledger-node-id", "fs a", "a node id of 1 to 128"),

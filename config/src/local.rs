@@ -20,7 +20,7 @@ pub enum LedgerPlace {
 }
 
 /// How this node uses a shared ledger (`<local>` params `ledger-node-id`, `ledger-pool-size`, `ledger-timeout`,
-/// `ledger-lease`); unused by the embedded ledger.
+/// `ledger-lease`, `ledger-ca-file`); unused by the embedded ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedLedger {
     /// This node's id among those sharing the ledger; `None`: the host's name.
@@ -31,6 +31,8 @@ pub struct SharedLedger {
     pub timeout: Duration,
     /// How long this node's lease lasts without renewal, after which another node settles its calls' money.
     pub lease: Duration,
+    /// Certificates (PEM) trusted for the database's TLS besides the system's roots; `None`: the system's only.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SharedLedger {
@@ -40,6 +42,7 @@ impl Default for SharedLedger {
             pool_size: 4,
             timeout: Duration::from_secs(2),
             lease: Duration::from_secs(15),
+            ca_file: None,
         }
     }
 }

@@ -38,8 +38,8 @@ use rtc_ledger::{
     ReservationRow, ReservationState, Settlement, StorageFailure,
 };
 use rtc_money::Money;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 /// The schema version this build creates and uses (`rtc_ledger.meta`, key `schema_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -60,6 +60,8 @@ pub struct PgConfig {
     pub timeout: Duration,
     /// How long this node's lease lasts without renewal: after that, another node settles its reservations.
     pub lease: Duration,
+    /// Certificates (PEM) trusted for the database's TLS besides the system's roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgConfig {
@@ -71,8 +73,44 @@ impl PgConfig {
             pool_size: 4,
             timeout: Duration::from_secs(2),
             lease: Duration::from_secs(15),
+            ca_file: None,
         }
     }
+}
+
+/// The TLS of the connections, as the HTTP services': rustls (ring), the system's trusted roots and the
+/// certificates of `ca_file`. Used when the server offers TLS (`sslmode=prefer`, the default) or must
+/// (`sslmode=require`); the server's certificate is always verified. `sslmode=disable` connects in plain text.
+pub fn tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    // rustls wants a process-wide provider; an error means one is installed already, which serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("{}: cannot read the CA file: {e}", path.display()))?;
+        let mut found = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: a certificate rustls refuses: {e}", path.display()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(format!("{}: no certificate found", path.display()));
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The host's name (`/etc/hostname`, else `HOSTNAME`, else `localhost`).
@@ -133,9 +171,10 @@ pub fn open(config: PgConfig, ledger: LedgerConfig) -> Result<Ledger, OpenError>
         .map_err(|e: tokio_postgres::Error| db("bad database URL")(e.to_string()))?;
     pg.connect_timeout(config.timeout);
     pg.application_name(format!("mod_rtc_core {}", config.node_id));
+    let tls = tls(config.ca_file.as_deref()).map_err(|e| db("bad TLS settings")(e))?;
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -1154,7 +1193,7 @@ fn offline<T>(
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
+        let (client, connection) = tokio_postgres::connect(url, tls(None)?)
             .await
             .map_err(|e| format!("{}: {}", redact(url), pg_error(&e)))?;
         let conn = tokio::spawn(connection);

@@ -806,3 +806,63 @@ fn a_batch_answers_as_the_embedded_ledger_answers_it() {
     assert!(transcripts[0].iter().any(|l| l.starts_with("mismatch")));
     assert_balanced(&pg);
 }
+
+/// TLS as the HTTP services have it: the ledger speaks TLS to a PostgreSQL that requires it and verifies the
+/// server's certificate (a private CA given as `ca_file`); without that CA it refuses to connect.
+#[test]
+fn the_ledger_speaks_tls_and_verifies_the_servers_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    let Some(mut pg) = start_or_skip("the_ledger_speaks_tls_and_verifies_the_servers_certificate")
+    else {
+        return;
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let data = pg.data_dir();
+    let owner = std::fs::metadata(&data).unwrap();
+    for (file, text) in [
+        ("server.crt", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        let path = data.join(file);
+        std::fs::write(&path, text).unwrap();
+        chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    pg.psql("postgres", "ALTER SYSTEM SET ssl = on").unwrap();
+    pg.stop();
+    pg.start_again().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut config = PgConfig::new(&format!("{}?sslmode=require", pg.url()));
+    config.node_id = "tls".into();
+    config.timeout = Duration::from_secs(2);
+    let refused = open(config.clone(), ledger_config())
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("cannot connect"), "{refused}");
+    config.ca_file = Some(ca_file);
+    let l = open(config, ledger_config()).unwrap();
+    account_with(&l, "acme", units(1));
+    assert_eq!(balance_of(&l, "acme").0, units(1));
+    let encrypted: i64 = pg
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+              WHERE s.ssl AND a.application_name = 'mod_rtc_core tls'",
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(encrypted >= 1, "the ledger's connections are encrypted");
+    l.close();
+}

@@ -59,6 +59,7 @@ pub fn location(place: &LedgerPlace, shared: &SharedLedger, dir: Option<&Path>) 
             config.pool_size = shared.pool_size;
             config.timeout = shared.timeout;
             config.lease = shared.lease;
+            config.ca_file = shared.ca_file.clone();
             Place::Shared(config)
         }
     }
@@ -423,6 +424,7 @@ mod tests {
             pool_size: 8,
             timeout: Duration::from_millis(1500),
             lease: Duration::from_secs(20),
+            ca_file: Some("/etc/freeswitch/tls/db-ca.pem".into()),
         };
         let url = "postgres://rtc:secret@db.example:5432/billing";
         match location(&LedgerPlace::Postgres(url.into()), &shared, Some(dir)) {
