@@ -111,6 +111,7 @@ fn bench_postgres(opts: &LedgerBench, file: Location) -> Result<serde_json::Valu
     let limits = CallLimits {
         max_concurrent: LIMIT,
         max_cps: 0,
+        ..CallLimits::default()
     };
     let limited = run(
         &Place::Shared {

@@ -105,6 +105,7 @@ pub const LOCAL_PARAMS: &[&str] = &[
     "ledger-timeout",
     "ledger-lease",
     "ledger-ca-file",
+    "ledger-global-limits",
 ];
 
 /// `<local>` params still accepted so that older configurations load, but no longer used (a warning says so).
@@ -622,6 +623,10 @@ impl<'d, 'input> Parser<'d, 'input> {
             }
             seen.insert(name, self.line_of(section));
         }
+        if config.local.shared.global.is_some() {
+            let admission = &config.engine.admission;
+            config.local.shared.global = Some((admission.max_concurrent, admission.cps.per_second));
+        }
         let engine = &config.engine;
         if engine.stale_after <= engine.max_call_duration {
             return Err(ConfigError {
@@ -1103,6 +1108,21 @@ impl<'d, 'input> Parser<'d, 'input> {
                         ));
                     }
                     local.shared.lease = lease;
+                }
+                "ledger-global-limits" => {
+                    // The values are <settings>' max-calls and max-cps, taken once every section is read.
+                    local.shared.global = match value.trim() {
+                        "node" => None,
+                        "shared" => Some((0, 0)),
+                        _ => {
+                            return Err(self.bad(
+                                node,
+                                name,
+                                value,
+                                "node (each node counts its own) or shared (counted across the nodes)",
+                            ));
+                        }
+                    };
                 }
                 "ledger-ca-file" => {
                     local.shared.ca_file = if value.trim().is_empty() {
@@ -1665,7 +1685,12 @@ mod tests {
                  <param name="ledger-timeout" value="1500ms"/>
                  <param name="ledger-lease" value="20s"/>
                  <param name="ledger-ca-file" value="tls/db-ca.pem"/>
-               </local>"#,
+                 <param name="ledger-global-limits" value="shared"/>
+               </local>
+               <settings>
+                 <param name="max-calls" value="500"/>
+                 <param name="max-cps" value="60"/>
+               </settings>"#,
         )
         .unwrap();
         assert_eq!(
@@ -1681,6 +1706,8 @@ mod tests {
             shared.ca_file.as_deref(),
             Some(Path::new("/etc/freeswitch/tls/db-ca.pem"))
         );
+        // The global limits, given after in <settings>, counted across the nodes.
+        assert_eq!(shared.global, Some((500, 60)));
         for (param, value, expected) in [
             ("ledger", "mysql://db/x", "a postgres:// URL"),
             ("ledger-node-id", "fs a", "a node id of 1 to 128"),
@@ -1688,6 +1715,11 @@ mod tests {
             ("ledger-pool-size", "65", "from 1 to 64"),
             ("ledger-lease", "2s", "3s or more"),
             ("ledger-timeout", "soon", "duration"),
+            (
+                "ledger-global-limits",
+                "all",
+                "node (each node counts its own) or shared",
+            ),
         ] {
             let e = error(&format!(
                 "<local><param name=\"{param}\" value=\"{value}\"/></local>"

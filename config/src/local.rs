@@ -33,6 +33,10 @@ pub struct SharedLedger {
     pub lease: Duration,
     /// Certificates (PEM) trusted for the database's TLS besides the system's roots; `None`: the system's only.
     pub ca_file: Option<PathBuf>,
+    /// `ledger-global-limits shared`: the global limits of `<settings>` (`max-calls`, `max-cps`: most calls at
+    /// once, most calls per second) counted across every node on the ledger, as (calls, per second); `None`:
+    /// each node counts its own.
+    pub global: Option<(u32, u32)>,
 }
 
 impl Default for SharedLedger {
@@ -43,6 +47,7 @@ impl Default for SharedLedger {
             timeout: Duration::from_secs(2),
             lease: Duration::from_secs(15),
             ca_file: None,
+            global: None,
         }
     }
 }

@@ -98,6 +98,16 @@ struct Snapshot<'n> {
     journal: Vec<Entry>,
     /// CDRs to store, the first per call kept; with the answer slot of a `Cdr` op when there is one.
     cdrs: Vec<(&'n CdrRecord, Option<usize>)>,
+    /// All the nodes' calls (`rtc_ledger.totals`, locked): open, and this second's.
+    totals: Totals,
+}
+
+/// `rtc_ledger.totals` as the batch holds it.
+struct Totals {
+    open_calls: i32,
+    cps_second: i64,
+    cps_count: i32,
+    changed: bool,
 }
 
 /// Runs a set-based batch inside `tx` (the caller commits). Answers in order, like the functions would give.
@@ -151,7 +161,7 @@ pub(crate) async fn run(
     let reservation_ids: Vec<i64> = reservation_ids.into_iter().collect();
     // Accounts first, in id order, then the reservations (their accounts are among those locked): the same order
     // as every other writer, so no deadlock.
-    let (accounts, reservations, fresh) = futures_util::future::join3(
+    let (accounts, reservations, fresh, totals) = futures_util::future::join4(
         all(
             tx,
             "SELECT id, name, balance, reserved, credit_limit, open_calls, cps_second, cps_count
@@ -173,8 +183,29 @@ pub(crate) async fn run(
             "SELECT nextval('rtc_ledger.reservations_id_seq') FROM generate_series(1, $1::bigint)",
             &[&new_reservations],
         ),
+        // Sent after the accounts' lock on the same connection, so taken after it, as everywhere.
+        all(
+            tx,
+            "SELECT open_calls, cps_second, cps_count FROM rtc_ledger.totals WHERE id = 1 FOR UPDATE",
+            &[],
+        ),
     )
     .await;
+    let totals = totals?;
+    let totals = totals.first().map_or(
+        Totals {
+            open_calls: 0,
+            cps_second: 0,
+            cps_count: 0,
+            changed: false,
+        },
+        |r| Totals {
+            open_calls: r.get(0),
+            cps_second: r.get(1),
+            cps_count: r.get(2),
+            changed: false,
+        },
+    );
     let mut snap = Snapshot {
         node,
         now,
@@ -188,6 +219,7 @@ pub(crate) async fn run(
             .into_iter(),
         journal: Vec::new(),
         cdrs: Vec::new(),
+        totals,
     };
     for r in accounts? {
         let id: i64 = r.get(0);
@@ -296,6 +328,10 @@ impl<'n> Snapshot<'n> {
         a.reserved = reserved;
         a.open_calls += calls_delta;
         a.changed = true;
+        if calls_delta != 0 {
+            self.totals.open_calls += calls_delta;
+            self.totals.changed = true;
+        }
         self.journal.push(Entry {
             account,
             kind,
@@ -348,6 +384,24 @@ impl<'n> Snapshot<'n> {
                         max: limits.max_cps,
                     });
                 }
+                let t = &self.totals;
+                if limits.global_concurrent > 0
+                    && i64::from(t.open_calls) >= i64::from(limits.global_concurrent)
+                {
+                    return Err(LedgerError::LimitReached {
+                        which: "global_concurrent",
+                        max: limits.global_concurrent,
+                    });
+                }
+                if limits.global_cps > 0
+                    && t.cps_second == second
+                    && i64::from(t.cps_count) >= i64::from(limits.global_cps)
+                {
+                    return Err(LedgerError::LimitReached {
+                        which: "global_cps",
+                        max: limits.global_cps,
+                    });
+                }
                 let avail = a.available();
                 if avail < amount.0 {
                     return Ok(Answer::Insufficient {
@@ -387,6 +441,15 @@ impl<'n> Snapshot<'n> {
                     } else {
                         a.cps_second = second;
                         a.cps_count = 1;
+                    }
+                }
+                {
+                    let t = &mut self.totals;
+                    if t.cps_second == second {
+                        t.cps_count += 1;
+                    } else {
+                        t.cps_second = second;
+                        t.cps_count = 1;
                     }
                 }
                 self.post(
@@ -695,18 +758,34 @@ impl<'n> Snapshot<'n> {
             )
             .await
         };
-        let (a, b, c, d, e) = futures_util::future::join5(
-            insert_reservations,
-            update_reservations,
-            insert_journal,
-            update_accounts,
-            insert_cdrs,
+        let totals = async {
+            if !self.totals.changed {
+                return Ok(());
+            }
+            let t = &self.totals;
+            one_statement(
+                tx,
+                "UPDATE rtc_ledger.totals SET open_calls = $1, cps_second = $2, cps_count = $3 WHERE id = 1",
+                &[&t.open_calls, &t.cps_second, &t.cps_count],
+            )
+            .await
+        };
+        let ((a, b, c, d, e), f) = futures_util::future::join(
+            futures_util::future::join5(
+                insert_reservations,
+                update_reservations,
+                insert_journal,
+                update_accounts,
+                insert_cdrs,
+            ),
+            totals,
         )
         .await;
         a?;
         b?;
         c?;
         d?;
+        f?;
         let stored: BTreeSet<String> = e?.iter().map(|r| r.get::<_, String>(0)).collect();
         Ok(cdrs
             .iter()

@@ -824,7 +824,7 @@ impl PgBackend {
                 let (id, name) = account_params(account);
                 let info = serde_json::to_string(info).unwrap_or_default();
                 let row = one(tx,
-                        "SELECT * FROM rtc_ledger.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        "SELECT * FROM rtc_ledger.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                         &[
                             &node,
                             &id,
@@ -837,6 +837,8 @@ impl PgBackend {
                             &actor,
                             &(limits.max_concurrent.min(i32::MAX as u32) as i32),
                             &(limits.max_cps.min(i32::MAX as u32) as i32),
+                            &(limits.global_concurrent.min(i32::MAX as u32) as i32),
+                            &(limits.global_cps.min(i32::MAX as u32) as i32),
                         ],
                     )
                     .await?;
@@ -856,6 +858,14 @@ impl PgBackend {
                     }),
                     "limit_cps" => Err(LedgerError::LimitReached {
                         which: "max_cps",
+                        max: r.a.unwrap_or(0) as u32,
+                    }),
+                    "limit_global_concurrent" => Err(LedgerError::LimitReached {
+                        which: "global_concurrent",
+                        max: r.a.unwrap_or(0) as u32,
+                    }),
+                    "limit_global_cps" => Err(LedgerError::LimitReached {
+                        which: "global_cps",
                         max: r.a.unwrap_or(0) as u32,
                     }),
                     _ => Err(LedgerError::UnknownAccount(account.to_string())),
@@ -1219,6 +1229,15 @@ pub fn check(url: &str) -> Result<Totals, String> {
             )
             .await
             .map_err(q)?;
+        let calls = client
+            .query_one(
+                "SELECT t.open_calls, (SELECT count(*) FROM rtc_ledger.reservations WHERE state = 'open')
+                 FROM rtc_ledger.totals t WHERE t.id = 1",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        let (counted, open): (i32, i64) = (calls.get(0), calls.get(1));
         let mut totals = Totals {
             balances: Money(row.get(0)),
             reserved: Money(row.get(1)),
@@ -1226,6 +1245,11 @@ pub fn check(url: &str) -> Result<Totals, String> {
             open: row.get(3),
             discrepancies: Vec::new(),
         };
+        if i64::from(counted) != open {
+            totals.discrepancies.push(format!(
+                "all nodes' calls: {counted} counted against {open} open reservations"
+            ));
+        }
         for r in client
             .query(
                 "SELECT a.name, a.balance, COALESCE(j.sum, 0)::bigint, a.reserved, COALESCE(h.held, 0)::bigint,

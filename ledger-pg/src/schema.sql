@@ -38,6 +38,16 @@ CREATE TABLE rtc_ledger.accounts (
     created_at_us bigint NOT NULL
 );
 
+-- All the nodes' calls together (open reservations, reservations in the current second): what the global limits
+-- count when they are shared. One row, locked after the accounts.
+CREATE TABLE rtc_ledger.totals (
+    id         integer PRIMARY KEY CHECK (id = 1),
+    open_calls integer NOT NULL DEFAULT 0 CHECK (open_calls >= 0),
+    cps_second bigint NOT NULL DEFAULT 0,
+    cps_count  integer NOT NULL DEFAULT 0
+);
+INSERT INTO rtc_ledger.totals(id) VALUES (1);
+
 CREATE TABLE rtc_ledger.reservations (
     id            bigserial PRIMARY KEY,
     account       bigint NOT NULL,
@@ -131,6 +141,9 @@ BEGIN
        SET balance = a.balance + p_balance, reserved = a.reserved + p_reserved, open_calls = a.open_calls + p_calls
      WHERE a.id = p_account
     RETURNING a.balance, a.reserved INTO balance, reserved;
+    IF p_calls <> 0 THEN
+        UPDATE rtc_ledger.totals SET open_calls = open_calls + p_calls WHERE id = 1;
+    END IF;
     INSERT INTO rtc_ledger.journal(at_us, account, kind, balance_delta, reserved_delta, balance_after, reserved_after,
                                    reservation, call, reference, actor, node)
     VALUES (p_now, p_account, p_kind, p_balance, p_reserved, balance, reserved, p_reservation, p_call, p_reference,
@@ -153,10 +166,12 @@ END $$;
 -- limit_concurrent (a = max), limit_cps (a = max).
 CREATE FUNCTION rtc_ledger.reserve(p_node text, p_id bigint, p_name text, p_amount bigint, p_call text,
                                    p_info text, p_expires bigint, p_now bigint, p_actor text,
-                                   p_max_concurrent integer, p_max_cps integer)
+                                   p_max_concurrent integer, p_max_cps integer,
+                                   p_global_concurrent integer, p_global_cps integer)
 RETURNS rtc_ledger.result LANGUAGE plpgsql AS $$
 DECLARE
     acc rtc_ledger.accounts%ROWTYPE;
+    tot rtc_ledger.totals%ROWTYPE;
     avail bigint;
     sec bigint := p_now / 1000000;
     res bigint;
@@ -176,10 +191,22 @@ BEGIN
     IF p_max_cps > 0 AND acc.cps_second = sec AND acc.cps_count >= p_max_cps THEN
         RETURN ('limit_cps', acc.id, p_max_cps, acc.cps_count, NULL, NULL)::rtc_ledger.result;
     END IF;
+    SELECT * INTO tot FROM rtc_ledger.totals WHERE id = 1 FOR UPDATE;
+    IF p_global_concurrent > 0 AND tot.open_calls >= p_global_concurrent THEN
+        RETURN ('limit_global_concurrent', acc.id, p_global_concurrent, tot.open_calls, NULL, NULL)
+            ::rtc_ledger.result;
+    END IF;
+    IF p_global_cps > 0 AND tot.cps_second = sec AND tot.cps_count >= p_global_cps THEN
+        RETURN ('limit_global_cps', acc.id, p_global_cps, tot.cps_count, NULL, NULL)::rtc_ledger.result;
+    END IF;
     avail := acc.balance + acc.credit_limit - acc.reserved;
     IF avail < p_amount THEN
         RETURN ('insufficient', acc.id, avail, NULL, NULL, NULL)::rtc_ledger.result;
     END IF;
+    UPDATE rtc_ledger.totals
+       SET open_calls = open_calls + 1,
+           cps_count = CASE WHEN cps_second = sec THEN cps_count + 1 ELSE 1 END, cps_second = sec
+     WHERE id = 1;
     INSERT INTO rtc_ledger.reservations(account, node, call, held, state, created_at_us, updated_at_us,
                                         expires_at_us, info)
     VALUES (acc.id, p_node, p_call, p_amount, 'open', p_now, p_now, p_expires, p_info)

@@ -389,6 +389,7 @@ fn call_limits_hold_across_nodes() {
     let limits = CallLimits {
         max_concurrent: 5,
         max_cps: 0,
+        ..CallLimits::default()
     };
     let mut held = Vec::new();
     let mut refused = 0;
@@ -423,6 +424,7 @@ fn call_limits_hold_across_nodes() {
     let cps = CallLimits {
         max_concurrent: 0,
         max_cps: 3,
+        ..CallLimits::default()
     };
     let clock_second = Instant::now();
     let mut ok = 0;
@@ -443,6 +445,68 @@ fn call_limits_hold_across_nodes() {
     assert!(
         ok >= 3 && ok <= 3 * seconds,
         "{ok} reservations in at most {seconds} s"
+    );
+    // The global limit, shared: all partners' calls on both nodes together.
+    let open = check(&pg.url()).unwrap().open;
+    let global = CallLimits {
+        global_concurrent: open as u32 + 3,
+        ..CallLimits::default()
+    };
+    let mut admitted = Vec::new();
+    for i in 0..10 {
+        let (l, partner) = if i % 2 == 0 {
+            (&a, "acme")
+        } else {
+            (&b, "globex")
+        };
+        match call(
+            l,
+            reserve_op(partner, Money::ZERO, &format!("all{i}"), global),
+        ) {
+            Ok(Answer::Reserved { reservation, .. }) => admitted.push(reservation),
+            Err(LedgerError::LimitReached { which, max }) => {
+                assert_eq!(
+                    (which, max),
+                    ("global_concurrent", global.global_concurrent)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(admitted.len(), 3);
+    call(
+        &a,
+        Op::Release {
+            reservation: admitted[1],
+            account: None,
+            cdr: None,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        call(&b, reserve_op("acme", Money::ZERO, "all-next", global)),
+        Ok(Answer::Reserved { .. })
+    ));
+    // The same count in a batch with an operator's query in it (run function by function).
+    let mixed = a
+        .call_all(
+            vec![
+                Op::Accounts,
+                reserve_op("globex", Money::ZERO, "all-mixed", global),
+            ],
+            "test",
+            WAIT,
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            mixed[1],
+            Err(LedgerError::LimitReached {
+                which: "global_concurrent",
+                ..
+            })
+        ),
+        "{mixed:?}"
     );
     assert_balanced(&pg);
 }

@@ -264,13 +264,17 @@ pub struct CdrRecord {
     pub ended_at_us: u64,
 }
 
-/// A partner's call limits as a shared ledger counts them: its open reservations are its calls.
+/// A call's limits as a shared ledger counts them: open reservations are calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallLimits {
-    /// Most calls at once (open reservations) across every node; 0: no limit.
+    /// Most calls at once of the partner (its open reservations) across every node; 0: no limit.
     pub max_concurrent: u32,
-    /// Most reservations made in one second (of the ledger's clock) across every node; 0: no limit.
+    /// Most reservations of the partner made in one second (of the ledger's clock) across every node; 0: no limit.
     pub max_cps: u32,
+    /// Most calls at once of all partners across every node (the global limit, when shared); 0: no limit.
+    pub global_concurrent: u32,
+    /// Most reservations of all partners in one second across every node; 0: no limit.
+    pub global_cps: u32,
 }
 
 /// One request to the ledger.

@@ -93,6 +93,8 @@ pub struct LedgerBackend {
     bound: Duration,
     /// The ledger is shared by several nodes (PostgreSQL): partners' call limits are counted there too.
     shared: bool,
+    /// The global limits counted across the nodes (`ledger-global-limits` `shared`); zero: each node's own.
+    global: CallLimits,
 }
 
 impl std::fmt::Debug for LedgerBackend {
@@ -119,12 +121,26 @@ impl LedgerBackend {
             counters: Arc::default(),
             bound: DEFAULT_BOUND,
             shared,
+            global: CallLimits::default(),
         })
     }
 
     /// Whether the ledger is shared by several nodes (partners' call limits are counted there too).
     pub fn shared(&self) -> bool {
         self.shared
+    }
+
+    /// Takes the global limits to count across the nodes, when the configuration shares them (at load and
+    /// reload).
+    pub fn set_global_limits(&mut self, shared: &SharedLedger) {
+        self.global = match shared.global {
+            Some((max_concurrent, max_cps)) => CallLimits {
+                max_concurrent,
+                max_cps,
+                ..CallLimits::default()
+            },
+            None => CallLimits::default(),
+        };
     }
 
     /// The ledger, for operators' requests (balances, top-ups) and tests.
@@ -163,7 +179,11 @@ impl LedgerBackend {
         limits: CallLimits,
     ) {
         let limits = if self.shared {
-            limits
+            CallLimits {
+                global_concurrent: self.global.max_concurrent,
+                global_cps: self.global.max_cps,
+                ..limits
+            }
         } else {
             CallLimits::default()
         };
@@ -230,6 +250,8 @@ impl LedgerBackend {
                 Err(LedgerError::LimitReached { which, max }) => Outcome::LimitReached {
                     limit: match which {
                         "max_cps" => "partner_cps",
+                        "global_concurrent" => "global_concurrent",
+                        "global_cps" => "global_cps",
                         _ => "partner_concurrent",
                     },
                     max,
@@ -425,6 +447,7 @@ mod tests {
             timeout: Duration::from_millis(1500),
             lease: Duration::from_secs(20),
             ca_file: Some("/etc/freeswitch/tls/db-ca.pem".into()),
+            global: Some((500, 60)),
         };
         let url = "postgres://rtc:secret@db.example:5432/billing";
         match location(&LedgerPlace::Postgres(url.into()), &shared, Some(dir)) {

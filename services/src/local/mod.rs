@@ -252,7 +252,8 @@ impl LocalServices {
             Some(path) => Some(CdrFile::open(path)?),
             None => None,
         };
-        let money = LedgerBackend::open(place.into()).map_err(LocalError::Ledger)?;
+        let mut money = LedgerBackend::open(place.into()).map_err(LocalError::Ledger)?;
+        money.set_global_limits(&files.shared);
         let recovered = money
             .ledger()
             .recovered()
@@ -345,6 +346,7 @@ impl LocalServices {
     /// account, with its `balances.csv` opening balance if it has a row; a known partner's balance is never
     /// touched by a reload (top-ups go through `rtc_core topup`). The CDR export is kept.
     pub fn reload(&mut self, files: &LocalFiles) -> Result<String, LocalError> {
+        self.money.set_global_limits(&files.shared);
         let partners = Partners::load_after(&files.partners, &self.partners)?;
         let rates = RateDeck::load(&files.rates, &partners)?;
         let routes = RouteTable::load(&files.routes)?;
@@ -570,6 +572,7 @@ impl ServiceSink for LocalServices {
                         rtc_ledger::CallLimits {
                             max_concurrent: p.max_concurrent,
                             max_cps: p.max_cps,
+                            ..rtc_ledger::CallLimits::default()
                         },
                     );
                     return None;
