@@ -27,8 +27,8 @@ use serde_json::json;
 /// Which ledger, and the subcommand.
 #[derive(Args)]
 pub struct LedgerArgs {
-    /// The ledger file (the module's `rtc_core.db`).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The ledger file (the module's `rtc_core.db`), or a shared ledger's `postgres://` URL (balances, check).
+    #[arg(long, global = true, value_name = "PATH|URL")]
     pub ledger: Option<PathBuf>,
     /// An rtc_core.conf.xml: the ledger its `<local>` `ledger` param names (unless --ledger is given), and the
     /// partners table `import` checks names against.
@@ -142,6 +142,9 @@ fn dispatch(args: LedgerArgs) -> Result<ExitCode, Fail> {
         Some(file) => Some(RtcConfig::load_file(file).map_err(|e| Fail::Other(e.to_string()))?),
         None => None,
     };
+    if let Some(url) = shared_url(args.ledger.as_deref(), config.as_ref()) {
+        return shared(&url, args.command);
+    }
     let path = ledger_path(args.ledger, args.config.as_deref(), config.as_ref())?;
     match args.command {
         LedgerCommand::Balances { json } => balances(&path, json),
@@ -218,10 +221,71 @@ fn ledger_path(
             "{file} keeps the ledger in memory (ledger = :memory:): there is no file to read"
         ))),
         LedgerPlace::Postgres(url) => Err(Fail::Other(format!(
-            "{file} keeps the ledger on PostgreSQL ({}), shared by the nodes; `rtc-core ledger` reads the \
-             embedded SQLite ledger: read balances with `rtc_core balance` in fs_cli, or query the rtc_ledger \
-             schema (docs/ledger-postgres.md)",
+            "{file} keeps the ledger on PostgreSQL ({})",
             rtc_ledger_pg::redact(url)
+        ))),
+    }
+}
+
+/// The shared ledger's URL: `--ledger postgres://…`, else the configuration's.
+fn shared_url(ledger: Option<&Path>, config: Option<&RtcConfig>) -> Option<String> {
+    match ledger.and_then(Path::to_str) {
+        Some(text) if text.starts_with("postgres://") || text.starts_with("postgresql://") => {
+            Some(text.to_string())
+        }
+        Some(_) => None,
+        None => match config.map(|c| &c.local.ledger) {
+            Some(LedgerPlace::Postgres(url)) => Some(url.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// The commands on a shared ledger: balances and check; the others read the embedded ledger's file only.
+fn shared(url: &str, command: LedgerCommand) -> Result<ExitCode, Fail> {
+    let place = rtc_ledger_pg::redact(url);
+    match command {
+        LedgerCommand::Balances { json } => {
+            let accounts = rtc_ledger_pg::accounts(url).map_err(Fail::Open)?;
+            print_balances(&place, &accounts, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Check { json } => {
+            let totals = rtc_ledger_pg::check(url).map_err(Fail::Open)?;
+            let ok = totals.discrepancies.is_empty() && totals.balances == totals.journal;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "ledger": place,
+                        "ok": ok,
+                        "balances": totals.balances,
+                        "journal": totals.journal,
+                        "reserved": totals.reserved,
+                        "open_reservations": totals.open,
+                        "discrepancies": totals.discrepancies,
+                    })
+                );
+            } else {
+                println!(
+                    "{place}: balances {} against the journal's sum {}; reserved {} in {} open reservation(s)",
+                    totals.balances, totals.journal, totals.reserved, totals.open
+                );
+                for d in &totals.discrepancies {
+                    println!("  {d}");
+                }
+                println!("{}", if ok { "OK" } else { "PROBLEMS" });
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        _ => Err(Fail::Other(format!(
+            "{place} is the shared ledger on PostgreSQL: `rtc-core ledger` reads its balances and checks it \
+             (balances, check); for the rest query the rtc_ledger schema (docs/ledger-postgres.md), or use \
+             `rtc_core balance` and `rtc_core topup` in fs_cli"
         ))),
     }
 }
@@ -311,6 +375,12 @@ fn print_table(headers: &[(&str, Align)], rows: &[Vec<String>]) {
 fn balances(path: &Path, as_json: bool) -> Result<ExitCode, Fail> {
     let store = open_read(path)?;
     let accounts = store.accounts().map_err(|e| read_failed(path, e))?;
+    print_balances(&path.display().to_string(), &accounts, as_json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The accounts of the ledger at `place`: a table and its totals, or one JSON object.
+fn print_balances(place: &str, accounts: &[rtc_ledger::AccountStatus], as_json: bool) {
     if as_json {
         let rows: Vec<serde_json::Value> = accounts
             .iter()
@@ -325,11 +395,8 @@ fn balances(path: &Path, as_json: bool) -> Result<ExitCode, Fail> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            json!({"ledger": path.display().to_string(), "accounts": rows})
-        );
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", json!({"ledger": place, "accounts": rows}));
+        return;
     }
     let rows: Vec<Vec<String>> = accounts
         .iter()
@@ -367,11 +434,10 @@ fn balances(path: &Path, as_json: bool) -> Result<ExitCode, Fail> {
     println!(
         "{} account(s) in {}: total balance {}, reserved {}",
         accounts.len(),
-        path.display(),
+        place,
         sum(|a| a.balance),
         sum(|a| a.reserved)
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn history(path: &Path, partner: &str, limit: usize, as_json: bool) -> Result<ExitCode, Fail> {

@@ -167,6 +167,39 @@ fn two_engines_share_balances_and_limits_and_survive_one_dying() {
         assert!(r["money"]["journal_balances"].as_bool().unwrap(), "{r}");
     }
     assert_money_adds_up(&pg);
+    // The operators' view of the shared ledger: balances and its check.
+    let ledger = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rtc-core"))
+            .arg("ledger")
+            .args(args)
+            .args(["--ledger", &pg.url()])
+            .output()
+            .expect("rtc-core runs")
+    };
+    let out = ledger(&["balances", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let balances: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lab = balances["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["partner"] == "lab")
+        .expect("lab's account");
+    assert_eq!(lab["open_reservations"], 0, "{balances}");
+    let out = ledger(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("OK\n"));
+    let out = ledger(&["history", "lab"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("balances, check"));
 
     // 2. One engine dies mid-traffic: the other settles its open reservations once its lease runs out.
     let survivor = simulate(&a, 3000, 300, 3);

@@ -1417,3 +1417,17 @@ pub fn peak_open_calls(url: &str) -> Result<i64, String> {
         Ok(row.get(0))
     })
 }
+
+/// Every account's money, by name (`rtc-core ledger balances` on a shared ledger).
+pub fn accounts(url: &str) -> Result<Vec<AccountStatus>, String> {
+    offline(url, async |client| {
+        let rows = client
+            .query(
+                "SELECT id, name, balance, reserved, credit_limit, open_calls FROM rtc_ledger.accounts ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&e))?;
+        Ok(rows.iter().map(account_status).collect())
+    })
+}
