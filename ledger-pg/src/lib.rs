@@ -146,6 +146,29 @@ pub fn redact(url: &str) -> String {
 /// holds), settles what this node's previous life left open (each with a `recovered` CDR), and starts the
 /// writer. `ledger`'s location is not used.
 pub fn open(config: PgConfig, ledger: LedgerConfig) -> Result<Ledger, OpenError> {
+    // Opening drives the client's futures (connection, TLS, schema, registration) to completion with `block_on`,
+    // which keeps them on the calling thread's stack: run it on a thread of its own with room for them, whatever
+    // thread asks (a FreeSWITCH thread's stack is small).
+    let place = redact(&config.url);
+    std::thread::Builder::new()
+        .name("rtc-ledger-open".into())
+        .stack_size(OPEN_STACK)
+        .spawn(move || open_here(config, ledger))
+        .map_err(OpenError::Thread)?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(OpenError::Database {
+                place,
+                action: "cannot open the ledger",
+                detail: "the opening thread panicked (logged)".into(),
+            })
+        })
+}
+
+/// The opening thread's stack.
+const OPEN_STACK: usize = 8 << 20;
+
+fn open_here(config: PgConfig, ledger: LedgerConfig) -> Result<Ledger, OpenError> {
     let place = redact(&config.url);
     let db = |action: &'static str| {
         let place = place.clone();
@@ -187,7 +210,7 @@ pub fn open(config: PgConfig, ledger: LedgerConfig) -> Result<Ledger, OpenError>
         .build()
         .map_err(|e| db("cannot build the connection pool")(e.to_string()))?;
     let now = (ledger.clock)();
-    let opening = runtime.block_on(async {
+    let opening = runtime.block_on(Box::pin(async {
         tokio::time::timeout(config.timeout * 5, prepare(&pool, &config, now, &place))
             .await
             .unwrap_or_else(|_| {
@@ -196,7 +219,7 @@ pub fn open(config: PgConfig, ledger: LedgerConfig) -> Result<Ledger, OpenError>
                     config.timeout * 5
                 )))
             })
-    })?;
+    }))?;
     let (opened, incarnation, recovered) = opening;
     for r in &recovered {
         r.log_recovered(&place, "this node's previous run");
@@ -707,7 +730,8 @@ impl PgBackend {
         work: impl Future<Output = Result<T, BatchError>>,
     ) -> Result<T, BatchError> {
         let timeout = self.config.timeout;
-        self.runtime.block_on(async {
+        // The batch's futures live on the heap: the writer thread's stack holds only their polls.
+        self.runtime.block_on(Box::pin(async {
             tokio::time::timeout(timeout, work)
                 .await
                 .unwrap_or_else(|_| {
@@ -715,7 +739,7 @@ impl PgBackend {
                         "no answer from the database within {timeout:?}"
                     )))
                 })
-        })
+        }))
     }
 
     /// One transaction: lock the accounts in id order, run every operation pipelined, commit.
