@@ -1,13 +1,12 @@
-//! The calls' batches, set-based: a batch made only of what calls do (reserve, extend, commit, release, CDR) is
-//! worked out in memory under the row locks it takes, then written with a handful of multi-row statements,
-//! whatever its size.
+//! The calls' operations (reserve, extend, commit, release, CDR), set-based: worked out in memory under the row
+//! locks the batch takes, then written with a handful of multi-row statements, whatever the batch's size.
 //!
 //! The batch first locks, in id order, every account it touches and every reservation it names (`FOR UPDATE`), and
 //! reads them: from then until its commit no other node can change them, so the arithmetic done here on what was
-//! read is the arithmetic the server functions would have done, one operation after the other, in the batch's
-//! order (the same rules as the SQLite store: `ledger/src/store.rs`). What it changed is then written in one
-//! statement per table (reservations new and changed, journal, accounts, CDRs), pipelined, and committed. A batch
-//! with anything else in it (an operator's top-up, an import, a query) runs operation by operation instead.
+//! read is that of the operations one after the other, in the batch's order, by the SQLite store's rules
+//! (`ledger/src/store.rs`). What it changed is then written in one statement per table (reservations new and
+//! changed, journal, accounts, totals, CDRs), pipelined, and committed. An operator's operations in the same batch
+//! (a top-up, an import, a query) run before, one server function each (`crate::PgBackend::apply`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,18 +19,63 @@ use tokio_postgres::types::ToSql;
 
 use crate::all;
 
-/// Whether `ops` are all what calls do, so that the batch can run set-based.
-pub(crate) fn set_based(ops: &[(&Op, &'static str)]) -> bool {
-    ops.iter().all(|(op, _)| {
-        matches!(
-            op,
-            Op::Reserve { .. }
-                | Op::Extend { .. }
-                | Op::Commit { .. }
-                | Op::Release { .. }
-                | Op::Cdr(_)
-        )
-    })
+/// Whether `op` is what calls do (reserve, extend, commit, release, CDR): run here, set-based.
+pub(crate) fn is_call_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reserve { .. }
+            | Op::Extend { .. }
+            | Op::Commit { .. }
+            | Op::Release { .. }
+            | Op::Cdr(_)
+    )
+}
+
+/// The accounts `ops` touch: by name, by id, and through the reservations they name (sorted, for the lock).
+pub(crate) fn accounts_named(ops: &[(&Op, &'static str)]) -> (Vec<String>, Vec<i64>, Vec<i64>) {
+    let mut names = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    let mut reservations = BTreeSet::new();
+    let mut name_of = |account: &AccountRef| match account {
+        AccountRef::Id(id) => {
+            ids.insert(id.0);
+        }
+        AccountRef::Name(n) => {
+            names.insert(n.clone());
+        }
+    };
+    for (op, _) in ops {
+        match op {
+            Op::Reserve { account, .. }
+            | Op::TopUp { account, .. }
+            | Op::Adjust { account, .. } => name_of(account),
+            Op::Import { name, .. } => name_of(&AccountRef::Name(name.clone())),
+            Op::Extend { reservation, .. } => {
+                reservations.insert(reservation.0 as i64);
+            }
+            Op::Commit {
+                reservation,
+                account,
+                ..
+            }
+            | Op::Release {
+                reservation,
+                account,
+                ..
+            } => {
+                reservations.insert(reservation.0 as i64);
+                if let Some(account) = account {
+                    name_of(account);
+                }
+            }
+            _ => {}
+        }
+    }
+    (
+        names.into_iter().collect(),
+        ids.into_iter().collect(),
+        reservations.into_iter().collect(),
+    )
 }
 
 /// An account as the batch holds it (locked).
@@ -117,48 +161,11 @@ pub(crate) async fn run(
     ops: &[(&Op, &'static str)],
     now: i64,
 ) -> Result<Vec<Result<Answer, LedgerError>>, tokio_postgres::Error> {
-    let mut names = BTreeSet::new();
-    let mut ids = BTreeSet::new();
-    let mut reservation_ids = BTreeSet::new();
-    let mut new_reservations = 0i64;
-    let mut name_of = |account: &AccountRef| match account {
-        AccountRef::Id(id) => {
-            ids.insert(id.0);
-        }
-        AccountRef::Name(n) => {
-            names.insert(n.clone());
-        }
-    };
-    for (op, _) in ops {
-        match op {
-            Op::Reserve { account, .. } => {
-                name_of(account);
-                new_reservations += 1;
-            }
-            Op::Extend { reservation, .. } => {
-                reservation_ids.insert(reservation.0 as i64);
-            }
-            Op::Commit {
-                reservation,
-                account,
-                ..
-            }
-            | Op::Release {
-                reservation,
-                account,
-                ..
-            } => {
-                reservation_ids.insert(reservation.0 as i64);
-                if let Some(account) = account {
-                    name_of(account);
-                }
-            }
-            _ => {}
-        }
-    }
-    let names: Vec<String> = names.into_iter().collect();
-    let ids: Vec<i64> = ids.into_iter().collect();
-    let reservation_ids: Vec<i64> = reservation_ids.into_iter().collect();
+    let (names, ids, reservation_ids) = accounts_named(ops);
+    let new_reservations = ops
+        .iter()
+        .filter(|(op, _)| matches!(op, Op::Reserve { .. }))
+        .count() as i64;
     // Accounts first, in id order, then the reservations (their accounts are among those locked): the same order
     // as every other writer, so no deadlock.
     let (accounts, reservations, fresh, totals) = futures_util::future::join4(

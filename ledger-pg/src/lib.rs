@@ -9,9 +9,9 @@
 //!   whatever other nodes do; a reservation is settled at most once. A batch locks the accounts it touches in id
 //!   order first, so two nodes' batches never deadlock.
 //! - **Group commit over the network.** A batch is one transaction on one pooled connection (`tokio-postgres` on
-//!   the writer's own single-threaded tokio runtime, with a `deadpool` pool). A batch of the calls' operations is
-//!   set-based (`batch.rs`): worked out in memory under the locks it takes, written with one statement per table;
-//!   any other batch runs one server-side function per operation, pipelined.
+//!   the writer's own single-threaded tokio runtime, with a `deadpool` pool). The calls' operations are set-based
+//!   (`batch.rs`): worked out in memory under the locks the batch takes, written with one statement per table; an
+//!   operator's operations in the batch run before them, one server-side function each, pipelined.
 //! - **Shared call limits.** A reservation carries the partner's `max_concurrent` and `max_cps`; the account row
 //!   counts open reservations (calls) and reservations per second across every node, exactly (no local budget:
 //!   the row lock is taken anyway).
@@ -35,7 +35,7 @@ use futures_util::future::join_all;
 use rtc_ledger::{
     Abandoned, AccountId, AccountRef, AccountStatus, Answer, Backend, BatchOutcome, CallInfo,
     CdrRecord, EntryKind, Ledger, LedgerConfig, LedgerError, Op, OpenError, Opened, ReservationId,
-    ReservationRow, ReservationState, Settlement, StorageFailure,
+    ReservationRow, ReservationState, StorageFailure,
 };
 use rtc_money::Money;
 use tokio_postgres::Row;
@@ -688,8 +688,6 @@ struct Res {
     id: Option<i64>,
     a: Option<i64>,
     b: Option<i64>,
-    c: Option<i64>,
-    d: Option<i64>,
 }
 
 impl Res {
@@ -699,28 +697,11 @@ impl Res {
             id: row.get(1),
             a: row.get(2),
             b: row.get(3),
-            c: row.get(4),
-            d: row.get(5),
         }
     }
     fn m(v: Option<i64>) -> Money {
         Money(v.unwrap_or(0))
     }
-}
-
-/// A reservation's refusals, from a function's code.
-fn reservation_refusal(code: &str, id: ReservationId) -> LedgerError {
-    match code.strip_prefix("not_open:") {
-        Some(state) => LedgerError::NotOpen {
-            id,
-            state: ReservationState::from_name(state).unwrap_or(ReservationState::Committed),
-        },
-        None => LedgerError::UnknownReservation(id),
-    }
-}
-
-fn ttl_us(now_us: i64, ttl: Duration) -> i64 {
-    now_us.saturating_add(ttl.as_micros().min(i64::MAX as u128) as i64)
 }
 
 impl PgBackend {
@@ -754,62 +735,50 @@ impl PgBackend {
             .await
             .map_err(|e| BatchError::Failed(format!("cannot get a connection: {e}")))?;
         let tx = client.transaction().await?;
-        if batch::set_based(ops) {
-            let answers = batch::run(&tx, &self.config.node_id, ops, now).await?;
-            let commit_started = Instant::now();
-            tx.commit().await?;
-            return Ok((answers, commit_started.elapsed().as_micros() as u64));
-        }
-        let mut names = BTreeSet::new();
-        let mut ids = BTreeSet::new();
-        let mut reservations = BTreeSet::new();
-        for (op, _) in ops {
-            match op {
-                Op::Reserve { account, .. }
-                | Op::TopUp { account, .. }
-                | Op::Adjust { account, .. } => match account {
-                    AccountRef::Id(id) => {
-                        ids.insert(id.0);
-                    }
-                    AccountRef::Name(n) => {
-                        names.insert(n.clone());
-                    }
-                },
-                Op::Import { name, .. } => {
-                    names.insert(name.clone());
-                }
-                Op::Extend { reservation, .. }
-                | Op::Commit { reservation, .. }
-                | Op::Release { reservation, .. } => {
-                    reservations.insert(reservation.0 as i64);
-                }
-                _ => {}
-            }
-        }
-        if ops.iter().any(|(op, _)| op.writes()) {
-            let names: Vec<String> = names.into_iter().collect();
-            let ids: Vec<i64> = ids.into_iter().collect();
-            let reservations: Vec<i64> = reservations.into_iter().collect();
+        // What calls do runs set-based (batch.rs); an operator's operations run one function each, first, so that a
+        // reservation in the same batch sees a top-up. Every account either part touches is locked first, in id
+        // order, so two nodes' batches never deadlock.
+        let (calls, others): (Vec<usize>, Vec<usize>) =
+            (0..ops.len()).partition(|&i| batch::is_call_op(ops[i].0));
+        let mut answers: Vec<Option<Result<Answer, LedgerError>>> =
+            (0..ops.len()).map(|_| None).collect();
+        if !others.is_empty() {
+            let (names, ids, reservations) = batch::accounts_named(ops);
             one(
                 &tx,
                 "SELECT rtc_ledger.lock_accounts($1, $2, $3)",
                 &[&names, &ids, &reservations],
             )
             .await?;
+            let futures = others
+                .iter()
+                .map(|&i| self.apply(&tx, ops[i].0, ops[i].1, now));
+            for (&i, a) in others.iter().zip(join_all(futures).await) {
+                answers[i] = Some(a?);
+            }
         }
-        let futures = ops
-            .iter()
-            .map(|(op, actor)| self.apply(&tx, op, actor, now));
-        let mut answers = Vec::with_capacity(ops.len());
-        for a in join_all(futures).await {
-            answers.push(a?);
+        if !calls.is_empty() {
+            let call_ops: Vec<(&Op, &'static str)> = calls.iter().map(|&i| ops[i]).collect();
+            let call_answers = batch::run(&tx, &self.config.node_id, &call_ops, now).await?;
+            for (&i, a) in calls.iter().zip(call_answers) {
+                answers[i] = Some(a);
+            }
         }
         let commit_started = Instant::now();
         tx.commit().await?;
+        let answers = answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(LedgerError::Storage("an operation went unanswered".into()))
+                })
+            })
+            .collect();
         Ok((answers, commit_started.elapsed().as_micros() as u64))
     }
 
-    /// One operation inside the batch's transaction: `Ok(Err(_))` is a refusal that changed nothing.
+    /// One operator's operation (an account opened, a top-up, an adjustment, an import, a query) inside the batch's
+    /// transaction: `Ok(Err(_))` is a refusal that changed nothing.
     async fn apply(
         &self,
         tx: &Transaction<'_>,
@@ -819,10 +788,6 @@ impl PgBackend {
     ) -> Result<Result<Answer, LedgerError>, tokio_postgres::Error> {
         let node = self.config.node_id.as_str();
         if let Err(e) = op.check_amounts() {
-            // Refused before anything is written; a settlement's CDR is kept all the same.
-            if let Some(cdr) = op.settlement_cdr() {
-                store_cdr(tx, node, cdr).await?;
-            }
             return Ok(Err(e));
         }
         Ok(match op {
@@ -836,136 +801,6 @@ impl PgBackend {
                 Ok(Answer::AccountOpened(AccountId(
                     Res::of(&row).id.unwrap_or(0),
                 )))
-            }
-            Op::Reserve {
-                account,
-                amount,
-                call,
-                info,
-                ttl,
-                limits,
-            } => {
-                let (id, name) = account_params(account);
-                let info = serde_json::to_string(info).unwrap_or_default();
-                let row = one(tx,
-                        "SELECT * FROM rtc_ledger.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        &[
-                            &node,
-                            &id,
-                            &name,
-                            &amount.0,
-                            call,
-                            &info,
-                            &ttl_us(now, *ttl),
-                            &now,
-                            &actor,
-                            &(limits.max_concurrent.min(i32::MAX as u32) as i32),
-                            &(limits.max_cps.min(i32::MAX as u32) as i32),
-                            &(limits.global_concurrent.min(i32::MAX as u32) as i32),
-                            &(limits.global_cps.min(i32::MAX as u32) as i32),
-                        ],
-                    )
-                    .await?;
-                let r = Res::of(&row);
-                match r.code.as_str() {
-                    "reserved" => Ok(Answer::Reserved {
-                        reservation: ReservationId(r.id.unwrap_or(0) as u64),
-                        amount: Res::m(r.a),
-                        available: Res::m(r.b),
-                    }),
-                    "insufficient" => Ok(Answer::Insufficient {
-                        available: Res::m(r.a),
-                    }),
-                    "limit_concurrent" => Err(LedgerError::LimitReached {
-                        which: "max_concurrent",
-                        max: r.a.unwrap_or(0) as u32,
-                    }),
-                    "limit_cps" => Err(LedgerError::LimitReached {
-                        which: "max_cps",
-                        max: r.a.unwrap_or(0) as u32,
-                    }),
-                    "limit_global_concurrent" => Err(LedgerError::LimitReached {
-                        which: "global_concurrent",
-                        max: r.a.unwrap_or(0) as u32,
-                    }),
-                    "limit_global_cps" => Err(LedgerError::LimitReached {
-                        which: "global_cps",
-                        max: r.a.unwrap_or(0) as u32,
-                    }),
-                    _ => Err(LedgerError::UnknownAccount(account.to_string())),
-                }
-            }
-            Op::Extend {
-                reservation,
-                debit,
-                unit,
-                ttl,
-                info,
-            } => {
-                let info = info
-                    .as_ref()
-                    .map(|i| serde_json::to_string(i).unwrap_or_default());
-                let row = one(
-                    tx,
-                    "SELECT * FROM rtc_ledger.extend($1, $2, $3, $4, $5, $6, $7, $8)",
-                    &[
-                        &node,
-                        &(reservation.0 as i64),
-                        &debit.0,
-                        &unit.0,
-                        &ttl_us(now, *ttl),
-                        &info,
-                        &now,
-                        &actor,
-                    ],
-                )
-                .await?;
-                let r = Res::of(&row);
-                match r.code.as_str() {
-                    "extended" => Ok(Answer::Extended {
-                        granted: Res::m(r.a),
-                        held: Res::m(r.b),
-                        debited: Res::m(r.c),
-                        available: Res::m(r.d),
-                    }),
-                    "insufficient" => Ok(Answer::Insufficient {
-                        available: Res::m(r.a),
-                    }),
-                    code => Err(reservation_refusal(code, *reservation)),
-                }
-            }
-            Op::Commit {
-                reservation,
-                account,
-                cost,
-                cdr,
-            } => {
-                self.settle(
-                    tx,
-                    *reservation,
-                    account.as_ref(),
-                    Some(*cost),
-                    cdr.as_deref(),
-                    actor,
-                    now,
-                )
-                .await?
-            }
-            Op::Release {
-                reservation,
-                account,
-                cdr,
-            } => {
-                self.settle(
-                    tx,
-                    *reservation,
-                    account.as_ref(),
-                    None,
-                    cdr.as_deref(),
-                    actor,
-                    now,
-                )
-                .await?
             }
             Op::TopUp {
                 account,
@@ -999,7 +834,6 @@ impl PgBackend {
                 .await?;
                 Ok(Answer::Imported(Res::of(&row).a == Some(1)))
             }
-            Op::Cdr(cdr) => Ok(Answer::CdrStored(store_cdr(tx, node, cdr).await?)),
             Op::Account(account) => {
                 let (id, name) = account_params(account);
                 let row = opt(tx,
@@ -1022,61 +856,11 @@ impl PgBackend {
                     .await?;
                 Ok(Answer::Accounts(rows.iter().map(account_status).collect()))
             }
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn settle(
-        &self,
-        tx: &Transaction<'_>,
-        reservation: ReservationId,
-        account: Option<&AccountRef>,
-        cost: Option<Money>,
-        cdr: Option<&CdrRecord>,
-        actor: &str,
-        now: i64,
-    ) -> Result<Result<Answer, LedgerError>, tokio_postgres::Error> {
-        let node = self.config.node_id.as_str();
-        let (claim_id, claim_name) = account.map(account_params).unwrap_or((None, None));
-        let record = cdr.map(|c| serde_json::to_string(c).unwrap_or_default());
-        let row = one(tx,
-                "SELECT * FROM rtc_ledger.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                &[
-                    &node,
-                    &(reservation.0 as i64),
-                    &claim_id,
-                    &claim_name,
-                    &cost.map(|c| c.0),
-                    &now,
-                    &actor,
-                    &cdr.map(|c| c.uuid.as_str()),
-                    &cdr.and_then(|c| c.partner.as_deref()),
-                    &cdr.map(|c| c.started_at_us as i64),
-                    &cdr.map(|c| c.ended_at_us as i64),
-                    &cdr.map(|c| c.cost.0),
-                    &cdr.and_then(|c| c.reason.as_deref()),
-                    &record,
-                ],
-            )
-            .await?;
-        let r = Res::of(&row);
-        Ok(match r.code.as_str() {
-            "settled" => Ok(Answer::Settled(Settlement {
-                account: AccountId(r.id.unwrap_or(0)),
-                charged: Res::m(r.a),
-                released: Res::m(r.b),
-                excess: Res::m(r.c),
-                balance: Res::m(r.d),
-            })),
-            "account_mismatch" => Err(LedgerError::AccountMismatch {
-                id: reservation,
-                owner: AccountId(r.a.unwrap_or(0)),
-                claimed: AccountId(r.b.unwrap_or(0)),
-            }),
-            "unknown_account" => Err(LedgerError::UnknownAccount(
-                account.map(|a| a.to_string()).unwrap_or_default(),
-            )),
-            code => Err(reservation_refusal(code, reservation)),
+            // What calls do runs in the calls' batch (batch.rs).
+            call => Err(LedgerError::Storage(format!(
+                "{} is run by the calls' batch, not one function at a time",
+                call.name()
+            ))),
         })
     }
 

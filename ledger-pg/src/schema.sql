@@ -1,12 +1,13 @@
 -- mod_rtc_core's ledger on PostgreSQL, schema version 1 (docs/ledger-postgres.md).
 -- Everything lives in the schema `rtc_ledger`. Money is in micro-units (bigint), times in µs since the epoch.
--- Every operation that moves money is one function, so that a node's batch is one round trip per operation and
--- each rule (a hold only if the money covers it, a reservation settled once) is checked and applied under the
--- account's row lock, whatever other nodes do at the same instant. Account rows are always locked before
--- reservation rows, and a transaction that locks several accounts locks them in id order (no deadlock).
--- Rows refer to accounts and reservations by id without foreign keys: every write goes through these functions,
--- which keep the references whole, and `rtc-core`'s check (rtc_ledger_pg::check) proves the sums; a foreign key
--- would cost a lookup per journal row on the hot path.
+-- Every change of money happens under the account's row lock: what calls do (reserve, extend, commit, release) is
+-- worked out by the node under the locks its batch takes and written set-based (ledger-pg/src/batch.rs); an
+-- operator's operations (open an account, top up, adjust, import) and the settling of what nobody will settle
+-- (expiry, a dead node's calls) are the functions below. Account rows are always locked before reservation rows,
+-- and a transaction that locks several accounts locks them in id order (no deadlock).
+-- Rows refer to accounts and reservations by id without foreign keys: every write goes through the node's batches
+-- or these functions, which keep the references whole, and `rtc-core ledger check` (rtc_ledger_pg::check) proves
+-- the sums; a foreign key would cost a lookup per journal row on the hot path.
 
 CREATE TABLE rtc_ledger.meta (
     key   text PRIMARY KEY,
@@ -161,136 +162,6 @@ BEGIN
     RETURN ('opened', acc, NULL, NULL, NULL, NULL)::rtc_ledger.result;
 END $$;
 
--- Holds p_amount for a call if the account's available money covers it now and its call limits allow it.
--- Codes: reserved (id, amount, available after), insufficient (a = available), unknown_account,
--- limit_concurrent (a = max), limit_cps (a = max).
-CREATE FUNCTION rtc_ledger.reserve(p_node text, p_id bigint, p_name text, p_amount bigint, p_call text,
-                                   p_info text, p_expires bigint, p_now bigint, p_actor text,
-                                   p_max_concurrent integer, p_max_cps integer,
-                                   p_global_concurrent integer, p_global_cps integer)
-RETURNS rtc_ledger.result LANGUAGE plpgsql AS $$
-DECLARE
-    acc rtc_ledger.accounts%ROWTYPE;
-    tot rtc_ledger.totals%ROWTYPE;
-    avail bigint;
-    sec bigint := p_now / 1000000;
-    res bigint;
-    after record;
-BEGIN
-    IF p_id IS NOT NULL THEN
-        SELECT * INTO acc FROM rtc_ledger.accounts WHERE id = p_id FOR UPDATE;
-    ELSE
-        SELECT * INTO acc FROM rtc_ledger.accounts WHERE name = p_name FOR UPDATE;
-    END IF;
-    IF NOT FOUND THEN
-        RETURN ('unknown_account', NULL, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    IF p_max_concurrent > 0 AND acc.open_calls >= p_max_concurrent THEN
-        RETURN ('limit_concurrent', acc.id, p_max_concurrent, acc.open_calls, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    IF p_max_cps > 0 AND acc.cps_second = sec AND acc.cps_count >= p_max_cps THEN
-        RETURN ('limit_cps', acc.id, p_max_cps, acc.cps_count, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    SELECT * INTO tot FROM rtc_ledger.totals WHERE id = 1 FOR UPDATE;
-    IF p_global_concurrent > 0 AND tot.open_calls >= p_global_concurrent THEN
-        RETURN ('limit_global_concurrent', acc.id, p_global_concurrent, tot.open_calls, NULL, NULL)
-            ::rtc_ledger.result;
-    END IF;
-    IF p_global_cps > 0 AND tot.cps_second = sec AND tot.cps_count >= p_global_cps THEN
-        RETURN ('limit_global_cps', acc.id, p_global_cps, tot.cps_count, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    avail := acc.balance + acc.credit_limit - acc.reserved;
-    IF avail < p_amount THEN
-        RETURN ('insufficient', acc.id, avail, NULL, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    UPDATE rtc_ledger.totals
-       SET open_calls = open_calls + 1,
-           cps_count = CASE WHEN cps_second = sec THEN cps_count + 1 ELSE 1 END, cps_second = sec
-     WHERE id = 1;
-    INSERT INTO rtc_ledger.reservations(account, node, call, held, state, created_at_us, updated_at_us,
-                                        expires_at_us, info)
-    VALUES (acc.id, p_node, p_call, p_amount, 'open', p_now, p_now, p_expires, p_info)
-    RETURNING id INTO res;
-    -- One update of the account row for the hold, the call and the second's count (the row is hot).
-    UPDATE rtc_ledger.accounts a
-       SET reserved = a.reserved + p_amount, open_calls = a.open_calls + 1,
-           cps_count = CASE WHEN a.cps_second = sec THEN a.cps_count + 1 ELSE 1 END, cps_second = sec
-     WHERE a.id = acc.id
-    RETURNING a.balance, a.reserved INTO after;
-    INSERT INTO rtc_ledger.journal(at_us, account, kind, balance_delta, reserved_delta, balance_after, reserved_after,
-                                   reservation, call, reference, actor, node)
-    VALUES (p_now, acc.id, 'reserve', 0, p_amount, after.balance, after.reserved, res, p_call, NULL, p_actor, p_node);
-    RETURN ('reserved', res, p_amount, after.balance + acc.credit_limit - after.reserved, NULL, NULL)
-        ::rtc_ledger.result;
-END $$;
-
--- The reservation's row, locked after its account's. NULL when there is none.
-CREATE FUNCTION rtc_ledger.lock_reservation(p_reservation bigint)
-RETURNS rtc_ledger.reservations LANGUAGE plpgsql AS $$
-DECLARE r rtc_ledger.reservations%ROWTYPE;
-BEGIN
-    -- Both rows in one statement; a batch has locked its accounts (in id order) before, so this takes no new
-    -- account lock there.
-    SELECT res.* INTO r FROM rtc_ledger.reservations res JOIN rtc_ledger.accounts a ON a.id = res.account
-     WHERE res.id = p_reservation FOR UPDATE;
-    RETURN r;
-END $$;
-
--- Debits the next part of a talking call (see Op::Extend). Codes: extended (a = granted, b = held,
--- c = debited, d = available), insufficient (a = available), unknown_reservation, not_open (id = state's index).
-CREATE FUNCTION rtc_ledger.extend(p_node text, p_reservation bigint, p_debit bigint, p_unit bigint,
-                                  p_expires bigint, p_info text, p_now bigint, p_actor text)
-RETURNS rtc_ledger.result LANGUAGE plpgsql AS $$
-DECLARE
-    r rtc_ledger.reservations%ROWTYPE;
-    acc rtc_ledger.accounts%ROWTYPE;
-    avail bigint;
-    wanted bigint;
-    room bigint;
-    granted bigint;
-    new_debited bigint;
-    grow bigint;
-    new_held bigint;
-    after record;
-BEGIN
-    r := rtc_ledger.lock_reservation(p_reservation);
-    IF r.id IS NULL THEN
-        RETURN ('unknown_reservation', NULL, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    IF r.state <> 'open' THEN
-        RETURN ('not_open:' || r.state, r.id, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    SELECT * INTO acc FROM rtc_ledger.accounts WHERE id = r.account;
-    avail := acc.balance + acc.credit_limit - acc.reserved;
-    wanted := r.debited + p_debit;
-    room := greatest(r.held + greatest(avail, 0) - r.debited, 0);
-    IF wanted <= r.held OR room >= p_debit THEN
-        granted := p_debit;
-    ELSIF p_unit > 0 THEN
-        granted := room / p_unit * p_unit;
-    ELSE
-        granted := 0;
-    END IF;
-    IF granted = 0 AND p_debit > 0 THEN
-        UPDATE rtc_ledger.reservations SET updated_at_us = p_now, expires_at_us = p_expires,
-               info = COALESCE(p_info, info)
-         WHERE id = r.id;
-        RETURN ('insufficient', r.id, avail, NULL, NULL, NULL)::rtc_ledger.result;
-    END IF;
-    new_debited := r.debited + granted;
-    grow := greatest(new_debited - r.held, 0);
-    new_held := r.held + grow;
-    UPDATE rtc_ledger.reservations SET held = new_held, debited = new_debited, extensions = extensions + 1,
-           updated_at_us = p_now, expires_at_us = p_expires, info = COALESCE(p_info, info)
-     WHERE id = r.id;
-    IF grow > 0 THEN
-        SELECT * INTO after FROM rtc_ledger.post(r.account, 'extend', 0, grow, r.id, r.call, NULL, p_now, p_actor,
-                                                 p_node, 0);
-        avail := after.balance + acc.credit_limit - after.reserved;
-    END IF;
-    RETURN ('extended', r.id, granted, new_held, new_debited, avail)::rtc_ledger.result;
-END $$;
-
 -- Ends an open reservation (locked by the caller): p_charged leaves the balance, the hold is freed.
 -- Returns (settled, account, charged, released, excess, balance).
 CREATE FUNCTION rtc_ledger.close_reservation(r rtc_ledger.reservations, p_state text, p_kind text,
@@ -319,44 +190,6 @@ BEGIN
     VALUES (p_uuid, p_partner, p_started, p_ended, p_cost, p_reason, p_node, p_record)
     ON CONFLICT (uuid) DO NOTHING;
     RETURN FOUND;
-END $$;
-
--- Commits (p_cost given) or releases (NULL) a reservation, and stores the call's CDR (when given) whatever
--- happened to the money. Codes: settled (see close_reservation), unknown_reservation, not_open:<state>,
--- account_mismatch (a = owner, b = claimed), unknown_account.
-CREATE FUNCTION rtc_ledger.settle(p_node text, p_reservation bigint, p_claim_id bigint, p_claim_name text,
-                                  p_cost bigint, p_now bigint, p_actor text,
-                                  c_uuid text, c_partner text, c_started bigint, c_ended bigint, c_cost bigint,
-                                  c_reason text, c_record text)
-RETURNS rtc_ledger.result LANGUAGE plpgsql AS $$
-DECLARE
-    r rtc_ledger.reservations%ROWTYPE;
-    claimed bigint;
-    out rtc_ledger.result;
-BEGIN
-    r := rtc_ledger.lock_reservation(p_reservation);
-    IF r.id IS NULL THEN
-        out := ('unknown_reservation', NULL, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-    ELSIF r.state <> 'open' THEN
-        out := ('not_open:' || r.state, r.id, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-    ELSE
-        IF p_claim_id IS NOT NULL OR p_claim_name IS NOT NULL THEN
-            claimed := rtc_ledger.account_of(p_claim_id, p_claim_name);
-        END IF;
-        IF (p_claim_id IS NOT NULL OR p_claim_name IS NOT NULL) AND claimed IS NULL THEN
-            out := ('unknown_account', NULL, NULL, NULL, NULL, NULL)::rtc_ledger.result;
-        ELSIF claimed IS NOT NULL AND claimed <> r.account THEN
-            out := ('account_mismatch', r.id, r.account, claimed, NULL, NULL)::rtc_ledger.result;
-        ELSIF p_cost IS NULL THEN
-            out := rtc_ledger.close_reservation(r, 'released', 'release', 0, p_now, p_actor, p_node);
-        ELSE
-            out := rtc_ledger.close_reservation(r, 'committed', 'commit', p_cost, p_now, p_actor, p_node);
-        END IF;
-    END IF;
-    IF c_uuid IS NOT NULL THEN
-        PERFORM rtc_ledger.store_cdr(c_uuid, c_partner, c_started, c_ended, c_cost, c_reason, p_node, c_record);
-    END IF;
-    RETURN out;
 END $$;
 
 -- A top-up or adjustment, applied once per (account, kind, reference). Codes: moved (a = balance, b = 1 when a

@@ -487,7 +487,7 @@ fn call_limits_hold_across_nodes() {
         call(&b, reserve_op("acme", Money::ZERO, "all-next", global)),
         Ok(Answer::Reserved { .. })
     ));
-    // The same count in a batch with an operator's query in it (run function by function).
+    // The same count in a batch with an operator's query in it (run first, by a server function).
     let mixed = a
         .call_all(
             vec![
