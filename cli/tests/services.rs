@@ -91,10 +91,15 @@ fn bench_setup_on_the_local_backends() {
 
 #[test]
 fn simulate_over_http_rides_out_a_partner_outage() {
+    // 400 calls over one second: the outage and the breaker scale with the arrivals (outage 0.3-0.7 s, open-for
+    // 0.1 s), so that a busy machine's scheduling delays stay small beside them and the breaker closes again
+    // before the traffic ends.
     let r = last_json(&[
         "simulate",
         "--backend",
         "http",
+        "--cps",
+        "400",
         "--calls",
         "400",
         "--talk-min-ms",
