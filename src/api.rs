@@ -25,7 +25,7 @@ pub const NAME: &CStr = c"rtc_core";
 /// One-line description for `show api`.
 pub const DESCRIPTION: &CStr = c"mod_rtc_core: call engine status and control";
 /// Syntax line for `show api` and the usage message.
-pub const SYNTAX: &CStr = c"<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|breakers|metrics|reload|help>";
+pub const SYNTAX: &CStr = c"<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|fraud|unblock <partner>|breakers|metrics|reload|help>";
 
 /// How long an API command waits for the engine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -44,6 +44,10 @@ pub enum Command {
         amount: Money,
         reference: String,
     },
+    /// The fraud rules' blocks and latest hits.
+    Fraud,
+    /// Lifts a partner's fraud block.
+    Unblock(String),
     Breakers,
     Metrics,
     Reload,
@@ -62,6 +66,8 @@ pub enum UsageError {
     Unknown(String),
     #[error("`call` needs a channel UUID")]
     MissingUuid,
+    #[error("`unblock` needs a partner: rtc_core unblock <partner>")]
+    MissingPartner,
     #[error("{0}")]
     BadUuid(String),
     #[error("`{0}` takes no arguments")]
@@ -118,6 +124,15 @@ pub fn parse(cmd: &str) -> Result<Command, UsageError> {
         "status" => plain(Command::Status, "status", &mut words),
         "calls" => plain(Command::Calls, "calls", &mut words),
         "breakers" => plain(Command::Breakers, "breakers", &mut words),
+        "fraud" => plain(Command::Fraud, "fraud", &mut words),
+        "unblock" => {
+            let partner = words.next().ok_or(UsageError::MissingPartner)?;
+            plain(
+                Command::Unblock(partner.to_owned()),
+                "unblock <partner>",
+                &mut words,
+            )
+        }
         "metrics" => plain(Command::Metrics, "metrics", &mut words),
         "reload" => plain(Command::Reload, "reload", &mut words),
         "help" => plain(Command::Help, "help", &mut words),
@@ -167,6 +182,8 @@ rtc_core calls           live calls\n\
 rtc_core call <uuid>     one call and its trace (live, or among the last finished ones)\n\
 rtc_core balance [<partner>]  a partner's money and live calls; without a partner, one CSV line per account\n\
 rtc_core topup <partner> <amount> <reference>  money paid in, applied once per reference (a repeat is harmless)\n\
+rtc_core fraud           fraud rules: partners blocked now, the latest hits, counters per rule\n\
+rtc_core unblock <partner>  lifts a partner's fraud block before its cool-down ends\n\
 rtc_core breakers        circuit breaker state per HTTP service\n\
 rtc_core metrics         counters, gauges and the event-handler histogram (Prometheus text format)\n\
 rtc_core reload          re-read rtc_core.conf.xml and its tables; the engine takes what it can live\n\
@@ -241,6 +258,17 @@ pub fn run(cmd: &str) -> String {
             amount,
             reference,
         } => Ok(top_up(&h, &partner, amount, &reference)),
+        Command::Fraud => query(&h.engine, Query::Fraud).map(|r| match r {
+            QueryReply::Fraud(f) => report::fraud(&f),
+            other => unexpected(&other),
+        }),
+        Command::Unblock(partner) => query(&h.engine, Query::Unblock(partner.as_str().into())).map(|r| {
+            match r {
+                QueryReply::Unblocked(Ok(text)) => format!("+OK {text}\n"),
+                QueryReply::Unblocked(Err(text)) => format!("-ERR {text}\n"),
+                other => unexpected(&other),
+            }
+        }),
         Command::Breakers => Ok(report::breakers(breakers.as_deref())),
         Command::Metrics => metrics_text(&h),
         Command::Help | Command::Reload => unreachable!("answered above"),

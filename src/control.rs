@@ -15,7 +15,7 @@
 //!   to park and is reported to the engine, which then sends the next route or gives up.
 
 use rtc_engine::CallId;
-use rtc_engine::control::{CallCommand, CallControl, LowBalance};
+use rtc_engine::control::{CallCommand, CallControl, FraudAlert, LowBalance};
 
 use crate::session::LocatedSession;
 use crate::{app, custom};
@@ -32,6 +32,16 @@ impl CallControl for FsCallControl {
 
     fn execute(&mut self, command: CallCommand) {
         let call = command.call();
+        if let CallCommand::Fraud(alert) = &command {
+            // An event only: the refusal or the hangup, if any, comes as its own command.
+            if let Err(status) = custom::fire(custom::FRAUD, &alert.headers()) {
+                log::warn!(
+                    "call {call}: FreeSWITCH did not take the {} event (status {status})",
+                    FraudAlert::SUBCLASS
+                );
+            }
+            return;
+        }
         if let CallCommand::LowBalance(warning) = &command {
             // The operator hears of it whether or not the channel is still there.
             if let Err(status) = custom::fire(custom::LOW_BALANCE, &warning.headers()) {
@@ -58,6 +68,7 @@ impl CallControl for FsCallControl {
                 }
             }
             CallCommand::Hangup { cause, .. } => channel.hangup(cause),
+            CallCommand::Fraud(_) => {}
             CallCommand::LowBalance(warning) => {
                 if let Err(e) =
                     channel.set_variable("rtc_low_balance", &warning.remaining_s.to_string())

@@ -1,4 +1,4 @@
-//! The CUSTOM events the module raises (`rtc_core::low_balance`): their subclasses reserved at load and freed at
+//! The CUSTOM events the module raises (`rtc_core::low_balance`, `rtc_core::fraud`): their subclasses reserved at load and freed at
 //! unload, as FreeSWITCH asks of a module that fires its own, and the firing itself.
 //!
 //! Header names and values are our own text (numbers, partner names) handed to FreeSWITCH as plain strings, which it
@@ -17,8 +17,11 @@ use crate::state::MODULE_NAME;
 /// `rtc_core::low_balance` ([`rtc_engine::control::LowBalance::SUBCLASS`]).
 pub const LOW_BALANCE: &CStr = c"rtc_core::low_balance";
 
+/// `rtc_core::fraud` ([`rtc_engine::control::FraudAlert::SUBCLASS`]).
+pub const FRAUD: &CStr = c"rtc_core::fraud";
+
 /// Every subclass the module fires, reserved at load.
-pub const SUBCLASSES: [&CStr; 1] = [LOW_BALANCE];
+pub const SUBCLASSES: [&CStr; 2] = [LOW_BALANCE, FRAUD];
 
 /// Whether this load reserved `SUBCLASSES[i]` (and so frees it at unload).
 static RESERVED: [AtomicBool; SUBCLASSES.len()] =
@@ -91,6 +94,10 @@ mod tests {
         assert_eq!(
             LOW_BALANCE.to_str(),
             Ok(rtc_engine::control::LowBalance::SUBCLASS)
+        );
+        assert_eq!(
+            FRAUD.to_str(),
+            Ok(rtc_engine::control::FraudAlert::SUBCLASS)
         );
     }
 }

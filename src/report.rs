@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use rtc_config::RtcConfig;
 use rtc_engine::call::CallView;
-use rtc_engine::core::{CallSummary, StatusReport};
+use rtc_engine::core::{CallSummary, FraudReport, FraudSummary, StatusReport};
 use rtc_engine::engine::IntakeStats;
 use rtc_ledger::{AccountStatus, LedgerStats};
 use rtc_proxy::{Outcome, ProxyTrust};
@@ -458,6 +458,115 @@ pub fn breakers(list: Option<&[BreakerStatus]>) -> String {
     out
 }
 
+/// Unix seconds as RFC 3339 in UTC.
+fn utc(s: u64) -> String {
+    jiff::Timestamp::from_second(s as i64).map_or_else(|_| format!("{s} s"), |t| t.to_string())
+}
+
+/// `rtc_core fraud`: the summary line, the blocks in force, the latest hits (CSV, newest first).
+pub fn fraud(f: &FraudReport) -> String {
+    let s = &f.summary;
+    let mut out = String::new();
+    if !s.enabled {
+        out.push_str(
+            "fraud rules: off (<fraud> <param name=\"enabled\" value=\"true\"/> turns them on)\n",
+        );
+    } else {
+        let by_action = |action: &str| -> u64 {
+            s.hits
+                .iter()
+                .filter(|(_, a, _)| *a == action)
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        let _ = writeln!(
+            out,
+            "fraud rules: on; {} partner(s) blocked; hits: {} refuse, {} alert, {} block; {} new calls refused while \
+             blocked; {} live calls cut",
+            s.blocked_partners,
+            by_action("refuse"),
+            by_action("alert"),
+            by_action("block"),
+            s.blocked_refusals,
+            s.calls_cut
+        );
+    }
+    out.push_str("blocked: partner,rule,since,until,refused,detail\n");
+    for b in &f.blocks {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            csv_field(&b.partner),
+            b.rule,
+            utc(b.since_s),
+            utc(b.until_s),
+            b.refused,
+            csv_field(&b.detail)
+        );
+    }
+    out.push_str("recent hits: time,partner,rule,action,destination,class,detail\n");
+    for h in &f.recent {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{}",
+            utc(h.at_s),
+            csv_field(&h.partner),
+            h.rule,
+            h.action,
+            csv_field(&h.destination),
+            csv_field(h.class.as_deref().unwrap_or("")),
+            csv_field(&h.detail)
+        );
+    }
+    out
+}
+
+/// The fraud rules' families: hits per rule and action, blocks, cuts, and each partner's spend in the hour.
+fn fraud_metrics(e: &mut Exposition, f: &FraudSummary) {
+    e.family(
+        "rtc_fraud_hits_total",
+        "counter",
+        "Fraud rule hits, per rule and action (refuse, alert, block); repeated alerts included.",
+    );
+    for (rule, action, n) in &f.hits {
+        e.sample(
+            "rtc_fraud_hits_total",
+            &[("rule", rule), ("action", action)],
+            n,
+        );
+    }
+    e.one(
+        "rtc_fraud_blocked_partners",
+        "gauge",
+        "Partners blocked by a fraud rule now (their new calls are refused).",
+        f.blocked_partners,
+    );
+    e.one(
+        "rtc_fraud_blocked_refusals_total",
+        "counter",
+        "New calls refused because their partner was blocked.",
+        f.blocked_refusals,
+    );
+    e.one(
+        "rtc_fraud_calls_cut_total",
+        "counter",
+        "Live calls hung up (or refused in setup) by a fraud block.",
+        f.calls_cut,
+    );
+    e.family(
+        "rtc_partner_spend_hour",
+        "gauge",
+        "Money charged and reserved per partner in the rolling hour (account currency), as the spend rules count it.",
+    );
+    for (partner, money) in &f.spend_hour {
+        e.sample(
+            "rtc_partner_spend_hour",
+            &[("partner", partner)],
+            money.to_string(),
+        );
+    }
+}
+
 /// A Prometheus text exposition, metric family by family.
 struct Exposition {
     /// The text so far.
@@ -820,6 +929,7 @@ pub fn metrics(
         e.sample("rtc_admission_refusals_total", &[("limit", limit)], *n);
     }
     billing_metrics(&mut e, status);
+    fraud_metrics(&mut e, &status.fraud);
     if let Some(l) = ledger {
         ledger_metrics(&mut e, &l.stats);
     }

@@ -149,8 +149,8 @@ fn api_answers_status_help_and_bad_arguments() {
         let api = host.interface(false, "rtc_core").expect("API registered");
         assert!(
             api.contains(
-                "<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|breakers|\
-                 metrics|reload|help>"
+                "<status|calls|call <uuid>|balance [<partner>]|topup <partner> <amount> <reference>|fraud|\
+                 unblock <partner>|breakers|metrics|reload|help>"
             ),
             "{api}"
         );

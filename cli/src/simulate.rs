@@ -13,9 +13,15 @@ use rtc_ledger::Money;
 
 use crate::alloc::live_bytes;
 use crate::simulation::{
-    Args, SimLedger, money_balances, print_money, print_summary, progress_bar, sim_options,
-    with_money,
+    Args, FraudOutcome, SimLedger, enable_fraud_rules, money_balances, money_saved, print_fraud,
+    print_money, print_summary, progress_bar, sim_options, with_money,
 };
+use rtc_engine::engine::{Query, QueryReply};
+
+/// The hacked PBX's source address in the simulation.
+fn opts_profile_ip() -> std::net::IpAddr {
+    sim::SimProfile::default().pumping_ip
+}
 
 /// Runs the simulation on the embedded local backends and prints its summary; an error says what did not add up.
 pub fn run(args: Args) -> Result<SimReport, String> {
@@ -26,6 +32,9 @@ pub fn run(args: Args) -> Result<SimReport, String> {
     // `--backend local`: every service on the embedded backends, whatever the file says.
     for service in &mut cfg.services {
         service.backend = Backend::Local;
+    }
+    if args.fraud {
+        enable_fraud_rules(&mut cfg)?;
     }
     let ledger = SimLedger::prepare(&args, &mut cfg)?;
     let (switch, commands) = sim::SimSwitch::new();
@@ -41,15 +50,36 @@ pub fn run(args: Args) -> Result<SimReport, String> {
         peak_heap = peak_heap.max(live_bytes() - heap_before);
     });
     bar.finish_and_clear();
+    let fraud = match (&report.pumping, args.fraud) {
+        (Some(pumping), true) => {
+            let engine_report = match host.engine().query(Query::Fraud, Duration::from_secs(5)) {
+                Ok(QueryReply::Fraud(f)) => *f,
+                other => return Err(format!("the engine gave no fraud report: {other:?}")),
+            };
+            Some(FraudOutcome {
+                report: engine_report,
+                money_saved: money_saved(&cfg, pumping, opts_profile_ip())?,
+                pumping: pumping.clone(),
+            })
+        }
+        _ => None,
+    };
     let stopped = host.shutdown(Duration::from_secs(5));
     if !stopped.runtime_stopped {
         log::warn!("simulate: the rtc-io runtime did not stop within 5 s");
     }
     let money = ledger.money()?;
     if args.json {
-        println!("{}", with_money(&report, &money));
+        let mut value = with_money(&report, &money);
+        if let (Some(f), Some(object)) = (&fraud, value.as_object_mut()) {
+            object.insert("fraud".into(), serde_json::to_value(f).unwrap_or_default());
+        }
+        println!("{value}");
     } else {
         print_summary(&report, peak_heap);
+        if let Some(f) = &fraud {
+            print_fraud(f);
+        }
         print_money(&money);
     }
     if report.left_live > 0 || report.ended < report.calls {

@@ -107,6 +107,9 @@ pub fn run(args: &Args) -> Result<SimReport, String> {
     let plan = args.outage;
     let mut cfg = load_config(args.config.as_ref())?;
     // The loopback services keep the money: their ledger is the run's.
+    if args.fraud {
+        crate::simulation::enable_fraud_rules(&mut cfg)?;
+    }
     let ledger = SimLedger::prepare(args, &mut cfg)?;
     let rig = HttpRig::start(&mut cfg)?;
     let arrivals = Duration::from_secs_f64(args.calls as f64 / args.cps.max(0.001));

@@ -28,6 +28,8 @@ pub struct Args {
     pub talk_ms: (u64, u64),
     /// Print the report as one JSON object instead of the summary.
     pub json: bool,
+    /// A pumping partner among the traffic, and the fraud rules on.
+    pub fraud: bool,
     /// The service outage of an HTTP run.
     pub outage: OutagePlan,
     /// The ledger file (or postgres:// URL) to use and keep; `None`: a scratch file, removed at the end.
@@ -258,8 +260,101 @@ pub(crate) fn sim_options(args: &Args) -> SimOptions {
             Duration::from_millis(args.talk_ms.0),
             Duration::from_millis(args.talk_ms.1.max(args.talk_ms.0)),
         ),
+        pumping_percent: if args.fraud { 10 } else { 0 },
         ..SimOptions::default()
     }
+}
+
+/// The shipped configuration, for the fraud rules `--fraud` runs when the configuration has none.
+const SHIPPED_CONF: &str = include_str!("../../conf/autoload_configs/rtc_core.conf.xml");
+
+/// `--fraud`: the configuration's fraud rules (the shipped set when it has none), enabled.
+pub(crate) fn enable_fraud_rules(cfg: &mut RtcConfig) -> Result<(), String> {
+    let rules = &cfg.engine.fraud;
+    let has_rules = rules.spend_hour.is_some()
+        || rules.spend_day.is_some()
+        || rules.pumping.is_some()
+        || rules.burst.is_some()
+        || rules.short_calls.is_some()
+        || !rules.classes.is_empty();
+    if !has_rules {
+        let shipped = RtcConfig::from_xml_str(
+            SHIPPED_CONF,
+            Path::new("."),
+            "the shipped rtc_core.conf.xml",
+        )
+        .map_err(|e| e.to_string())?;
+        cfg.engine.fraud = shipped.engine.fraud;
+    }
+    cfg.engine.fraud.enabled = true;
+    Ok(())
+}
+
+/// What `--fraud` found: the engine's fraud report, what became of the pumping partner's calls, and the money the
+/// refused and cut calls would have cost had they talked as planned (at their rates in the local rate deck).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct FraudOutcome {
+    /// The engine's fraud counters and latest hits.
+    pub report: rtc_engine::core::FraudReport,
+    /// The pumping partner's calls.
+    pub pumping: rtc_engine::sim::PumpingReport,
+    /// What the refused and cut calls would have cost.
+    pub money_saved: Money,
+}
+
+/// The money the stopped talk would have cost the pumping partner, at its rates.
+pub(crate) fn money_saved(
+    cfg: &RtcConfig,
+    pumping: &rtc_engine::sim::PumpingReport,
+    source: std::net::IpAddr,
+) -> Result<Money, String> {
+    use rtc_services::local::{Partners, RateDeck};
+    let partners = Partners::load(&cfg.local.partners).map_err(|e| e.to_string())?;
+    let rates = RateDeck::load(&cfg.local.rates, &partners).map_err(|e| e.to_string())?;
+    let Some(partner) = partners.identify(source) else {
+        return Err(format!("no partner owns the pumping address {source}"));
+    };
+    let mut saved = Money::ZERO;
+    for (destination, ms) in &pumping.stopped_talk_ms {
+        if let Some(rate) = rates.lookup(partner.id, destination) {
+            saved = Money(saved.0 + rate.call_cost(ms.div_ceil(1000)).0);
+        }
+    }
+    Ok(saved)
+}
+
+/// The fraud lines of the summary.
+pub(crate) fn print_fraud(f: &FraudOutcome) {
+    println!();
+    println!("{:<28} {:>8}", "fraud rules (enabled)", "hits");
+    for (rule, action, n) in f.report.summary.hits.iter().filter(|(_, _, n)| *n > 0) {
+        println!("  {:<26} {:>8}", format!("{rule} ({action})"), n);
+    }
+    let p = &f.pumping;
+    let rows = [
+        ("pumped calls", p.pumped_calls.to_string()),
+        ("  refused before bridging", p.refused.to_string()),
+        ("  cut while talking", p.cut.to_string()),
+        (
+            "partner's ordinary calls",
+            format!("{} ({} completed)", p.normal_calls, p.normal_completed),
+        ),
+        (
+            "partners blocked now",
+            f.report.summary.blocked_partners.to_string(),
+        ),
+        (
+            "new calls refused (block)",
+            f.report.summary.blocked_refusals.to_string(),
+        ),
+        ("money saved", f.money_saved.to_string()),
+    ];
+    for (k, v) in rows {
+        println!("  {:<26} {:>12}", k, v);
+    }
+    println!(
+        "  (money saved: the talk the refused and cut pumped calls had planned, at their rates)"
+    );
 }
 
 /// The report as JSON, with the money under `money`.

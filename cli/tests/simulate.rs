@@ -224,3 +224,72 @@ fn bench_ledger_settles_every_call_durably_and_in_memory() {
         "{last}"
     );
 }
+
+#[test]
+fn simulate_fraud_stops_the_pumping_and_spares_the_partners_ordinary_calls() {
+    // Long enough talk that the pumped numbers fill up: 2 to 10 s (the simulator's pumping talk).
+    let out = rtc_core()
+        .args([
+            "simulate",
+            "--calls",
+            "1500",
+            "--cps",
+            "1000",
+            "--talk-min-ms",
+            "5",
+            "--talk-max-ms",
+            "50",
+            "--fraud",
+            "--json",
+        ])
+        .output()
+        .expect("rtc-core runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .trim_ascii_end()
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap(),
+    )
+    .expect("one JSON report");
+    let fraud = &report["fraud"];
+    let pumping = &fraud["pumping"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert!(n(&pumping["pumped_calls"]) > 50, "{fraud}");
+    // The premium numbers are refused outright; the pumped ordinary range once 10 calls talk to a number.
+    assert!(
+        n(&pumping["refused"]) * 2 > n(&pumping["pumped_calls"]),
+        "most pumped calls refused: {fraud}"
+    );
+    assert_eq!(
+        pumping["normal_calls"], pumping["normal_completed"],
+        "the same partner's ordinary calls all completed: {fraud}"
+    );
+    assert!(n(&pumping["normal_calls"]) > 50, "{fraud}");
+    assert!(fraud["money_saved"].as_i64().unwrap() > 0, "{fraud}");
+    let hits = fraud["report"]["summary"]["hits"].as_array().unwrap();
+    let count = |rule: &str, action: &str| {
+        hits.iter()
+            .find(|h| h[0] == rule && h[1] == action)
+            .map_or(0, |h| h[2].as_u64().unwrap())
+    };
+    assert!(count("risky_destination", "refuse") > 0, "{fraud}");
+    assert!(count("pumping_number", "refuse") > 0, "{fraud}");
+    let stats = &report["stats"];
+    let fraud_refused = stats["by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == "fraud")
+        .map_or(0, |r| r[1].as_u64().unwrap());
+    assert!(fraud_refused >= n(&pumping["refused"]), "{stats}");
+    // Refused calls hold no money: the ledger balances and nothing stays reserved.
+    assert_eq!(report["money"]["reserved_at_end"], 0);
+    assert_eq!(report["money"]["journal_balances"], true);
+    assert_eq!(report["left_live"], 0);
+}

@@ -128,6 +128,54 @@ pub const SERVICES_PARAMS: &[&str] = &[
     "spool-replay-interval",
 ];
 
+/// Params accepted directly in `<fraud>`.
+pub const FRAUD_PARAMS: &[&str] = &[
+    "enabled",
+    "max-destination-digits",
+    "block-for",
+    "block-hangup",
+    "recent-hits",
+];
+
+/// Attributes accepted on each `<rule>` in `<fraud>`, by the rule's name.
+pub const FRAUD_RULES: &[(&str, &[&str])] = &[
+    ("spend-hour", &["name", "most", "action"]),
+    ("spend-day", &["name", "most", "action"]),
+    (
+        "pumping",
+        &[
+            "name",
+            "per-number",
+            "per-prefix",
+            "prefix-digits",
+            "action",
+        ],
+    ),
+    (
+        "burst",
+        &[
+            "name",
+            "factor",
+            "min-per-second",
+            "window",
+            "baseline",
+            "memory",
+            "memory-size",
+            "action",
+        ],
+    ),
+    ("short-calls", &["name", "max-talk", "run", "action"]),
+];
+
+/// Attributes accepted on `<class>` in `<fraud>`.
+pub const FRAUD_CLASS_ATTRIBUTES: &[&str] = &[
+    "name",
+    "prefixes",
+    "action",
+    "max-call-cost",
+    "max-duration",
+];
+
 /// Attributes accepted on `<route>` in `<default-routes>`.
 pub const ROUTE_ATTRIBUTES: &[&str] = &["carrier", "dial-string", "cost-per-minute"];
 
@@ -610,13 +658,15 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "local" => self.local(section, base_dir, &mut config.local)?,
                 "services" => self.services(section, base_dir, &mut config)?,
                 "causes" => self.causes(section, &mut config.engine)?,
+                "fraud" => self.fraud(section, &mut config.engine)?,
                 other => {
                     return Err(self.err(
                         section,
                         ConfigProblem::UnknownElement {
                             element: other.to_owned(),
                             parent: "configuration".to_owned(),
-                            expected: "<settings>, <local>, <services> or <causes>".to_owned(),
+                            expected: "<settings>, <local>, <services>, <causes> or <fraud>"
+                                .to_owned(),
                         },
                     ));
                 }
@@ -1314,6 +1364,270 @@ impl<'d, 'input> Parser<'d, 'input> {
     }
 
     /// `<default-routes>`: `<route carrier=".." dial-string=".." cost-per-minute=".."/>`, in failover order.
+    /// A yes/no value: true, false (also yes, no, on, off).
+    fn boolean(&self, node: Node, name: &str, value: &str) -> Result<bool, ConfigError> {
+        match value.trim() {
+            "true" | "yes" | "on" => Ok(true),
+            "false" | "no" | "off" => Ok(false),
+            _ => Err(self.bad(node, name, value, "true or false")),
+        }
+    }
+
+    /// An element's attributes: only `known` ones.
+    fn known_attributes(
+        &self,
+        node: Node,
+        element: &'static str,
+        known: &[&str],
+    ) -> Result<(), ConfigError> {
+        for attr in node.attributes() {
+            if !known.contains(&attr.name()) {
+                return Err(ConfigError {
+                    origin: self.origin.to_owned(),
+                    line: Some(self.doc.text_pos_at(attr.range().start).row),
+                    problem: ConfigProblem::UnknownAttribute {
+                        element,
+                        attribute: attr.name().to_owned(),
+                        known: known.join(", "),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `<fraud>`: params, `<rule name="...">` and `<class name="...">` elements.
+    fn fraud(
+        &self,
+        section: Node<'d, 'input>,
+        engine: &mut EngineConfig,
+    ) -> Result<(), ConfigError> {
+        use rtc_engine::fraud::{
+            Burst, DestClass, FraudAction, FraudRules, Limit, Pumping, ShortCalls,
+        };
+        let mut rules = FraudRules::default();
+        let mut seen_params: HashMap<&str, u32> = HashMap::new();
+        let mut seen_rules: HashMap<&str, u32> = HashMap::new();
+        let action = |node: Node, allowed: &[FraudAction], expected: &'static str| {
+            let value = node.attribute("action").unwrap_or("");
+            match FraudAction::from_name(value.trim()) {
+                Some(a) if allowed.contains(&a) => Ok(a),
+                _ => Err(self.bad(node, "action", value, expected)),
+            }
+        };
+        const ANY: &[FraudAction] = &FraudAction::ALL;
+        const ANY_TEXT: &str = "refuse, alert or block";
+        let required = |node: Node<'d, 'input>, element: &'static str, attribute: &'static str| {
+            node.attribute(attribute).ok_or_else(|| {
+                self.err(node, ConfigProblem::MissingAttribute { element, attribute })
+            })
+        };
+        let money = |node: Node, attribute: &str, value: &str| match Money::parse(value) {
+            Some(m) if m > Money::ZERO => Ok(m),
+            _ => Err(self.bad(node, attribute, value, "an amount above zero, e.g. 250.00")),
+        };
+        let number = |node: Node, attribute: &str, default: &str| -> Result<usize, ConfigError> {
+            let value = node.attribute(attribute).unwrap_or(default);
+            self.count(node, attribute, value, 0, "a whole number (0: not checked)")
+        };
+        let duration = |node: Node, attribute: &str, default: &str| {
+            let value = node.attribute(attribute).unwrap_or(default);
+            self.positive_duration(node, attribute, value)
+        };
+        for node in section.children().filter(Node::is_element) {
+            match node.tag_name().name() {
+                "param" => {
+                    let (name, value) =
+                        self.param(node, "fraud", FRAUD_PARAMS, &mut seen_params)?;
+                    match name {
+                        "enabled" => rules.enabled = self.boolean(node, name, value)?,
+                        "max-destination-digits" => {
+                            let n = self.count(node, name, value, 0, "0 (not checked) to 32")?;
+                            if n > 32 {
+                                return Err(self.bad(node, name, value, "0 (not checked) to 32"));
+                            }
+                            engine.destination_digits = n as u8;
+                        }
+                        "block-for" => {
+                            rules.block_for = self.positive_duration(node, name, value)?
+                        }
+                        "block-hangup" => rules.block_hangup = self.boolean(node, name, value)?,
+                        "recent-hits" => {
+                            rules.recent_hits =
+                                self.count(node, name, value, 1, "a whole number, 1 or more")?
+                        }
+                        _ => unreachable!("known params only"),
+                    }
+                }
+                "rule" => {
+                    let name = required(node, "rule", "name")?;
+                    let Some((_, known)) = FRAUD_RULES.iter().find(|(n, _)| *n == name) else {
+                        return Err(self.bad(
+                            node,
+                            "name",
+                            name,
+                            "spend-hour, spend-day, pumping, burst or short-calls",
+                        ));
+                    };
+                    self.known_attributes(node, "rule", known)?;
+                    if let Some(&first_line) = seen_rules.get(name) {
+                        return Err(self.err(
+                            node,
+                            ConfigProblem::DuplicateParam {
+                                section: "fraud",
+                                name: format!("rule {name}"),
+                                first_line,
+                            },
+                        ));
+                    }
+                    seen_rules.insert(name, self.line_of(node));
+                    match name {
+                        "spend-hour" | "spend-day" => {
+                            let most = money(node, "most", required(node, "rule", "most")?)?;
+                            let limit = Limit {
+                                most,
+                                action: action(node, ANY, ANY_TEXT)?,
+                            };
+                            match name {
+                                "spend-hour" => rules.spend_hour = Some(limit),
+                                _ => rules.spend_day = Some(limit),
+                            }
+                        }
+                        "pumping" => {
+                            let digits = number(node, "prefix-digits", "8")?;
+                            if !(1..=15).contains(&digits) {
+                                return Err(self.bad(
+                                    node,
+                                    "prefix-digits",
+                                    node.attribute("prefix-digits").unwrap_or(""),
+                                    "1 to 15",
+                                ));
+                            }
+                            rules.pumping = Some(Pumping {
+                                per_number: number(node, "per-number", "0")?.min(u32::MAX as usize)
+                                    as u32,
+                                per_prefix: number(node, "per-prefix", "0")?.min(u32::MAX as usize)
+                                    as u32,
+                                prefix_digits: digits as u8,
+                                action: action(node, ANY, ANY_TEXT)?,
+                            });
+                        }
+                        "burst" => {
+                            let float = |attribute: &str, default: &str| {
+                                let value = node.attribute(attribute).unwrap_or(default);
+                                match value.trim().parse::<f64>() {
+                                    Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+                                    _ => {
+                                        Err(self.bad(node, attribute, value, "a number above zero"))
+                                    }
+                                }
+                            };
+                            let window = duration(node, "window", "10s")?;
+                            if window.as_secs() == 0 || window.as_secs() > 60 {
+                                return Err(self.bad(
+                                    node,
+                                    "window",
+                                    node.attribute("window").unwrap_or(""),
+                                    "whole seconds, 1s to 60s",
+                                ));
+                            }
+                            rules.burst = Some(Burst {
+                                factor: float("factor", "10")?,
+                                min_per_second: float("min-per-second", "10")?,
+                                window,
+                                baseline: duration(node, "baseline", "1h")?,
+                                memory: duration(node, "memory", "24h")?,
+                                memory_size: number(node, "memory-size", "100000")?.max(1),
+                                action: action(node, ANY, ANY_TEXT)?,
+                            });
+                        }
+                        _ => {
+                            rules.short_calls = Some(ShortCalls {
+                                max_talk: duration(node, "max-talk", "3s")?,
+                                run: number(node, "run", "20")?.clamp(1, u32::MAX as usize) as u32,
+                                action: action(
+                                    node,
+                                    &[FraudAction::Alert, FraudAction::Block],
+                                    "alert or block (the calls have ended: there is nothing to refuse)",
+                                )?,
+                            });
+                        }
+                    }
+                }
+                "class" => {
+                    self.known_attributes(node, "class", FRAUD_CLASS_ATTRIBUTES)?;
+                    let name = required(node, "class", "name")?.trim();
+                    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ',') {
+                        return Err(self.bad(
+                            node,
+                            "name",
+                            name,
+                            "a name without spaces or commas",
+                        ));
+                    }
+                    let mut prefixes = Vec::new();
+                    let text = required(node, "class", "prefixes")?;
+                    for p in text
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|p| !p.is_empty())
+                    {
+                        if p.len() > 15 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(self.bad(
+                                node,
+                                "prefixes",
+                                p,
+                                "destination prefixes of 1 to 15 digits",
+                            ));
+                        }
+                        prefixes.push(p.into());
+                    }
+                    if prefixes.is_empty() {
+                        return Err(self.bad(
+                            node,
+                            "prefixes",
+                            text,
+                            "destination prefixes of 1 to 15 digits",
+                        ));
+                    }
+                    let class_action = match node.attribute("action").map(str::trim) {
+                        None | Some("") | Some("none") => None,
+                        Some(_) => Some(action(node, ANY, "refuse, alert, block or none")?),
+                    };
+                    rules.classes.push(DestClass {
+                        name: name.into(),
+                        prefixes,
+                        action: class_action,
+                        max_call_cost: node
+                            .attribute("max-call-cost")
+                            .filter(|v| !v.trim().is_empty())
+                            .map(|v| money(node, "max-call-cost", v))
+                            .transpose()?,
+                        max_duration: node
+                            .attribute("max-duration")
+                            .filter(|v| !v.trim().is_empty())
+                            .map(|v| self.positive_duration(node, "max-duration", v))
+                            .transpose()?,
+                    });
+                }
+                other => {
+                    return Err(self.err(
+                        node,
+                        ConfigProblem::UnknownElement {
+                            element: other.to_owned(),
+                            parent: "fraud".to_owned(),
+                            expected: "<param name=\"...\" value=\"...\"/>, <rule name=\"...\" .../> or <class name=\"...\" .../>".to_owned(),
+                        },
+                    ));
+                }
+            }
+        }
+        if rules.classes.len() > 255 {
+            return Err(self.bad(section, "class", "", "at most 255 classes"));
+        }
+        engine.fraud = rules;
+        Ok(())
+    }
+
     fn default_routes(&self, section: Node) -> Result<Vec<Route>, ConfigError> {
         let mut routes = Vec::new();
         for node in section.children().filter(Node::is_element) {
@@ -2136,7 +2450,21 @@ mod tests {
         let path = shipped_conf_dir().join("autoload_configs/rtc_core.conf.xml");
         let config = RtcConfig::load_file(&path).unwrap();
         let defaults = RtcConfig::default();
-        assert_eq!(config.engine, defaults.engine);
+        // The fraud rules are written out as a starting set, switched off: the rest is the defaults.
+        let mut engine = config.engine.clone();
+        assert!(!engine.fraud.enabled, "shipped with the fraud rules off");
+        assert!(
+            engine.fraud.spend_hour.is_some()
+                && engine.fraud.spend_day.is_some()
+                && engine.fraud.pumping.is_some()
+                && engine.fraud.burst.is_some()
+                && engine.fraud.short_calls.is_some()
+                && engine.fraud.classes.len() == 2,
+            "every rule written out: {:?}",
+            engine.fraud
+        );
+        engine.fraud = defaults.engine.fraud.clone();
+        assert_eq!(engine, defaults.engine);
         assert_eq!(config.services, defaults.services);
         assert_eq!(config.io_threads, defaults.io_threads);
         assert_eq!(config.log_level, defaults.log_level);

@@ -87,6 +87,12 @@ symbol_enum! {
         PartnerUnknown => "PARTNER_UNKNOWN",
         /// A call or calls-per-second limit refused the call.
         AdmissionDenied => "ADMISSION_DENIED",
+        /// A fraud rule refused the call, or its partner is blocked.
+        FraudDenied => "FRAUD_DENIED",
+        /// The destination is not a number.
+        InvalidDestination => "INVALID_DESTINATION",
+        /// A fraud block hangs up the partner's live calls to the flagged destinations.
+        FraudCut => "FRAUD_CUT",
         /// The partner may place the call.
         AuthOk => "AUTH_OK",
         /// It may not.
@@ -204,10 +210,13 @@ static PATH: &[Row] = rows! {
     Created, ChannelCreate => PartnerIdentification [LookupPartner];
     // Shed before any work while the engine is overloaded.
     Created, AdmissionDenied => Rejected [Reject(LimitReached)];
+    // Not a number: refused before any service is asked.
+    Created, InvalidDestination => Rejected [Reject(Reason::InvalidDestination)];
 
     PartnerIdentification, PartnerFound => Authentication [Authenticate];
     PartnerIdentification, PartnerUnknown => Rejected [Reject(UnknownPartner)];
     PartnerIdentification, AdmissionDenied => Rejected [Reject(LimitReached)];
+    PartnerIdentification, FraudDenied => Rejected [Reject(Fraud)];
     PartnerIdentification, ServiceDown => Rejected [Reject(Reason::ServiceDown)];
 
     Authentication, AuthOk => BalanceCheck [Reserve];
@@ -255,6 +264,8 @@ static PATH: &[Row] = rows! {
     Connected, ChannelPark => Connected;
     Connected, BLegHangup => Connected [TalkEnded];
     Connected, DurationTimeout => Connected [HangupFor(MaxDuration)];
+    // A fraud block cuts the partner's calls that already talk.
+    Connected, FraudCut => Connected [HangupFor(Fraud)];
     // Real-time billing: one interval at a time, while the partner's money pays.
     Connected, BillingTick => Connected [Extend];
     Connected, BalanceExtended => Connected [Extended];
@@ -372,6 +383,19 @@ static FAMILIES: &[Family] = &[
         on: Input::SetupTimeout,
         to: To::State(S::Failed),
         actions: &[Fail(Reason::SetupTimeout)],
+    },
+    // A fraud block cuts the partner's calls still in setup.
+    Family {
+        from: SETTING_UP,
+        on: Input::FraudCut,
+        to: To::State(S::Rejected),
+        actions: &[Reject(Fraud)],
+    },
+    Family {
+        from: ENDED,
+        on: Input::FraudCut,
+        to: To::Same,
+        actions: &[],
     },
     // A hangup in any state ends the call.
     Family {
@@ -596,6 +620,8 @@ pub mod flags {
     pub const BILLING_DONE: u8 = 32;
     /// Answered before the decision (the operator's dialplan connected it): connected once decided.
     pub const ANSWERED_EARLY: u8 = 64;
+    /// Let through by the fraud rules: it holds a place in their live counts until it ends.
+    pub const GUARDED: u8 = 128;
 }
 
 /// Everything the engine keeps about one live call: small and fixed-size (strings inline when short),
@@ -609,6 +635,8 @@ pub struct Call {
     pub flags: u8,
     /// Index of the next route to try.
     pub route_index: u8,
+    /// The destination's fraud class (`<fraud>` `<class>`, 1-based; 0: none), for its per-call caps.
+    pub fraud_class: u8,
     /// Why it was refused or failed.
     pub reason: Option<Reason>,
     /// Event kinds already applied to the a-leg (duplicate detection).
@@ -675,6 +703,7 @@ impl Call {
             state: CallState::Created,
             flags: 0,
             route_index: 0,
+            fraud_class: 0,
             reason: None,
             seen: 0,
             b_seen: 0,

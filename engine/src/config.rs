@@ -60,6 +60,11 @@ pub struct EngineConfig {
     /// a channel in another context is decided only if it reaches the `rtc_core` app or parks with
     /// `rtc_core=true`. Empty: every context.
     pub contexts: Vec<compact_str::CompactString>,
+    /// The fraud rules (`<fraud>`): decided on the engine thread, from counters it keeps.
+    pub fraud: rtc_guard::FraudRules,
+    /// A destination that is not digits (after one leading `+`) or has more digits than this is refused as
+    /// `invalid_destination` before any service is asked (0: not checked).
+    pub destination_digits: u8,
 }
 
 impl EngineConfig {
@@ -100,6 +105,8 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(5),
             hangup_connected_on_shutdown: false,
             causes: CauseMap::default(),
+            fraud: rtc_guard::FraudRules::default(),
+            destination_digits: rtc_guard::E164_MAX_DIGITS,
             admission: AdmissionConfig {
                 max_concurrent: 0,
                 cps: CpsLimit::default(),

@@ -50,6 +50,66 @@ pub enum CallCommand {
     /// The partner's money cannot pay the call's next interval: set `rtc_low_balance` on the channel and raise
     /// the CUSTOM event `rtc_core::low_balance`. The engine hangs the call up when what it paid for runs out.
     LowBalance(Box<LowBalance>),
+    /// A fraud rule hit (`<fraud>`): raise the CUSTOM event `rtc_core::fraud` with the partner, the rule and the
+    /// figures. Fired whether or not the call goes on; the refusal or the hangup, if any, is its own command.
+    Fraud(Box<FraudAlert>),
+}
+
+/// What a fraud event says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FraudAlert {
+    /// The call that hit the rule (or whose end or debit did).
+    pub call: CallId,
+    /// The partner's name.
+    pub partner: CompactString,
+    /// The rule's name (`pumping_number`, `spend_hour`...).
+    pub rule: &'static str,
+    /// What it did: `refuse`, `alert` or `block`.
+    pub action: &'static str,
+    /// The call's destination.
+    pub destination: CompactString,
+    /// The destination's class, when it has one.
+    pub class: Option<CompactString>,
+    /// The figure that hit, and the most the rule allows (calls, calls per second, or money).
+    pub value: f64,
+    /// The most allowed.
+    pub limit: f64,
+    /// The same in words.
+    pub detail: CompactString,
+    /// For a block: seconds it lasts.
+    pub block_s: Option<u64>,
+}
+
+impl FraudAlert {
+    /// The CUSTOM event's subclass.
+    pub const SUBCLASS: &'static str = "rtc_core::fraud";
+
+    /// The event's headers, in order.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("Unique-ID", self.call.to_string()),
+            ("rtc_partner", self.partner.to_string()),
+            ("rtc_fraud_rule", self.rule.to_owned()),
+            ("rtc_fraud_action", self.action.to_owned()),
+            ("rtc_destination", self.destination.to_string()),
+            ("rtc_fraud_value", trim_float(self.value)),
+            ("rtc_fraud_limit", trim_float(self.limit)),
+            ("rtc_fraud_detail", self.detail.to_string()),
+        ];
+        if let Some(c) = &self.class {
+            h.push(("rtc_fraud_class", c.to_string()));
+        }
+        if let Some(s) = self.block_s {
+            h.push(("rtc_fraud_block_seconds", s.to_string()));
+        }
+        h
+    }
+}
+
+/// A figure without trailing zeros (`12`, `5.3`).
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// What a low-balance warning says.
@@ -94,6 +154,7 @@ impl CallCommand {
             | CallCommand::Bridge { call, .. }
             | CallCommand::Hangup { call, .. } => *call,
             CallCommand::LowBalance(w) => w.call,
+            CallCommand::Fraud(f) => f.call,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::call::{
 use crate::cause::HangupCause;
 use crate::clock::Clock;
 use crate::config::{EngineConfig, FailMode, FailModes, NewSettings};
-use crate::control::{CallCommand, CallControl, LowBalance, Variable};
+use crate::control::{CallCommand, CallControl, FraudAlert, LowBalance, Variable};
 use crate::domain::{Cdr, Money, PartnerId, Rate, Routes};
 use crate::event::{CallEvent, Direction, EventKind};
 #[cfg(test)]
@@ -31,6 +31,7 @@ use crate::service::{
     CallContext, Outcome, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
 };
 use crate::stats::{Counters, Stats};
+use rtc_guard::{EndedCall, Guard, NewCall, PartnerFraud, Verdict};
 
 /// What a dialplan app waiting on a call is told.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +72,72 @@ pub struct StatusReport {
     pub by_partner: Vec<PartnerLive>,
     /// Decision requests (an extension among them) sent to services that answer later, not answered yet.
     pub pending_results: u64,
+    /// What the fraud rules did.
+    pub fraud: FraudSummary,
+}
+
+/// What the fraud rules did, for `rtc_core status` and `rtc_core metrics`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FraudSummary {
+    /// Whether any rule runs.
+    pub enabled: bool,
+    /// Hits per (rule, action), with a count for each pair (zeros included when enabled).
+    pub hits: Vec<(&'static str, &'static str, u64)>,
+    /// Partners blocked now.
+    pub blocked_partners: u32,
+    /// New calls refused while their partner was blocked.
+    pub blocked_refusals: u64,
+    /// Live calls a block cut.
+    pub calls_cut: u64,
+    /// Money charged and reserved in the rolling hour, per partner with counters (by name).
+    pub spend_hour: Vec<(CompactString, Money)>,
+}
+
+/// `rtc_core fraud`: the blocks in force, the latest hits, and the counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct FraudReport {
+    /// The counters.
+    pub summary: FraudSummary,
+    /// Blocks in force.
+    pub blocks: Vec<BlockView>,
+    /// The latest hits, newest first.
+    pub recent: Vec<HitView>,
+}
+
+/// A block, as `rtc_core fraud` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockView {
+    /// The partner's name.
+    pub partner: CompactString,
+    /// The rule that blocked it.
+    pub rule: &'static str,
+    /// What the rule said.
+    pub detail: CompactString,
+    /// When it started and ends (Unix seconds).
+    pub since_s: u64,
+    /// When it ends (Unix seconds).
+    pub until_s: u64,
+    /// New calls refused since.
+    pub refused: u64,
+}
+
+/// A hit, as `rtc_core fraud` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HitView {
+    /// When (Unix seconds).
+    pub at_s: u64,
+    /// The partner's name.
+    pub partner: CompactString,
+    /// The rule.
+    pub rule: &'static str,
+    /// What it did.
+    pub action: &'static str,
+    /// The destination.
+    pub destination: CompactString,
+    /// Its class.
+    pub class: Option<CompactString>,
+    /// The figures in words.
+    pub detail: CompactString,
 }
 
 /// One partner's live calls, for `rtc_core metrics`.
@@ -106,6 +173,8 @@ struct PartnerSlot {
     name: CompactString,
     /// Most one call may cost (`max_call_cost`): real-time billing stops extending there.
     max_call_cost: Option<Money>,
+    /// Its own fraud settings, as its service gave them with its last call.
+    fraud: Option<Box<PartnerFraud>>,
 }
 
 /// How long before what a call paid for runs out the engine hangs it up (when it is the money that runs out):
@@ -116,6 +185,9 @@ const HANGUP_MARGIN_MS: u64 = 200;
 /// Channels looked up per sweep at most (`verify-after`): a lookup is a hash probe in FreeSWITCH's session table,
 /// about a microsecond; 2000 every 5 s covers 50,000 quiet calls in about two minutes.
 const VERIFY_BATCH: usize = 2000;
+
+/// Fraud hits of one partner, rule and action are logged once per this many ms (the rest are counted in the next line).
+const FRAUD_LOG_EVERY_MS: u64 = 10_000;
 
 /// The engine's state and logic.
 pub struct Core {
@@ -161,6 +233,10 @@ pub struct Core {
     /// Dialplan apps waiting for a call's decision.
     waiters: HashMap<CallId, Sender<Decision>, RandomState>,
     pub(crate) counters: Counters,
+    /// The fraud rules and the counters they decide from.
+    guard: Guard,
+    /// Per (partner, rule and action): when a fraud hit was last logged, and the hits not logged since.
+    fraud_log: HashMap<(PartnerId, u8), (u64, u64), RandomState>,
     clock: Clock,
     /// Engine time of the input being applied.
     now_us: u64,
@@ -184,6 +260,8 @@ impl Core {
         let origin = Instant::now() - Duration::from_micros(now);
         Core {
             admission: Admission::new(cfg.admission.clone(), origin),
+            guard: Guard::new(cfg.fraud.clone()),
+            fraud_log: HashMap::default(),
             origin,
             backlog: 0,
             registry: Registry::new(cfg.finished_ids, cfg.finished_traces),
@@ -245,6 +323,7 @@ impl Core {
         } = settings;
         let services = self.services.reload(services.as_ref())?;
         self.admission.reconfigure(engine.admission.clone());
+        self.guard.reconfigure(engine.fraud.clone());
         self.cfg = engine;
         self.fail_modes = fail_modes;
         log::info!("configuration reloaded from {origin}");
@@ -420,11 +499,16 @@ impl Core {
             0 => 0,
             ts => epoch_us().saturating_sub(ts),
         });
-        match self.admission.shed(self.backlog, age) {
-            Ok(()) => self.apply(slot, Input::ChannelCreate, false),
-            Err(limit) => {
-                log::warn!("call {}: shed: {limit}", ev.uuid);
-                self.apply(slot, Input::AdmissionDenied, false);
+        if let Err(problem) = self.destination_problem(slot) {
+            log::info!("call {}: refused (invalid_destination): {problem}", ev.uuid);
+            self.apply(slot, Input::InvalidDestination, false);
+        } else {
+            match self.admission.shed(self.backlog, age) {
+                Ok(()) => self.apply(slot, Input::ChannelCreate, false),
+                Err(limit) => {
+                    log::warn!("call {}: shed: {limit}", ev.uuid);
+                    self.apply(slot, Input::AdmissionDenied, false);
+                }
             }
         }
         if ev.kind == EventKind::ChannelPark {
@@ -588,6 +672,9 @@ impl Core {
                     if let Some(call) = self.registry.get_mut(slot) {
                         call.admitted = Some(ticket);
                     }
+                    if self.guard.enabled() && !self.fraud_admit(slot, p) {
+                        input = Input::FraudDenied;
+                    }
                 }
                 Err(limit) => {
                     log::info!("call {id}: refused: {limit}");
@@ -595,6 +682,7 @@ impl Core {
                 }
             }
         }
+        let mut spent = None;
         if let Some(call) = self.registry.get_mut(slot) {
             match result.outcome {
                 Outcome::PartnerFound(p) if input == Input::PartnerFound => {
@@ -605,6 +693,7 @@ impl Core {
                                 slot.name = p.name;
                             }
                             slot.max_call_cost = p.max_call_cost;
+                            slot.fraud = p.fraud;
                         }
                         None => {
                             self.partners.insert(
@@ -612,6 +701,7 @@ impl Core {
                                 PartnerSlot {
                                     name: p.name,
                                     max_call_cost: p.max_call_cost,
+                                    fraud: p.fraud,
                                 },
                             );
                         }
@@ -622,12 +712,16 @@ impl Core {
                     available,
                 } => {
                     call.reservation = Some(reservation);
+                    self.guard.reserved(call.partner, reservation.amount);
                     if let Some(available) = available {
                         self.affordable.insert(id, available);
                     }
                 }
                 Outcome::BalanceExtended { granted, .. } => {
                     call.debited = Money(call.debited.0.saturating_add(granted.0.max(0)));
+                    if granted > Money::ZERO && self.guard.enabled() {
+                        spent = Some((call.partner, granted));
+                    }
                 }
                 Outcome::Failed(ServiceKind::Balance, _)
                     if input == Input::StepSkipped && call.state == CallState::Connected =>
@@ -641,6 +735,192 @@ impl Core {
         }
         self.apply(slot, input, false);
         self.unpaid_extension = false;
+        if let Some((partner, granted)) = spent {
+            let destination = self
+                .registry
+                .get(slot)
+                .map(|c| c.destination.clone())
+                .unwrap_or_default();
+            let own = self.partners.get(&partner).and_then(|p| p.fraud.as_deref());
+            let now_ms = self.now_us / 1000;
+            let verdict = self
+                .guard
+                .spent(partner, &destination, granted, own, now_ms);
+            self.carry_out(id, partner, verdict);
+        }
+    }
+
+    // ---- fraud rules ----------------------------------------------------------------------------
+
+    /// Why the call's destination is not a number, if it is not (`max-destination-digits`).
+    fn destination_problem(&self, slot: u32) -> Result<(), String> {
+        let digits = self.cfg.destination_digits;
+        let Some(call) = self.registry.get(slot) else {
+            return Ok(());
+        };
+        if digits == 0 {
+            return Ok(());
+        }
+        match rtc_guard::normalize_destination(&call.destination, digits) {
+            Ok(_) => Ok(()),
+            Err(problem) => {
+                let d = &call.destination;
+                let shown = match d.char_indices().nth(24) {
+                    Some((cut, _)) => {
+                        format!("{}... ({} characters)", &d[..cut], d.chars().count())
+                    }
+                    None => d.to_string(),
+                };
+                Err(format!(
+                    "destination {shown:?}: {problem} (digits after one leading +, at most {digits})"
+                ))
+            }
+        }
+    }
+
+    /// Asks the fraud rules about a call whose partner `p` was just identified and admitted; `false`: refused.
+    fn fraud_admit(&mut self, slot: u32, p: &crate::domain::PartnerInfo) -> bool {
+        let now_ms = self.now_us / 1000;
+        let Some(call) = self.registry.get_mut(slot) else {
+            return true;
+        };
+        let verdict = self.guard.admit(
+            NewCall {
+                partner: p.id,
+                destination: &call.destination,
+                reserve: self.cfg.reservation_amount,
+                own: p.fraud.as_deref(),
+            },
+            now_ms,
+        );
+        let passes = verdict.passes();
+        if passes {
+            call.flags |= flags::GUARDED;
+            call.fraud_class = verdict.class;
+        } else if verdict.blocked {
+            log::debug!("call {}: refused: partner {} is blocked", call.id, p.name);
+        }
+        let id = call.id;
+        self.carry_out_named(id, p.id, &p.name, verdict);
+        passes
+    }
+
+    /// Reports what the fraud rules found (event, log line) and cuts what a block hangs up.
+    fn carry_out(&mut self, call: CallId, partner: PartnerId, verdict: Verdict) {
+        if verdict.hits.is_empty() && verdict.cut.is_none() {
+            return;
+        }
+        let name = self
+            .partners
+            .get(&partner)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        self.carry_out_named(call, partner, &name, verdict);
+    }
+
+    fn carry_out_named(&mut self, call: CallId, partner: PartnerId, name: &str, verdict: Verdict) {
+        let block_s = self.guard.rules().block_for.as_secs();
+        let now_ms = self.now_us / 1000;
+        for hit in &verdict.hits {
+            let block = hit.action == rtc_guard::FraudAction::Block;
+            // One line per partner, rule and action every 10 s: pumping refused at 100 calls a second must not
+            // flood the log (each hit still raises its event and counts).
+            let key = (
+                partner,
+                hit.rule.index() as u8 * 3 + hit.action.index() as u8,
+            );
+            let (last_ms, quiet) = self.fraud_log.entry(key).or_insert((0, 0));
+            if *last_ms != 0 && now_ms.saturating_sub(*last_ms) < FRAUD_LOG_EVERY_MS {
+                *quiet += 1;
+            } else {
+                let more = std::mem::take(quiet);
+                *last_ms = now_ms.max(1);
+                log::warn!(
+                    "call {call}: fraud rule {} ({}) for partner {name}, destination {}: {}{}{}",
+                    hit.rule.name(),
+                    hit.action.name(),
+                    hit.destination,
+                    hit.detail,
+                    match block {
+                        true => format!("; the partner is blocked for {block_s} s"),
+                        false => String::new(),
+                    },
+                    match more {
+                        0 => String::new(),
+                        n => format!(
+                            " ({n} more hits of this rule for this partner since the last line)"
+                        ),
+                    }
+                );
+            }
+            self.command(CallCommand::Fraud(Box::new(FraudAlert {
+                call,
+                partner: name.into(),
+                rule: hit.rule.name(),
+                action: hit.action.name(),
+                destination: hit.destination.clone(),
+                class: hit.class.clone(),
+                value: hit.value,
+                limit: hit.limit,
+                detail: hit.detail.clone(),
+                block_s: block.then_some(block_s),
+            })));
+        }
+        if let Some(cut) = verdict.cut {
+            let ids: Vec<CallId> = self
+                .registry
+                .iter()
+                .filter(|c| {
+                    c.partner == partner
+                        && c.id != call
+                        && !c.state.is_final()
+                        && self.guard.in_scope(&cut.scope, &c.destination)
+                })
+                .map(|c| c.id)
+                .collect();
+            if !ids.is_empty() {
+                log::warn!(
+                    "partner {name}: blocked; hanging up {} of its live calls ({:?})",
+                    ids.len(),
+                    cut.scope
+                );
+            }
+            for id in ids {
+                if let Some(slot) = self.registry.slot_of(&id) {
+                    self.counters.fraud_cuts += 1;
+                    self.apply(slot, Input::FraudCut, false);
+                }
+            }
+        }
+    }
+
+    /// The call's longest talk: `max-call-duration`, or its destination class's `max-duration` when shorter.
+    fn talk_cap(&self, call: &Call) -> Duration {
+        let cap = self.cfg.max_call_duration;
+        match self
+            .guard
+            .class(call.fraud_class)
+            .and_then(|c| c.max_duration)
+        {
+            Some(class) => cap.min(class),
+            None => cap,
+        }
+    }
+
+    /// Most the call may cost: its partner's `max_call_cost`, or its destination class's when lower.
+    fn cost_cap(&self, call: &Call) -> Option<Money> {
+        let partner = self
+            .partners
+            .get(&call.partner)
+            .and_then(|p| p.max_call_cost);
+        let class = self
+            .guard
+            .class(call.fraud_class)
+            .and_then(|c| c.max_call_cost);
+        match (partner, class) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A reservation that found no call to hold it goes straight back.
@@ -837,7 +1117,11 @@ impl Core {
                     // comes, the call talks on what its setup reservation pays for.
                     self.request_extension(slot);
                 } else {
-                    let cap = self.cfg.max_call_duration.as_millis() as u64;
+                    let cap = self
+                        .registry
+                        .get(slot)
+                        .map_or(self.cfg.max_call_duration, |c| self.talk_cap(c));
+                    let cap = cap.as_millis() as u64;
                     self.arm(slot, Input::DurationTimeout, u64::from(from) + cap);
                 }
             }
@@ -939,10 +1223,14 @@ impl Core {
     /// interval by interval and hangs the call up only when the money runs out; this is what `rtc_max_duration`
     /// tells the dialplan at the decision.
     fn max_duration_s(&self, slot: u32) -> u32 {
-        let cap = self.cfg.max_call_duration.as_secs();
         let Some(call) = self.registry.get(slot) else {
-            return cap as u32;
+            return self
+                .cfg
+                .max_call_duration
+                .as_secs()
+                .min(u64::from(u32::MAX)) as u32;
         };
+        let cap = self.talk_cap(call).as_secs();
         let paid = match (call.rate, call.reservation) {
             (Some(rate), Some(r)) => {
                 let money = match self.affordable.get(&call.id) {
@@ -967,7 +1255,7 @@ impl Core {
     /// Seconds of talk, from the answer, after which the call is hung up: what its debits pay for; before the first
     /// debit is answered, what its setup reservation pays for; the configured maximum at most.
     fn talk_deadline_s(&self, call: &Call) -> u64 {
-        let cap = self.cfg.max_call_duration.as_secs();
+        let cap = self.talk_cap(call).as_secs();
         let Some(rate) = Self::billed_rate(call) else {
             return cap;
         };
@@ -983,11 +1271,12 @@ impl Core {
     /// Asks the balance service to debit the call's next interval (a keep-alive of its reservation when its talk
     /// is free, or its billing is over), and arms the hangup for when what it paid for runs out.
     fn request_extension(&mut self, slot: u32) {
-        let cap_s = self.cfg.max_call_duration.as_secs();
         let interval_s = self.cfg.debit_interval.as_secs().max(1);
         let Some(call) = self.registry.get(slot) else {
             return;
         };
+        let cap_s = self.talk_cap(call).as_secs();
+        let cost_cap = self.cost_cap(call);
         let Some(reservation) = call.reservation else {
             return;
         };
@@ -1007,8 +1296,7 @@ impl Core {
             } else {
                 unit = rate.increment_cost();
                 debit = Money(rate.call_cost(target).0.saturating_sub(debited.0).max(0));
-                let cap = self.partners.get(&partner).and_then(|p| p.max_call_cost);
-                if let Some(cap) = cap
+                if let Some(cap) = cost_cap
                     && debited.0.saturating_add(debit.0) > cap.0
                 {
                     let room = cap.0.saturating_sub(debited.0).max(0);
@@ -1020,8 +1308,8 @@ impl Core {
                     done = debit == Money::ZERO;
                     self.counters.cost_capped += 1;
                     log::info!(
-                        "call {id}: its cost reaches the partner's cap of {cap}; it is hung up when what it paid for \
-                         runs out"
+                        "call {id}: its cost reaches its cap of {cap} (the partner's, or its destination class's); it \
+                         is hung up when what it paid for runs out"
                     );
                 }
             }
@@ -1058,7 +1346,7 @@ impl Core {
     /// deadline, less [`HANGUP_MARGIN_MS`] when it is the money that runs out, so that the talk FreeSWITCH measures
     /// (billed in whole increments, rounded up) stays within what was paid.
     fn hangup_at_ms(&self, call: &Call) -> u64 {
-        let cap_ms = self.cfg.max_call_duration.as_millis() as u64;
+        let cap_ms = self.talk_cap(call).as_millis() as u64;
         let talk_ms = (self.talk_deadline_s(call) * 1000).min(cap_ms);
         let margin = match Self::billed_rate(call) {
             Some(_) if talk_ms < cap_ms => HANGUP_MARGIN_MS.min(talk_ms),
@@ -1094,7 +1382,11 @@ impl Core {
     /// An extension was answered: talk is paid further (or, after a fail-open failure, carried on unpaid for an
     /// interval). A debit granted only in part means the partner's money is running out: warn, and extend no more.
     fn extended(&mut self, slot: u32) {
-        let cap_s = self.cfg.max_call_duration.as_secs();
+        let cap_s = self
+            .registry
+            .get(slot)
+            .map_or(self.cfg.max_call_duration, |c| self.talk_cap(c))
+            .as_secs();
         let interval_s = self.cfg.debit_interval.as_secs().max(1);
         let unpaid = self.unpaid_extension;
         let Some(call) = self.registry.get_mut(slot) else {
@@ -1238,6 +1530,24 @@ impl Core {
         if let Some(ticket) = call.admitted.take() {
             self.admission.release(ticket);
         }
+        let fraud = self.guard.enabled().then(|| {
+            let now_ms = now / 1000;
+            self.guard.ended(
+                EndedCall {
+                    partner: call.partner,
+                    destination: &call.destination,
+                    admitted: call.has(flags::GUARDED),
+                    reserved: call.reservation.map_or(Money::ZERO, |r| r.amount),
+                    charged: match call.reservation {
+                        Some(_) => Money(cost.0.saturating_sub(call.debited.0).max(0)),
+                        None => Money::ZERO,
+                    },
+                    answered: call.has(flags::ANSWERED),
+                    talk_s,
+                },
+                now_ms,
+            )
+        });
         let partner = self.partners.get(&call.partner).map(|p| p.name.clone());
         match call.state {
             CallState::Completed => self.counters.completed += 1,
@@ -1271,7 +1581,11 @@ impl Core {
         };
         self.counters.cdrs += 1;
         self.counters.requests += 1 + u64::from(settlement.is_some());
+        let (id, partner_id) = (cdr.uuid, call.partner);
         self.services.finish(settlement, Box::new(cdr));
+        if let Some(verdict) = fraud {
+            self.carry_out(id, partner_id, verdict);
+        }
     }
 
     // ---- timers and sweep -----------------------------------------------------------------------
@@ -1467,6 +1781,123 @@ impl Core {
             by_partner,
             admission,
             pending_results: self.pending_results,
+            fraud: self.fraud_summary(),
+        }
+    }
+
+    fn fraud_summary(&self) -> FraudSummary {
+        if !self.guard.enabled() {
+            return FraudSummary {
+                calls_cut: self.counters.fraud_cuts,
+                ..FraudSummary::default()
+            };
+        }
+        let now_ms = self.clock.now_us() / 1000;
+        let stats = self.guard.stats();
+        let hits = rtc_guard::Rule::ALL
+            .iter()
+            .flat_map(|r| {
+                rtc_guard::FraudAction::ALL
+                    .iter()
+                    .map(move |a| (r.name(), a.name(), stats.hits[r.index()][a.index()]))
+            })
+            .collect();
+        let mut spend_hour: Vec<(CompactString, Money)> = self
+            .guard
+            .partners()
+            .filter_map(|p| {
+                let name = self.partners.get(&p)?.name.clone();
+                Some((name, self.guard.spend_hour(p, now_ms)))
+            })
+            .collect();
+        spend_hour.sort();
+        FraudSummary {
+            enabled: true,
+            hits,
+            blocked_partners: self.guard.blocks(now_ms).len() as u32,
+            blocked_refusals: stats.blocked_refusals,
+            calls_cut: self.counters.fraud_cuts,
+            spend_hour,
+        }
+    }
+
+    /// Unix seconds of engine time `ms`.
+    fn unix_s(&self, ms: u64) -> u64 {
+        let offset_us = epoch_us().saturating_sub(self.clock.now_us());
+        (offset_us + ms * 1000) / 1_000_000
+    }
+
+    fn partner_name(&self, id: PartnerId) -> CompactString {
+        self.partners
+            .get(&id)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| compact_str::format_compact!("#{id}"))
+    }
+
+    /// `rtc_core fraud`: blocks in force, the latest hits (newest first), and the counters.
+    pub fn fraud(&self) -> FraudReport {
+        let now_ms = self.clock.now_us() / 1000;
+        FraudReport {
+            summary: self.fraud_summary(),
+            blocks: self
+                .guard
+                .blocks(now_ms)
+                .into_iter()
+                .map(|b| BlockView {
+                    partner: self.partner_name(b.partner),
+                    rule: b.rule.name(),
+                    detail: b.detail.clone(),
+                    since_s: self.unix_s(b.since_ms),
+                    until_s: self.unix_s(b.until_ms),
+                    refused: b.refused,
+                })
+                .collect(),
+            recent: self
+                .guard
+                .recent()
+                .rev()
+                .map(|h| HitView {
+                    at_s: self.unix_s(h.at_ms),
+                    partner: self.partner_name(h.partner),
+                    rule: h.rule.name(),
+                    action: h.action.name(),
+                    destination: h.destination.clone(),
+                    class: h.class.clone(),
+                    detail: h.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `rtc_core unblock <partner>`: lifts the partner's block.
+    pub fn unblock(&mut self, partner: &str) -> Result<String, String> {
+        let Some(id) = self
+            .partners
+            .iter()
+            .find(|(_, p)| p.name == partner)
+            .map(|(id, _)| *id)
+        else {
+            return Err(format!(
+                "partner {partner}: not known to the engine (no call of it seen since start)"
+            ));
+        };
+        let now_ms = self.clock.now_us() / 1000;
+        match self.guard.unblock(id, now_ms) {
+            Some(b) => {
+                log::warn!(
+                    "partner {partner}: unblocked by the operator (blocked by {} at {}; {} calls refused meanwhile)",
+                    b.rule.name(),
+                    self.unix_s(b.since_ms),
+                    b.refused
+                );
+                Ok(format!(
+                    "partner {partner} unblocked (was blocked by {}: {}; {} new calls refused meanwhile)",
+                    b.rule.name(),
+                    b.detail,
+                    b.refused
+                ))
+            }
+            None => Err(format!("partner {partner}: not blocked")),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct PartnerInfo {
     /// Most one call may cost (its connect fee included): real-time billing stops extending a call there, and the
     /// call is hung up when what it paid for runs out. `None`: no cap.
     pub max_call_cost: Option<Money>,
+    /// Its own fraud settings (risky classes it may call, its spend limits), over the configured rules.
+    pub fraud: Option<Box<rtc_guard::PartnerFraud>>,
 }
 
 /// The price of a destination for a partner.

@@ -37,6 +37,10 @@ pub enum Query {
     Call(CallId),
     /// The counters: a [`QueryReply::Stats`].
     Stats,
+    /// `rtc_core fraud`: a [`QueryReply::Fraud`].
+    Fraud,
+    /// `rtc_core unblock <partner>`: a [`QueryReply::Unblocked`].
+    Unblock(compact_str::CompactString),
 }
 
 /// The engine thread's answer.
@@ -50,6 +54,10 @@ pub enum QueryReply {
     Call(Option<Box<CallView>>),
     /// The counters.
     Stats(Box<Stats>),
+    /// The fraud rules' blocks, recent hits and counters.
+    Fraud(Box<crate::core::FraudReport>),
+    /// What unblocking said (`Err`: the partner was not blocked, or is unknown).
+    Unblocked(Result<String, String>),
 }
 
 enum Control {
@@ -440,6 +448,8 @@ fn handle_control(core: &mut Core, msg: Control, started: Instant) {
                 Query::Calls { limit } => QueryReply::Calls(core.calls(limit)),
                 Query::Call(id) => QueryReply::Call(core.call(&id).map(Box::new)),
                 Query::Stats => QueryReply::Stats(Box::new(core.stats())),
+                Query::Fraud => QueryReply::Fraud(Box::new(core.fraud())),
+                Query::Unblock(partner) => QueryReply::Unblocked(core.unblock(&partner)),
             };
             let _ = reply.send(answer);
         }

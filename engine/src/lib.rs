@@ -46,3 +46,5 @@ pub mod testkit;
 pub use cause::HangupCause;
 pub use event::{CallEvent, Direction, EventKind};
 pub use id::CallId;
+/// The fraud rules the engine decides with (`rtc-guard`), for the configuration and the hosts.
+pub use rtc_guard as fraud;

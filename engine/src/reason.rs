@@ -36,11 +36,15 @@ pub enum Reason {
     Stale,
     /// The engine was shut down with the call still controlled.
     Shutdown,
+    /// A fraud rule refused the call, or its partner is blocked (`<fraud>`), or a block hung it up.
+    Fraud,
+    /// The destination is not a number (digits after one leading `+`, at most `max-destination-digits`).
+    InvalidDestination,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::UnknownPartner,
         Reason::AuthDenied,
         Reason::NoBalance,
@@ -54,6 +58,8 @@ impl Reason {
         Reason::MaxDuration,
         Reason::Stale,
         Reason::Shutdown,
+        Reason::Fraud,
+        Reason::InvalidDestination,
     ];
 
     /// The reason's name (`no_balance`), as in CDRs, channel variables and `<causes>`.
@@ -72,6 +78,8 @@ impl Reason {
             Reason::MaxDuration => "max_duration",
             Reason::Stale => "stale",
             Reason::Shutdown => "shutdown",
+            Reason::Fraud => "fraud",
+            Reason::InvalidDestination => "invalid_destination",
         }
     }
 
@@ -99,6 +107,8 @@ impl Reason {
             Reason::MaxDuration => HangupCause::ALLOTTED_TIMEOUT,
             Reason::Stale => HangupCause::NORMAL_UNSPECIFIED,
             Reason::Shutdown => HangupCause::SYSTEM_SHUTDOWN,
+            Reason::Fraud => HangupCause::CALL_REJECTED,
+            Reason::InvalidDestination => HangupCause::INVALID_NUMBER_FORMAT,
         }
     }
 }

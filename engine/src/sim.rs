@@ -84,11 +84,15 @@ pub enum Scenario {
     NoBalance,
     /// The destination has a rate but no route.
     NoRoute,
+    /// A hacked PBX pumps calls to a few numbers (premium rate, or one pumped range), talking long (`--fraud` only).
+    Pumping,
+    /// The same PBX's partner calling normally, beside the pumping (`--fraud` only).
+    PbxNormal,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Answered,
         Scenario::NoAnswerFailover,
         Scenario::Reordered,
@@ -96,6 +100,8 @@ impl Scenario {
         Scenario::UnknownPartner,
         Scenario::NoBalance,
         Scenario::NoRoute,
+        Scenario::Pumping,
+        Scenario::PbxNormal,
     ];
 
     /// Share of the traffic, in percent.
@@ -108,6 +114,7 @@ impl Scenario {
             Scenario::UnknownPartner => 5,
             Scenario::NoBalance => 5,
             Scenario::NoRoute => 5,
+            Scenario::Pumping | Scenario::PbxNormal => 0,
         }
     }
 
@@ -117,7 +124,10 @@ impl Scenario {
             Scenario::Answered
             | Scenario::NoAnswerFailover
             | Scenario::Reordered
-            | Scenario::CallerCancels => "COMPLETED",
+            | Scenario::CallerCancels
+            | Scenario::PbxNormal => "COMPLETED",
+            // Refused by the fraud rules, or cut by a block, or (below the limits) completed.
+            Scenario::Pumping => "REJECTED or COMPLETED",
             _ => "REJECTED",
         }
     }
@@ -139,6 +149,10 @@ pub struct SimProfile {
     pub failover_prefix: &'static str,
     /// Destination prefix with a rate and no route.
     pub unrouted_prefix: &'static str,
+    /// The hacked PBX's partner (`--fraud`).
+    pub pumping_ip: IpAddr,
+    /// The numbers it pumps.
+    pub pumped_numbers: &'static [&'static str],
 }
 
 impl Default for SimProfile {
@@ -150,6 +164,19 @@ impl Default for SimProfile {
             routed_prefix: "4420",
             failover_prefix: "44",
             unrouted_prefix: "882",
+            pumping_ip: IpAddr::from([127, 0, 7, 1]),
+            // Four premium-rate numbers (UK 09, a risky class in the shipped rules) and four numbers of one
+            // ordinary range that the PBX pumps (international revenue share fraud).
+            pumped_numbers: &[
+                "449091230001",
+                "449091230002",
+                "449091230003",
+                "449091230004",
+                "442079469001",
+                "442079469002",
+                "442079469003",
+                "442079469004",
+            ],
         }
     }
 }
@@ -171,6 +198,11 @@ pub struct SimOptions {
     pub profile: SimProfile,
     /// Give up waiting for calls to end after this long past the last arrival.
     pub drain_timeout: Duration,
+    /// Percent of the calls from the hacked PBX to its pumped numbers, and as many again from the same partner to
+    /// ordinary destinations (0: none).
+    pub pumping_percent: u32,
+    /// Talk time of the pumped calls, drawn uniformly in this range (pumping talks long).
+    pub pumping_talk: (Duration, Duration),
 }
 
 impl Default for SimOptions {
@@ -183,6 +215,8 @@ impl Default for SimOptions {
             seed: 1,
             profile: SimProfile::default(),
             drain_timeout: Duration::from_secs(30),
+            pumping_percent: 0,
+            pumping_talk: (Duration::from_secs(2), Duration::from_secs(10)),
         }
     }
 }
@@ -218,10 +252,32 @@ pub struct SimReport {
     pub hangups_commanded: u64,
     /// Low-balance warnings the engine gave (`rtc_core::low_balance`).
     pub low_balance_warnings: u64,
+    /// Fraud events the engine raised (`rtc_core::fraud`).
+    pub fraud_events: u64,
+    /// The pumping partner's calls, when the run had one.
+    pub pumping: Option<PumpingReport>,
     /// Calls live in the engine when the run ended (0 when every call was settled).
     pub left_live: usize,
     /// The engine's counters at the end.
     pub stats: Stats,
+}
+
+/// What became of the hacked PBX's calls.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PumpingReport {
+    /// Calls to the pumped numbers.
+    pub pumped_calls: u64,
+    /// Of those, refused by the engine before they were bridged.
+    pub refused: u64,
+    /// Of those, hung up by the engine while they talked (a block's cut).
+    pub cut: u64,
+    /// Talk the pumped calls had planned and did not get (refused: all of it; cut: the rest), per destination in
+    /// ms: what the fraud rules saved, at the destination's rate.
+    pub stopped_talk_ms: Vec<(compact_str::CompactString, u64)>,
+    /// The same partner's ordinary calls.
+    pub normal_calls: u64,
+    /// Of those, completed as planned (never hung up by the engine).
+    pub normal_completed: u64,
 }
 
 enum Step {
@@ -238,6 +294,11 @@ struct SimCall {
     destination: compact_str::CompactString,
     b_legs: u8,
     ended: bool,
+    /// Planned talk (pumped calls), and when the talk was to end once bridged.
+    planned_talk: Duration,
+    talk_ends: Option<Instant>,
+    /// The engine hung the call up (refused or cut).
+    hung_up_by_engine: bool,
 }
 
 struct Driver<S: EventSink> {
@@ -256,6 +317,9 @@ struct Driver<S: EventSink> {
     bridges: u64,
     hangups: u64,
     low_balance: u64,
+    fraud_events: u64,
+    /// When the engine first hung each call up.
+    engine_hangups: HashMap<CallId, Instant>,
     order: u64,
 }
 
@@ -319,6 +383,16 @@ impl<S: EventSink> Driver<S> {
     }
 
     fn pick_scenario(&mut self) -> Scenario {
+        let pumping = self.opts.pumping_percent.min(45);
+        if pumping > 0 {
+            let n = self.rng.u32(0..100);
+            if n < pumping {
+                return Scenario::Pumping;
+            }
+            if n < 2 * pumping {
+                return Scenario::PbxNormal;
+            }
+        }
         let mut n = self.rng.u32(0..100);
         for s in Scenario::ALL {
             if n < s.weight() {
@@ -338,6 +412,14 @@ impl<S: EventSink> Driver<S> {
             Scenario::NoBalance => (p.broke_ip, p.routed_prefix),
             Scenario::NoRoute => (p.known_ip, p.unrouted_prefix),
             Scenario::NoAnswerFailover => (p.known_ip, p.failover_prefix),
+            Scenario::PbxNormal => (p.pumping_ip, p.routed_prefix),
+            Scenario::Pumping => {
+                let n = self.rng.usize(0..p.pumped_numbers.len().max(1));
+                (
+                    p.pumping_ip,
+                    p.pumped_numbers.get(n).copied().unwrap_or("4420"),
+                )
+            }
             _ => (p.known_ip, p.routed_prefix),
         };
         let digits = 12usize.saturating_sub(prefix.len());
@@ -345,6 +427,17 @@ impl<S: EventSink> Driver<S> {
         for _ in 0..digits {
             destination.push(char::from(b'0' + self.rng.u8(0..10)));
         }
+        let planned_talk = match scenario {
+            Scenario::Pumping => {
+                let (lo, hi) = self.opts.pumping_talk;
+                Duration::from_micros(
+                    self.rng
+                        .u64(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
+                )
+            }
+            // Drawn when the call is answered, as always (the same seed gives the same traffic as before).
+            _ => Duration::ZERO,
+        };
         self.calls.insert(
             id,
             SimCall {
@@ -355,6 +448,9 @@ impl<S: EventSink> Driver<S> {
                 destination,
                 b_legs: 0,
                 ended: false,
+                planned_talk,
+                talk_ends: None,
+                hung_up_by_engine: false,
             },
         );
         let create = self.event(id, EventKind::ChannelCreate);
@@ -409,8 +505,11 @@ impl<S: EventSink> Driver<S> {
         match cmd {
             CallCommand::SetVariables { .. } => {}
             CallCommand::LowBalance(_) => self.low_balance += 1,
+            CallCommand::Fraud(_) => self.fraud_events += 1,
             CallCommand::Hangup { cause, .. } => {
                 self.hangups += 1;
+                call.hung_up_by_engine = true;
+                self.engine_hangups.entry(id).or_insert(now);
                 if !call.ended {
                     self.end_a_leg(id, now + Duration::from_millis(1), cause, true);
                 }
@@ -418,6 +517,7 @@ impl<S: EventSink> Driver<S> {
             CallCommand::Bridge { attempt, .. } => {
                 self.bridges += 1;
                 let scenario = call.scenario;
+                let talk = call.planned_talk;
                 call.b_legs += 1;
                 let ring = self.opts.ring;
                 let create = self.b_event(id, attempt, EventKind::ChannelCreate);
@@ -442,12 +542,20 @@ impl<S: EventSink> Driver<S> {
                     let ev = self.event(id, EventKind::ChannelAnswer);
                     self.schedule(answer_at + Duration::from_millis(1), Step::Emit(ev));
                 }
-                let (lo, hi) = self.opts.talk;
-                let talk = Duration::from_micros(
-                    self.rng
-                        .u64(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
-                );
+                let talk =
+                    match scenario {
+                        Scenario::Pumping => talk,
+                        _ => {
+                            let (lo, hi) = self.opts.talk;
+                            Duration::from_micros(self.rng.u64(
+                                lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64,
+                            ))
+                        }
+                    };
                 let end = answer_at + talk;
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.talk_ends = Some(end);
+                }
                 let mut ev = self.b_event(id, attempt, EventKind::ChannelHangup);
                 ev.hangup_cause = Some(HangupCause::NORMAL_CLEARING);
                 self.schedule(end, Step::Emit(ev));
@@ -459,6 +567,48 @@ impl<S: EventSink> Driver<S> {
             }
         }
     }
+}
+
+/// What became of the pumping partner's calls; `stopped` maps the engine's hangups to when they came.
+fn pumping_report<S: EventSink>(
+    d: &Driver<S>,
+    hung_up_at: &HashMap<CallId, Instant>,
+) -> PumpingReport {
+    let mut r = PumpingReport::default();
+    for (id, c) in &d.calls {
+        match c.scenario {
+            Scenario::Pumping => {
+                r.pumped_calls += 1;
+                if !c.hung_up_by_engine {
+                    continue;
+                }
+                let stopped = match (c.talk_ends, hung_up_at.get(id)) {
+                    (None, _) => {
+                        r.refused += 1;
+                        c.planned_talk
+                    }
+                    (Some(end), Some(at)) => {
+                        r.cut += 1;
+                        end.saturating_duration_since(*at)
+                    }
+                    (Some(_), None) => Duration::ZERO,
+                };
+                if !stopped.is_zero() {
+                    r.stopped_talk_ms
+                        .push((c.destination.clone(), stopped.as_millis() as u64));
+                }
+            }
+            Scenario::PbxNormal => {
+                r.normal_calls += 1;
+                if !c.hung_up_by_engine && c.talk_ends.is_some() {
+                    r.normal_completed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    r.stopped_talk_ms.sort();
+    r
 }
 
 fn live_calls(engine: &EngineHandle) -> Option<(usize, Stats)> {
@@ -502,6 +652,8 @@ pub fn run_with<S: EventSink>(
         bridges: 0,
         hangups: 0,
         low_balance: 0,
+        fraud_events: 0,
+        engine_hangups: HashMap::new(),
         order: 0,
     };
     let start = Instant::now();
@@ -513,7 +665,11 @@ pub fn run_with<S: EventSink>(
     let mut last_progress = Instant::now();
     let mut arrived = 0usize;
     let last_arrival = start + interval * d.opts.calls as u32;
-    let deadline = last_arrival + d.opts.talk.1 + d.opts.drain_timeout;
+    let longest = match d.opts.pumping_percent {
+        0 => d.opts.talk.1,
+        _ => d.opts.talk.1.max(d.opts.pumping_talk.1),
+    };
+    let deadline = last_arrival + longest + d.opts.drain_timeout;
     loop {
         let now = Instant::now();
         while let Ok(cmd) = commands.try_recv() {
@@ -591,6 +747,7 @@ pub fn run_with<S: EventSink>(
         .map(|s| (*s, d.calls.values().filter(|c| c.scenario == *s).count()))
         .collect();
     by_scenario.retain(|(_, n)| *n > 0);
+    let pumping = (d.opts.pumping_percent > 0).then(|| pumping_report(&d, &d.engine_hangups));
     SimReport {
         calls: d.calls.len(),
         by_scenario,
@@ -606,6 +763,8 @@ pub fn run_with<S: EventSink>(
         bridges: d.bridges,
         hangups_commanded: d.hangups,
         low_balance_warnings: d.low_balance,
+        fraud_events: d.fraud_events,
+        pumping,
         left_live: left,
         stats,
     }

@@ -50,6 +50,8 @@ pub struct Stats {
     pub low_balance: u64,
     /// Connected calls whose next interval would pass their partner's per-call cost cap.
     pub cost_capped: u64,
+    /// Live calls hung up (or refused in setup) because a fraud block cut them.
+    pub fraud_cuts: u64,
     /// Connected calls whose billing stopped because the balance service failed (fail-closed).
     pub billing_failures: u64,
     /// Inputs not allowed in the call's state, per (state, input).

@@ -183,6 +183,7 @@ pub fn sample_partner() -> PartnerInfo {
         max_concurrent: 0,
         max_cps: 0,
         max_call_cost: None,
+        fraud: None,
     }
 }
 

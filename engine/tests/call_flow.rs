@@ -246,6 +246,7 @@ fn partner_concurrency_limit_refuses_the_extra_call() {
             max_concurrent: 2,
             max_cps: 0,
             max_call_cost: None,
+            fraud: None,
         })),
         ..ScriptedServices::all_yes()
     };
@@ -964,6 +965,7 @@ fn partner_calls_per_second_limit_refuses_the_burst_beyond_it() {
             max_concurrent: 0,
             max_cps: 2,
             max_call_cost: None,
+            fraud: None,
         })),
         ..ScriptedServices::all_yes()
     };

@@ -55,6 +55,7 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             max_concurrent: 3,
             max_cps: 0,
             max_call_cost: None,
+            fraud: None,
         }),
         1 => Outcome::PartnerUnknown,
         2 => Outcome::AuthOk,
@@ -81,6 +82,7 @@ fn outcome(n: u8, reservation: u64) -> Outcome {
             max_concurrent: 0,
             max_cps: 0,
             max_call_cost: None,
+            fraud: None,
         }),
     }
 }

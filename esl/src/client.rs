@@ -882,6 +882,7 @@ fn kind_of(cmd: &CallCommand) -> &'static str {
         CallCommand::Bridge { .. } => "bridge",
         CallCommand::Hangup { .. } => "hangup",
         CallCommand::LowBalance(_) => "low balance warning",
+        CallCommand::Fraud(_) => "fraud event",
     }
 }
 

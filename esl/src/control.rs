@@ -22,7 +22,7 @@
 use std::fmt::Write as _;
 
 use crate::intake::BRIDGE_END_SUBCLASS;
-use rtc_engine::control::{CallCommand, LowBalance};
+use rtc_engine::control::{CallCommand, FraudAlert, LowBalance};
 use rtc_engine::id::CallId;
 
 /// What answer a command gets from FreeSWITCH.
@@ -183,6 +183,29 @@ pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
                     expect: Expect::CommandReply,
                 },
             ])
+        }
+        CallCommand::Fraud(alert) => {
+            let uuid = alert.call.encode(&mut ubuf).to_string();
+            let mut event = format!(
+                "sendevent CUSTOM\nEvent-Subclass: {}\n",
+                FraudAlert::SUBCLASS
+            );
+            for (name, value) in alert.headers() {
+                if let Some(what) = unsafe_value(&value) {
+                    return Err(BadCommand::BadVariable {
+                        call: alert.call,
+                        name,
+                        what,
+                    });
+                }
+                let _ = writeln!(event, "{name}: {value}");
+            }
+            event.push('\n');
+            Ok(vec![Wire {
+                summary: format!("sendevent {} for {uuid}", FraudAlert::SUBCLASS),
+                bytes: event.into_bytes(),
+                expect: Expect::CommandReply,
+            }])
         }
         CallCommand::Hangup { call, cause } => {
             let uuid = call.encode(&mut ubuf);

@@ -80,6 +80,7 @@ fn options(calls: usize, cps: f64, talk_ms: (u64, u64)) -> SimOptions {
             ..SimProfile::default()
         },
         drain_timeout: Duration::from_secs(10),
+        ..SimOptions::default()
     }
 }
 
@@ -159,7 +160,7 @@ fn calls_flow_through_every_state_over_the_event_socket() {
     assert_eq!(c.commands_link_down, 0);
     assert_eq!(c.connects, 1);
     // Refused calls were hung up with uuid_kill; no answered call was.
-    assert_eq!(rig.server.stats().kills, s.rejected);
+    assert_eq!(rig.server.stats().kills, s.rejected, "{report:#?}");
     assert_eq!(report.hangups_commanded, s.rejected, "{report:#?}");
     rig.client.shutdown();
     let shut = rig.engine.shutdown();
@@ -224,7 +225,7 @@ fn calls_that_end_during_an_outage_are_settled_after_the_reconnect() {
         report.hangups_commanded, s.rejected,
         "a live call was hung up"
     );
-    assert_eq!(rig.server.stats().kills, s.rejected);
+    assert_eq!(rig.server.stats().kills, s.rejected, "{report:#?}");
 }
 
 #[test]

@@ -133,6 +133,7 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
                 max_concurrent: 200,
                 max_cps: 0,
                 max_call_cost: None,
+                fraud: None,
             }),
         ),
         (Operation::IdentifyPartner, Outcome::PartnerUnknown),
@@ -157,6 +158,7 @@ fn every_answer_the_loopback_writes_the_engine_reads_back() {
                 max_concurrent: 0,
                 max_cps: 3,
                 max_call_cost: Some(Money(25_000_000)),
+                fraud: None,
             }),
         ),
         (

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use rtc_config::limits::{self, MAX_MONEY, MAX_NAME_LEN, MAX_ROUTES};
 use rtc_engine::domain::{Cdr, Money, PartnerId, PartnerInfo, Rate, Reservation, Route};
+use rtc_engine::fraud::PartnerFraud;
 use rtc_engine::id::CallId;
 use rtc_engine::service::{Outcome, ServiceKind, ServiceRequest};
 
@@ -429,6 +430,14 @@ struct PartnerBody {
     /// Optional: most one call may cost (null or absent: no cap).
     #[serde(default)]
     max_call_cost: Option<String>,
+    /// Optional: risky destination classes (`<fraud>` `<class>` names) the partner may call.
+    #[serde(default)]
+    fraud_allow: Vec<String>,
+    /// Optional: the partner's own most per rolling hour / day for the spend rules.
+    #[serde(default)]
+    max_spend_hour: Option<String>,
+    #[serde(default)]
+    max_spend_day: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +498,23 @@ struct RouteBody {
     cost_per_minute: String,
 }
 
+/// A partner's own fraud settings from the partner service's answer (`None`: none given).
+fn partner_fraud(p: &PartnerBody) -> Result<Option<Box<PartnerFraud>>, Invalid> {
+    let mut allow = Vec::with_capacity(p.fraud_allow.len());
+    for class in &p.fraud_allow {
+        allow.push(check_text("partner.fraud_allow", class, MAX_NAME_LEN)?);
+    }
+    let money = |field: &'static str, value: &Option<String>| {
+        value.as_deref().map(|m| parse_money(field, m)).transpose()
+    };
+    let fraud = PartnerFraud {
+        allow,
+        spend_hour: money("partner.max_spend_hour", &p.max_spend_hour)?,
+        spend_day: money("partner.max_spend_day", &p.max_spend_day)?,
+    };
+    Ok((!fraud.is_empty()).then(|| Box::new(fraud)))
+}
+
 /// Reads a 2xx answer to `operation`. Settlement answers (commit, release, CDR) are not read: any 2xx is
 /// success, and they yield no outcome (`Ok(None)`).
 pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<Outcome>, Invalid> {
@@ -507,6 +533,7 @@ pub fn decode(operation: Operation, call: CallId, body: &[u8]) -> Result<Option<
                         .as_deref()
                         .map(|m| parse_money("partner.max_call_cost", m))
                         .transpose()?,
+                    fraud: partner_fraud(&p)?,
                 }),
             }
         }
@@ -734,6 +761,7 @@ mod tests {
                 max_concurrent: 30,
                 max_cps: 0,
                 max_call_cost: None,
+                fraud: None,
             })
         );
         assert_eq!(
@@ -747,6 +775,7 @@ mod tests {
                 max_concurrent: 0,
                 max_cps: 0,
                 max_call_cost: Some(Money(25_000_000)),
+                fraud: None,
             })
         );
         assert_eq!(

@@ -94,7 +94,7 @@ fn reload_swaps_tables_and_keeps_partner_ids_for_live_calls() {
     std::fs::write(&routes, text).unwrap();
     let partners = dir.path().join("rtc_core/partners.csv");
     let mut text = std::fs::read_to_string(&partners).unwrap();
-    text.push_str("newco,10.99.0.0/16,0,0,,,,\n");
+    text.push_str("newco,10.99.0.0/16,0,0,,,,,,,\n");
     std::fs::write(&partners, &text).unwrap();
     let summary = h
         .reload(

@@ -343,6 +343,7 @@ fn acme() -> PartnerInfo {
         max_concurrent: 30,
         max_cps: 0,
         max_call_cost: None,
+        fraud: None,
     }
 }
 

@@ -173,6 +173,7 @@ fn an_unknown_certificate_authority_is_refused_and_a_configured_one_trusted() {
             max_concurrent: 30,
             max_cps: 0,
             max_call_cost: None,
+            fraud: None,
         })
     );
     assert_eq!(answered.load(Ordering::SeqCst), 1);

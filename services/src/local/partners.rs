@@ -1,8 +1,8 @@
 //! Partners of the local backend (`partners.csv`): who may call, from which source addresses, with which
 //! limits and credentials.
 //!
-//! Columns: `name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes,credit_limit,max_call_cost` (the last
-//! four optional). A partner is identified by the
+//! Columns: `name,cidrs,max_concurrent,max_cps,auth_users,allowed_prefixes,credit_limit,max_call_cost,fraud_allow,
+//! max_spend_hour,max_spend_day` (all after `max_cps` optional). A partner is identified by the
 //! call's source address: the most specific CIDR containing it wins; two partners claiming the very same
 //! network is a load error, a partner's range nested in another's is fine (the narrower one wins).
 
@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use super::prefix::destination_digits;
 use super::table::{self, Column, LineProblem, LocalError, Row, optional, required};
 use rtc_engine::domain::{Money, PartnerId, PartnerInfo};
+use rtc_engine::fraud::PartnerFraud;
 
 const COLUMNS: &[Column] = &[
     required("name"),
@@ -27,6 +28,9 @@ const COLUMNS: &[Column] = &[
     optional("allowed_prefixes"),
     optional("credit_limit"),
     optional("max_call_cost"),
+    optional("fraud_allow"),
+    optional("max_spend_hour"),
+    optional("max_spend_day"),
 ];
 
 /// One partner as the file describes it.
@@ -50,6 +54,8 @@ pub struct Partner {
     pub credit_limit: Money,
     /// Most one call may cost; `None`: no cap.
     pub max_call_cost: Option<Money>,
+    /// Its own fraud settings (`fraud_allow`, `max_spend_hour`, `max_spend_day`); `None`: the configured rules.
+    pub fraud: Option<Box<PartnerFraud>>,
     /// Line of the file it was read from, for messages.
     pub line: u64,
 }
@@ -72,6 +78,7 @@ impl Partner {
             max_concurrent: self.max_concurrent,
             max_cps: self.max_cps,
             max_call_cost: self.max_call_cost,
+            fraud: self.fraud.clone(),
         }
     }
 
@@ -308,6 +315,23 @@ impl Partners {
         };
         let credit_limit = amount("credit_limit")?.unwrap_or(Money::ZERO);
         let max_call_cost = amount("max_call_cost")?;
+        let mut allow = Vec::new();
+        for class in row.get("fraud_allow").split_whitespace() {
+            if class.contains(',') {
+                return Err(row.bad(
+                    "fraud_allow",
+                    class,
+                    "space-separated names of <fraud> <class> elements",
+                ));
+            }
+            allow.push(CompactString::from(class));
+        }
+        let fraud = PartnerFraud {
+            allow,
+            spend_hour: amount("max_spend_hour")?.filter(|m| *m > Money::ZERO),
+            spend_day: amount("max_spend_day")?.filter(|m| *m > Money::ZERO),
+        };
+        let fraud = (!fraud.is_empty()).then(|| Box::new(fraud));
         self.by_name.insert(CompactString::from(name), id);
         let slot = id as usize;
         if self.list.len() <= slot {
@@ -324,6 +348,7 @@ impl Partners {
             allowed_prefixes,
             credit_limit,
             max_call_cost,
+            fraud,
             line: row.line,
         });
         Ok(())
