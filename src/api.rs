@@ -297,7 +297,10 @@ fn money_ledger(h: &HostHandle) -> Result<&LedgerHandle, String> {
         return Err(format!(
             "-ERR the balance service is HTTP ({}): balances are kept by the operator's balance service, not by \
              mod_rtc_core; look them up and top them up there\n",
-            balance.url.as_deref().unwrap_or("no url")
+            balance
+                .url
+                .as_deref()
+                .map_or("no url".into(), rtc_config::secret::redact_url)
         ));
     }
     h.ledger.as_ref().ok_or_else(|| {

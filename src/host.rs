@@ -280,6 +280,9 @@ pub fn not_live(running: &RtcConfig, new: &RtcConfig) -> Vec<&'static str> {
     if running.local.cdr_file != new.local.cdr_file {
         out.push("<local> cdr-file");
     }
+    if running.local.cdr_numbers != new.local.cdr_numbers {
+        out.push("<audit> numbers (for the CDR export)");
+    }
     if running.local.ledger != new.local.ledger {
         out.push("<local> ledger");
     }

@@ -1241,6 +1241,49 @@ mod tests {
     }
 
     #[test]
+    fn status_and_metrics_show_no_secret_of_the_configuration() {
+        let (s, intake, stats) = engine_answers();
+        let url = "postgres://rtc:Pg-s3cret@db:5432/billing";
+        let mut config = RtcConfig::default();
+        config.local.ledger = rtc_config::local::LedgerPlace::Postgres(url.into());
+        for service in &mut config.services {
+            service.url = Some("https://rtc:Url-s3cret@svc.example/v1".into());
+            service.api_key = Some("Api-s3cret".into());
+        }
+        // The place the shared ledger reports itself by.
+        let place = rtc_ledger_pg::redact(url);
+        let ledger = LedgerFigures {
+            path: &place,
+            stats,
+        };
+        let text = status(
+            &s,
+            &intake,
+            None,
+            Some(&ledger),
+            &config,
+            0,
+            &[],
+            Instant::now(),
+        ) + &metrics(
+            &s,
+            &intake,
+            None,
+            &[],
+            Some(&ledger),
+            &config,
+            &Histogram::new().snapshot(),
+        );
+        assert!(
+            text.contains("ledger: postgres://rtc:***@db:5432/billing: "),
+            "{text}"
+        );
+        for secret in ["Pg-s3cret", "Url-s3cret", "Api-s3cret"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+    }
+
+    #[test]
     fn balances_one_per_line_and_as_csv() {
         use rtc_ledger::{AccountId, Money};
         let account = |name: &str, balance: i64| AccountStatus {

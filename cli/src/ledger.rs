@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use rtc_audit::NumberPolicy;
 use rtc_config::RtcConfig;
 use rtc_config::local::LedgerPlace;
 use rtc_ledger::store::{CdrReadError, Failure, now_us};
@@ -78,7 +79,8 @@ pub enum LedgerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Exports the CDRs of calls that ended in [--from, --to) to stdout, oldest end first.
+    /// Exports the CDRs of calls that ended in [--from, --to) to stdout, oldest end first. With --config, the
+    /// callers' and callees' numbers are written as its `<audit>` `numbers` says (plain, mask or encrypt).
     Cdrs {
         /// Start (inclusive): RFC 3339 (`2026-12-01T00:00:00Z`) or a date (`2026-12-01`, midnight UTC);
         /// default: the epoch.
@@ -180,6 +182,9 @@ fn dispatch(args: LedgerArgs) -> Result<ExitCode, Fail> {
             to.unwrap_or_else(now_us),
             partner.as_deref(),
             format,
+            &config.as_ref().map_or(NumberPolicy::Plain, |c| {
+                rtc_services::number_policy(&c.local.cdr_numbers)
+            }),
         ),
     }
 }
@@ -767,7 +772,16 @@ fn cdrs(
     to_us: i64,
     partner: Option<&str>,
     format: CdrFormat,
+    numbers: &NumberPolicy,
 ) -> Result<ExitCode, Fail> {
+    // The CDRs of record keep the numbers; the export writes them as the configuration says.
+    let export = |mut cdr: CdrRecord| {
+        if *numbers != NumberPolicy::Plain {
+            cdr.caller = numbers.apply(&cdr.caller);
+            cdr.destination = numbers.apply(&cdr.destination);
+        }
+        cdr
+    };
     if from_us >= to_us {
         return Err(Fail::Other(format!(
             "--from {} is not before --to {}: nothing ended in between",
@@ -782,7 +796,7 @@ fn cdrs(
             let mut out = out;
             store
                 .cdrs(from_us, to_us, partner, |cdr| {
-                    serde_json::to_writer(&mut out, &cdr)?;
+                    serde_json::to_writer(&mut out, &export(cdr))?;
                     out.write_all(b"\n")
                 })
                 .and_then(|n| out.flush().map(|()| n).map_err(CdrReadError::Write))
@@ -793,7 +807,7 @@ fn cdrs(
                 .map_err(|e| CdrReadError::Write(e.into()))
                 .and_then(|()| {
                     store.cdrs(from_us, to_us, partner, |cdr| {
-                        w.write_record(csv_row(&cdr)).map_err(Into::into)
+                        w.write_record(csv_row(&export(cdr))).map_err(Into::into)
                     })
                 })
                 .and_then(|n| w.flush().map(|()| n).map_err(CdrReadError::Write))

@@ -1,7 +1,8 @@
 //! `rtc-core`: the mod_rtc_core engine outside FreeSWITCH — simulate, bench, esl, replay, check-config — and
-//! the operators' commands on its ledger.
+//! the operators' commands on its ledger and its audit trail.
 
 mod alloc;
+mod audit;
 mod backend;
 mod bench;
 mod bench_ledger;
@@ -138,6 +139,11 @@ enum Command {
     },
     /// Read, check, export from and import into a ledger file (balances, journal, CDRs).
     Ledger(ledger::LedgerArgs),
+    /// Check the audit trail's hash chain, or print its lines (numbers decrypted with the key).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +376,7 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig { file } => check_config(&file),
         Command::Ledger(args) => ledger::run(args),
+        Command::Audit { command } => audit::run(command),
         Command::States => {
             print!("{}", rtc_engine::call::transitions_markdown());
             ExitCode::SUCCESS

@@ -578,3 +578,36 @@ fn cdrs_export_filters_by_end_time_and_partner() {
     assert_eq!(code(&out), 2, "clap's usage error");
     assert!(text(&out).1.contains("RFC 3339"));
 }
+
+#[test]
+fn cdrs_export_masks_numbers_as_the_configuration_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path());
+    let conf = dir.path().join("rtc_core.conf.xml");
+    std::fs::write(
+        &conf,
+        format!(
+            "<configuration name=\"rtc_core.conf\"><local><param name=\"ledger\" value=\"{}\"/></local>\
+             <audit><param name=\"numbers\" value=\"mask\"/></audit></configuration>",
+            path.display()
+        ),
+    )
+    .unwrap();
+    for format in ["csv", "json"] {
+        let mut command = rtc_core();
+        command
+            .args(["ledger", "cdrs", "--format", format, "--config"])
+            .arg(&conf);
+        let out = run(command);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stderr}");
+        assert!(
+            stdout.contains("4416******01") && stdout.contains("4420******00"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("441632960001") && !stdout.contains("442079460000"),
+            "{stdout}"
+        );
+    }
+}

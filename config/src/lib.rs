@@ -30,11 +30,15 @@
 //!   and [`ServicesConfig`], the services' part of a configuration.
 //! - [`local`]: where the local backends read their tables and keep the ledger.
 //! - [`limits`]: what a route or an amount may hold, checked here and in the services' answers alike.
+//! - [`audit`]: the audit trail's settings (`<audit>`), and how numbers are written in it and in the CDR exports.
+//! - [`secret`]: secrets given inline or as `file:`/`env:` references; URLs shown without their passwords.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod limits;
 pub mod local;
+pub mod secret;
 pub mod services;
 
 use std::collections::HashMap;
@@ -227,6 +231,8 @@ pub struct RtcConfig {
     pub proxy: Option<ProxyTrust>,
     /// Tables of the local backends.
     pub local: LocalFiles,
+    /// The audit trail (`<audit>`); `None`: no trail.
+    pub audit: Option<audit::AuditConfig>,
     /// Where this configuration came from (file path or a description), for messages and `rtc_core status`.
     pub origin: String,
 }
@@ -256,6 +262,7 @@ impl Default for RtcConfig {
             transfer_context: None,
             proxy: None,
             local: LocalFiles::under(&shipped_conf_dir()),
+            audit: None,
             origin: "built-in defaults".to_owned(),
         }
     }
@@ -659,14 +666,16 @@ impl<'d, 'input> Parser<'d, 'input> {
                 "services" => self.services(section, base_dir, &mut config)?,
                 "causes" => self.causes(section, &mut config.engine)?,
                 "fraud" => self.fraud(section, &mut config.engine)?,
+                "audit" => self.audit(section, base_dir, &mut config)?,
                 other => {
                     return Err(self.err(
                         section,
                         ConfigProblem::UnknownElement {
                             element: other.to_owned(),
                             parent: "configuration".to_owned(),
-                            expected: "<settings>, <local>, <services>, <causes> or <fraud>"
-                                .to_owned(),
+                            expected:
+                                "<settings>, <local>, <services>, <causes>, <fraud> or <audit>"
+                                    .to_owned(),
                         },
                     ));
                 }
@@ -1098,7 +1107,16 @@ impl<'d, 'input> Parser<'d, 'input> {
                     );
                 }
                 "ledger" => {
-                    let value = value.trim();
+                    // The PostgreSQL URL holds a password: it may be a reference, and is shown without it.
+                    let value = &secret::resolve(value, base_dir).map_err(|problem| {
+                        self.err(
+                            node,
+                            ConfigProblem::BadParam {
+                                name: "ledger",
+                                problem,
+                            },
+                        )
+                    })?;
                     local.ledger = if value.is_empty() {
                         LedgerPlace::HostDefault
                     } else if value == ":memory:" {
@@ -1110,7 +1128,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                         return Err(self.bad(
                             node,
                             name,
-                            value,
+                            &secret::redact_url(value),
                             "a file path (the embedded SQLite ledger), a postgres:// URL (the shared ledger), \
                              :memory:, or empty for the default",
                         ));
@@ -1269,7 +1287,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                 ));
             }
             seen.insert(kind, self.line_of(node));
-            config.services[index] = self.service(node, kind)?;
+            config.services[index] = self.service(node, kind, base_dir)?;
         }
         Ok(())
     }
@@ -1728,7 +1746,12 @@ impl<'d, 'input> Parser<'d, 'input> {
         Ok(routes)
     }
 
-    fn service(&self, node: Node, kind: ServiceKind) -> Result<ServiceConfig, ConfigError> {
+    fn service(
+        &self,
+        node: Node,
+        kind: ServiceKind,
+        base_dir: &Path,
+    ) -> Result<ServiceConfig, ConfigError> {
         let mut service = ServiceConfig::default_for(kind);
         // Errors point at the attribute's own line: a `<service>` is often spread over several.
         let bad = |attr: &str, value: &str, expected: &'static str| ConfigError {
@@ -1769,7 +1792,15 @@ impl<'d, 'input> Parser<'d, 'input> {
                     }
                 }
                 "api-key" => {
-                    service.api_key = Some(value.to_owned()).filter(|k| !k.is_empty());
+                    let key = secret::resolve(value, base_dir).map_err(|problem| ConfigError {
+                        origin: self.origin.to_owned(),
+                        line: Some(self.attr_line(node, "api-key")),
+                        problem: ConfigProblem::BadParam {
+                            name: "api-key",
+                            problem: format!("service {}: {problem}", kind.name()),
+                        },
+                    })?;
+                    service.api_key = Some(key).filter(|k| !k.is_empty());
                 }
                 "timeout" => service.timeout = positive("timeout", value)?,
                 "failure-rate" => {

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::audit::Numbers;
+
 /// Where the local ledger lives, as the configuration says (`<local><param name="ledger">`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum LedgerPlace {
     /// Not set: the host's default (the module: `rtc_core.db` in FreeSWITCH's db directory; `rtc-core esl`:
     /// `rtc_core.db` in its working directory; tests and the simulator: in memory).
@@ -15,8 +17,22 @@ pub enum LedgerPlace {
     /// `:memory:`: nothing on disk, every balance lost at exit (trials and tests only).
     Memory,
     /// `postgres://…`: the shared ledger on PostgreSQL, one set of accounts for several nodes (the URL as given,
-    /// password included; shown without it).
+    /// or as its `file:`/`env:` reference holds it, password included; shown without it, `Debug` too).
     Postgres(String),
+}
+
+impl std::fmt::Debug for LedgerPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerPlace::HostDefault => f.write_str("HostDefault"),
+            LedgerPlace::File(path) => f.debug_tuple("File").field(path).finish(),
+            LedgerPlace::Memory => f.write_str("Memory"),
+            LedgerPlace::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&crate::secret::redact_url(url))
+                .finish(),
+        }
+    }
 }
 
 /// How this node uses a shared ledger (`<local>` params `ledger-node-id`, `ledger-pool-size`, `ledger-timeout`,
@@ -65,6 +81,9 @@ pub struct LocalFiles {
     pub balances: PathBuf,
     /// CDRs are also appended here as JSON lines when set (an export: the ledger keeps them anyway).
     pub cdr_file: Option<PathBuf>,
+    /// How callers' and callees' numbers are written in the CDR exports (`cdr-file`, `rtc-core ledger cdrs`):
+    /// `<audit>`'s `numbers`, which covers the audit trail too. The ledger keeps them in the clear for billing.
+    pub cdr_numbers: Numbers,
     /// Where the ledger (balances, reservations, journal, CDRs) lives.
     pub ledger: LedgerPlace,
     /// How this node uses the ledger when it is shared (PostgreSQL).
@@ -80,6 +99,7 @@ impl LocalFiles {
             routes: base_dir.join("rtc_core/routes.csv"),
             balances: base_dir.join("rtc_core/balances.csv"),
             cdr_file: None,
+            cdr_numbers: Numbers::Plain,
             ledger: LedgerPlace::HostDefault,
             shared: SharedLedger::default(),
         }

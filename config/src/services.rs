@@ -36,8 +36,8 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
 }
 
-/// One business service's settings.
-#[derive(Clone, Debug, PartialEq)]
+/// One business service's settings. Its `Debug` shows neither the API key nor a password in the URL.
+#[derive(Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Which service.
     pub kind: ServiceKind,
@@ -53,6 +53,20 @@ pub struct ServiceConfig {
     pub breaker: BreakerConfig,
     /// Behaviour when no answer can be had.
     pub fail_mode: FailMode,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("kind", &self.kind)
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_deref().map(crate::secret::redact_url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("breaker", &self.breaker)
+            .field("fail_mode", &self.fail_mode)
+            .finish()
+    }
 }
 
 impl ServiceConfig {

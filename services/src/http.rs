@@ -8,6 +8,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 
 use crate::stats::Event;
 use crate::wire::{self, Invalid, Operation};
+use rtc_config::secret::redact_url;
 use rtc_config::services::HttpConfig;
 use rtc_engine::id::CallId;
 use rtc_engine::service::{Outcome, ServiceFailure, ServiceKind};
@@ -38,13 +39,22 @@ pub enum ClientError {
     Build(String),
 }
 
-/// Where one service is reached.
-#[derive(Clone, Debug)]
+/// Where one service is reached. Its `Debug` shows neither the key nor a password in the URL.
+#[derive(Clone)]
 pub struct Endpoint {
     /// The service's URL without a trailing slash; operations append their path (`/reserve`...).
     pub base: String,
     /// The `X-API-Key` header value, marked sensitive so that it never shows in debug output.
     pub api_key: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base", &redact_url(&self.base))
+            .field("api_key", &self.api_key)
+            .finish()
+    }
 }
 
 /// Why one HTTP exchange gave no answer.
@@ -210,7 +220,8 @@ impl HttpClient {
         let mut response = request
             .send()
             .await
-            .map_err(|e| HttpError::Connect(error_chain(&e)))?;
+            // Without the URL, which reqwest would show with any password in it; the service is named anyway.
+            .map_err(|e| HttpError::Connect(error_chain(&e.without_url())))?;
         let status = response.status();
         if !status.is_success() {
             // Read a little of the error body for the log, within the same bounds.
@@ -279,13 +290,13 @@ pub fn endpoint(
 ) -> Result<Endpoint, EndpointError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| EndpointError::Url {
         service: kind,
-        url: url.to_owned(),
+        url: redact_url(url),
         reason: e.to_string(),
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EndpointError::Url {
             service: kind,
-            url: url.to_owned(),
+            url: redact_url(url),
             reason: format!("scheme {:?} is not http or https", parsed.scheme()),
         });
     }
@@ -325,4 +336,49 @@ pub enum EndpointError {
         /// The service.
         service: ServiceKind,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_show_neither_the_key_nor_a_password_in_the_url() {
+        let e = endpoint(
+            ServiceKind::Rating,
+            "ftp://rtc:Url-s3cret@rates.example/v1",
+            Some("Api-s3cret"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ftp://rtc:***@rates.example/v1"), "{e}");
+        let target = endpoint(
+            ServiceKind::Rating,
+            "http://rtc:Url-s3cret@127.0.0.1:9/rate",
+            Some("Api-s3cret"),
+        )
+        .unwrap();
+        let client = HttpClient::new(&HttpConfig::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing listens on port 9: the connection is refused.
+        let e = runtime
+            .block_on(client.post(
+                &target,
+                Operation::Rate,
+                CallId::from_u128(1),
+                &serde_json::json!({}),
+                Duration::from_secs(5),
+            ))
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Connect(_)), "{e}");
+        for shown in [e.to_string(), format!("{target:?}")] {
+            assert!(
+                !shown.contains("Url-s3cret") && !shown.contains("Api-s3cret"),
+                "{shown}"
+            );
+        }
+    }
 }

@@ -33,11 +33,24 @@ pub mod wire;
 
 use std::any::Any;
 
+use rtc_config::audit::Numbers;
 use rtc_config::services::ServicesConfig;
 
 pub use breaker::{BreakerState, BreakerStatus, Change, Transitions};
 pub use dispatch::{AsyncServices, DrainReport, ReplayReport, ServicesError, ServicesMonitor};
 pub use runtime::{IoRuntime, RuntimeConfig, RuntimeError};
+
+/// How the configuration's `numbers` (`<audit>`) writes callers' and callees' numbers, as the audit trail and the
+/// CDR export apply it.
+pub fn number_policy(numbers: &Numbers) -> rtc_audit::NumberPolicy {
+    match numbers {
+        Numbers::Plain => rtc_audit::NumberPolicy::Plain,
+        Numbers::Mask => rtc_audit::NumberPolicy::Mask,
+        Numbers::Encrypt(key) => {
+            rtc_audit::NumberPolicy::Encrypt(rtc_audit::NumberKey::from_bytes(*key))
+        }
+    }
+}
 
 /// The services' settings out of what `rtc_core reload` hands a sink
 /// ([`ServiceSink::reload`](rtc_engine::service::ServiceSink::reload)): a [`ServicesConfig`], or a refusal saying

@@ -33,6 +33,7 @@ pub use rates::RateDeck;
 pub use routes::RouteTable;
 pub use table::{LineProblem, LocalError};
 
+use rtc_audit::NumberPolicy;
 use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Op};
 
 use crate::services_settings;
@@ -44,11 +45,14 @@ use rtc_engine::service::{
 
 /// The local CDR export: JSON lines appended to `cdr-file` by a writer thread of its own (`rtc-cdr`), so that a
 /// slow disk never stalls the engine thread; flushed whenever it has written all it was given. Dropping it hands
-/// over what is queued and waits for the writer to finish it. (The CDRs of record are in the ledger.)
+/// over what is queued and waits for the writer to finish it. (The CDRs of record are in the ledger.) Callers' and
+/// callees' numbers are written under the configuration's `numbers` policy (in the clear, masked or encrypted).
 #[derive(Debug)]
 pub struct CdrFile {
     /// The file, for messages.
     path: PathBuf,
+    /// How the numbers are written (in the file, and in the log when they cannot be).
+    numbers: NumberPolicy,
     /// Records for the writer; closed (dropped) to stop it.
     tx: Option<crossbeam_channel::Sender<CdrRecord>>,
     /// Joined on drop: every record handed over is written (or logged whole) before the store is gone.
@@ -71,14 +75,20 @@ impl Drop for CdrFile {
 
 /// The writer thread: appends each record as a JSON line, flushing when the queue is empty. A record that
 /// cannot be written is logged whole, so that it can still be recovered from the log.
-fn write_cdrs(path: &Path, file: File, rx: &crossbeam_channel::Receiver<CdrRecord>) {
+fn write_cdrs(
+    path: &Path,
+    file: File,
+    rx: &crossbeam_channel::Receiver<CdrRecord>,
+    numbers: &NumberPolicy,
+) {
     let mut out = BufWriter::new(file);
     let mut failing = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(1023));
         let mut lines = Vec::with_capacity(batch.len() * 400);
-        for cdr in &batch {
+        for cdr in &mut batch {
+            export_numbers(cdr, numbers);
             if let Ok(mut line) = serde_json::to_vec(cdr) {
                 line.push(b'\n');
                 lines.extend_from_slice(&line);
@@ -104,9 +114,18 @@ fn write_cdrs(path: &Path, file: File, rx: &crossbeam_channel::Receiver<CdrRecor
     }
 }
 
+/// A CDR's numbers as `numbers` writes them.
+fn export_numbers(cdr: &mut CdrRecord, numbers: &NumberPolicy) {
+    if *numbers != NumberPolicy::Plain {
+        cdr.caller = numbers.apply(&cdr.caller);
+        cdr.destination = numbers.apply(&cdr.destination);
+    }
+}
+
 impl CdrFile {
-    /// Appends CDRs to `path` (created when missing), from a writer thread.
-    pub fn open(path: &Path) -> Result<CdrFile, LocalError> {
+    /// Appends CDRs to `path` (created when missing), from a writer thread, their numbers written under
+    /// `numbers`.
+    pub fn open(path: &Path, numbers: NumberPolicy) -> Result<CdrFile, LocalError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -117,15 +136,17 @@ impl CdrFile {
             })?;
         let (tx, rx) = crossbeam_channel::unbounded::<CdrRecord>();
         let writer_path = path.to_owned();
+        let writer_numbers = numbers.clone();
         let writer = std::thread::Builder::new()
             .name(CDR_THREAD.into())
-            .spawn(move || write_cdrs(&writer_path, file, &rx))
+            .spawn(move || write_cdrs(&writer_path, file, &rx, &writer_numbers))
             .map_err(|source| LocalError::Read {
                 file: path.to_owned(),
                 source,
             })?;
         Ok(CdrFile {
             path: path.to_owned(),
+            numbers,
             tx: Some(tx),
             writer: Some(writer),
         })
@@ -134,7 +155,9 @@ impl CdrFile {
     fn write(&self, cdr: CdrRecord) -> Result<(), String> {
         match &self.tx {
             Some(tx) => tx.send(cdr).map_err(|e| {
-                let line = serde_json::to_string(&e.0).unwrap_or_default();
+                let mut cdr = e.0;
+                export_numbers(&mut cdr, &self.numbers);
+                let line = serde_json::to_string(&cdr).unwrap_or_default();
                 format!(
                     "{}: the CDR writer is gone; the record: {line}",
                     self.path.display()
@@ -249,7 +272,10 @@ impl LocalServices {
         let routes = RouteTable::load(&files.routes)?;
         let opening = OpeningBalances::load(&files.balances, &partners)?;
         let cdr_file = match &files.cdr_file {
-            Some(path) => Some(CdrFile::open(path)?),
+            Some(path) => Some(CdrFile::open(
+                path,
+                crate::number_policy(&files.cdr_numbers),
+            )?),
             None => None,
         };
         let mut money = LedgerBackend::open(place.into()).map_err(LocalError::Ledger)?;
@@ -1052,6 +1078,48 @@ mod tests {
         // The export has every CDR handed over, the repeated one included.
         let text = std::fs::read_to_string(dir.path().join("cdr.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn the_export_writes_numbers_as_configured_and_the_ledger_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtc_core.db");
+        let key = [9u8; 32];
+        for (numbers, name) in [
+            (rtc_config::audit::Numbers::Mask, "masked.jsonl"),
+            (rtc_config::audit::Numbers::Encrypt(key), "encrypted.jsonl"),
+        ] {
+            let mut files = RtcConfig::default().local;
+            files.cdr_file = Some(dir.path().join(name));
+            files.cdr_numbers = numbers;
+            let mut s = local(
+                LocalServices::load_at(&files, rtc_ledger::Location::File(path.clone())).unwrap(),
+            );
+            s.submit(ServiceRequest::WriteCdr(Box::new(cdr(1))));
+            drop(s);
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            assert!(!text.contains("442071234567"), "{text}");
+            let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+            let destination = line["destination"].as_str().unwrap();
+            match name {
+                "masked.jsonl" => {
+                    assert_eq!(
+                        (line["caller"].as_str(), destination),
+                        (Some("****"), "4420******67")
+                    )
+                }
+                _ => assert_eq!(
+                    rtc_audit::NumberKey::from_bytes(key).decrypt(destination),
+                    Ok("442071234567".to_owned())
+                ),
+            }
+        }
+        let (store, _) = rtc_ledger::Store::open(&path, rtc_ledger::Access::Read).unwrap();
+        let stored = store.cdr(&call(1).to_string()).unwrap().unwrap();
+        assert_eq!(
+            stored.destination, "442071234567",
+            "the ledger keeps them for billing"
+        );
     }
 
     #[test]
