@@ -263,11 +263,13 @@ pub fn run(cmd: &str) -> String {
             other => unexpected(&other),
         }),
         Command::Unblock(partner) => query(&h.engine, Query::Unblock(partner.as_str().into())).map(|r| {
-            match r {
-                QueryReply::Unblocked(Ok(text)) => format!("+OK {text}\n"),
-                QueryReply::Unblocked(Err(text)) => format!("-ERR {text}\n"),
-                other => unexpected(&other),
-            }
+            let (answered, text) = match r {
+                QueryReply::Unblocked(Ok(text)) => (serde_json::json!({ "unblocked": text }), format!("+OK {text}\n")),
+                QueryReply::Unblocked(Err(text)) => (serde_json::json!({ "refused": text }), format!("-ERR {text}\n")),
+                other => return unexpected(&other),
+            };
+            h.audit_action(rtc_audit::kind::UNBLOCK, "api", Some(&partner), serde_json::Value::Null, answered);
+            text
         }),
         Command::Breakers => Ok(report::breakers(breakers.as_deref())),
         Command::Metrics => metrics_text(&h),
@@ -416,6 +418,13 @@ fn top_up(h: &HostHandle, partner: &str, amount: Money, reference: &str) -> Stri
         ),
     };
     log::info!("topup: partner {partner}, amount {amount}, reference {reference}: {outcome}");
+    h.audit_action(
+        rtc_audit::kind::TOPUP,
+        "api",
+        Some(partner),
+        serde_json::json!({ "amount": amount.to_string(), "reference": reference }),
+        serde_json::json!({ "outcome": outcome }),
+    );
     text
 }
 

@@ -99,6 +99,24 @@ pub struct HostHandle {
     /// `trusted-proxies` follows reloads; `source-header` is the one registered with the event reader at load
     /// ([`proxy_after_reload`]).
     pub proxy: Option<Arc<ProxyTrust>>,
+    /// The audit trail (`<audit>`), for operators' actions; `None` when none is kept.
+    pub audit: Option<rtc_audit::AuditLog>,
+}
+
+impl HostHandle {
+    /// Records an operator's action in the audit trail, when one is kept.
+    pub fn audit_action(
+        &self,
+        kind: &'static str,
+        by: &str,
+        partner: Option<&str>,
+        asked: serde_json::Value,
+        answered: serde_json::Value,
+    ) {
+        if let Some(log) = &self.audit {
+            rtc_host::trail::operator_action(log, kind, by, partner, asked, answered);
+        }
+    }
 }
 
 impl Running {
@@ -149,7 +167,15 @@ impl Running {
             metrics_endpoint,
             ledger: host.ledger().cloned(),
             proxy,
+            audit: host.audit().cloned(),
         };
+        handle.audit_action(
+            rtc_audit::kind::LOAD,
+            "module",
+            None,
+            serde_json::json!({ "config": handle.config.origin }),
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+        );
         Ok(Running {
             host,
             metrics,
@@ -164,7 +190,27 @@ impl Running {
     /// Offers `config` to the engine (`rtc_core reload`); on success it becomes the configuration in force.
     /// Returns what changed, and what needs the module reloaded to change.
     pub fn reload(&mut self, config: RtcConfig, timeout: Duration) -> Result<String, ReloadError> {
-        let summary = self.handle.engine.reload(config.for_reload(), timeout)?;
+        let origin = config.origin.clone();
+        let summary = match self.handle.engine.reload(config.for_reload(), timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                self.handle.audit_action(
+                    rtc_audit::kind::RELOAD,
+                    "api",
+                    None,
+                    serde_json::json!({ "config": origin }),
+                    serde_json::json!({ "refused": e.to_string() }),
+                );
+                return Err(e);
+            }
+        };
+        self.handle.audit_action(
+            rtc_audit::kind::RELOAD,
+            "api",
+            None,
+            serde_json::json!({ "config": origin }),
+            serde_json::json!({ "applied": summary }),
+        );
         log::set_max_level(config.log_level);
         let pending = not_live(&self.handle.started_with, &config);
         self.handle.proxy = proxy_after_reload(
@@ -190,6 +236,13 @@ impl Running {
     pub fn shutdown(mut self, grace: Duration) -> HostShutdownReport {
         // No scrape may start once shutdown has begun: close the endpoint before its runtime stops.
         drop(self.metrics.take());
+        self.handle.audit_action(
+            rtc_audit::kind::UNLOAD,
+            "module",
+            None,
+            serde_json::json!({ "grace_ms": grace.as_millis() as u64 }),
+            serde_json::Value::Null,
+        );
         let mut report = self.host.shutdown(grace);
         // The runtime reports its threads stopped when they leave their loop, but each still runs its exit path
         // (thread-local destructors, the end of its closure) in this library for a moment. FreeSWITCH unmaps the

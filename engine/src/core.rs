@@ -12,6 +12,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use crate::admission::{Admission, AdmissionStats, CpsLimit, PartnerLimits};
+use crate::audit::{AuditRecord, AuditSink, Audited};
 use crate::call::{
     Action, Call, CallState, CallTable, CallView, Input, NO_PARTNER, call_table, flags,
 };
@@ -235,6 +236,8 @@ pub struct Core {
     pub(crate) counters: Counters,
     /// The fraud rules and the counters they decide from.
     guard: Guard,
+    /// Where decisions are recorded (the audit trail), when one is kept.
+    audit: Option<Box<dyn AuditSink>>,
     /// Per (partner, rule and action): when a fraud hit was last logged, and the hits not logged since.
     fraud_log: HashMap<(PartnerId, u8), (u64, u64), RandomState>,
     clock: Clock,
@@ -262,6 +265,7 @@ impl Core {
             admission: Admission::new(cfg.admission.clone(), origin),
             guard: Guard::new(cfg.fraud.clone()),
             fraud_log: HashMap::default(),
+            audit: None,
             origin,
             backlog: 0,
             registry: Registry::new(cfg.finished_ids, cfg.finished_traces),
@@ -289,6 +293,31 @@ impl Core {
             now_us: now,
             event_ts_us: 0,
             armed_us: u64::MAX,
+        }
+    }
+
+    /// Records every decision in `sink` from now on (the audit trail).
+    pub fn set_audit(&mut self, sink: Box<dyn AuditSink>) {
+        self.audit = Some(sink);
+    }
+
+    /// Records a decision about the call in `slot`, when a trail is kept.
+    fn audit(&mut self, slot: u32, what: Audited) {
+        if self.audit.is_none() {
+            return;
+        }
+        let Some(call) = self.registry.get(slot) else {
+            return;
+        };
+        let record = AuditRecord {
+            call: call.id,
+            partner: self.partners.get(&call.partner).map(|p| p.name.clone()),
+            caller: call.caller.clone(),
+            destination: call.destination.clone(),
+            what,
+        };
+        if let Some(sink) = self.audit.as_mut() {
+            sink.record(record);
         }
     }
 
@@ -683,6 +712,11 @@ impl Core {
             }
         }
         let mut spent = None;
+        // What the trail needs of the answer, before the call takes it.
+        let outcome_audit = match self.audit.is_some() {
+            true => Some(result.outcome.clone()),
+            false => None,
+        };
         if let Some(call) = self.registry.get_mut(slot) {
             match result.outcome {
                 Outcome::PartnerFound(p) if input == Input::PartnerFound => {
@@ -733,6 +767,9 @@ impl Core {
                 _ => {}
             }
         }
+        if self.audit.is_some() {
+            self.audit_result(slot, &outcome_audit, input);
+        }
         self.apply(slot, input, false);
         self.unpaid_extension = false;
         if let Some((partner, granted)) = spent {
@@ -748,6 +785,55 @@ impl Core {
                 .spent(partner, &destination, granted, own, now_ms);
             self.carry_out(id, partner, verdict);
         }
+    }
+
+    /// Records a service's answer about the call in `slot` (`input`: what the engine made of it).
+    fn audit_result(&mut self, slot: u32, outcome: &Option<Outcome>, input: Input) {
+        let Some(outcome) = outcome else {
+            return;
+        };
+        let source_ip = self.registry.get(slot).and_then(|c| c.source_ip);
+        let what = match outcome {
+            Outcome::PartnerFound(_) => Audited::Partner {
+                source_ip,
+                found: true,
+            },
+            Outcome::PartnerUnknown => Audited::Partner {
+                source_ip,
+                found: false,
+            },
+            Outcome::AuthOk => Audited::Auth { allowed: true },
+            Outcome::AuthDenied => Audited::Auth { allowed: false },
+            Outcome::BalanceReserved { reservation, .. } => Audited::Reservation {
+                asked: self.cfg.reservation_amount,
+                held: Some((reservation.id, reservation.amount)),
+                refused: None,
+            },
+            Outcome::BalanceInsufficient => Audited::Reservation {
+                asked: self.cfg.reservation_amount,
+                held: None,
+                refused: Some(Reason::NoBalance.name()),
+            },
+            Outcome::LimitReached { .. } => Audited::Reservation {
+                asked: self.cfg.reservation_amount,
+                held: None,
+                refused: Some(Reason::LimitReached.name()),
+            },
+            Outcome::RateFound(r) => Audited::Rate(Some(*r)),
+            Outcome::RateNone => Audited::Rate(None),
+            Outcome::RoutesFound(r) => {
+                Audited::Routes(r.iter().map(|r| r.carrier.clone()).collect())
+            }
+            Outcome::RoutesNone => Audited::Routes(Vec::new()),
+            Outcome::Failed(kind, failure) => Audited::ServiceFailed {
+                service: *kind,
+                failure: format!("{failure:?}"),
+                skipped: input == Input::StepSkipped,
+            },
+            // Debits while a call talks: its settlement says what it paid.
+            Outcome::BalanceExtended { .. } => return,
+        };
+        self.audit(slot, what);
     }
 
     // ---- fraud rules ----------------------------------------------------------------------------
@@ -852,6 +938,35 @@ impl Core {
                         ),
                     }
                 );
+            }
+            if self.audit.is_some()
+                && let Some(slot) = self.registry.slot_of(&call)
+            {
+                self.audit(
+                    slot,
+                    Audited::Fraud {
+                        rule: hit.rule.name(),
+                        action: hit.action.name(),
+                        value: hit.value,
+                        limit: hit.limit,
+                        detail: hit.detail.clone(),
+                    },
+                );
+            } else if let Some(sink) = self.audit.as_mut() {
+                // The call has ended (a run of short calls is seen at its end).
+                sink.record(AuditRecord {
+                    call,
+                    partner: Some(name.into()),
+                    caller: CompactString::default(),
+                    destination: hit.destination.clone(),
+                    what: Audited::Fraud {
+                        rule: hit.rule.name(),
+                        action: hit.action.name(),
+                        value: hit.value,
+                        limit: hit.limit,
+                        detail: hit.detail.clone(),
+                    },
+                });
             }
             self.command(CallCommand::Fraud(Box::new(FraudAlert {
                 call,
@@ -1159,6 +1274,16 @@ impl Core {
                 let cause = match (reason, call.last_cause) {
                     (Reason::RoutesExhausted, c) if c != HangupCause::NONE => c,
                     _ => self.cfg.causes.cause(reason),
+                };
+                self.audit(
+                    slot,
+                    Audited::Refused {
+                        reason: reason.name(),
+                        cause: cause.0,
+                    },
+                );
+                let Some(call) = self.registry.get_mut(slot) else {
+                    return;
                 };
                 let hung_up = call.has(flags::HUNG_UP);
                 if let Some(reply) = self.waiters.remove(&id) {
@@ -1582,6 +1707,24 @@ impl Core {
         self.counters.cdrs += 1;
         self.counters.requests += 1 + u64::from(settlement.is_some());
         let (id, partner_id) = (cdr.uuid, call.partner);
+        if let Some(sink) = self.audit.as_mut() {
+            sink.record(AuditRecord {
+                call: id,
+                partner: cdr.partner.clone(),
+                caller: cdr.caller.clone(),
+                destination: cdr.destination.clone(),
+                what: Audited::Settlement {
+                    state: cdr.final_state,
+                    reservation: call.reservation.map(|r| r.id),
+                    committed: match &settlement {
+                        Some(ServiceRequest::CommitBalance { cost, .. }) => Some(*cost),
+                        _ => None,
+                    },
+                    talk_s,
+                    billed_s,
+                },
+            });
+        }
         self.services.finish(settlement, Box::new(cdr));
         if let Some(verdict) = fraud {
             self.carry_out(id, partner_id, verdict);

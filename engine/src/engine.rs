@@ -272,6 +272,14 @@ pub struct EngineParts {
 impl Engine {
     /// Starts the `rtc-engine` thread.
     pub fn start(parts: EngineParts) -> std::io::Result<Engine> {
+        Engine::start_audited(parts, None)
+    }
+
+    /// Starts the `rtc-engine` thread, recording its decisions in `audit` (the audit trail).
+    pub fn start_audited(
+        parts: EngineParts,
+        audit: Option<Box<dyn crate::audit::AuditSink>>,
+    ) -> std::io::Result<Engine> {
         let capacity = parts.config.queue_capacity.max(1);
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(capacity);
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
@@ -285,13 +293,16 @@ impl Engine {
         let started = Instant::now();
         let mut services = parts.services;
         services.attach(Arc::new(handle.clone()));
-        let core = Core::new(
+        let mut core = Core::new(
             parts.config,
             parts.fail_modes,
             services,
             parts.control,
             parts.clock,
         );
+        if let Some(audit) = audit {
+            core.set_audit(audit);
+        }
         let thread = std::thread::Builder::new()
             .name("rtc-engine".into())
             .spawn(move || run(core, ev_rx, ctl_rx, started))?;

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod audit;
 pub mod call;
 pub mod cause;
 pub mod clock;

@@ -27,6 +27,7 @@ use rtc_ledger::LedgerHandle;
 use serde::Serialize;
 
 use rtc_config::RtcConfig;
+use rtc_engine::audit::AuditSink;
 use rtc_engine::clock::Clock;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
@@ -57,7 +58,12 @@ pub enum HostError {
     /// The engine thread would not start.
     #[error("cannot start the rtc-engine thread: {0}")]
     Engine(#[source] std::io::Error),
+    /// The audit trail (`<audit>`) would not open.
+    #[error("audit trail: {0}")]
+    Audit(#[source] rtc_audit::AuditError),
 }
+
+pub mod trail;
 
 /// What a host may be given besides its configuration.
 pub struct HostOptions {
@@ -103,6 +109,8 @@ struct Parts {
     monitor: Option<ServicesMonitor>,
     /// The `rtc-io` runtime.
     runtime: IoRuntime,
+    /// The audit trail's writer, stopped last (the engine's settlements are recorded first).
+    audit: Option<rtc_audit::AuditWriter>,
 }
 
 /// A running engine with its services and runtime. Stop it with [`Host::shutdown`]; dropping it shuts it
@@ -118,6 +126,8 @@ pub struct Host {
     monitor: Option<ServicesMonitor>,
     /// The local ledger (when balances or CDRs are local), for operators' commands.
     ledger: Option<LedgerHandle>,
+    /// The audit trail (`<audit>`), for operators' actions.
+    audit: Option<rtc_audit::AuditLog>,
 }
 
 impl Host {
@@ -139,24 +149,43 @@ impl Host {
             worker_threads: config.io_threads,
             ..RuntimeConfig::default()
         })?;
-        match Host::assemble(config, control, options, &runtime) {
+        let trail = match trail::start(config, options.ledger_dir.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                runtime.shutdown(MIN_RUNTIME_BOUND);
+                return Err(HostError::Audit(e));
+            }
+        };
+        let sink = trail
+            .as_ref()
+            .map(|t| Box::new(trail::TrailSink::new(t.log.clone(), config)) as Box<dyn AuditSink>);
+        match Host::assemble(config, control, options, &runtime, sink) {
             Ok((engine, monitor, ledger)) => {
                 let handle = engine.handle();
                 let io = runtime.handle().clone();
+                let (audit, writer) = match trail {
+                    Some(t) => (Some(t.log), Some(t.writer)),
+                    None => (None, None),
+                };
                 Ok(Host {
                     parts: Some(Parts {
                         engine,
                         monitor: monitor.clone(),
                         runtime,
+                        audit: writer,
                     }),
                     handle,
                     io,
                     monitor,
                     ledger,
+                    audit,
                 })
             }
             Err(e) => {
                 runtime.shutdown(MIN_RUNTIME_BOUND);
+                if let Some(t) = trail {
+                    t.writer.stop();
+                }
                 Err(e)
             }
         }
@@ -167,6 +196,7 @@ impl Host {
         control: Box<dyn CallControl>,
         options: HostOptions,
         runtime: &IoRuntime,
+        audit: Option<Box<dyn AuditSink>>,
     ) -> Result<(Engine, Option<ServicesMonitor>, Option<LedgerHandle>), HostError> {
         let mut local = match options.local {
             Some(local) => Some(local),
@@ -220,13 +250,16 @@ impl Host {
         for cdr in recovered {
             services.submit(rtc_engine::service::ServiceRequest::WriteCdr(Box::new(cdr)));
         }
-        let engine = Engine::start(EngineParts {
-            config: config.engine.clone(),
-            fail_modes: config.fail_modes(),
-            services,
-            control,
-            clock: options.clock,
-        })
+        let engine = Engine::start_audited(
+            EngineParts {
+                config: config.engine.clone(),
+                fail_modes: config.fail_modes(),
+                services,
+                control,
+                clock: options.clock,
+            },
+            audit,
+        )
         .map_err(HostError::Engine)?;
         results.attach(engine.handle());
         Ok((engine, monitor, ledger))
@@ -255,6 +288,11 @@ impl Host {
     /// The local ledger (balances, top-ups, CDRs), when balances or CDRs are local.
     pub fn ledger(&self) -> Option<&LedgerHandle> {
         self.ledger.as_ref()
+    }
+
+    /// The audit trail, when `<audit>` keeps one: for operators' actions.
+    pub fn audit(&self) -> Option<&rtc_audit::AuditLog> {
+        self.audit.as_ref()
     }
 
     /// The `rtc-io` runtime, for other I/O the host runs (the ESL connection, a metrics endpoint).
@@ -319,10 +357,15 @@ fn stop(parts: Parts, grace: Duration) -> HostShutdownReport {
         engine,
         monitor,
         runtime,
+        audit,
     } = parts;
     let engine = engine.shutdown();
     let drain = monitor.map(|m| m.drain(grace));
     let runtime_stopped = runtime.shutdown(grace.max(MIN_RUNTIME_BOUND));
+    // Last: the settlements of the calls the engine ended are recorded by now.
+    if let Some(writer) = audit {
+        writer.stop();
+    }
     let report = HostShutdownReport {
         engine,
         drain,
