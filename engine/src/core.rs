@@ -695,7 +695,9 @@ impl Core {
         }
         let now = self.now_us;
         if let Some(call) = self.registry.get_mut(slot) {
-            call.record(state, row.to, input, now);
+            let in_state_us = call.record(state, row.to, input, now);
+            let age_us = now.saturating_sub(call.created_us);
+            self.counters.timed(state, row.to, in_state_us, age_us);
         }
         self.counters.transitions += 1;
         for action in row.actions {
