@@ -397,6 +397,7 @@ fn metrics_text(h: &HostHandle) -> Result<String, QueryError> {
             &h.engine.intake(),
             breakers.as_deref(),
             &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+            &h.service_times.snapshot(),
             ledger_figures(h).as_ref(),
             &h.config,
             &events::STATS.handler_ns.snapshot(),
