@@ -233,6 +233,10 @@ pub fn run(cmd: &str) -> String {
                     h.started,
                 );
                 text.push_str(&report::source_header_line(h.proxy.as_deref()));
+                if let Some(a) = &h.audit {
+                    let path = h.config.audit.as_ref().map(|c| c.file.display().to_string());
+                    text.push_str(&report::audit_line(path.as_deref(), &a.stats()));
+                }
                 if let Some(m) = &h.metrics_endpoint {
                     text.push_str(&format!("metrics endpoint: {m}
 "));
@@ -437,9 +441,11 @@ fn metrics_text(h: &HostHandle) -> Result<String, QueryError> {
             &h.engine.intake(),
             breakers.as_deref(),
             &h.monitor.as_ref().map(|m| m.counters()).unwrap_or_default(),
+            &h.service_times.snapshot(),
             ledger_figures(h).as_ref(),
             &h.config,
             &events::STATS.handler_ns.snapshot(),
+            h.audit.as_ref().map(|a| a.stats()).as_ref(),
         ),
         other => unexpected(&other),
     })

@@ -17,7 +17,7 @@ use rtc_config::services::Backend;
 use rtc_engine::control::CallControl;
 use rtc_engine::engine::{EngineHandle, ReloadError};
 use rtc_host::metrics_http::{MetricsEndpoint, Render};
-use rtc_host::{Host, HostOptions, HostShutdownReport};
+use rtc_host::{Host, HostOptions, HostShutdownReport, ServiceTimes};
 use rtc_ledger::LedgerHandle;
 use rtc_proxy::ProxyTrust;
 use rtc_services::ServicesMonitor;
@@ -82,6 +82,8 @@ pub struct HostHandle {
     pub engine: EngineHandle,
     /// Breakers and counters of the HTTP services; `None` when every service is local.
     pub monitor: Option<ServicesMonitor>,
+    /// The business services' response times, local and HTTP, for metrics.
+    pub service_times: ServiceTimes,
     /// The configuration in force (the last accepted reload, or the one loaded).
     pub config: Arc<RtcConfig>,
     /// The configuration the engine was started with: what a reload cannot change is still as here.
@@ -160,6 +162,7 @@ impl Running {
         let handle = HostHandle {
             engine: host.engine().clone(),
             monitor: host.monitor().cloned(),
+            service_times: host.service_times(),
             config: config.clone(),
             started_with: config,
             reloads: 0,

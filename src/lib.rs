@@ -18,6 +18,7 @@
 //! - [`guard`]: the panic guard every `extern "C"` entry point goes through.
 //! - [`logging`]: the `log` crate bridged to FreeSWITCH's log, always as `"%s"`.
 //! - [`histogram`]: lock-free latency histogram for hot paths.
+//! - [`process`]: the process's CPU time and memory from `/proc`, for the metrics page.
 //! - [`shim`]: declarations of the C shim (`c_shim/`), for FreeSWITCH macros and struct fields.
 //!
 //! `unsafe` is confined to this crate's FFI edges and `freeswitch-sys`; every block says why it holds.
@@ -33,6 +34,7 @@ pub mod histogram;
 pub mod host;
 pub mod logging;
 pub mod module;
+pub mod process;
 pub mod report;
 pub mod session;
 pub mod shim;

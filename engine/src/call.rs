@@ -58,6 +58,11 @@ impl CallState {
             CallState::Completed | CallState::Rejected | CallState::Failed
         )
     }
+
+    /// A business step before the decision (CREATED to ROUTING): leaving one for PARKED or REJECTED decides the call.
+    pub fn is_deciding(self) -> bool {
+        DECIDING.contains(&self)
+    }
 }
 
 symbol_enum! {
@@ -551,7 +556,16 @@ pub struct Trace {
     entries: [TraceEntry; Trace::CAP],
     /// Entries recorded in all.
     recorded: u16,
+    /// When the call entered its current state, µs after its creation, in 48 bits as the entries keep times:
+    /// the high 16 and the low 32 bits, apart so that they fill the padding after `recorded` (no byte more per
+    /// call). The entries cannot tell once the state's entry has left the ring (a connected call's billing
+    /// ticks are transitions to the same state).
+    entered_hi: u16,
+    entered_lo: u32,
 }
+
+// The entry time fills what was padding: a trace is as large as its entries and count alone.
+const _: () = assert!(std::mem::size_of::<Trace>() == 8 * Trace::CAP + 8);
 
 impl Trace {
     /// Entries kept at most.
@@ -563,10 +577,22 @@ impl Trace {
         Trace {
             entries: [TraceEntry(0); Trace::CAP],
             recorded: 0,
+            entered_hi: 0,
+            entered_lo: 0,
         }
     }
 
+    /// When the call entered its current state, µs after its creation (0: in the state it was created in).
+    pub fn entered_us(&self) -> u64 {
+        u64::from(self.entered_hi) << 32 | u64::from(self.entered_lo)
+    }
+
     fn push(&mut self, e: TraceEntry) {
+        if e.from() != e.to() {
+            let at = e.at_us();
+            self.entered_hi = (at >> 32) as u16;
+            self.entered_lo = at as u32;
+        }
         let n = usize::from(self.recorded);
         let slot = if n < Self::CAP {
             n
@@ -744,14 +770,12 @@ impl Call {
         usize::from(self.route_index) < routes && self.last_cause.allows_failover()
     }
 
-    /// Records a transition at engine time `now_us`.
-    pub fn record(&mut self, from: CallState, to: CallState, input: Input, now_us: u64) {
-        self.trace.push(TraceEntry::new(
-            from,
-            to,
-            input,
-            now_us.saturating_sub(self.created_us),
-        ));
+    /// Records a transition at `now_us` (engine clock) in the trace, and returns the µs the call spent in `from`.
+    pub fn record(&mut self, from: CallState, to: CallState, input: Input, now_us: u64) -> u64 {
+        let at_us = now_us.saturating_sub(self.created_us);
+        let in_from_us = at_us.saturating_sub(self.trace.entered_us());
+        self.trace.push(TraceEntry::new(from, to, input, at_us));
+        in_from_us
     }
 
     /// Microseconds from creation to the decision (entering PARKED or a final state), if made.

@@ -1090,7 +1090,9 @@ impl Core {
         }
         let now = self.now_us;
         if let Some(call) = self.registry.get_mut(slot) {
-            call.record(state, row.to, input, now);
+            let in_state_us = call.record(state, row.to, input, now);
+            let age_us = now.saturating_sub(call.created_us);
+            self.counters.timed(state, row.to, in_state_us, age_us);
         }
         self.counters.transitions += 1;
         for action in row.actions {
@@ -1929,12 +1931,6 @@ impl Core {
     }
 
     fn fraud_summary(&self) -> FraudSummary {
-        if !self.guard.enabled() {
-            return FraudSummary {
-                calls_cut: self.counters.fraud_cuts,
-                ..FraudSummary::default()
-            };
-        }
         let now_ms = self.clock.now_us() / 1000;
         let stats = self.guard.stats();
         let hits = rtc_guard::Rule::ALL
@@ -1945,6 +1941,14 @@ impl Core {
                     .map(move |a| (r.name(), a.name(), stats.hits[r.index()][a.index()]))
             })
             .collect();
+        if !self.guard.enabled() {
+            // Every (rule, action) at zero, so that rates over the counters start from zero when rules are enabled.
+            return FraudSummary {
+                hits,
+                calls_cut: self.counters.fraud_cuts,
+                ..FraudSummary::default()
+            };
+        }
         let mut spend_hour: Vec<(CompactString, Money)> = self
             .guard
             .partners()

@@ -91,6 +91,125 @@ pub struct Stats {
     pub event_lag_max_us: u64,
     /// Events sampled.
     pub event_lag_samples: u64,
+    /// The same sampled lag at fixed bounds, for Prometheus (`rtc_engine_event_lag_seconds`): the percentiles
+    /// above are since start, these buckets let a scraper judge the last minutes.
+    pub event_lag: Buckets,
+    /// Time from a call's creation to its decision: routes found (PARKED) or refused (REJECTED).
+    pub call_setup: Buckets,
+    /// Time calls spent in each state before leaving it, by state name (final states are never left: not listed).
+    pub state_time: Vec<(&'static str, Buckets)>,
+}
+
+/// A latency distribution as Prometheus histograms report it: samples per bucket at fixed upper bounds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Buckets {
+    /// Upper bounds in seconds, ascending. A last bucket above them all (`+Inf`) is implied.
+    pub le_s: &'static [f64],
+    /// Samples per bucket, not cumulative: `le_s.len() + 1` entries, the last one counting samples above every bound.
+    pub counts: Vec<u64>,
+    /// Sum of the samples, in seconds.
+    pub sum_s: f64,
+}
+
+impl Buckets {
+    /// Samples in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Prometheus' cumulative buckets: (upper bound in seconds, samples at most that), the last bound infinite.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let bounds = self.le_s.iter().copied().chain([f64::INFINITY]);
+        bounds.zip(self.counts.iter().scan(0, |total, n| {
+            *total += n;
+            Some(*total)
+        }))
+    }
+}
+
+/// Seconds from microseconds, for bounds written once in microseconds.
+const fn seconds<const N: usize>(us: [u64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = us[i] as f64 / 1e6;
+        i += 1;
+    }
+    out
+}
+
+/// Bounds of the event lag (µs): 100 µs to a minute, with one at the 1 s the alert rules watch.
+const LAG_LE_US: [u64; 14] = [
+    100, 1_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000, 60_000_000,
+];
+static LAG_LE_S: [f64; 14] = seconds(LAG_LE_US);
+
+/// Bounds of call setup (µs): local backends decide in well under a millisecond, HTTP ones in tens of milliseconds
+/// to seconds; the setup timeout defaults to 60 s.
+const SETUP_LE_US: [u64; 16] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+static SETUP_LE_S: [f64; 16] = seconds(SETUP_LE_US);
+
+/// Bounds of time in a state (µs): from a local backend's step (well under a millisecond) to hours of talk.
+const STATE_LE_US: [u64; 16] = [
+    100,
+    1_000,
+    10_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    1_800_000_000,
+    3_600_000_000,
+    7_200_000_000,
+];
+static STATE_LE_S: [f64; 16] = seconds(STATE_LE_US);
+
+/// One latency histogram the engine thread records into: plain integers, like every other counter here.
+#[derive(Clone, Debug)]
+struct Timing {
+    /// Upper bounds in µs.
+    le_us: &'static [u64],
+    /// The same in seconds, as reported.
+    le_s: &'static [f64],
+    /// Samples per bucket, the last one above every bound.
+    counts: Vec<u64>,
+    /// Sum of the samples, µs.
+    sum_us: u64,
+}
+
+impl Timing {
+    fn new(le_us: &'static [u64], le_s: &'static [f64]) -> Timing {
+        Timing {
+            le_us,
+            le_s,
+            counts: vec![0; le_us.len() + 1],
+            sum_us: 0,
+        }
+    }
+
+    fn record(&mut self, us: u64) {
+        let i = self.le_us.partition_point(|&le| le < us);
+        self.counts[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    fn buckets(&self) -> Buckets {
+        Buckets {
+            le_s: self.le_s,
+            counts: self.counts.clone(),
+            sum_s: self.sum_us as f64 / 1e6,
+        }
+    }
 }
 
 /// Inputs refused in one state, by input.
@@ -111,6 +230,12 @@ pub(crate) struct Counters {
     totals: Stats,
     /// Sampled event lag in microseconds, 3 significant digits, up to an hour.
     lag: hdrhistogram::Histogram<u64>,
+    /// The same samples at the fixed bounds Prometheus reports.
+    lag_buckets: Timing,
+    /// Creation to decision, per call decided.
+    setup: Timing,
+    /// Time spent in a state before leaving it, indexed by the state's index.
+    states: Vec<Timing>,
 }
 
 impl std::ops::Deref for Counters {
@@ -136,6 +261,23 @@ impl Counters {
             // Constant, valid bounds (low ≥ 1, high ≥ 2 × low, 3 digits): this cannot fail.
             lag: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
+            lag_buckets: Timing::new(&LAG_LE_US, &LAG_LE_S),
+            setup: Timing::new(&SETUP_LE_US, &SETUP_LE_S),
+            states: vec![Timing::new(&STATE_LE_US, &STATE_LE_S); CallState::COUNT],
+        }
+    }
+
+    /// Times a transition from `from` to `to`: `in_from_us` spent in `from` (when the state changes), and, when
+    /// it is the call's decision (a business step to PARKED or REJECTED), `age_us` since the call was created.
+    pub fn timed(&mut self, from: CallState, to: CallState, in_from_us: u64, age_us: u64) {
+        if from == to {
+            return;
+        }
+        if let Some(t) = self.states.get_mut(from.index()) {
+            t.record(in_from_us);
+        }
+        if matches!(to, CallState::Parked | CallState::Rejected) && from.is_deciding() {
+            self.setup.record(age_us);
         }
     }
 
@@ -167,6 +309,7 @@ impl Counters {
     /// Records one event's lag (saturating at the histogram's bound).
     pub fn record_lag(&mut self, lag_us: u64) {
         self.lag.saturating_record(lag_us.max(1));
+        self.lag_buckets.record(lag_us);
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -175,6 +318,13 @@ impl Counters {
             event_lag_p99_us: self.lag.value_at_quantile(0.99),
             event_lag_max_us: self.lag.max(),
             event_lag_samples: self.lag.len(),
+            event_lag: self.lag_buckets.buckets(),
+            call_setup: self.setup.buckets(),
+            state_time: CallState::ALL
+                .iter()
+                .filter(|s| !s.is_final())
+                .map(|s| (s.name(), self.states[s.index()].buckets()))
+                .collect(),
             ..self.totals.clone()
         }
     }

@@ -34,6 +34,7 @@ use rtc_engine::engine::{Engine, EngineHandle, EngineParts, ShutdownReport};
 use rtc_engine::results::LateResults;
 use rtc_engine::service::ServiceSink;
 use rtc_services::local::{LocalError, LocalServices, ledger};
+use rtc_services::stats::{ResponseTime, ResponseTimes};
 use rtc_services::{
     AsyncServices, DrainReport, IoRuntime, RuntimeConfig, RuntimeError, ServicesError,
     ServicesMonitor,
@@ -128,6 +129,44 @@ pub struct Host {
     ledger: Option<LedgerHandle>,
     /// The audit trail (`<audit>`), for operators' actions.
     audit: Option<rtc_audit::AuditLog>,
+    /// The local backends' response times (when a service is local).
+    local_times: Option<Arc<ResponseTimes>>,
+}
+
+/// What [`Host::assemble`] started, before the host holds it.
+struct Assembled {
+    /// The engine thread.
+    engine: Engine,
+    /// The HTTP service layer's view, when any service is HTTP.
+    monitor: Option<ServicesMonitor>,
+    /// The local ledger, when balances or CDRs are local.
+    ledger: Option<LedgerHandle>,
+    /// The local backends' response times, when a service is local.
+    local_times: Option<Arc<ResponseTimes>>,
+}
+
+/// The business services' response times, the local backends' and the HTTP services', readable from any thread.
+#[derive(Clone, Default)]
+pub struct ServiceTimes {
+    /// Recorded by the local backends (engine thread, ledger thread).
+    local: Option<Arc<ResponseTimes>>,
+    /// The HTTP layer, which records its own.
+    http: Option<ServicesMonitor>,
+}
+
+impl ServiceTimes {
+    /// Every (service, backend) asked something so far.
+    pub fn snapshot(&self) -> Vec<ResponseTime> {
+        let mut out = self
+            .local
+            .as_ref()
+            .map(|t| t.snapshot())
+            .unwrap_or_default();
+        if let Some(monitor) = &self.http {
+            out.extend(monitor.response_times());
+        }
+        out
+    }
 }
 
 impl Host {
@@ -160,7 +199,12 @@ impl Host {
             .as_ref()
             .map(|t| Box::new(trail::TrailSink::new(t.log.clone(), config)) as Box<dyn AuditSink>);
         match Host::assemble(config, control, options, &runtime, sink) {
-            Ok((engine, monitor, ledger)) => {
+            Ok(Assembled {
+                engine,
+                monitor,
+                ledger,
+                local_times,
+            }) => {
                 let handle = engine.handle();
                 let io = runtime.handle().clone();
                 let (audit, writer) = match trail {
@@ -179,6 +223,7 @@ impl Host {
                     monitor,
                     ledger,
                     audit,
+                    local_times,
                 })
             }
             Err(e) => {
@@ -197,7 +242,7 @@ impl Host {
         options: HostOptions,
         runtime: &IoRuntime,
         audit: Option<Box<dyn AuditSink>>,
-    ) -> Result<(Engine, Option<ServicesMonitor>, Option<LedgerHandle>), HostError> {
+    ) -> Result<Assembled, HostError> {
         let mut local = match options.local {
             Some(local) => Some(local),
             None if config.any_local() => {
@@ -218,6 +263,7 @@ impl Host {
             );
         }
         let ledger = local.as_ref().map(LocalServices::ledger_handle);
+        let local_times = local.as_ref().map(LocalServices::response_times);
         let recovered: Vec<rtc_engine::domain::Cdr> = local
             .as_ref()
             .map(|l| l.recovered_cdrs().to_vec())
@@ -262,7 +308,12 @@ impl Host {
         )
         .map_err(HostError::Engine)?;
         results.attach(engine.handle());
-        Ok((engine, monitor, ledger))
+        Ok(Assembled {
+            engine,
+            monitor,
+            ledger,
+            local_times,
+        })
     }
 
     /// Takes a new configuration (`rtc_core reload`), all or nothing; see [`EngineHandle::reload`].
@@ -293,6 +344,14 @@ impl Host {
     /// The audit trail, when `<audit>` keeps one: for operators' actions.
     pub fn audit(&self) -> Option<&rtc_audit::AuditLog> {
         self.audit.as_ref()
+    }
+
+    /// The business services' response times (`rtc_service_request_seconds`).
+    pub fn service_times(&self) -> ServiceTimes {
+        ServiceTimes {
+            local: self.local_times.clone(),
+            http: self.monitor.clone(),
+        }
     }
 
     /// The `rtc-io` runtime, for other I/O the host runs (the ESL connection, a metrics endpoint).
@@ -447,6 +506,36 @@ mod tests {
         assert!(report.runtime_stopped);
         assert!(report.drain.is_none());
         assert_eq!(report.engine.settled_calls, 1);
+    }
+
+    #[test]
+    fn response_times_are_kept_per_service_and_backend() {
+        let mut config = RtcConfig::default();
+        // Routing over HTTP to a port nothing listens on: the attempt fails at once, and is timed.
+        let routing = &mut config.services[4];
+        assert_eq!(routing.kind, ServiceKind::Routing);
+        routing.backend = Backend::Http;
+        routing.url = Some("http://127.0.0.1:9/routing".into());
+        let control = RecordingControl::default();
+        let host = Host::start(&config, Box::new(control.clone())).unwrap();
+        let first = call(&control, &host, 3);
+        assert!(
+            matches!(first, CallCommand::SetVariables { ref vars, .. }
+                if vars.iter().any(|v| v.name == "rtc_reject_reason" && v.value == "service_down")),
+            "routing failed, fail-closed: {first:?}"
+        );
+        let times = host.service_times().snapshot();
+        let has = |service, backend: Backend| {
+            times
+                .iter()
+                .any(|t| t.service == service && t.backend == backend && t.buckets.count() >= 1)
+        };
+        assert!(has(ServiceKind::Partner, Backend::Local), "{times:?}");
+        // The reservation is timed until the ledger answered.
+        assert!(has(ServiceKind::Balance, Backend::Local), "{times:?}");
+        assert!(has(ServiceKind::Routing, Backend::Http), "{times:?}");
+        assert!(!has(ServiceKind::Routing, Backend::Local), "{times:?}");
+        host.shutdown(Duration::from_millis(200));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::breaker::{Breaker, BreakerStatus, Transitions};
 use crate::http::{self, ClientError, Endpoint, EndpointError, HttpClient, HttpError};
 use crate::services_settings;
 use crate::spool::{Spool, SpoolError, SpoolRecord};
-use crate::stats::{CounterValue, Counters, Event, kind_index};
+use crate::stats::{CounterValue, Counters, Event, ResponseTime, ResponseTimes, kind_index};
 use crate::wire::{self, Operation};
 use rtc_config::services::{Backend, ServiceConfig, ServicesConfig, SettlementConfig};
 use rtc_engine::config::FailMode;
@@ -141,6 +141,8 @@ struct Shared {
     replaying: AtomicBool,
     /// Counters per service and event.
     counters: Counters,
+    /// How long each HTTP request took, answered or not (the local backends keep their own).
+    times: ResponseTimes,
     /// Where answers go.
     results: Arc<dyn ResultSink>,
 }
@@ -181,10 +183,12 @@ impl Shared {
             }
         };
         self.counters.count(kind, Event::Sent);
+        let sent = tokio::time::Instant::now();
         let result = self
             .http
             .post(endpoint, operation, call, body, service.config.timeout)
             .await;
+        self.times.record(kind, Backend::Http, sent.elapsed());
         {
             let mut breaker = service.breaker.lock().unwrap_or_else(|p| p.into_inner());
             let before = breaker.transitions();
@@ -497,6 +501,7 @@ impl AsyncServices {
             closed: AtomicBool::new(false),
             replaying: AtomicBool::new(false),
             counters: Counters::default(),
+            times: ResponseTimes::default(),
             results,
         });
         if let Some(every) = config.settlement.replay_every {
@@ -684,6 +689,11 @@ impl ServicesMonitor {
     /// Every non-zero counter.
     pub fn counters(&self) -> Vec<CounterValue> {
         self.shared.counters.snapshot()
+    }
+
+    /// Response times of the HTTP services that were asked something.
+    pub fn response_times(&self) -> Vec<ResponseTime> {
+        self.shared.times.snapshot()
     }
 
     /// One counter.

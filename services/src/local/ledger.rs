@@ -11,14 +11,16 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtc_ledger::{
     AccountRef, Answer, CallInfo, CallLimits, CdrRecord, Ledger, LedgerConfig, LedgerError,
     LedgerHandle, Location, Op, OpenError, Request, ReservationId,
 };
 
+use crate::stats::ResponseTimes;
 use rtc_config::local::{LedgerPlace, SharedLedger};
+use rtc_config::services::Backend;
 use rtc_engine::cause::HangupCause;
 use rtc_engine::domain::{Cdr, Money, Reservation};
 use rtc_engine::id::CallId;
@@ -89,6 +91,8 @@ pub struct LedgerBackend {
     results: Arc<LateResults>,
     /// Errors and overruns.
     counters: Arc<MoneyCounters>,
+    /// How long the local services took to answer: reservations and debits from the ask to the ledger's answer.
+    times: Arc<ResponseTimes>,
     /// Bound on a reservation's or extension's wait for the writer.
     bound: Duration,
     /// The ledger is shared by several nodes (PostgreSQL): partners' call limits are counted there too.
@@ -119,6 +123,7 @@ impl LedgerBackend {
             ledger,
             results: Arc::new(LateResults::new()),
             counters: Arc::default(),
+            times: Arc::default(),
             bound: DEFAULT_BOUND,
             shared,
             global: CallLimits::default(),
@@ -156,6 +161,11 @@ impl LedgerBackend {
     /// Errors and overruns so far.
     pub fn counters(&self) -> &MoneyCounters {
         &self.counters
+    }
+
+    /// Where the local services' response times are recorded (shared with [`super::LocalServices`]).
+    pub fn response_times(&self) -> &Arc<ResponseTimes> {
+        &self.times
     }
 
     /// Sends answers to `sink` (the engine, or in tests another sink) from now on.
@@ -221,8 +231,11 @@ impl LedgerBackend {
     fn ask(&self, call: CallId, op: Op) {
         let results = self.results.clone();
         let counters = self.counters.clone();
+        let times = self.times.clone();
+        let asked = Instant::now();
         let what = op.name();
         let reply = move |answer: Result<Answer, LedgerError>| {
+            times.record(ServiceKind::Balance, Backend::Local, asked.elapsed());
             let outcome = match answer {
                 Ok(Answer::Reserved {
                     reservation,

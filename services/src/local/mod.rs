@@ -24,7 +24,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use balances::{Opening, OpeningBalances};
 pub use ledger::LedgerBackend;
@@ -37,7 +37,9 @@ use rtc_audit::NumberPolicy;
 use rtc_ledger::{Answer, CdrRecord, LedgerHandle, Op};
 
 use crate::services_settings;
+use crate::stats::ResponseTimes;
 use rtc_config::local::LocalFiles;
+use rtc_config::services::Backend;
 use rtc_engine::domain::{Cdr, PartnerId};
 use rtc_engine::service::{
     Outcome, ResultSink, ServiceFailure, ServiceKind, ServiceRequest, ServiceResult, ServiceSink,
@@ -353,6 +355,12 @@ impl LocalServices {
         &self.recovered
     }
 
+    /// How long the local services took to answer, shared with the ledger's thread (which answers reservations and
+    /// debits); for `rtc_core metrics`.
+    pub fn response_times(&self) -> Arc<ResponseTimes> {
+        self.money.response_times().clone()
+    }
+
     /// Sends the ledger's answers to `sink` instead of an engine (tests, a host without an engine).
     pub fn answer_to(&self, sink: Arc<dyn ResultSink>) {
         self.money.answer_to(sink);
@@ -509,6 +517,33 @@ impl ServiceSink for LocalServices {
     }
 
     fn finish(&mut self, settlement: Option<ServiceRequest>, cdr: Box<Cdr>) {
+        let started = Instant::now();
+        self.settle_and_store(settlement, cdr);
+        let times = self.money.response_times();
+        times.record(ServiceKind::Cdr, Backend::Local, started.elapsed());
+    }
+
+    /// Times the request: at once when answered here (or handed to the ledger to settle or store); reservations and
+    /// debits until the ledger answers (see [`ledger::LedgerBackend`]).
+    fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
+        let kind = request.kind();
+        let answered_later = matches!(
+            request,
+            ServiceRequest::ReserveBalance { .. } | ServiceRequest::ExtendBalance { .. }
+        );
+        let started = Instant::now();
+        let result = self.carry_out(request);
+        if result.is_some() || !answered_later {
+            let times = self.money.response_times();
+            times.record(kind, Backend::Local, started.elapsed());
+        }
+        result
+    }
+}
+
+impl LocalServices {
+    /// A call's settlement and CDR, in one ledger transaction when both are local.
+    fn settle_and_store(&mut self, settlement: Option<ServiceRequest>, cdr: Box<Cdr>) {
         self.counters.count(ServiceKind::Cdr);
         let record = ledger::record_of(&cdr);
         self.export(&record);
@@ -547,7 +582,8 @@ impl ServiceSink for LocalServices {
         }
     }
 
-    fn submit(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
+    /// One request: answered at once, or handed to the ledger (whose answer goes to the engine).
+    fn carry_out(&mut self, request: ServiceRequest) -> Option<ServiceResult> {
         let kind = request.kind();
         self.counters.count(kind);
         let call = request.call();
