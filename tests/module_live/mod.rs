@@ -103,6 +103,8 @@ pub struct Setup<'a> {
     pub params: &'a [(&'a str, &'a str)],
     /// Sample tables replaced: (file name under `conf/rtc_core/`, its whole text).
     pub tables: &'a [(&'a str, &'a str)],
+    /// Other text of the shipped `rtc_core.conf.xml` replaced: (what, by what); each must be there.
+    pub edits: &'a [(&'a str, &'a str)],
 }
 
 /// Starts FreeSWITCH as [`start`] does, with `setup`'s changes, in `dir` when given (a restart on the state a
@@ -146,6 +148,13 @@ pub fn start_with(
         let start = at + format!(r#"<param name="{name}" value=""#).len();
         let end = start + conf[start..].find('"').expect("a quoted value");
         format!("{}{value}{}", &conf[..start], &conf[end..])
+    });
+    let ours = setup.edits.iter().fold(ours, |conf, (what, by)| {
+        assert!(
+            conf.contains(what),
+            "the shipped rtc_core.conf.xml has no {what:?}"
+        );
+        conf.replacen(what, by, 1)
     });
     let mut files = vec![("autoload_configs/rtc_core.conf.xml".into(), ours)];
     for entry in std::fs::read_dir(repo.join("conf/rtc_core")).expect("conf/rtc_core") {
