@@ -193,6 +193,11 @@ const char *rtc_db_dir(void)
 	return SWITCH_GLOBAL_dirs.db_dir;
 }
 
+const char *rtc_log_dir(void)
+{
+	return SWITCH_GLOBAL_dirs.log_dir;
+}
+
 switch_status_t rtc_reserve_subclass(const char *owner, const char *subclass)
 {
 	return switch_event_reserve_subclass_detailed(owner, subclass);

@@ -83,6 +83,8 @@ const char *rtc_conf_dir(void);
 
 /* FreeSWITCH's database directory (SWITCH_GLOBAL_dirs.db_dir, its -db option), or NULL. */
 const char *rtc_db_dir(void);
+/* SWITCH_GLOBAL_dirs.log_dir: where a relative audit trail file goes. */
+const char *rtc_log_dir(void);
 
 /* switch_event_reserve_subclass_detailed / switch_event_free_subclass_detailed: a CUSTOM subclass the module raises,
  * reserved by `owner` (the module's name) at load and freed at unload. FreeSWITCH copies both strings. Reserving

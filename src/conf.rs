@@ -23,6 +23,12 @@ pub fn db_dir() -> Option<PathBuf> {
     directory(unsafe { shim::rtc_db_dir() })
 }
 
+/// FreeSWITCH's log directory (`SWITCH_GLOBAL_dirs.log_dir`, its `-log` option): where a relative audit trail goes.
+pub fn log_dir() -> Option<PathBuf> {
+    // SAFETY: as for conf_dir.
+    directory(unsafe { shim::rtc_log_dir() })
+}
+
 /// One of `SWITCH_GLOBAL_dirs`' paths (null or empty: not set).
 fn directory(dir: *const c_char) -> Option<PathBuf> {
     if dir.is_null() {

@@ -136,6 +136,7 @@ impl Running {
             control,
             HostOptions {
                 ledger_dir,
+                audit_dir: crate::conf::log_dir(),
                 ..HostOptions::default()
             },
         )?;

@@ -65,6 +65,7 @@ unsafe extern "C" {
     ) -> *const switch_event_header_t;
     pub fn rtc_conf_dir() -> *const c_char;
     pub fn rtc_db_dir() -> *const c_char;
+    pub fn rtc_log_dir() -> *const c_char;
     pub fn rtc_reserve_subclass(owner: *const c_char, subclass: *const c_char) -> switch_status_t;
     pub fn rtc_free_subclass(owner: *const c_char, subclass: *const c_char) -> switch_status_t;
     pub fn rtc_fire_custom(

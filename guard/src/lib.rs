@@ -242,8 +242,6 @@ struct PartnerState {
     spend: SpendWindow,
     /// Money held by the partner's live calls' reservations.
     reserved: i64,
-    /// Destinations called lately (hash → second last called).
-    seen: HashMap<u64, u32, RandomState>,
     burst: BurstMeter,
     /// Short answered calls in a row.
     short_run: u32,
@@ -256,13 +254,15 @@ impl PartnerState {
         PartnerState {
             spend: SpendWindow::default(),
             reserved: 0,
-            seen: HashMap::default(),
             burst: BurstMeter::new(window),
             short_run: 0,
             last_report_ms: [0; 7],
         }
     }
 }
+
+/// Told into a prefix's key, so that a prefix and a number of the same digits never share one.
+const PREFIX_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// How often an alert of the same rule for the same partner is reported (the rest are counted).
 const REPORT_EVERY_MS: u64 = 60_000;
@@ -272,18 +272,69 @@ pub struct Guard {
     rules: FraudRules,
     classes: ClassTable,
     partners: HashMap<PartnerKey, PartnerState, RandomState>,
-    /// Live calls per (partner, destination number).
-    numbers: HashMap<(PartnerKey, u64), u32, RandomState>,
+    /// Per (partner, destination number): its live calls (pumping) and when it was last called (bursts), in one
+    /// entry, so that a call's number is one probe.
+    dests: HashMap<u64, Dest, Prehashed>,
     /// Live calls per (partner, destination prefix).
-    prefixes: HashMap<(PartnerKey, u64), u32, RandomState>,
+    prefixes: HashMap<u64, u32, Prehashed>,
     blocks: HashMap<PartnerKey, Block, RandomState>,
     recent: VecDeque<Hit>,
     stats: GuardStats,
 }
 
-/// A destination's hash (stable within the process).
-fn key(text: &str) -> u64 {
-    FixedState::with_seed(0x5eed_f4a0d).hash_one(text)
+/// A destination's (or a prefix's) hash for `partner`, the key of the per-destination maps: one hash per call, and
+/// maps that take it as it is ([`Prehashed`]).
+fn key(partner: PartnerKey, text: &str) -> u64 {
+    FixedState::with_seed(0x5eed_f4a0d).hash_one((partner, text))
+}
+
+/// Hashing for maps whose keys are already hashes ([`key`]): the key itself. Hand-written because it is four lines;
+/// the keys are foldhash outputs, spread over all 64 bits.
+#[derive(Clone, Copy, Default)]
+struct KeyIsHash(u64);
+
+impl std::hash::Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (u64 keys); anything else folds in byte by byte.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Prehashed = std::hash::BuildHasherDefault<KeyIsHash>;
+
+/// One destination number of one partner.
+#[derive(Clone, Copy, Default)]
+struct Dest {
+    /// Its live calls (with the pumping rule).
+    live: u32,
+    /// The second (since the engine's start) plus one it was last called (with the burst rule); 0: not lately.
+    seen: u32,
+}
+
+/// Adds `by` (1 or -1) to a live count; a count reaching 0 leaves the map. One probe.
+fn bump(map: &mut HashMap<u64, u32, Prehashed>, k: u64, by: i32) -> u32 {
+    use std::collections::hash_map::Entry;
+    match map.entry(k) {
+        Entry::Occupied(mut o) => {
+            let n = o.get().saturating_add_signed(by);
+            if n == 0 {
+                o.remove();
+            } else {
+                *o.get_mut() = n;
+            }
+            n
+        }
+        Entry::Vacant(v) if by > 0 => *v.insert(by as u32),
+        Entry::Vacant(_) => 0,
+    }
 }
 
 fn units(m: Money) -> f64 {
@@ -297,7 +348,7 @@ impl Guard {
             classes: ClassTable::build(&rules.classes),
             rules,
             partners: HashMap::default(),
-            numbers: HashMap::default(),
+            dests: HashMap::default(),
             prefixes: HashMap::default(),
             blocks: HashMap::default(),
             recent: VecDeque::new(),
@@ -307,6 +358,15 @@ impl Guard {
 
     /// Takes new rules, keeping the counters and blocks.
     pub fn reconfigure(&mut self, rules: FraudRules) {
+        if rules.pumping.as_ref().map(|p| p.prefix_digits)
+            != self.rules.pumping.as_ref().map(|p| p.prefix_digits)
+        {
+            // Counted under other keys (or not at all) from now on: start the live counts afresh. Calls live now are
+            // not in them; their ends find nothing to take back.
+            self.dests.values_mut().for_each(|d| d.live = 0);
+            self.dests.retain(|_, d| d.seen != 0);
+            self.prefixes.clear();
+        }
         self.classes = ClassTable::build(&rules.classes);
         self.rules = rules;
         while self.recent.len() > self.rules.recent_hits {
@@ -444,21 +504,28 @@ impl Guard {
             now_ms,
         );
 
-        // Pumping: live calls to one number, into one prefix.
-        let number_key = key(dest);
-        let prefix = self
-            .rules
-            .pumping
-            .as_ref()
-            .map(|p| &dest[..dest.len().min(usize::from(p.prefix_digits))]);
-        let prefix_key = prefix.map(key);
+        // Pumping and bursts: the number's live calls counted and its last call noted at once (one probe), taken
+        // back if the call is refused (it holds no place, and its destination is as new as before).
+        let number_key = key(partner, dest);
+        let second = (now_ms / 1000).min(u64::from(u32::MAX - 1)) as u32 + 1;
+        let (counting, remembering) = (self.rules.pumping.is_some(), self.rules.burst.is_some());
+        let before = if counting || remembering {
+            self.remember_memory(second);
+            let d = self.dests.entry(number_key).or_default();
+            let before = *d;
+            if counting {
+                d.live += 1;
+            }
+            if remembering {
+                d.seen = second;
+            }
+            Some(before)
+        } else {
+            None
+        };
+        let mut prefix_key = None;
         if let Some(p) = self.rules.pumping.clone() {
-            let live = self
-                .numbers
-                .get(&(partner, number_key))
-                .copied()
-                .unwrap_or(0)
-                + 1;
+            let live = before.map_or(0, |d| d.live) + 1;
             if p.per_number != 0 && live > p.per_number {
                 let detail = || {
                     format_compact!(
@@ -480,12 +547,11 @@ impl Guard {
                     now_ms,
                 );
             }
-            let live = prefix_key
-                .and_then(|k| self.prefixes.get(&(partner, k)).copied())
-                .unwrap_or(0)
-                + 1;
+            let prefix = &dest[..dest.len().min(usize::from(p.prefix_digits))];
+            let k = key(partner, prefix) ^ PREFIX_TAG;
+            prefix_key = Some(k);
+            let live = bump(&mut self.prefixes, k, 1);
             if p.per_prefix != 0 && live > p.per_prefix {
-                let prefix = prefix.unwrap_or(dest);
                 let detail = || {
                     format_compact!(
                         "{live} live calls into {prefix} with this one; most {}",
@@ -508,17 +574,13 @@ impl Guard {
             }
         }
 
-        // Bursts to destinations the partner has not called lately.
-        let second = (now_ms / 1000).min(u64::from(u32::MAX)) as u32;
-        let mut new_destination = false;
+        // Bursts to destinations the partner has not called within `memory`.
         if let Some(b) = self.rules.burst.clone() {
             let memory_s = b.memory.as_secs().min(u64::from(u32::MAX)) as u32;
             let alpha = 1.0 / b.baseline.as_secs_f64().max(1.0);
+            let last = before.map_or(0, |d| d.seen);
+            let new_destination = last == 0 || second - last > memory_s;
             let state = self.state(partner);
-            new_destination = state
-                .seen
-                .get(&number_key)
-                .is_none_or(|&at| second.saturating_sub(at) > memory_s);
             if new_destination {
                 let baseline = state.burst.baseline;
                 let n = state.burst.count(now_ms, alpha);
@@ -551,28 +613,41 @@ impl Guard {
             }
         }
 
-        if verdict.passes() {
-            *self.numbers.entry((partner, number_key)).or_insert(0) += 1;
-            if let Some(k) = prefix_key {
-                *self.prefixes.entry((partner, k)).or_insert(0) += 1;
-            }
-            if new_destination && let Some(b) = self.rules.burst.clone() {
-                let memory_s = b.memory.as_secs().min(u64::from(u32::MAX)) as u32;
-                let state = self.partners.get_mut(&partner).expect("state made above");
-                if state.seen.len() >= b.memory_size {
-                    state
-                        .seen
-                        .retain(|_, at| second.saturating_sub(*at) <= memory_s);
-                    if state.seen.len() >= b.memory_size {
-                        state.seen.clear();
-                        self.stats.memory_resets += 1;
+        if !verdict.passes() {
+            if let Some(before) = before {
+                use std::collections::hash_map::Entry;
+                if let Entry::Occupied(mut o) = self.dests.entry(number_key) {
+                    if before.live == 0 && before.seen == 0 {
+                        o.remove();
+                    } else {
+                        *o.get_mut() = before;
                     }
                 }
-                let state = self.partners.get_mut(&partner).expect("state made above");
-                state.seen.insert(number_key, second);
+            }
+            if let Some(k) = prefix_key {
+                bump(&mut self.prefixes, k, -1);
             }
         }
         verdict
+    }
+
+    /// Keeps the remembered destinations within `memory-size`: when full, those with no live call and not called
+    /// within `memory` are forgotten; when still full, every one with no live call (counted in `memory_resets`).
+    fn remember_memory(&mut self, second: u32) {
+        let Some(b) = &self.rules.burst else {
+            return;
+        };
+        if self.dests.len() < b.memory_size {
+            return;
+        }
+        let memory_s = b.memory.as_secs().min(u64::from(u32::MAX)) as u32;
+        self.dests
+            .retain(|_, d| d.live > 0 || (d.seen != 0 && second - d.seen <= memory_s));
+        if self.dests.len() >= b.memory_size {
+            self.dests.retain(|_, d| d.live > 0);
+            self.dests.values_mut().for_each(|d| d.seen = 0);
+            self.stats.memory_resets += 1;
+        }
     }
 
     /// Money held for one of `partner`'s calls (its reservation, once made).
@@ -692,26 +767,21 @@ impl Guard {
             .destination
             .strip_prefix('+')
             .unwrap_or(call.destination);
-        if call.admitted {
-            let number = (partner, key(dest));
-            if let Some(n) = self.numbers.get_mut(&number) {
-                *n -= 1;
-                if *n == 0 {
-                    self.numbers.remove(&number);
+        if call.admitted
+            && let Some(p) = &self.rules.pumping
+        {
+            let prefix = &dest[..dest.len().min(usize::from(p.prefix_digits))];
+            let prefix_key = key(partner, prefix) ^ PREFIX_TAG;
+            use std::collections::hash_map::Entry;
+            if let Entry::Occupied(mut o) = self.dests.entry(key(partner, dest)) {
+                let d = o.get_mut();
+                d.live = d.live.saturating_sub(1);
+                // Kept while the burst rule remembers it.
+                if d.live == 0 && d.seen == 0 {
+                    o.remove();
                 }
             }
-            if let Some(p) = &self.rules.pumping {
-                let prefix = (
-                    partner,
-                    key(&dest[..dest.len().min(usize::from(p.prefix_digits))]),
-                );
-                if let Some(n) = self.prefixes.get_mut(&prefix) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.prefixes.remove(&prefix);
-                    }
-                }
-            }
+            bump(&mut self.prefixes, prefix_key, -1);
         }
         let short = self.rules.short_calls.clone();
         let state = self.state(partner);

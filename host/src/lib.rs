@@ -77,6 +77,9 @@ pub struct HostOptions {
     /// relative `ledger` path is under: the module gives FreeSWITCH's db directory, `rtc-core esl` its working
     /// directory. `None`: a ledger the configuration does not place is kept in memory (tests, the simulator).
     pub ledger_dir: Option<PathBuf>,
+    /// What a relative audit trail file (`<audit>` `file`) is under: FreeSWITCH's log directory for the module, the
+    /// working directory for `rtc-core esl`. `None`: the ledger's directory, else the working directory.
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
@@ -85,6 +88,7 @@ impl Default for HostOptions {
             clock: Clock::system(),
             local: None,
             ledger_dir: None,
+            audit_dir: None,
         }
     }
 }
@@ -188,7 +192,11 @@ impl Host {
             worker_threads: config.io_threads,
             ..RuntimeConfig::default()
         })?;
-        let trail = match trail::start(config, options.ledger_dir.as_deref()) {
+        let audit_dir = options
+            .audit_dir
+            .as_deref()
+            .or(options.ledger_dir.as_deref());
+        let trail = match trail::start(config, audit_dir) {
             Ok(t) => t,
             Err(e) => {
                 runtime.shutdown(MIN_RUNTIME_BOUND);

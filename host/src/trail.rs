@@ -170,7 +170,7 @@ fn asked_answered(record: &AuditRecord) -> (Value, Value) {
 
 impl AuditSink for TrailSink {
     fn record(&mut self, record: AuditRecord) {
-        let mut entry = Entry::new(record.what.kind(), &self.by(&record.what));
+        let mut entry = Entry::new(record.what.kind(), self.by(&record.what));
         let (asked, answered) = asked_answered(&record);
         entry.call = Some(record.call.to_string());
         entry.partner = record.partner.as_deref().map(str::to_owned);
