@@ -123,12 +123,14 @@ impl HostHandle {
 
 impl Running {
     /// Starts runtime, services and engine; `control` is how the engine acts on calls; a ledger the configuration
-    /// does not place goes in `ledger_dir` (FreeSWITCH's db directory), in memory when `None`; the scrape endpoint,
-    /// when `metrics-listen` asks for one, serves what `metrics_page` renders.
+    /// does not place goes in `ledger_dir` (FreeSWITCH's db directory), in memory when `None`; a relative audit trail
+    /// file is under `audit_dir` (FreeSWITCH's log directory); the scrape endpoint, when `metrics-listen` asks for one,
+    /// serves what `metrics_page` renders.
     pub fn start(
         config: RtcConfig,
         control: Box<dyn CallControl>,
         ledger_dir: Option<PathBuf>,
+        audit_dir: Option<PathBuf>,
         metrics_page: Render,
     ) -> Result<Running, rtc_host::HostError> {
         let host = Host::start_with(
@@ -136,7 +138,7 @@ impl Running {
             control,
             HostOptions {
                 ledger_dir,
-                audit_dir: crate::conf::log_dir(),
+                audit_dir,
                 ..HostOptions::default()
             },
         )?;

@@ -24,7 +24,7 @@ use fs::{SWITCH_STATUS_GENERR, SWITCH_STATUS_MEMERR, SWITCH_STATUS_SUCCESS, swit
 use rtc_host::HostError;
 use rtc_services::local::LocalError;
 
-use crate::conf::{db_dir, read_config};
+use crate::conf::{db_dir, log_dir, read_config};
 use crate::control::FsCallControl;
 use crate::events::{self, EventBindings, INTAKE};
 use crate::host::Running;
@@ -133,6 +133,7 @@ fn load(
         config,
         Box::new(FsCallControl),
         ledger_dir,
+        log_dir(),
         Arc::new(api::metrics_page),
     ) {
         Ok(r) => r,

@@ -7,8 +7,8 @@
 //! [`LedgerHandle`](crate::writer::LedgerHandle) and never know which engine keeps the money.
 
 use crate::error::LedgerError;
-use crate::model::{Answer, Op};
-use crate::store::Abandoned;
+use crate::model::{Answer, CdrRecord, Op, ReservationId};
+use rtc_money::Money;
 
 /// What one committed batch did.
 #[derive(Debug, Default)]
@@ -54,5 +54,37 @@ pub trait Backend: Send + 'static {
     fn idle_due(&self, batches: u64, busy: bool, queued: bool) -> bool {
         let _ = (batches, busy, queued);
         false
+    }
+}
+
+/// A reservation settled because nobody else would: by expiry, or at start after a crash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Abandoned {
+    /// The reservation.
+    pub reservation: ReservationId,
+    /// Its account's name.
+    pub account: String,
+    /// The call.
+    pub call: String,
+    /// Charged (what was debited up to the call's last interval).
+    pub charged: Money,
+    /// Freed.
+    pub released: Money,
+    /// The CDR written for it (recovery only).
+    pub cdr: Option<CdrRecord>,
+}
+
+impl Abandoned {
+    /// Logs a reservation settled by recovery: left open by `left_by`, settled in the ledger at `place`.
+    pub fn log_recovered(&self, place: &str, left_by: &str) {
+        log::warn!(
+            "{place}: reservation {} of account {:?} for call {} was left open by {left_by}; settled: {} charged \
+             (debited up to its last interval), {} released; CDR reason recovered",
+            self.reservation,
+            self.account,
+            self.call,
+            self.charged,
+            self.released
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{AccountId, ReservationId, ReservationState};
+use crate::model::{AccountId, Op, ReservationId, ReservationState};
 use rtc_money::Money;
 
 /// Why a ledger could not be opened. The module does not start without its ledger: starting on empty balances
@@ -201,5 +201,35 @@ impl LedgerError {
     /// A storage failure, from SQLite's error.
     pub fn storage(e: rusqlite::Error) -> LedgerError {
         LedgerError::Storage(e.to_string())
+    }
+}
+
+/// Amounts checked where the errors they make are defined.
+impl Op {
+    /// Refuses amounts out of range for the operation (a negative hold, debit, cost or credit limit, a top-up not
+    /// above zero, a zero adjustment), before any store reads or writes anything.
+    pub fn check_amounts(&self) -> Result<(), LedgerError> {
+        let bad = |m: Money, what: &'static str| Err(LedgerError::BadAmount(m, what));
+        match self {
+            Op::OpenAccount { credit_limit, .. } if *credit_limit < Money::ZERO => {
+                bad(*credit_limit, "a credit limit (must be 0 or more)")
+            }
+            Op::Reserve { amount, .. } if *amount < Money::ZERO => {
+                bad(*amount, "a reservation (must be 0 or more)")
+            }
+            Op::Extend { debit, unit, .. } if *debit < Money::ZERO || *unit < Money::ZERO => {
+                bad((*debit).min(*unit), "an extension (must be 0 or more)")
+            }
+            Op::Commit { cost, .. } if *cost < Money::ZERO => {
+                bad(*cost, "a call's cost (must be 0 or more)")
+            }
+            Op::TopUp { amount, .. } if *amount <= Money::ZERO => {
+                bad(*amount, "a top-up (must be above 0)")
+            }
+            Op::Adjust { amount, .. } if *amount == Money::ZERO => {
+                bad(*amount, "an adjustment (must not be 0)")
+            }
+            _ => Ok(()),
+        }
     }
 }

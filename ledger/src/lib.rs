@@ -29,6 +29,7 @@ pub mod model;
 pub mod store;
 pub mod writer;
 
+pub use backend::Abandoned;
 pub use backend::{Backend, BatchOutcome, StorageFailure};
 pub use error::{LedgerError, OpenError};
 pub use model::{
@@ -37,9 +38,7 @@ pub use model::{
 };
 /// Amounts of money, as every operation and answer counts them (the `rtc-money` crate).
 pub use rtc_money::Money;
-pub use store::{
-    Abandoned, Access, CheckReport, Opened, ReservationRow, Store, now_us, recovered_cdr,
-};
+pub use store::{Access, CheckReport, Opened, ReservationRow, Store, now_us, recovered_cdr};
 pub use writer::{
     CloseReport, CommitObserver, Committed, Ledger, LedgerClock, LedgerConfig, LedgerHandle,
     LedgerStats, Location, Reply, Request,

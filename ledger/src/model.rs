@@ -381,33 +381,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// Refuses amounts out of range for the operation (a negative hold, debit, cost or credit limit, a top-up not
-    /// above zero, a zero adjustment), before any store reads or writes anything.
-    pub fn check_amounts(&self) -> Result<(), crate::error::LedgerError> {
-        let bad = |m: Money, what: &'static str| Err(crate::error::LedgerError::BadAmount(m, what));
-        match self {
-            Op::OpenAccount { credit_limit, .. } if *credit_limit < Money::ZERO => {
-                bad(*credit_limit, "a credit limit (must be 0 or more)")
-            }
-            Op::Reserve { amount, .. } if *amount < Money::ZERO => {
-                bad(*amount, "a reservation (must be 0 or more)")
-            }
-            Op::Extend { debit, unit, .. } if *debit < Money::ZERO || *unit < Money::ZERO => {
-                bad((*debit).min(*unit), "an extension (must be 0 or more)")
-            }
-            Op::Commit { cost, .. } if *cost < Money::ZERO => {
-                bad(*cost, "a call's cost (must be 0 or more)")
-            }
-            Op::TopUp { amount, .. } if *amount <= Money::ZERO => {
-                bad(*amount, "a top-up (must be above 0)")
-            }
-            Op::Adjust { amount, .. } if *amount == Money::ZERO => {
-                bad(*amount, "an adjustment (must not be 0)")
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// The CDR a settlement carries, if any (stored even when the settlement is refused).
     pub fn settlement_cdr(&self) -> Option<&CdrRecord> {
         match self {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::backend::Abandoned;
 use crate::error::{LedgerError, OpenError};
 use crate::lock::WriterLock;
 use crate::model::{
@@ -190,38 +191,6 @@ impl From<rusqlite::Error> for Failure {
 impl From<LedgerError> for Failure {
     fn from(e: LedgerError) -> Failure {
         Failure::Refused(e)
-    }
-}
-
-/// A reservation settled because nobody else would: by expiry, or at start after a crash.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Abandoned {
-    /// The reservation.
-    pub reservation: ReservationId,
-    /// Its account's name.
-    pub account: String,
-    /// The call.
-    pub call: String,
-    /// Charged (what was debited up to the call's last interval).
-    pub charged: Money,
-    /// Freed.
-    pub released: Money,
-    /// The CDR written for it (recovery only).
-    pub cdr: Option<CdrRecord>,
-}
-
-impl Abandoned {
-    /// Logs a reservation settled by recovery: left open by `left_by`, settled in the ledger at `place`.
-    pub fn log_recovered(&self, place: &str, left_by: &str) {
-        log::warn!(
-            "{place}: reservation {} of account {:?} for call {} was left open by {left_by}; settled: {} charged \
-             (debited up to its last interval), {} released; CDR reason recovered",
-            self.reservation,
-            self.account,
-            self.call,
-            self.charged,
-            self.released
-        );
     }
 }
 

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 
+use crate::backend::Abandoned;
 use crate::backend::{Backend, BatchOutcome};
 use crate::error::{LedgerError, OpenError};
 use crate::model::{Answer, Op};
-use crate::store::{Abandoned, Access, Failure, Opened, Store};
+use crate::store::{Access, Failure, Opened, Store};
 
 /// The name of the writer thread.
 pub const THREAD_NAME: &str = "rtc-ledger";
