@@ -1555,7 +1555,7 @@ impl<'d, 'input> Parser<'d, 'input> {
                                 window,
                                 baseline: duration(node, "baseline", "1h")?,
                                 memory: duration(node, "memory", "24h")?,
-                                memory_size: number(node, "memory-size", "100000")?.max(1),
+                                memory_size: number(node, "memory-size", "1000000")?.max(1),
                                 action: action(node, ANY, ANY_TEXT)?,
                             });
                         }

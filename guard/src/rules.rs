@@ -45,7 +45,7 @@ pub struct Burst {
     pub baseline: Duration,
     /// A destination called within this long is not new.
     pub memory: Duration,
-    /// Most destinations remembered per partner (beyond it the oldest are forgotten).
+    /// Most destinations remembered, all partners together (beyond it the oldest are forgotten).
     pub memory_size: usize,
     /// What happens to a call that makes a burst.
     pub action: FraudAction,
