@@ -58,6 +58,16 @@ pub fn run(args: EslArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
+    if let Some(trail) = host.audit() {
+        rtc_host::trail::operator_action(
+            trail,
+            "load",
+            "rtc-core esl",
+            None,
+            serde_json::json!({ "config": cfg.origin }),
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+        );
+    }
     match host.ledger().map(LedgerHandle::path) {
         Some(":memory:") => log::warn!(
             "rtc-core esl: ledger in memory (ledger = :memory:): every balance and CDR is lost at exit"
@@ -128,6 +138,16 @@ pub fn run(args: EslArgs) -> Result<(), String> {
     };
     let stats = client.stats();
     client.shutdown();
+    if let Some(trail) = host.audit() {
+        rtc_host::trail::operator_action(
+            trail,
+            "unload",
+            "rtc-core esl",
+            None,
+            serde_json::Value::Null,
+            serde_json::json!({ "outcome": outcome.as_ref().err() }),
+        );
+    }
     let report = host.shutdown(Duration::from_secs(5));
     if !report.runtime_stopped {
         log::warn!("rtc-io runtime did not stop within 5 s");
