@@ -110,15 +110,45 @@ pub enum BadCommand {
 }
 
 fn unsafe_value(v: &str) -> Option<&'static str> {
+    if v.contains(';') {
+        return Some("';'");
+    }
+    unsafe_header(v)
+}
+
+/// An event header's value ends at its line break; anything else is carried as it is.
+fn unsafe_header(v: &str) -> Option<&'static str> {
     for c in v.chars() {
         match c {
-            ';' => return Some("';'"),
             '\n' | '\r' => return Some("a line break"),
             c if c.is_control() => return Some("a control character"),
             _ => {}
         }
     }
     None
+}
+
+/// `sendevent CUSTOM` of `subclass` with `headers`, about `call`; a value that would break the frame is refused.
+fn send_event(
+    call: CallId,
+    subclass: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Wire, BadCommand> {
+    let mut ubuf = [0u8; 36];
+    let uuid = call.encode(&mut ubuf);
+    let mut event = format!("sendevent CUSTOM\nEvent-Subclass: {subclass}\n");
+    for (name, value) in headers {
+        if let Some(what) = unsafe_header(value) {
+            return Err(BadCommand::BadVariable { call, name, what });
+        }
+        let _ = writeln!(event, "{name}: {value}");
+    }
+    event.push('\n');
+    Ok(Wire {
+        summary: format!("sendevent {subclass} for {uuid}"),
+        bytes: event.into_bytes(),
+        expect: Expect::CommandReply,
+    })
 }
 
 /// The wire commands for one engine command (several for a bridge, none for no variables).
@@ -152,21 +182,7 @@ pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
         }
         CallCommand::LowBalance(warning) => {
             let uuid = warning.call.encode(&mut ubuf).to_string();
-            let mut event = format!(
-                "sendevent CUSTOM\nEvent-Subclass: {}\n",
-                LowBalance::SUBCLASS
-            );
-            for (name, value) in warning.headers() {
-                if let Some(what) = unsafe_value(&value) {
-                    return Err(BadCommand::BadVariable {
-                        call: warning.call,
-                        name,
-                        what,
-                    });
-                }
-                let _ = writeln!(event, "{name}: {value}");
-            }
-            event.push('\n');
+            let event = send_event(warning.call, LowBalance::SUBCLASS, &warning.headers())?;
             Ok(vec![
                 Wire {
                     summary: format!("uuid_setvar {uuid} rtc_low_balance"),
@@ -177,36 +193,14 @@ pub fn encode(cmd: &CallCommand) -> Result<Vec<Wire>, BadCommand> {
                     .into_bytes(),
                     expect: Expect::BgApi,
                 },
-                Wire {
-                    summary: format!("sendevent {} for {uuid}", LowBalance::SUBCLASS),
-                    bytes: event.into_bytes(),
-                    expect: Expect::CommandReply,
-                },
+                event,
             ])
         }
-        CallCommand::Fraud(alert) => {
-            let uuid = alert.call.encode(&mut ubuf).to_string();
-            let mut event = format!(
-                "sendevent CUSTOM\nEvent-Subclass: {}\n",
-                FraudAlert::SUBCLASS
-            );
-            for (name, value) in alert.headers() {
-                if let Some(what) = unsafe_value(&value) {
-                    return Err(BadCommand::BadVariable {
-                        call: alert.call,
-                        name,
-                        what,
-                    });
-                }
-                let _ = writeln!(event, "{name}: {value}");
-            }
-            event.push('\n');
-            Ok(vec![Wire {
-                summary: format!("sendevent {} for {uuid}", FraudAlert::SUBCLASS),
-                bytes: event.into_bytes(),
-                expect: Expect::CommandReply,
-            }])
-        }
+        CallCommand::Fraud(alert) => Ok(vec![send_event(
+            alert.call,
+            FraudAlert::SUBCLASS,
+            &alert.headers(),
+        )?]),
         CallCommand::Hangup { call, cause } => {
             let uuid = call.encode(&mut ubuf);
             let name = match cause.name() {
@@ -422,6 +416,38 @@ mod tests {
         let mut bad = warning;
         bad.partner = "lab\nEvent-Name: HEARTBEAT".into();
         assert!(encode(&CallCommand::LowBalance(Box::new(bad))).is_err());
+    }
+
+    #[test]
+    fn a_fraud_hit_sends_the_custom_event() {
+        let alert = rtc_engine::control::FraudAlert {
+            call: id(),
+            partner: "lab".into(),
+            rule: "pumping_number",
+            action: "block",
+            destination: "37120000001".into(),
+            class: None,
+            value: 11.0,
+            limit: 10.0,
+            detail: "11 live calls to 37120000001 with this one; most 10".into(),
+            block_s: Some(900),
+        };
+        let w = encode(&CallCommand::Fraud(Box::new(alert.clone()))).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            String::from_utf8(w[0].bytes.clone()).unwrap(),
+            format!(
+                "sendevent CUSTOM\nEvent-Subclass: rtc_core::fraud\nUnique-ID: {A}\nrtc_partner: lab\n\
+                 rtc_fraud_rule: pumping_number\nrtc_fraud_action: block\nrtc_destination: 37120000001\n\
+                 rtc_fraud_value: 11\nrtc_fraud_limit: 10\n\
+                 rtc_fraud_detail: 11 live calls to 37120000001 with this one; most 10\n\
+                 rtc_fraud_block_seconds: 900\n\n"
+            )
+        );
+        assert_eq!(w[0].expect, Expect::CommandReply);
+        let mut bad = alert;
+        bad.partner = "lab\n\nsendevent HEARTBEAT".into();
+        assert!(encode(&CallCommand::Fraud(Box::new(bad))).is_err());
     }
 
     #[test]
